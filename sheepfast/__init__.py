@@ -1,0 +1,93 @@
+"""sheepfast: Glance images on a Sheepdog cluster, fast.
+
+    import sheepfast
+    with sheepfast.connect("127.0.0.1:7000") as cluster:
+        cluster.create("img", 1 << 30)
+        with cluster.open("img") as vdi:
+            vdi.write(b"hello", 0)
+            assert vdi.read(0, 5) == b"hello"
+"""
+
+from __future__ import annotations
+
+from sheepfast.errors import (
+    ClusterNotReady,
+    ConnectionError,
+    InvalidArgument,
+    InvalidParameters,
+    NoSpace,
+    ObjectNotFound,
+    OutOfRange,
+    ProtocolError,
+    ReadOnly,
+    ServerError,
+    SheepdogError,
+    SheepfastError,
+    SnapshotNotFound,
+    TimeoutError,
+    Unsupported,
+    VdiExists,
+    VdiLocked,
+    VdiNotFound,
+    VdiSpaceFull,
+    VersionMismatch,
+)
+from sheepfast.types import ClusterDefaults, VdiInfo
+
+__version__ = "0.1.0"
+
+try:
+    from sheepfast._native import Cluster, Vdi
+except ImportError as exc:  # pragma: no cover - exercised only without a build
+    _import_error = exc
+
+    def _missing(*args, **kwargs):
+        raise ImportError(
+            "sheepfast's native extension is not built; install with 'pip install .'"
+        ) from _import_error
+
+    Cluster = Vdi = _missing  # type: ignore[assignment,misc]
+
+
+def connect(
+    addresses: str = "127.0.0.1:7000",
+    *,
+    connect_timeout: float = 10.0,
+    io_timeout: float = 60.0,
+    depth: int = 16,
+) -> "Cluster":
+    """Connects to a Sheepdog cluster.
+
+    addresses: "host:port", several separated by commas, IPv6 as "[addr]:port";
+    the port defaults to 7000. depth: object requests kept in flight per call.
+    """
+    return Cluster(addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth)
+
+
+__all__ = [
+    "Cluster",
+    "ClusterDefaults",
+    "ClusterNotReady",
+    "ConnectionError",
+    "InvalidArgument",
+    "InvalidParameters",
+    "NoSpace",
+    "ObjectNotFound",
+    "OutOfRange",
+    "ProtocolError",
+    "ReadOnly",
+    "ServerError",
+    "SheepdogError",
+    "SheepfastError",
+    "SnapshotNotFound",
+    "TimeoutError",
+    "Unsupported",
+    "Vdi",
+    "VdiExists",
+    "VdiInfo",
+    "VdiLocked",
+    "VdiNotFound",
+    "VdiSpaceFull",
+    "VersionMismatch",
+    "connect",
+]

@@ -1,0 +1,555 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Binding of the C core (src_c/) to Python.
+
+The GIL pattern everywhere: turn arguments into C locals, release the GIL only
+around the blocking C call, then raise from the sf_error it filled. Buffers
+cross with the buffer protocol, so bytes move between the socket and the
+caller's memory with no copy here.
+"""
+
+from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
+                             PyObject_GetBuffer)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
+
+from sheepfast.c_sheepfast cimport *
+
+import threading
+
+from sheepfast import errors as _errors
+from sheepfast.types import ClusterDefaults, VdiInfo
+
+__all__ = ["Cluster", "Vdi", "version"]
+
+DEFAULT_PORT = 7000
+DEFAULT_DEPTH = 16
+
+
+def version():
+    """Version of the C core."""
+    return sf_version().decode()
+
+
+cdef object _raise(sf_error *err):
+    raise _errors.from_status(<int>err.category, err.sys_errno, err.result,
+                              err.message.decode("utf-8", "replace"))
+
+
+cdef bytes _name_bytes(object name):
+    """A VDI name as the bytes sheep stores: str is UTF-8 (undecodable bytes
+    round-trip through surrogateescape); bytes are taken as they are."""
+    if isinstance(name, str):
+        return (<str>name).encode("utf-8", "surrogateescape")
+    if isinstance(name, (bytes, bytearray, memoryview)):
+        return bytes(name)
+    raise TypeError(f"VDI name must be str or bytes, not {type(name).__name__}")
+
+
+cdef str _name_str(const char *raw):
+    return raw.decode("utf-8", "surrogateescape")
+
+
+cdef uint64_t _uint64(object value, str what) except? 0:
+    value = int(value)
+    if value < 0:
+        raise _errors.OutOfRange(f"{what} must not be negative (got {value})")
+    if value >= 1 << 64:
+        raise _errors.OutOfRange(f"{what} {value} does not fit in 64 bits")
+    return <uint64_t>value
+
+
+cdef object _info(const sf_vdi_info *i):
+    return VdiInfo(
+        name=_name_str(i.name),
+        vid=i.vid,
+        size=i.size,
+        block_size_shift=i.block_size_shift,
+        copies=i.copies,
+        copy_policy=i.copy_policy,
+        store_policy=i.store_policy,
+        snap_id=i.snap_id,
+        tag=_name_str(i.tag),
+        parent_vid=i.parent_vid,
+        create_time=(i.create_time >> 32) + (i.create_time & 0xFFFFFFFF) / 1e9,
+        snapshot=i.snap_ctime != 0,
+    )
+
+
+cdef class _Guard:
+    """Lets close() wait for calls running without the GIL in other threads
+    instead of freeing memory under them."""
+    cdef object _cond
+    cdef int _active
+    cdef bint closed
+    cdef str _what
+
+    def __cinit__(self, str what):
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self.closed = False
+        self._what = what
+
+    cdef int enter(self) except -1:
+        with self._cond:
+            if self.closed:
+                raise _errors.InvalidArgument(f"I/O operation on a closed {self._what}")
+            self._active += 1
+        return 0
+
+    cdef void leave(self):
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
+
+    cdef bint close(self):
+        """Marks closed and waits for running calls; False if already closed."""
+        with self._cond:
+            if self.closed:
+                return False
+            self.closed = True
+            while self._active:
+                self._cond.wait()
+        return True
+
+
+cdef class Cluster:
+    """A connection pool to one Sheepdog cluster; safe to share between threads."""
+    cdef sf_cluster *_c
+    cdef _Guard _guard
+    cdef readonly str addresses
+    cdef readonly unsigned depth
+
+    def __cinit__(self, addresses, *, connect_timeout=10.0, io_timeout=60.0, depth=DEFAULT_DEPTH):
+        cdef sf_options opt
+        cdef sf_error err
+        cdef bytes addr
+        self._guard = _Guard("cluster")
+        if isinstance(addresses, (list, tuple)):
+            addresses = ",".join(str(a) for a in addresses)
+        if not isinstance(addresses, str) or not addresses.strip():
+            raise _errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
+        if not 1 <= int(depth) <= 256:
+            raise _errors.InvalidArgument(f"depth must be 1..256 (got {depth})")
+        if connect_timeout <= 0 or io_timeout <= 0:
+            raise _errors.InvalidArgument("timeouts must be positive")
+        self.addresses = addresses
+        self.depth = depth
+        addr = addresses.encode()
+        memset(&opt, 0, sizeof(opt))
+        opt.addresses = addr
+        opt.connect_timeout_ms = max(1, <int>(connect_timeout * 1000))
+        opt.io_timeout_ms = max(1, <int>(io_timeout * 1000))
+        opt.depth = depth
+        with nogil:
+            self._c = sf_cluster_open(&opt, &err)
+        if self._c == NULL:
+            _raise(&err)
+
+    def __dealloc__(self):
+        if self._c != NULL:
+            sf_cluster_close(self._c)
+            self._c = NULL
+
+    cdef int _enter(self) except -1:
+        return self._guard.enter()
+
+    def close(self):
+        """Releases the pool. VDIs opened from this cluster stay usable
+        until they are closed themselves."""
+        if self._guard.close():
+            sf_cluster_close(self._c)
+            self._c = NULL
+
+    @property
+    def closed(self):
+        return self._guard.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return f"<sheepfast.Cluster {self.addresses!r} {state}>"
+
+    @property
+    def defaults(self):
+        """Copies, copy policy and object size a VDI gets by default."""
+        cdef sf_cluster_defaults d
+        cdef sf_error err
+        self._enter()
+        try:
+            sf_cluster_get_defaults(self._c, &d, &err)
+        finally:
+            self._guard.leave()
+        return ClusterDefaults(d.copies, d.copy_policy, d.block_size_shift)
+
+    @property
+    def nodes(self):
+        """Gateways known to the client: configured ones first, then those
+        the cluster's node list named."""
+        cdef char buf[20000]
+        cdef sf_error err
+        cdef int rc
+        self._enter()
+        try:
+            rc = sf_cluster_nodes(self._c, buf, sizeof(buf), &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+        return buf.decode().split(",")
+
+    def create(self, name, size, *, copies=0, block_size_shift=0, copy_policy=0):
+        """Creates a VDI of size bytes; returns its vid. Raises VdiExists
+        (atomically: sheep checks and creates in one step)."""
+        cdef bytes raw = _name_bytes(name)
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        cdef uint64_t c_size = _uint64(size, "size")
+        cdef sf_create_options opt
+        cdef sf_error err
+        cdef uint32_t vid = 0
+        cdef int rc
+        if not 0 <= copies <= 31:
+            raise _errors.InvalidArgument(f"copies must be 0..31 (got {copies})")
+        if not (block_size_shift == 0 or 20 <= block_size_shift <= 31):
+            raise _errors.InvalidArgument(
+                f"block_size_shift must be 20..31, or 0 for the cluster default (got {block_size_shift})")
+        if not 0 <= copy_policy <= 255:
+            raise _errors.InvalidArgument(f"copy_policy must be one byte (got {copy_policy})")
+        opt.copies = copies
+        opt.copy_policy = copy_policy
+        opt.block_size_shift = block_size_shift
+        self._enter()
+        try:
+            with nogil:
+                rc = sf_vdi_create(self._c, c_name, name_len, c_size, &opt, &vid, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+        return vid
+
+    def stat(self, name):
+        """VdiInfo of the working VDI called name (O(1): no cluster scan)."""
+        cdef bytes raw = _name_bytes(name)
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        cdef sf_vdi_info info
+        cdef sf_error err
+        cdef int rc
+        self._enter()
+        try:
+            with nogil:
+                rc = sf_vdi_stat(self._c, c_name, name_len, &info, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+        return _info(&info)
+
+    def exists(self, name):
+        try:
+            self.stat(name)
+        except _errors.VdiNotFound:
+            return False
+        return True
+
+    def list(self):
+        """Every live VDI (snapshots included, marked .snapshot), by name."""
+        cdef sf_vdi_info *infos = NULL
+        cdef size_t count = 0, i
+        cdef sf_error err
+        cdef int rc
+        self._enter()
+        try:
+            with nogil:
+                rc = sf_vdi_list(self._c, &infos, &count, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+        try:
+            return [_info(&infos[i]) for i in range(count)]
+        finally:
+            sf_free(infos)
+
+    def delete(self, name):
+        """Removes the working VDI called name and lets sheep reclaim its
+        objects (the index is zeroed first: no zombie VDI is left)."""
+        cdef bytes raw = _name_bytes(name)
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        cdef sf_error err
+        cdef int rc
+        self._enter()
+        try:
+            with nogil:
+                rc = sf_vdi_delete(self._c, c_name, name_len, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+
+    def open(self, name):
+        """A Vdi handle: one GET_VDI_INFO and one inode-header read."""
+        return Vdi._open(self, _name_bytes(name))
+
+
+cdef class Vdi:
+    """An open VDI. Thread-safe: reads and writes may run concurrently."""
+    cdef sf_vdi *_c
+    cdef _Guard _guard
+    cdef readonly Cluster cluster
+    cdef readonly object info
+    cdef bint _thin
+
+    def __cinit__(self):
+        self._thin = True
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use Cluster.open() to open a VDI")
+
+    @staticmethod
+    cdef Vdi _open(Cluster cluster, bytes raw):
+        cdef Vdi self = Vdi.__new__(Vdi)
+        cdef sf_error err
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        self._guard = _Guard("VDI")
+        self.cluster = cluster
+        cluster._enter()
+        try:
+            with nogil:
+                self._c = sf_vdi_open(cluster._c, c_name, name_len, &err)
+        finally:
+            cluster._guard.leave()
+        if self._c == NULL:
+            _raise(&err)
+        self.info = _info(sf_vdi_get_info(self._c))
+        return self
+
+    def __dealloc__(self):
+        if self._c != NULL:
+            sf_vdi_close(self._c)
+            self._c = NULL
+
+    def close(self):
+        """Waits for calls running in other threads, then frees the handle."""
+        if self._guard is not None and self._guard.close():
+            sf_vdi_close(self._c)
+            self._c = NULL
+
+    @property
+    def closed(self):
+        return self._guard.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<sheepfast.Vdi {self.info.name!r} vid={self.info.vid:#x} size={self.size}>"
+
+    @property
+    def name(self):
+        return self.info.name
+
+    @property
+    def vid(self):
+        return self.info.vid
+
+    @property
+    def size(self):
+        # resize() changes it, so it is read from the handle each time
+        cdef uint64_t size
+        self._guard.enter()
+        size = sf_vdi_get_info(self._c).size
+        self._guard.leave()
+        return size
+
+    @property
+    def object_size(self):
+        return 1 << self.info.block_size_shift
+
+    @property
+    def thin(self):
+        """Skip writing all-zero data to unallocated objects (default True)."""
+        return self._thin
+
+    @thin.setter
+    def thin(self, value):
+        self._guard.enter()
+        sf_vdi_set_thin(self._c, 1 if value else 0)
+        self._guard.leave()
+        self._thin = bool(value)
+
+    @property
+    def stats(self):
+        """Requests sent since open: reads, writes, creates, index updates,
+        and all-zero objects skipped."""
+        cdef sf_vdi_stats s
+        self._guard.enter()
+        sf_vdi_get_stats(self._c, &s)
+        self._guard.leave()
+        return {
+            "read_requests": s.read_requests,
+            "write_requests": s.write_requests,
+            "create_requests": s.create_requests,
+            "index_updates": s.index_updates,
+            "zero_objects_skipped": s.zero_objects_skipped,
+        }
+
+    def read(self, offset, length):
+        """length bytes from offset, as bytes allocated once and filled in place."""
+        cdef uint64_t c_off = _uint64(offset, "offset")
+        cdef uint64_t c_len = _uint64(length, "length")
+        cdef sf_error err
+        cdef int rc
+        cdef bytes out
+        cdef char *dst
+        if c_len > <uint64_t>0x7FFFFFFFFFFFFFFF:
+            raise _errors.OutOfRange(f"length {length} is too large")
+        self._guard.enter()
+        try:
+            if c_off > sf_vdi_get_info(self._c).size or c_len > sf_vdi_get_info(self._c).size - c_off:
+                raise _errors.OutOfRange(
+                    f"read of {length} bytes at offset {offset} is past the end of VDI "
+                    f"{self.info.name!r} ({sf_vdi_get_info(self._c).size} bytes)")
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_len)
+            dst = PyBytes_AS_STRING(out)
+            with nogil:
+                rc = sf_vdi_read(self._c, dst, c_len, c_off, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+        return out
+
+    def readinto(self, buffer, offset):
+        """Fills any writable contiguous buffer from offset; returns its length."""
+        cdef uint64_t c_off = _uint64(offset, "offset")
+        cdef Py_buffer view
+        cdef sf_error err
+        cdef int rc
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
+        try:
+            self._guard.enter()
+            try:
+                with nogil:
+                    rc = sf_vdi_read(self._c, view.buf, <uint64_t>view.len, c_off, &err)
+            finally:
+                self._guard.leave()
+            if rc != SF_OK:
+                _raise(&err)
+            return view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def write(self, data, offset):
+        """Writes any contiguous buffer at offset; returns the bytes written."""
+        cdef uint64_t c_off = _uint64(offset, "offset")
+        cdef Py_buffer view
+        cdef sf_error err
+        cdef int rc
+        PyObject_GetBuffer(data, &view, PyBUF_ANY_CONTIGUOUS)
+        try:
+            self._guard.enter()
+            try:
+                with nogil:
+                    rc = sf_vdi_write(self._c, view.buf, <uint64_t>view.len, c_off, &err)
+            finally:
+                self._guard.leave()
+            if rc != SF_OK:
+                _raise(&err)
+            return view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def resize(self, new_size):
+        """Grows the VDI (shrinking is refused: sheep 1.0 would leak objects)."""
+        cdef uint64_t c_size = _uint64(new_size, "new_size")
+        cdef sf_error err
+        cdef int rc
+        self._guard.enter()
+        try:
+            with nogil:
+                rc = sf_vdi_resize(self._c, c_size, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+
+
+# ---------------------------------------------------------------- test hooks
+# The wire codec, exposed so the tests can replay captured headers through
+# the same C code the client uses.
+
+def _encode_request(int opcode, **fields):
+    """48 header bytes for a request, built by the client's encoder."""
+    cdef sf_req req
+    cdef uint8_t out[48]
+    sf_req_init(&req, opcode)
+    req.proto_ver = fields.pop("proto_ver", req.proto_ver)
+    req.flags = fields.pop("flags", 0)
+    req.epoch = fields.pop("epoch", 0)
+    req.id = fields.pop("id", 0)
+    req.data_length = fields.pop("data_length", 0)
+    req.oid = fields.pop("oid", 0)
+    req.cow_oid = fields.pop("cow_oid", 0)
+    req.copies = fields.pop("copies", 0)
+    req.copy_policy = fields.pop("copy_policy", 0)
+    req.offset = fields.pop("offset", 0)
+    req.vdi_size = fields.pop("vdi_size", 0)
+    req.base_vdi_id = fields.pop("base_vdi_id", 0)
+    req.store_policy = fields.pop("store_policy", 0)
+    req.block_size_shift = fields.pop("block_size_shift", 0)
+    req.snapid = fields.pop("snapid", 0)
+    req.lock_type = fields.pop("lock_type", 0)
+    req.nodes_nr = fields.pop("nodes_nr", 0)
+    if fields:
+        raise TypeError(f"unknown request fields {sorted(fields)}")
+    sf_req_encode(&req, out)
+    return bytes(out[:48])
+
+
+def _decode_request(const uint8_t[:] header not None):
+    """The request fields the client's decoder finds in 48 header bytes."""
+    cdef sf_req req
+    if header.shape[0] != 48:
+        raise ValueError("a header is 48 bytes")
+    sf_req_decode(&header[0], &req)
+    return req
+
+
+def _decode_response(const uint8_t[:] header not None):
+    """The reply fields the client's decoder finds in 48 header bytes."""
+    cdef sf_rsp rsp
+    if header.shape[0] != 48:
+        raise ValueError("a header is 48 bytes")
+    sf_rsp_decode(&header[0], &rsp)
+    return rsp
+
+
+def _check_name(name):
+    raw = _name_bytes(name)
+    why = sf_check_name(raw, len(raw))
+    return None if why == NULL else why.decode()
+
+
+def _check_copy_policy(int policy):
+    why = sf_check_copy_policy(<uint8_t>policy)
+    return None if why == NULL else why.decode()
+
+
+def _is_zero(const uint8_t[:] data not None):
+    if data.shape[0] == 0:
+        return True
+    return bool(sf_is_zero(&data[0], data.shape[0]))

@@ -1,0 +1,612 @@
+/*
+ * Cluster handle: gateways, the connection pool, and the VDI-level
+ * operations (create, look up, delete, list) that work by name.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sf_internal.h"
+
+/* -------------------------------------------------------------------- pool */
+
+sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
+{
+    pthread_mutex_lock(&cl->lock);
+    sf_conn *conn = cl->idle;
+    if (conn != NULL) {
+        cl->idle = conn->next_idle;
+        cl->nr_idle--;
+        conn->next_idle = NULL;
+    }
+    /* New connections go round the gateways so that parallel callers spread. */
+    unsigned first = cl->next_gateway;
+    cl->next_gateway = (cl->next_gateway + 1) % cl->nr_configured;
+    pthread_mutex_unlock(&cl->lock);
+    if (conn != NULL)
+        return conn;
+    return sf_connect_any(cl, first, err);
+}
+
+void sf_pool_put(sf_cluster *cl, sf_conn *conn)
+{
+    if (conn == NULL)
+        return;
+    if (!conn->broken) {
+        pthread_mutex_lock(&cl->lock);
+        if (cl->nr_idle < SF_MAX_IDLE_CONNS) {
+            conn->next_idle = cl->idle;
+            cl->idle = conn;
+            cl->nr_idle++;
+            conn = NULL;
+        }
+        pthread_mutex_unlock(&cl->lock);
+    }
+    sf_conn_close(conn);
+}
+
+/* ------------------------------------------------------------ open / close */
+
+static void learn_gateways(sf_cluster *cl, const uint8_t *records, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        char text[300];
+        sf_gateway gw;
+        if (sf_node_record_address(records + (size_t)i * SF_NODE_RECORD_SIZE, text, sizeof(text)) < 0)
+            continue;
+        if (sf_parse_addresses(text, &gw, 1, NULL) != 1)
+            continue;
+        pthread_mutex_lock(&cl->lock);
+        int known = 0;
+        for (unsigned j = 0; j < cl->nr_gateways && !known; j++)
+            known = strcmp(cl->gateways[j].host, gw.host) == 0 &&
+                    strcmp(cl->gateways[j].port, gw.port) == 0;
+        if (!known && cl->nr_gateways < SF_MAX_GATEWAYS)
+            cl->gateways[cl->nr_gateways++] = gw;
+        pthread_mutex_unlock(&cl->lock);
+    }
+}
+
+/* GET_NODE_LIST: lets the client fail over to gateways it was not told of. */
+static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_error *err)
+{
+    /* sheep copies the list into our buffer without a bounds check, so the
+     * buffer is always sized for the largest cluster. */
+    uint8_t *buf = malloc(SF_NODE_LIST_BUF);
+    if (buf == NULL)
+        return sf_fail(err, SF_E_NOMEM, "out of memory");
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_GET_NODE_LIST);
+    op.req.data_length = SF_NODE_LIST_BUF;
+    op.reply_buf = buf;
+    op.reply_cap = SF_NODE_LIST_BUF;
+    op.retryable = 1;
+    int rc = sf_call(cl, conn, &op, err);
+    if (rc == SF_OK) {
+        uint32_t n = op.rsp.nr_nodes;
+        if (n > SF_MAX_NODES || (uint64_t)n * SF_NODE_RECORD_SIZE > op.rsp.data_length)
+            rc = sf_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
+                         op.rsp.data_length);
+        else
+            learn_gateways(cl, buf, n);
+    }
+    free(buf);
+    return rc;
+}
+
+static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
+{
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_GET_CLUSTER_DEFAULT);
+    op.retryable = 1;
+    if (sf_call(cl, conn, &op, err) != SF_OK)
+        return SF_ERR;
+    cl->defaults.copies = op.rsp.default_copies;
+    cl->defaults.copy_policy = op.rsp.default_copy_policy;
+    cl->defaults.block_size_shift = op.rsp.default_bss;
+    if (cl->defaults.block_size_shift < SF_MIN_BSS || cl->defaults.block_size_shift > SF_MAX_BSS)
+        return sf_fail(err, SF_E_PROTOCOL, "cluster default block_size_shift %u is out of range",
+                       cl->defaults.block_size_shift);
+    return SF_OK;
+}
+
+sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
+{
+    sf_error_clear(err);
+    sf_cluster *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL) {
+        sf_fail(err, SF_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&cl->lock, NULL);
+    cl->refs = 1;
+    cl->connect_timeout_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : SF_DEFAULT_CONNECT_TIMEOUT_MS;
+    cl->io_timeout_ms = opt->io_timeout_ms > 0 ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
+    cl->depth = opt->depth == 0 ? SF_DEFAULT_DEPTH : (opt->depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : opt->depth);
+    int n = sf_parse_addresses(opt->addresses, cl->gateways, SF_MAX_GATEWAYS, err);
+    if (n < 0)
+        goto fail;
+    cl->nr_configured = cl->nr_gateways = (unsigned)n;
+
+    sf_conn *conn = sf_connect_any(cl, 0, err);
+    if (conn == NULL)
+        goto fail;
+    /* The defaults double as the "is this a formatted sheep?" check. */
+    if (fetch_defaults(cl, &conn, err) != SF_OK || refresh_nodes(cl, &conn, err) != SF_OK) {
+        sf_conn_close(conn);
+        goto fail;
+    }
+    sf_pool_put(cl, conn);
+    return cl;
+fail:
+    pthread_mutex_destroy(&cl->lock);
+    free(cl);
+    return NULL;
+}
+
+void sf_cluster_unref(sf_cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    unsigned left = --cl->refs;
+    pthread_mutex_unlock(&cl->lock);
+    if (left > 0)
+        return;
+    while (cl->idle != NULL) {
+        sf_conn *next = cl->idle->next_idle;
+        sf_conn_close(cl->idle);
+        cl->idle = next;
+    }
+    pthread_mutex_destroy(&cl->lock);
+    free(cl);
+}
+
+void sf_cluster_close(sf_cluster *cl)
+{
+    if (cl != NULL)
+        sf_cluster_unref(cl);
+}
+
+int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err)
+{
+    sf_error_clear(err);
+    *out = cl->defaults;
+    return SF_OK;
+}
+
+int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
+{
+    size_t used = 0;
+    sf_error_clear(err);
+    if (out_len == 0)
+        return sf_fail(err, SF_E_INVALID, "empty output buffer");
+    out[0] = '\0';
+    pthread_mutex_lock(&cl->lock);
+    for (unsigned i = 0; i < cl->nr_gateways; i++) {
+        char text[300];
+        sf_gateway_format(&cl->gateways[i], text, sizeof(text));
+        int n = snprintf(out + used, out_len - used, "%s%s", i ? "," : "", text);
+        if (n < 0 || (size_t)n >= out_len - used) {
+            pthread_mutex_unlock(&cl->lock);
+            return sf_fail(err, SF_E_INVALID, "output buffer too small for the node list");
+        }
+        used += (size_t)n;
+    }
+    pthread_mutex_unlock(&cl->lock);
+    return SF_OK;
+}
+
+/* ------------------------------------------------------------- VDI by name */
+
+/* name (+ empty tag) NUL-padded, as GET_VDI_INFO / DEL_VDI take it. */
+static void name_payload(uint8_t payload[2 * SF_NAME_FIELD], const char *name, size_t name_len)
+{
+    memset(payload, 0, 2 * SF_NAME_FIELD);
+    memcpy(payload, name, name_len);
+}
+
+int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                  uint32_t *vid, sf_error *err)
+{
+    uint8_t payload[2 * SF_NAME_FIELD];
+    sf_op op;
+    name_payload(payload, name, name_len);
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_GET_VDI_INFO);
+    op.req.flags = SF_FLAG_WRITE;
+    op.req.data_length = sizeof(payload);
+    op.payload = payload;
+    op.retryable = 1;
+    if (sf_call(cl, conn, &op, err) != SF_OK) {
+        if (err->result == SF_RES_NO_VDI)
+            sf_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
+        return SF_ERR;
+    }
+    if (op.rsp.vdi_id == 0 || op.rsp.vdi_id > SF_MAX_VID)
+        return sf_fail(err, SF_E_PROTOCOL, "GET_VDI_INFO returned vid 0x%x", op.rsp.vdi_id);
+    *vid = op.rsp.vdi_id;
+    return SF_OK;
+}
+
+int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
+                         sf_error *err)
+{
+    uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
+    if (buf == NULL)
+        return sf_fail(err, SF_E_NOMEM, "out of memory");
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_READ_OBJ);
+    op.req.flags = SF_FLAG_DIRECT;
+    op.req.oid = sf_inode_oid(vid);
+    op.req.data_length = SF_INODE_HEADER_SIZE;
+    op.reply_buf = buf;
+    op.reply_cap = SF_INODE_HEADER_SIZE;
+    op.retryable = 1;
+    int rc = sf_call(cl, conn, &op, err);
+    if (rc == SF_OK && op.rsp.data_length != SF_INODE_HEADER_SIZE)
+        rc = sf_fail(err, SF_E_PROTOCOL, "inode read returned %u of %u bytes", op.rsp.data_length,
+                     SF_INODE_HEADER_SIZE);
+    if (rc == SF_OK) {
+        sf_inode_header_decode(buf, info);
+        if (info->vid != vid)
+            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x names itself 0x%x", vid, info->vid);
+        else if (info->block_size_shift < SF_MIN_BSS || info->block_size_shift > SF_MAX_BSS)
+            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x has block_size_shift %u", vid,
+                         info->block_size_shift);
+        else if (info->store_policy > 1)
+            rc = sf_fail(err, SF_E_UNSUPPORTED, "inode 0x%x has unknown store_policy %u", vid,
+                         info->store_policy);
+        else if (info->store_policy == 0 &&
+                 info->size > sf_max_flat_size(info->block_size_shift))
+            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x: size %llu exceeds the flat index", vid,
+                         (unsigned long long)info->size);
+    }
+    free(buf);
+    return rc;
+}
+
+int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
+                  const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
+{
+    static const sf_create_options no_options;
+    const char *why;
+    sf_error_clear(err);
+    if (opt == NULL)
+        opt = &no_options;
+    if ((why = sf_check_name(name, name_len)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "%s", why);
+    if ((why = sf_check_copy_policy(opt->copy_policy)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "copy_policy 0x%02x: %s", opt->copy_policy, why);
+    if (opt->block_size_shift != 0 &&
+        (opt->block_size_shift < SF_MIN_BSS || opt->block_size_shift > SF_MAX_BSS))
+        return sf_fail(err, SF_E_INVALID, "block_size_shift %u is outside %d..%d",
+                       opt->block_size_shift, SF_MIN_BSS, SF_MAX_BSS);
+    uint8_t bss = opt->block_size_shift ? opt->block_size_shift : cl->defaults.block_size_shift;
+    /* sheep would accept a larger flat VDI and then be unable to index it */
+    if (size > sf_max_flat_size(bss))
+        return sf_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit for %u-byte objects",
+                       (unsigned long long)size, (unsigned long long)sf_max_flat_size(bss),
+                       1u << (bss < 31 ? bss : 31));
+
+    uint8_t payload[SF_NAME_FIELD];
+    memset(payload, 0, sizeof(payload));
+    memcpy(payload, name, name_len);
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_NEW_VDI);
+    op.req.flags = SF_FLAG_WRITE;
+    op.req.data_length = SF_NAME_FIELD; /* exactly 256: 512 is refused */
+    op.req.vdi_size = size;
+    op.req.copies = opt->copies;
+    op.req.copy_policy = opt->copy_policy;
+    op.req.block_size_shift = opt->block_size_shift;
+    op.payload = payload;
+    op.retryable = 0; /* a resend could answer VDI_EXIST for our own VDI */
+
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = sf_call(cl, &conn, &op, err);
+    sf_pool_put(cl, conn);
+    if (rc != SF_OK) {
+        if (err->category == SF_E_SERVER && err->result == SF_RES_VDI_EXIST)
+            sf_fail_result(err, SF_RES_VDI_EXIST, "VDI '%.*s' already exists", (int)name_len, name);
+        else if (err->category == SF_E_SERVER)
+            sf_fail_result(err, err->result, "creating VDI '%.*s'", (int)name_len, name);
+        return SF_ERR;
+    }
+    if (vid_out != NULL)
+        *vid_out = op.rsp.vdi_id;
+    return SF_OK;
+}
+
+int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
+                sf_error *err)
+{
+    const char *why;
+    uint32_t vid;
+    sf_error_clear(err);
+    if ((why = sf_check_name(name, name_len)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "%s", why);
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
+    if (rc == SF_OK)
+        rc = sf_read_inode_header(cl, &conn, vid, out, err);
+    sf_pool_put(cl, conn);
+    return rc;
+}
+
+/* Writes zeros over every non-zero index entry, in batches, so that sheep
+ * drops its references and reclaims the objects (DEL_VDI alone would leave
+ * them behind forever). */
+static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, sf_error *err)
+{
+    const uint32_t batch = 128; /* non-zero entries per write, as dog does */
+    uint64_t objsize = (uint64_t)1 << info->block_size_shift;
+    uint32_t nr = (uint32_t)((info->size + objsize - 1) / objsize);
+    uint32_t chunk = 65536; /* entries read per inode read: 256 KiB */
+    uint32_t *entries = malloc((size_t)chunk * 4);
+    uint8_t *zeros = calloc(chunk, 4);
+    uint8_t *raw = malloc((size_t)chunk * 4);
+    int rc = SF_OK;
+
+    if (entries == NULL || zeros == NULL || raw == NULL) {
+        rc = sf_fail(err, SF_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (uint32_t base = 0; base < nr && rc == SF_OK; base += chunk) {
+        uint32_t count = nr - base < chunk ? nr - base : chunk;
+        sf_op op;
+        memset(&op, 0, sizeof(op));
+        sf_req_init(&op.req, SF_OP_READ_OBJ);
+        op.req.oid = sf_inode_oid(info->vid);
+        op.req.offset = SF_INODE_INDEX_OFF + 4 * base;
+        op.req.data_length = 4 * count;
+        op.reply_buf = raw;
+        op.reply_cap = 4 * count;
+        op.retryable = 1;
+        if ((rc = sf_call(cl, conn, &op, err)) != SF_OK)
+            break;
+        if (op.rsp.data_length != 4 * count) {
+            rc = sf_fail(err, SF_E_PROTOCOL, "index read returned %u bytes", op.rsp.data_length);
+            break;
+        }
+        for (uint32_t i = 0; i < count; i++)
+            entries[i] = sf_get_le32(raw + 4 * i);
+        uint32_t i = 0;
+        while (i < count && rc == SF_OK) {
+            while (i < count && entries[i] == 0)
+                i++;
+            if (i == count)
+                break;
+            uint32_t start = i, nonzero = 0;
+            while (i < count && nonzero < batch) {
+                if (entries[i] != 0)
+                    nonzero++;
+                i++;
+            }
+            memset(&op, 0, sizeof(op));
+            sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+            op.req.flags = SF_FLAG_WRITE | SF_FLAG_DIRECT;
+            op.req.oid = sf_inode_oid(info->vid);
+            op.req.copies = info->copies;
+            op.req.copy_policy = info->copy_policy;
+            op.req.offset = SF_INODE_INDEX_OFF + 4 * (base + start);
+            op.req.data_length = 4 * (i - start);
+            op.payload = zeros;
+            op.retryable = 1;
+            rc = sf_call(cl, conn, &op, err);
+        }
+    }
+out:
+    free(entries);
+    free(zeros);
+    free(raw);
+    return rc;
+}
+
+int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+{
+    const char *why;
+    uint32_t vid;
+    sf_vdi_info info;
+    sf_error_clear(err);
+    if ((why = sf_check_name(name, name_len)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "%s", why);
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
+    if (rc == SF_OK)
+        rc = sf_read_inode_header(cl, &conn, vid, &info, err);
+    /* A hyper volume's index is a B-tree: DEL_VDI walks it itself, and a
+     * flat zeroing pass over it would crash sheep. */
+    if (rc == SF_OK && info.store_policy == 0)
+        rc = zero_index(cl, &conn, &info, err);
+    if (rc == SF_OK) {
+        uint8_t payload[2 * SF_NAME_FIELD];
+        sf_op op;
+        name_payload(payload, name, name_len);
+        memset(&op, 0, sizeof(op));
+        sf_req_init(&op.req, SF_OP_DEL_VDI);
+        op.req.flags = SF_FLAG_WRITE;
+        op.req.data_length = sizeof(payload);
+        op.payload = payload;
+        op.retryable = 0;
+        rc = sf_call(cl, &conn, &op, err);
+        if (rc != SF_OK && err->category == SF_E_SERVER)
+            sf_fail_result(err, err->result, "deleting VDI '%.*s'", (int)name_len, name);
+    }
+    sf_pool_put(cl, conn);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- list */
+
+#define LIST_HEADER_BYTES 572u /* the inode fields up to btree_counter */
+
+typedef struct list_ctx {
+    const uint8_t *in_use, *deleted;
+    uint32_t next_vid;
+    sf_op *ops;
+    uint8_t *bufs;
+    unsigned nr_slots;
+    unsigned *free_slots, nr_free;
+    sf_vdi_info *out;
+    size_t count, cap;
+    int failed;
+    sf_error err;
+} list_ctx;
+
+static int bit_set(const uint8_t *map, uint32_t v)
+{
+    return (map[v >> 3] >> (v & 7)) & 1;
+}
+
+static sf_op *list_next(void *ctx)
+{
+    list_ctx *l = ctx;
+    if (l->failed || l->nr_free == 0)
+        return NULL;
+    while (l->next_vid <= SF_MAX_VID) {
+        uint32_t v = l->next_vid++;
+        /* skip empty bitmap bytes quickly */
+        if ((v & 7) == 0 && l->in_use[v >> 3] == 0) {
+            l->next_vid = v + 8;
+            continue;
+        }
+        if (!bit_set(l->in_use, v) || bit_set(l->deleted, v))
+            continue;
+        unsigned slot = l->free_slots[--l->nr_free];
+        sf_op *op = &l->ops[slot];
+        memset(op, 0, sizeof(*op));
+        sf_req_init(&op->req, SF_OP_READ_OBJ);
+        op->req.flags = SF_FLAG_DIRECT;
+        op->req.oid = sf_inode_oid(v);
+        op->req.data_length = LIST_HEADER_BYTES;
+        op->reply_buf = l->bufs + (size_t)slot * LIST_HEADER_BYTES;
+        op->reply_cap = LIST_HEADER_BYTES;
+        op->retryable = 1;
+        op->tag = slot;
+        return op;
+    }
+    return NULL;
+}
+
+static void list_complete(void *ctx, sf_op *op)
+{
+    list_ctx *l = ctx;
+    l->free_slots[l->nr_free++] = op->tag;
+    if (l->failed)
+        return;
+    /* A vid can vanish between the bitmap read and the inode read. */
+    if (op->rsp.result == SF_RES_NO_OBJ)
+        return;
+    if (op->rsp.result != SF_RES_SUCCESS) {
+        l->failed = 1;
+        sf_fail_result(&l->err, op->rsp.result, "reading inode of vid 0x%llx",
+                       (unsigned long long)((op->req.oid >> 32) & SF_VID_MASK));
+        return;
+    }
+    if (op->rsp.data_length != LIST_HEADER_BYTES) {
+        l->failed = 1;
+        sf_fail(&l->err, SF_E_PROTOCOL, "inode header read returned %u bytes", op->rsp.data_length);
+        return;
+    }
+    const uint8_t *buf = op->reply_buf;
+    if (buf[0] == 0) /* deleted: the name is zeroed */
+        return;
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        sf_vdi_info *grown = realloc(l->out, cap * sizeof(*grown));
+        if (grown == NULL) {
+            l->failed = 1;
+            sf_fail(&l->err, SF_E_NOMEM, "out of memory");
+            return;
+        }
+        l->out = grown;
+        l->cap = cap;
+    }
+    sf_inode_header_decode(buf, &l->out[l->count++]);
+}
+
+static int read_bitmap(sf_cluster *cl, sf_conn **conn, uint8_t opcode, uint8_t *map, sf_error *err)
+{
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, opcode);
+    op.req.data_length = SF_VDI_BITMAP_SIZE; /* anything else is refused */
+    op.reply_buf = map;
+    op.reply_cap = SF_VDI_BITMAP_SIZE;
+    op.retryable = 1;
+    if (sf_call(cl, conn, &op, err) != SF_OK)
+        return SF_ERR;
+    if (op.rsp.data_length != SF_VDI_BITMAP_SIZE)
+        return sf_fail(err, SF_E_PROTOCOL, "%s returned %u bytes", sf_opcode_name(opcode),
+                       op.rsp.data_length);
+    return SF_OK;
+}
+
+static int by_name_then_snap(const void *a, const void *b)
+{
+    const sf_vdi_info *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c != 0)
+        return c;
+    return x->snap_id < y->snap_id ? -1 : x->snap_id > y->snap_id;
+}
+
+int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
+{
+    list_ctx l;
+    memset(&l, 0, sizeof(l));
+    sf_error_clear(err);
+    *out = NULL;
+    *count = 0;
+    uint8_t *in_use = malloc(SF_VDI_BITMAP_SIZE), *deleted = malloc(SF_VDI_BITMAP_SIZE);
+    l.nr_slots = cl->depth;
+    l.ops = calloc(l.nr_slots, sizeof(sf_op));
+    l.bufs = malloc((size_t)l.nr_slots * LIST_HEADER_BYTES);
+    l.free_slots = malloc(l.nr_slots * sizeof(unsigned));
+    int rc = SF_ERR;
+    sf_conn *conn = NULL;
+    if (!in_use || !deleted || !l.ops || !l.bufs || !l.free_slots) {
+        sf_fail(err, SF_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < l.nr_slots; i++)
+        l.free_slots[l.nr_free++] = i;
+    if ((conn = sf_pool_get(cl, err)) == NULL)
+        goto out;
+    if (read_bitmap(cl, &conn, SF_OP_READ_VDIS, in_use, err) != SF_OK ||
+        read_bitmap(cl, &conn, SF_OP_READ_DEL_VDIS, deleted, err) != SF_OK)
+        goto out;
+    l.in_use = in_use;
+    l.deleted = deleted;
+    l.next_vid = 1;
+    sf_source src = {&l, list_next, list_complete};
+    if (sf_run(cl, &conn, &src, l.nr_slots, err) != SF_OK)
+        goto out;
+    if (l.failed) {
+        *err = l.err;
+        goto out;
+    }
+    qsort(l.out, l.count, sizeof(*l.out), by_name_then_snap);
+    *out = l.out;
+    *count = l.count;
+    l.out = NULL;
+    rc = SF_OK;
+out:
+    sf_pool_put(cl, conn);
+    free(l.out);
+    free(l.ops);
+    free(l.bufs);
+    free(l.free_slots);
+    free(in_use);
+    free(deleted);
+    return rc;
+}

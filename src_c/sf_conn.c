@@ -1,0 +1,504 @@
+/*
+ * Sockets and the request engine.
+ *
+ * Sockets are non-blocking and driven by poll() so that one thread can keep
+ * sending a large write while replies to earlier requests come back, and so
+ * that every wait is bounded by a timeout. Request payloads go out with one
+ * sendmsg() of header + caller memory; reply payloads are received straight
+ * into the caller's buffer. Nothing on the data path is copied or allocated.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "sf_internal.h"
+
+/* ---------------------------------------------------------------- addresses */
+
+static int parse_port(const char *text, size_t len, sf_gateway *gw)
+{
+    unsigned long value = 0;
+    if (len == 0 || len > 5)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return -1;
+        value = value * 10 + (unsigned long)(text[i] - '0');
+    }
+    if (value == 0 || value > 65535)
+        return -1;
+    snprintf(gw->port, sizeof(gw->port), "%lu", value);
+    return 0;
+}
+
+static int parse_one(const char *text, size_t len, sf_gateway *gw)
+{
+    const char *host = text, *port = NULL;
+    size_t host_len = len, port_len = 0;
+
+    if (len > 0 && text[0] == '[') { /* [v6addr] or [v6addr]:port */
+        const char *close = memchr(text, ']', len);
+        if (close == NULL)
+            return -1;
+        host = text + 1;
+        host_len = (size_t)(close - host);
+        size_t rest = len - (size_t)(close + 1 - text);
+        if (rest > 0) {
+            if (close[1] != ':')
+                return -1;
+            port = close + 2;
+            port_len = rest - 1;
+        }
+    } else {
+        const char *colon = memchr(text, ':', len);
+        /* exactly one colon: host:port; more than one: a bare IPv6 address */
+        if (colon != NULL && memchr(colon + 1, ':', len - (size_t)(colon + 1 - text)) == NULL) {
+            host_len = (size_t)(colon - text);
+            port = colon + 1;
+            port_len = len - host_len - 1;
+        }
+    }
+    if (host_len == 0 || host_len >= sizeof(gw->host))
+        return -1;
+    memcpy(gw->host, host, host_len);
+    gw->host[host_len] = '\0';
+    if (port == NULL) {
+        snprintf(gw->port, sizeof(gw->port), "%s", SF_DEFAULT_PORT);
+        return 0;
+    }
+    return parse_port(port, port_len, gw);
+}
+
+int sf_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error *err)
+{
+    unsigned count = 0;
+    const char *p = text;
+
+    if (text == NULL)
+        return sf_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *item = p;
+        while (len > 0 && (*item == ' ' || *item == '\t'))
+            item++, len--;
+        while (len > 0 && (item[len - 1] == ' ' || item[len - 1] == '\t'))
+            len--;
+        if (len > 0) {
+            if (count == max)
+                return sf_fail(err, SF_E_RESOLVE, "more than %u cluster addresses", max), -1;
+            if (parse_one(item, len, &gw[count]) < 0)
+                return sf_fail(err, SF_E_RESOLVE, "bad cluster address '%.*s' (want host:port)",
+                               (int)(len > 200 ? 200 : len), item),
+                       -1;
+            count++;
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    if (count == 0)
+        return sf_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
+    return (int)count;
+}
+
+void sf_gateway_format(const sf_gateway *gw, char *out, size_t len)
+{
+    if (strchr(gw->host, ':') != NULL)
+        snprintf(out, len, "[%s]:%s", gw->host, gw->port);
+    else
+        snprintf(out, len, "%s:%s", gw->host, gw->port);
+}
+
+/* -------------------------------------------------------------- connecting */
+
+static int wait_fd(int fd, short events, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
+    for (;;) {
+        int r = poll(&pfd, 1, timeout_ms);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+static int connect_addr(const struct addrinfo *ai, int timeout_ms, int *errnum)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+        *errnum = errno;
+        return -1;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (errno != EINPROGRESS) {
+            *errnum = errno;
+            close(fd);
+            return -1;
+        }
+        int r = wait_fd(fd, POLLOUT, timeout_ms);
+        if (r <= 0) {
+            *errnum = r == 0 ? ETIMEDOUT : errno;
+            close(fd);
+            return -1;
+        }
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+            *errnum = soerr ? soerr : errno;
+            close(fd);
+            return -1;
+        }
+    }
+    /* Requests are small headers followed by payloads we already batch. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+static sf_conn *connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
+{
+    const sf_gateway *gw = &cl->gateways[gw_index];
+    struct addrinfo hints, *res = NULL;
+    int errnum = 0, fd = -1;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(gw->host, gw->port, &hints, &res);
+    if (rc != 0) {
+        sf_fail(err, SF_E_RESOLVE, "cannot resolve %s: %s", gw->host, gai_strerror(rc));
+        return NULL;
+    }
+    for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
+        fd = connect_addr(ai, cl->connect_timeout_ms, &errnum);
+    freeaddrinfo(res);
+    if (fd < 0) {
+        char where[300];
+        sf_gateway_format(gw, where, sizeof(where));
+        sf_fail_errno(err, errnum == ETIMEDOUT ? SF_E_TIMEOUT : SF_E_CONNECT, errnum,
+                      "cannot connect to sheep at %s", where);
+        return NULL;
+    }
+    sf_conn *conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        close(fd);
+        sf_fail(err, SF_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    conn->fd = fd;
+    conn->gateway = gw_index;
+    conn->next_id = 1;
+    return conn;
+}
+
+sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
+{
+    pthread_mutex_lock(&cl->lock);
+    unsigned n = cl->nr_gateways;
+    pthread_mutex_unlock(&cl->lock);
+    for (unsigned i = 0; i < n; i++) {
+        sf_conn *conn = connect_gateway(cl, (first + i) % n, err);
+        if (conn != NULL)
+            return conn;
+    }
+    return NULL;
+}
+
+void sf_conn_close(sf_conn *conn)
+{
+    if (conn == NULL)
+        return;
+    if (conn->fd >= 0)
+        close(conn->fd);
+    free(conn);
+}
+
+/* ------------------------------------------------------------------ engine */
+
+typedef struct engine {
+    sf_cluster *cl;
+    sf_conn *conn;
+    sf_source *src;
+    unsigned depth;
+    sf_op *inflight[SF_MAX_DEPTH];
+    unsigned nr_inflight;
+    sf_op *sendq[SF_MAX_DEPTH]; /* FIFO of ops not yet fully written */
+    unsigned send_head, send_count;
+    uint8_t rhdr[SF_HEADER_SIZE];
+    size_t rhdr_got;
+    sf_op *rop; /* reply being received */
+    size_t rpay_got;
+    int reconnects;
+} engine;
+
+static size_t op_wire_size(const sf_op *op)
+{
+    size_t n = SF_HEADER_SIZE;
+    if (op->req.flags & SF_FLAG_WRITE)
+        n += op->req.data_length;
+    return n;
+}
+
+static void engine_enqueue(engine *e, sf_op *op)
+{
+    op->req.id = e->conn->next_id++;
+    sf_req_encode(&op->req, op->wire_header);
+    op->sent = 0;
+    e->inflight[e->nr_inflight++] = op;
+    e->sendq[(e->send_head + e->send_count) % SF_MAX_DEPTH] = op;
+    e->send_count++;
+}
+
+/* Writes as much of the send queue as the socket takes. */
+static int engine_send(engine *e, sf_error *err)
+{
+    while (e->send_count > 0) {
+        struct iovec iov[64];
+        int niov = 0;
+        for (unsigned i = 0; i < e->send_count && niov + 2 <= 64; i++) {
+            sf_op *op = e->sendq[(e->send_head + i) % SF_MAX_DEPTH];
+            size_t off = op->sent;
+            if (off < SF_HEADER_SIZE) {
+                iov[niov].iov_base = op->wire_header + off;
+                iov[niov].iov_len = SF_HEADER_SIZE - off;
+                niov++;
+                off = SF_HEADER_SIZE;
+            }
+            size_t total = op_wire_size(op);
+            if (off < total) {
+                /* sendmsg takes a non-const iov_base; the payload is only read */
+                iov[niov].iov_base = (void *)((const uint8_t *)op->payload + (off - SF_HEADER_SIZE));
+                iov[niov].iov_len = total - off;
+                niov++;
+            }
+        }
+        struct msghdr msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = iov;
+        msg.msg_iovlen = (size_t)niov;
+        ssize_t n = sendmsg(e->conn->fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return SF_OK;
+            return sf_fail_errno(err, SF_E_IO, errno, "sending to sheep failed");
+        }
+        size_t left = (size_t)n;
+        while (left > 0 && e->send_count > 0) {
+            sf_op *op = e->sendq[e->send_head];
+            size_t need = op_wire_size(op) - op->sent;
+            size_t take = left < need ? left : need;
+            op->sent += take;
+            left -= take;
+            if (op->sent == op_wire_size(op)) {
+                e->send_head = (e->send_head + 1) % SF_MAX_DEPTH;
+                e->send_count--;
+            }
+        }
+    }
+    return SF_OK;
+}
+
+static void engine_remove(engine *e, sf_op *op)
+{
+    for (unsigned i = 0; i < e->nr_inflight; i++) {
+        if (e->inflight[i] == op) {
+            e->inflight[i] = e->inflight[--e->nr_inflight];
+            return;
+        }
+    }
+}
+
+static int engine_reply_header(engine *e, sf_error *err)
+{
+    sf_rsp rsp;
+    sf_op *op = NULL;
+
+    sf_rsp_decode(e->rhdr, &rsp);
+    for (unsigned i = 0; i < e->nr_inflight; i++) {
+        if (e->inflight[i]->req.id == rsp.id) {
+            op = e->inflight[i];
+            break;
+        }
+    }
+    if (op == NULL)
+        return sf_fail(err, SF_E_PROTOCOL, "reply id %u matches no request in flight", rsp.id);
+    if (op->sent != op_wire_size(op))
+        return sf_fail(err, SF_E_PROTOCOL, "reply to %s id %u before the request was sent",
+                       sf_opcode_name(op->req.opcode), rsp.id);
+    if (rsp.opcode != op->req.opcode)
+        return sf_fail(err, SF_E_PROTOCOL, "reply opcode 0x%02x to a %s request", rsp.opcode,
+                       sf_opcode_name(op->req.opcode));
+    /* Every length from the network is checked before anything is received. */
+    if (rsp.data_length > op->reply_cap)
+        return sf_fail(err, SF_E_PROTOCOL, "%s reply carries %u bytes, at most %u expected",
+                       sf_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
+    op->rsp = rsp;
+    e->rop = op;
+    e->rpay_got = 0;
+    return SF_OK;
+}
+
+static void engine_finish_reply(engine *e)
+{
+    sf_op *op = e->rop;
+    e->rop = NULL;
+    e->rhdr_got = 0;
+    engine_remove(e, op);
+    e->src->complete(e->src->ctx, op);
+}
+
+/* Receives whatever is available. Returns SF_OK, or SF_ERR with err set. */
+static int engine_recv(engine *e, sf_error *err)
+{
+    for (;;) {
+        ssize_t n;
+        if (e->rop == NULL) {
+            n = recv(e->conn->fd, e->rhdr + e->rhdr_got, SF_HEADER_SIZE - e->rhdr_got, 0);
+        } else {
+            size_t want = e->rop->rsp.data_length - e->rpay_got;
+            if (want == 0) {
+                engine_finish_reply(e);
+                continue;
+            }
+            n = recv(e->conn->fd, (uint8_t *)e->rop->reply_buf + e->rpay_got, want, 0);
+        }
+        if (n == 0)
+            return sf_fail(err, SF_E_IO, "sheep closed the connection with %u request(s) in flight",
+                           e->nr_inflight);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return SF_OK;
+            return sf_fail_errno(err, SF_E_IO, errno, "receiving from sheep failed");
+        }
+        if (e->rop == NULL) {
+            e->rhdr_got += (size_t)n;
+            if (e->rhdr_got == SF_HEADER_SIZE && engine_reply_header(e, err) != SF_OK)
+                return SF_ERR;
+        } else {
+            e->rpay_got += (size_t)n;
+            if (e->rpay_got == e->rop->rsp.data_length)
+                engine_finish_reply(e);
+        }
+        if (e->rop == NULL && e->rhdr_got == 0 && e->nr_inflight == 0)
+            return SF_OK;
+    }
+}
+
+/* After a connection loss: if every op in flight may be resent, move them
+ * to a fresh connection (next gateway first) and start over. */
+static int engine_reconnect(engine *e, sf_error *err)
+{
+    if (e->reconnects >= SF_MAX_RECONNECTS)
+        return SF_ERR;
+    for (unsigned i = 0; i < e->nr_inflight; i++)
+        if (!e->inflight[i]->retryable)
+            return SF_ERR;
+    sf_error cerr;
+    sf_conn *fresh = sf_connect_any(e->cl, e->conn->gateway + 1, &cerr);
+    if (fresh == NULL)
+        return SF_ERR;
+    e->reconnects++;
+    sf_conn_close(e->conn);
+    e->conn = fresh;
+    sf_op *pending[SF_MAX_DEPTH];
+    unsigned n = e->nr_inflight;
+    memcpy(pending, e->inflight, n * sizeof(pending[0]));
+    e->nr_inflight = 0;
+    e->send_head = e->send_count = 0;
+    e->rop = NULL;
+    e->rhdr_got = 0;
+    for (unsigned i = 0; i < n; i++)
+        engine_enqueue(e, pending[i]);
+    sf_error_clear(err);
+    return SF_OK;
+}
+
+int sf_run(sf_cluster *cl, sf_conn **connp, sf_source *src, unsigned depth, sf_error *err)
+{
+    engine e;
+    memset(&e, 0, sizeof(e));
+    e.cl = cl;
+    e.conn = *connp;
+    e.src = src;
+    e.depth = depth == 0 ? 1 : (depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : depth);
+    int rc = SF_OK;
+
+    for (;;) {
+        while (e.nr_inflight < e.depth) {
+            sf_op *op = src->next(src->ctx);
+            if (op == NULL)
+                break;
+            engine_enqueue(&e, op);
+        }
+        if (e.nr_inflight == 0)
+            break;
+        short events = POLLIN | (e.send_count > 0 ? POLLOUT : 0);
+        int r = wait_fd(e.conn->fd, events, cl->io_timeout_ms);
+        if (r < 0) {
+            rc = sf_fail_errno(err, SF_E_IO, errno, "poll failed");
+            break;
+        }
+        if (r == 0) {
+            rc = sf_fail(err, SF_E_TIMEOUT, "no reply from sheep within %d ms (%u request(s) in flight)",
+                         cl->io_timeout_ms, e.nr_inflight);
+            break;
+        }
+        /* Receive first: replies free slots and never block the sender. */
+        if (engine_recv(&e, err) != SF_OK || (e.send_count > 0 && engine_send(&e, err) != SF_OK)) {
+            if (err->category == SF_E_IO && engine_reconnect(&e, err) == SF_OK)
+                continue;
+            rc = SF_ERR;
+            break;
+        }
+    }
+    if (rc != SF_OK)
+        e.conn->broken = 1;
+    *connp = e.conn;
+    return rc;
+}
+
+typedef struct single {
+    sf_op *op;
+    int taken;
+} single;
+
+static sf_op *single_next(void *ctx)
+{
+    single *s = ctx;
+    if (s->taken)
+        return NULL;
+    s->taken = 1;
+    return s->op;
+}
+
+static void single_complete(void *ctx, sf_op *op)
+{
+    (void)ctx;
+    (void)op;
+}
+
+int sf_call(sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err)
+{
+    single s = {op, 0};
+    sf_source src = {&s, single_next, single_complete};
+    if (sf_run(cl, conn, &src, 1, err) != SF_OK)
+        return SF_ERR;
+    if (op->rsp.result != SF_RES_SUCCESS)
+        return sf_fail_result(err, op->rsp.result, "%s", sf_opcode_name(op->req.opcode));
+    return SF_OK;
+}

@@ -1,0 +1,133 @@
+/* Private structures shared by the C core's modules. Not installed. */
+#ifndef SF_INTERNAL_H
+#define SF_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+
+#include "sf_proto.h"
+#include "sheepfast.h"
+
+#define SF_DEFAULT_PORT "7000"
+#define SF_DEFAULT_DEPTH 16u
+#define SF_MAX_DEPTH 256u
+#define SF_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define SF_DEFAULT_IO_TIMEOUT_MS 60000
+#define SF_MAX_GATEWAYS 64u
+#define SF_MAX_IDLE_CONNS 16u
+/* Reconnects (to the next gateway) allowed per call before giving up. */
+#define SF_MAX_RECONNECTS 2
+
+/* ---- errors (sf_error.c) ---- */
+int sf_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int sf_fail_errno(sf_error *err, sf_errcat cat, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int sf_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sf_error_clear(sf_error *err);
+
+/* ---- addresses and connections (sf_conn.c) ---- */
+typedef struct sf_gateway {
+    char host[256];
+    char port[8];
+} sf_gateway;
+
+/* Parses "host:port[,host:port...]" into gw[]; returns the count or -1. */
+int sf_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error *err);
+void sf_gateway_format(const sf_gateway *gw, char *out, size_t len);
+
+typedef struct sf_conn {
+    int fd;
+    int broken;        /* an I/O or protocol error: never reuse */
+    unsigned gateway;  /* index into the cluster's gateway list */
+    uint32_t next_id;
+    struct sf_conn *next_idle;
+} sf_conn;
+
+/* One request and where its reply goes. The engine owns the bookkeeping
+ * fields while the op is in flight. */
+typedef struct sf_op {
+    sf_req req;
+    const void *payload; /* req.data_length bytes, sent when FLAG_WRITE */
+    void *reply_buf;     /* reply payload lands here ... */
+    uint32_t reply_cap;  /* ... up to this many bytes */
+    int retryable;       /* safe to resend after a connection loss */
+    sf_rsp rsp;          /* filled when the reply arrives */
+    /* engine */
+    uint8_t wire_header[SF_HEADER_SIZE];
+    size_t sent;
+    /* for the op's producer */
+    uint32_t tag;
+    void *owner;
+} sf_op;
+
+/* Where the engine gets its requests from. next() returns the next op ready
+ * to send or NULL when none is ready right now; the engine stops when next()
+ * returns NULL with nothing in flight. complete() is told about every reply
+ * (success or Sheepdog error); it may make more ops ready. */
+typedef struct sf_source {
+    void *ctx;
+    sf_op *(*next)(void *ctx);
+    void (*complete)(void *ctx, sf_op *op);
+} sf_source;
+
+struct sf_cluster;
+/* Runs src over *conn keeping up to depth ops in flight. On a connection
+ * loss with only retryable ops in flight it reconnects (possibly to another
+ * gateway, replacing *conn) and resends them. Returns SF_ERR only for
+ * transport or protocol failures; Sheepdog result codes go to complete(). */
+int sf_run(struct sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_error *err);
+/* One op, synchronously; a non-zero result becomes SF_E_SERVER. */
+int sf_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
+void sf_conn_close(sf_conn *conn);
+
+/* ---- cluster (sf_cluster.c) ---- */
+struct sf_cluster {
+    pthread_mutex_t lock; /* guards gateways, idle, refs */
+    sf_gateway gateways[SF_MAX_GATEWAYS];
+    unsigned nr_configured; /* the caller's list comes first ... */
+    unsigned nr_gateways;   /* ... then gateways learned from GET_NODE_LIST */
+    unsigned next_gateway;  /* where the next new connection goes */
+    sf_conn *idle;
+    unsigned nr_idle;
+    unsigned refs; /* the caller's + one per open sf_vdi */
+    int connect_timeout_ms;
+    int io_timeout_ms;
+    unsigned depth;
+    sf_cluster_defaults defaults;
+};
+
+sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err);
+void sf_pool_put(sf_cluster *cl, sf_conn *conn);
+/* Opens a connection to the next gateway in turn, trying each once. */
+sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err);
+void sf_cluster_unref(sf_cluster *cl);
+
+/* GET_VDI_INFO for the working VDI called name. */
+int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                  uint32_t *vid, sf_error *err);
+/* Reads and decodes an inode header; checks what the client relies on. */
+int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
+                         sf_error *err);
+
+/* ---- VDI handles (sf_vdi.c) ---- */
+struct sf_vdi {
+    sf_cluster *cl;
+    sf_vdi_info info;
+    uint64_t object_size;
+    uint32_t nr_objects;
+    pthread_mutex_t lock;       /* index cache and stats */
+    pthread_mutex_t alloc_lock; /* one allocating write at a time: never two CREATEs per object */
+    uint32_t *index;            /* data_vdi_id[], cached */
+    uint8_t *page_loaded;       /* per SF_INDEX_PAGE entries: fetched from the inode yet? */
+    uint32_t index_capacity;
+    int thin;
+    sf_vdi_stats stats;
+};
+
+#define SF_INDEX_PAGE 1024u /* entries fetched per inode read: 4 KiB */
+
+int sf_is_zero(const void *buf, size_t len);
+
+#endif

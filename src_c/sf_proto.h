@@ -1,0 +1,190 @@
+/*
+ * Sheepdog 1.0 wire format: constants, 48-byte headers, object ids.
+ * Pure encode/decode: no I/O, no allocation, testable without a server.
+ * Facts from shared/protocol/PROTOCOL.md; every integer is little-endian.
+ */
+#ifndef SF_PROTO_H
+#define SF_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SF_HEADER_SIZE 48
+
+#define SF_PROTO_VER 0x02          /* opcodes < 0x80 */
+#define SF_PROTO_VER_INTERNAL 0x0A /* opcodes >= 0x80 */
+
+enum sf_opcode {
+    SF_OP_CREATE_AND_WRITE_OBJ = 0x01,
+    SF_OP_READ_OBJ = 0x02,
+    SF_OP_WRITE_OBJ = 0x03,
+    SF_OP_REMOVE_OBJ = 0x04,
+    SF_OP_DISCARD_OBJ = 0x05,
+    SF_OP_NEW_VDI = 0x11,
+    SF_OP_LOCK_VDI = 0x12,
+    SF_OP_RELEASE_VDI = 0x13,
+    SF_OP_GET_VDI_INFO = 0x14,
+    SF_OP_READ_VDIS = 0x15,
+    SF_OP_FLUSH_VDI = 0x16,
+    SF_OP_DEL_VDI = 0x17,
+    SF_OP_GET_CLUSTER_DEFAULT = 0x18,
+    SF_OP_GET_NODE_LIST = 0x82,
+    SF_OP_STAT_CLUSTER = 0x87,
+    SF_OP_CLUSTER_INFO = 0xBE,
+    SF_OP_READ_DEL_VDIS = 0xC9,
+};
+
+#define SF_FLAG_WRITE 0x0001
+#define SF_FLAG_COW 0x0002
+#define SF_FLAG_DIRECT 0x0008
+
+/* Object ids (PROTOCOL.md section 4.1) */
+#define SF_VDI_BIT (UINT64_C(1) << 63)
+#define SF_VID_SHIFT 32
+#define SF_VID_MASK UINT32_C(0x00FFFFFF)
+#define SF_MAX_VID SF_VID_MASK
+
+static inline uint64_t sf_data_oid(uint32_t vid, uint32_t idx)
+{
+    return ((uint64_t)(vid & SF_VID_MASK) << SF_VID_SHIFT) | idx;
+}
+static inline uint64_t sf_inode_oid(uint32_t vid)
+{
+    return SF_VDI_BIT | ((uint64_t)(vid & SF_VID_MASK) << SF_VID_SHIFT);
+}
+
+/* Inode layout (section 5) */
+#define SF_INODE_SIZE 12587576u
+#define SF_INODE_HEADER_SIZE 4664u
+#define SF_INODE_NAME_OFF 0u
+#define SF_INODE_TAG_OFF 256u
+#define SF_INODE_CTIME_OFF 512u
+#define SF_INODE_SNAP_CTIME_OFF 520u
+#define SF_INODE_SIZE_OFF 536u
+#define SF_INODE_COPY_POLICY_OFF 552u
+#define SF_INODE_STORE_POLICY_OFF 553u
+#define SF_INODE_COPIES_OFF 554u
+#define SF_INODE_BSS_OFF 555u
+#define SF_INODE_SNAP_ID_OFF 556u
+#define SF_INODE_VDI_ID_OFF 560u
+#define SF_INODE_PARENT_OFF 564u
+#define SF_INODE_INDEX_OFF SF_INODE_HEADER_SIZE
+#define SF_MAX_OBJECTS_FLAT (1u << 20)
+#define SF_BTREE_MAGIC 0x6274
+
+#define SF_NAME_FIELD 256u
+#define SF_NODE_RECORD_SIZE 80u
+#define SF_MAX_NODES 6144u
+#define SF_NODE_LIST_BUF (SF_MAX_NODES * SF_NODE_RECORD_SIZE) /* sheep does no bounds check */
+#define SF_VDI_BITMAP_SIZE (1u << 21)                         /* 2^24 bits */
+#define SF_MIN_BSS 20
+#define SF_MAX_BSS 31
+
+/* A request header in host form. One struct for every union variant: the
+ * encoder picks which fields go on the wire from the opcode. */
+typedef struct sf_req {
+    uint8_t proto_ver;
+    uint8_t opcode;
+    uint16_t flags;
+    uint32_t epoch;
+    uint32_t id;
+    uint32_t data_length;
+    /* obj variant */
+    uint64_t oid;
+    uint64_t cow_oid;
+    uint8_t copies;
+    uint8_t copy_policy;
+    uint32_t offset;
+    /* vdi variant */
+    uint64_t vdi_size;
+    uint32_t base_vdi_id;
+    uint8_t store_policy;
+    uint8_t block_size_shift;
+    uint32_t snapid;
+    uint32_t lock_type;
+    /* cluster variant */
+    uint32_t nodes_nr;
+} sf_req;
+
+typedef struct sf_rsp {
+    uint8_t proto_ver;
+    uint8_t opcode;
+    uint16_t flags;
+    uint32_t epoch;
+    uint32_t id;
+    uint32_t data_length;
+    uint32_t result;
+    /* vdi replies */
+    uint32_t vdi_id;
+    uint32_t attr_id;
+    uint8_t copies;
+    uint8_t block_size_shift;
+    /* GET_CLUSTER_DEFAULT */
+    uint8_t default_copies;
+    uint8_t default_copy_policy;
+    uint8_t default_bss;
+    /* GET_NODE_LIST */
+    uint32_t nr_nodes;
+} sf_rsp;
+
+enum sf_union_kind { SF_UNION_NONE, SF_UNION_OBJ, SF_UNION_VDI, SF_UNION_CLUSTER };
+
+enum sf_union_kind sf_union_of(uint8_t opcode);
+/* Fills proto_ver for the opcode (2 or 0x0A). */
+void sf_req_init(sf_req *req, uint8_t opcode);
+void sf_req_encode(const sf_req *req, uint8_t out[SF_HEADER_SIZE]);
+void sf_req_decode(const uint8_t in[SF_HEADER_SIZE], sf_req *req); /* tests, fakes */
+void sf_rsp_encode(const sf_rsp *rsp, uint8_t out[SF_HEADER_SIZE]); /* tests, fakes */
+void sf_rsp_decode(const uint8_t in[SF_HEADER_SIZE], sf_rsp *rsp);
+
+const char *sf_opcode_name(uint8_t opcode);
+
+/* 1..255 bytes, no NUL. Returns NULL when valid, else why not. */
+const char *sf_check_name(const char *name, size_t len);
+/* 0 (replication) or ((d/2)<<4)|p with d in {2,4,8,16}, p in 1..15. A
+ * non-zero policy with p == 0 makes sheep panic, so it must never leave. */
+const char *sf_check_copy_policy(uint8_t policy);
+/* The largest flat VDI for an object size: 2^20 objects. */
+uint64_t sf_max_flat_size(uint8_t block_size_shift);
+
+/* Little-endian field access, used for inode and node records too. */
+static inline uint16_t sf_get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t sf_get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t sf_get_le64(const uint8_t *p)
+{
+    return (uint64_t)sf_get_le32(p) | ((uint64_t)sf_get_le32(p + 4) << 32);
+}
+static inline void sf_put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static inline void sf_put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+static inline void sf_put_le64(uint8_t *p, uint64_t v)
+{
+    sf_put_le32(p, (uint32_t)v);
+    sf_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Decodes the fixed part of an inode (at least SF_INODE_HEADER_SIZE bytes,
+ * only the first 572 are looked at). */
+struct sf_vdi_info;
+void sf_inode_header_decode(const uint8_t *buf, struct sf_vdi_info *info);
+
+/* Node record (80 bytes) -> "host:port" text. Returns 0, or -1 if the
+ * record is not an address this client can use. */
+int sf_node_record_address(const uint8_t rec[SF_NODE_RECORD_SIZE], char *out, size_t out_len);
+
+#endif

@@ -1,0 +1,638 @@
+/*
+ * VDI handles: the data path.
+ *
+ * A byte range maps to object requests that the engine keeps `depth` deep.
+ * The index (data_vdi_id[]) is cached per handle and fetched lazily, a page
+ * at a time, only for the objects a call touches. Unallocated objects read
+ * as zeros locally. New objects are created with CREATE_AND_WRITE and their
+ * index entries are written afterwards in batches, one index write in flight
+ * at a time so that two batches can never overwrite each other out of order.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sf_internal.h"
+
+#define INDEX_BATCH 128u /* entries per index write */
+
+int sf_is_zero(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    /* Check a short prefix, then compare the buffer with itself shifted by
+     * that prefix: memcmp is vectorised, a byte loop is not. */
+    size_t head = len < 16 ? len : 16;
+    for (size_t i = 0; i < head; i++)
+        if (p[i] != 0)
+            return 0;
+    return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+/* ----------------------------------------------------------------- handle */
+
+static uint32_t objects_for(uint64_t size, uint64_t objsize)
+{
+    return (uint32_t)((size + objsize - 1) / objsize);
+}
+
+static int index_reserve(sf_vdi *vdi, uint32_t nr, sf_error *err)
+{
+    if (nr <= vdi->index_capacity)
+        return SF_OK;
+    uint32_t pages_old = (vdi->index_capacity + SF_INDEX_PAGE - 1) / SF_INDEX_PAGE;
+    uint32_t pages_new = (nr + SF_INDEX_PAGE - 1) / SF_INDEX_PAGE;
+    uint32_t cap = pages_new * SF_INDEX_PAGE;
+    uint32_t *index = realloc(vdi->index, (size_t)cap * sizeof(uint32_t));
+    if (index == NULL)
+        return sf_fail(err, SF_E_NOMEM, "out of memory for the index of %u objects", nr);
+    vdi->index = index;
+    memset(index + vdi->index_capacity, 0, (size_t)(cap - vdi->index_capacity) * sizeof(uint32_t));
+    uint8_t *loaded = realloc(vdi->page_loaded, pages_new);
+    if (loaded == NULL)
+        return sf_fail(err, SF_E_NOMEM, "out of memory for the index of %u objects", nr);
+    vdi->page_loaded = loaded;
+    memset(loaded + pages_old, 0, pages_new - pages_old);
+    vdi->index_capacity = cap;
+    return SF_OK;
+}
+
+/* Hyper volumes keep their index in a B-tree (PROTOCOL.md 5.2). It is read
+ * once, whole, at open; this client reads them but does not write them. */
+static int load_btree_leaf_entries(sf_vdi *vdi, const uint8_t *entries, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t idx = sf_get_le32(entries + 8 * i), vid = sf_get_le32(entries + 8 * i + 4);
+        if (idx < vdi->nr_objects)
+            vdi->index[idx] = vid;
+    }
+    return SF_OK;
+}
+
+static int read_obj_range(sf_vdi *vdi, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
+                          uint32_t len, sf_error *err)
+{
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_READ_OBJ);
+    op.req.oid = oid;
+    op.req.offset = offset;
+    op.req.data_length = len;
+    op.reply_buf = buf;
+    op.reply_cap = len;
+    op.retryable = 1;
+    if (sf_call(vdi->cl, conn, &op, err) != SF_OK)
+        return SF_ERR;
+    if (op.rsp.data_length != len)
+        return sf_fail(err, SF_E_PROTOCOL, "read of object %016llx returned %u of %u bytes",
+                       (unsigned long long)oid, op.rsp.data_length, len);
+    return SF_OK;
+}
+
+static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
+{
+    const uint32_t node_cap = ((4u << 20) - 8) / 8;
+    uint8_t hdr[8];
+    uint64_t inode = sf_inode_oid(vdi->info.vid);
+    if (read_obj_range(vdi, conn, inode, SF_INODE_INDEX_OFF, hdr, 8, err) != SF_OK)
+        return SF_ERR;
+    uint16_t magic = sf_get_le16(hdr), depth = sf_get_le16(hdr + 2);
+    uint32_t n = sf_get_le32(hdr + 4);
+    if (magic != SF_BTREE_MAGIC || depth < 1 || depth > 2 || n > node_cap)
+        return sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree root (magic 0x%x depth %u, %u entries)",
+                       vdi->info.vid, magic, depth, n);
+    if (n == 0)
+        return SF_OK;
+    size_t entry_size = depth == 1 ? 8 : 16;
+    uint8_t *root = malloc(n * entry_size);
+    uint8_t *leaf = depth == 2 ? malloc(4u << 20) : NULL;
+    int rc = SF_OK;
+    if (root == NULL || (depth == 2 && leaf == NULL)) {
+        rc = sf_fail(err, SF_E_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = read_obj_range(vdi, conn, inode, SF_INODE_INDEX_OFF + 8, root, (uint32_t)(n * entry_size), err);
+    if (rc != SF_OK)
+        goto out;
+    if (depth == 1) {
+        load_btree_leaf_entries(vdi, root, n);
+        goto out;
+    }
+    for (uint32_t i = 0; i < n && rc == SF_OK; i++) {
+        uint64_t node = sf_get_le64(root + 16 * i + 8);
+        rc = read_obj_range(vdi, conn, node, 0, leaf, 8, err);
+        if (rc != SF_OK)
+            break;
+        uint32_t m = sf_get_le32(leaf + 4);
+        if (sf_get_le16(leaf) != SF_BTREE_MAGIC || m > node_cap) {
+            rc = sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree leaf %016llx", vdi->info.vid,
+                         (unsigned long long)node);
+            break;
+        }
+        if (m > 0 && (rc = read_obj_range(vdi, conn, node, 8, leaf, m * 8, err)) == SF_OK)
+            load_btree_leaf_entries(vdi, leaf, m);
+    }
+out:
+    free(root);
+    free(leaf);
+    if (rc == SF_OK)
+        memset(vdi->page_loaded, 1, (vdi->index_capacity + SF_INDEX_PAGE - 1) / SF_INDEX_PAGE);
+    return rc;
+}
+
+static void vdi_free(sf_vdi *vdi)
+{
+    pthread_mutex_destroy(&vdi->lock);
+    pthread_mutex_destroy(&vdi->alloc_lock);
+    free(vdi->index);
+    free(vdi->page_loaded);
+    free(vdi);
+}
+
+sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+{
+    const char *why;
+    uint32_t vid;
+    sf_error_clear(err);
+    if ((why = sf_check_name(name, name_len)) != NULL) {
+        sf_fail(err, SF_E_INVALID, "%s", why);
+        return NULL;
+    }
+    sf_vdi *vdi = calloc(1, sizeof(*vdi));
+    if (vdi == NULL) {
+        sf_fail(err, SF_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    vdi->cl = cl;
+    vdi->thin = 1;
+    pthread_mutex_init(&vdi->lock, NULL);
+    pthread_mutex_init(&vdi->alloc_lock, NULL);
+    sf_conn *conn = sf_pool_get(cl, err);
+    int rc = conn ? SF_OK : SF_ERR;
+    if (rc == SF_OK)
+        rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
+    if (rc == SF_OK)
+        rc = sf_read_inode_header(cl, &conn, vid, &vdi->info, err);
+    if (rc == SF_OK) {
+        vdi->object_size = (uint64_t)1 << vdi->info.block_size_shift;
+        vdi->nr_objects = objects_for(vdi->info.size, vdi->object_size);
+        rc = index_reserve(vdi, vdi->nr_objects, err);
+    }
+    if (rc == SF_OK && vdi->info.store_policy == 1)
+        rc = load_btree(vdi, &conn, err);
+    sf_pool_put(cl, conn);
+    if (rc != SF_OK) {
+        vdi_free(vdi);
+        return NULL;
+    }
+    pthread_mutex_lock(&cl->lock);
+    cl->refs++;
+    pthread_mutex_unlock(&cl->lock);
+    return vdi;
+}
+
+void sf_vdi_close(sf_vdi *vdi)
+{
+    if (vdi == NULL)
+        return;
+    sf_cluster *cl = vdi->cl;
+    vdi_free(vdi);
+    sf_cluster_unref(cl); /* the cluster outlives its last open VDI */
+}
+
+const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi)
+{
+    return &vdi->info;
+}
+
+void sf_vdi_set_thin(sf_vdi *vdi, int enabled)
+{
+    vdi->thin = enabled != 0;
+}
+
+void sf_vdi_get_stats(const sf_vdi *vdi, sf_vdi_stats *out)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&vdi->lock);
+    *out = vdi->stats;
+    pthread_mutex_unlock((pthread_mutex_t *)&vdi->lock);
+}
+
+/* Fetches the index pages covering [first, last] that are not cached yet. */
+static int ensure_index(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t last, sf_error *err)
+{
+    uint32_t page_first = first / SF_INDEX_PAGE, page_last = last / SF_INDEX_PAGE;
+    uint8_t raw[SF_INDEX_PAGE * 4];
+
+    for (uint32_t page = page_first; page <= page_last; page++) {
+        pthread_mutex_lock(&vdi->lock);
+        int loaded = vdi->page_loaded[page];
+        pthread_mutex_unlock(&vdi->lock);
+        if (loaded)
+            continue;
+        uint32_t start = page * SF_INDEX_PAGE;
+        uint32_t count = vdi->nr_objects - start < SF_INDEX_PAGE ? vdi->nr_objects - start : SF_INDEX_PAGE;
+        if (read_obj_range(vdi, conn, sf_inode_oid(vdi->info.vid), SF_INODE_INDEX_OFF + 4 * start,
+                           raw, 4 * count, err) != SF_OK)
+            return SF_ERR;
+        pthread_mutex_lock(&vdi->lock);
+        if (!vdi->page_loaded[page]) {
+            for (uint32_t i = 0; i < count; i++)
+                vdi->index[start + i] = sf_get_le32(raw + 4 * i);
+            vdi->page_loaded[page] = 1;
+        }
+        pthread_mutex_unlock(&vdi->lock);
+    }
+    return SF_OK;
+}
+
+static int check_range(const sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset,
+                       sf_error *err)
+{
+    if (offset > vdi->info.size || len > vdi->info.size - offset)
+        return sf_fail(err, SF_E_RANGE,
+                       "%s of %llu bytes at offset %llu is past the end of VDI '%s' (%llu bytes)",
+                       what, (unsigned long long)len, (unsigned long long)offset, vdi->info.name,
+                       (unsigned long long)vdi->info.size);
+    return SF_OK;
+}
+
+/* ------------------------------------------------------------- transfers */
+
+/* One object's share of a transfer. */
+typedef struct piece {
+    uint32_t idx;
+    uint32_t offset; /* inside the object */
+    uint32_t len;
+    uint32_t entry;  /* index entry when planned */
+    uint8_t *buf;    /* caller memory */
+} piece;
+
+typedef struct transfer {
+    sf_vdi *vdi;
+    int writing;
+    piece *pieces;
+    uint32_t nr_pieces, next_piece;
+    sf_op *ops;        /* one slot per op in flight */
+    unsigned *free_slots, nr_free;
+    /* writes: objects created and not yet in the index */
+    uint32_t *created;
+    uint32_t nr_created;
+    int index_write_busy;
+    uint8_t *index_payload; /* INDEX_BATCH entries */
+    uint32_t index_first, index_count;
+    int failed;
+    sf_error err;
+} transfer;
+
+static void transfer_fail(transfer *t, const sf_op *op, const char *what)
+{
+    if (t->failed)
+        return;
+    t->failed = 1;
+    uint64_t oid = op->req.oid;
+    sf_fail_result(&t->err, op->rsp.result, "%s object %u of VDI '%s' (oid %016llx)", what,
+                   (uint32_t)oid, t->vdi->info.name, (unsigned long long)oid);
+}
+
+static sf_op *take_slot(transfer *t)
+{
+    if (t->nr_free == 0)
+        return NULL;
+    unsigned slot = t->free_slots[--t->nr_free];
+    sf_op *op = &t->ops[slot];
+    memset(op, 0, sizeof(*op));
+    op->tag = slot;
+    op->owner = t;
+    op->retryable = 1;
+    return op;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Builds the next index write: from the lowest created object, a run of up
+ * to INDEX_BATCH entries. Gaps in the run may only hold entries that are 0 in
+ * the cache (rewriting 0 with 0 changes nothing in sheep); an entry that
+ * points at an object is never rewritten with its old value, since sheep
+ * would treat that as a reference change. */
+static sf_op *next_index_write(transfer *t, int flush_all)
+{
+    sf_vdi *vdi = t->vdi;
+    if (t->index_write_busy || t->nr_created == 0)
+        return NULL;
+    if (!flush_all && t->nr_created < INDEX_BATCH)
+        return NULL;
+    sf_op *op = take_slot(t);
+    if (op == NULL)
+        return NULL;
+    qsort(t->created, t->nr_created, sizeof(uint32_t), cmp_u32);
+    uint32_t first = t->created[0], taken = 1;
+    pthread_mutex_lock(&vdi->lock);
+    while (taken < t->nr_created && t->created[taken] - first < INDEX_BATCH) {
+        int gap_is_empty = 1;
+        for (uint32_t i = t->created[taken - 1] + 1; i < t->created[taken] && gap_is_empty; i++)
+            gap_is_empty = vdi->index[i] == 0;
+        if (!gap_is_empty)
+            break;
+        taken++;
+    }
+    uint32_t last = t->created[taken - 1];
+    for (uint32_t i = first; i <= last; i++)
+        sf_put_le32(t->index_payload + 4 * (i - first), vdi->index[i]);
+    pthread_mutex_unlock(&vdi->lock);
+    for (uint32_t i = 0; i < taken; i++)
+        sf_put_le32(t->index_payload + 4 * (t->created[i] - first), vdi->info.vid);
+    memmove(t->created, t->created + taken, (t->nr_created - taken) * sizeof(uint32_t));
+    t->nr_created -= taken;
+    t->index_first = first;
+    t->index_count = last - first + 1;
+    t->index_write_busy = 1;
+    sf_req_init(&op->req, SF_OP_WRITE_OBJ);
+    op->req.flags = SF_FLAG_WRITE;
+    op->req.oid = sf_inode_oid(vdi->info.vid);
+    op->req.copies = vdi->info.copies;
+    op->req.copy_policy = vdi->info.copy_policy;
+    op->req.offset = SF_INODE_INDEX_OFF + 4 * first;
+    op->req.data_length = 4 * t->index_count;
+    op->payload = t->index_payload;
+    return op;
+}
+
+static sf_op *transfer_next(void *ctx)
+{
+    transfer *t = ctx;
+    sf_vdi *vdi = t->vdi;
+    sf_op *op;
+
+    if (t->writing && (op = next_index_write(t, 0)) != NULL)
+        return op;
+    /* After a failure no new data goes out, but created objects still get
+     * their index entries: an unindexed object is never reclaimed. */
+    if (t->failed || t->next_piece == t->nr_pieces)
+        return t->writing ? next_index_write(t, 1) : NULL;
+    if ((op = take_slot(t)) == NULL)
+        return NULL;
+    piece *p = &t->pieces[t->next_piece++];
+    if (!t->writing) {
+        /* entry names the owner: this VDI or the ancestor it inherits from */
+        sf_req_init(&op->req, SF_OP_READ_OBJ);
+        op->req.oid = sf_data_oid(p->entry, p->idx);
+        op->reply_buf = p->buf;
+        op->reply_cap = p->len;
+    } else if (p->entry == vdi->info.vid) {
+        sf_req_init(&op->req, SF_OP_WRITE_OBJ);
+        op->req.oid = sf_data_oid(vdi->info.vid, p->idx);
+    } else {
+        sf_req_init(&op->req, SF_OP_CREATE_AND_WRITE_OBJ);
+        op->req.oid = sf_data_oid(vdi->info.vid, p->idx);
+        if (p->entry != 0) { /* inherited from an ancestor: copy-on-write */
+            op->req.flags = SF_FLAG_COW;
+            op->req.cow_oid = sf_data_oid(p->entry, p->idx);
+        }
+    }
+    op->req.offset = p->offset;
+    op->req.data_length = p->len;
+    if (t->writing) {
+        op->req.flags |= SF_FLAG_WRITE;
+        op->req.copies = vdi->info.copies;
+        op->req.copy_policy = vdi->info.copy_policy;
+        op->payload = p->buf;
+    }
+    return op;
+}
+
+static void transfer_complete(void *ctx, sf_op *op)
+{
+    transfer *t = ctx;
+    sf_vdi *vdi = t->vdi;
+    t->free_slots[t->nr_free++] = op->tag;
+
+    if (op->req.opcode == SF_OP_WRITE_OBJ && op->req.oid == sf_inode_oid(vdi->info.vid)) {
+        t->index_write_busy = 0;
+        if (op->rsp.result != SF_RES_SUCCESS) {
+            transfer_fail(t, op, "updating the index for");
+            return;
+        }
+        /* the cache learns an entry only once the inode holds it */
+        pthread_mutex_lock(&vdi->lock);
+        for (uint32_t i = 0; i < t->index_count; i++)
+            vdi->index[t->index_first + i] = sf_get_le32(t->index_payload + 4 * i);
+        vdi->stats.index_updates++;
+        pthread_mutex_unlock(&vdi->lock);
+        return;
+    }
+    if (op->rsp.result != SF_RES_SUCCESS) {
+        transfer_fail(t, op, t->writing ? "writing" : "reading");
+        return;
+    }
+    if (!t->writing && op->rsp.data_length != op->req.data_length) {
+        if (!t->failed) {
+            t->failed = 1;
+            sf_fail(&t->err, SF_E_PROTOCOL, "read of object %u returned %u of %u bytes",
+                    (uint32_t)op->req.oid, op->rsp.data_length, op->req.data_length);
+        }
+        return;
+    }
+    if (op->req.opcode == SF_OP_CREATE_AND_WRITE_OBJ)
+        t->created[t->nr_created++] = (uint32_t)op->req.oid;
+}
+
+/* Splits [offset, offset+len) at object boundaries and plans each piece. */
+static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t offset, piece *out)
+{
+    uint32_t n = 0;
+    while (len > 0) {
+        uint32_t idx = (uint32_t)(offset >> vdi->info.block_size_shift);
+        uint64_t in_obj = offset & (vdi->object_size - 1);
+        uint64_t take = vdi->object_size - in_obj;
+        if (take > len)
+            take = len;
+        out[n].idx = idx;
+        out[n].offset = (uint32_t)in_obj;
+        out[n].len = (uint32_t)take;
+        out[n].buf = buf;
+        n++;
+        buf += take;
+        offset += take;
+        len -= take;
+    }
+    return n;
+}
+
+static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint64_t offset,
+                        sf_error *err)
+{
+    sf_cluster *cl = vdi->cl;
+    transfer t;
+    memset(&t, 0, sizeof(t));
+    t.vdi = vdi;
+    t.writing = writing;
+    int rc = SF_ERR;
+    sf_conn *conn = NULL;
+    uint32_t first = (uint32_t)(offset >> vdi->info.block_size_shift);
+    uint32_t last = (uint32_t)((offset + len - 1) >> vdi->info.block_size_shift);
+    uint32_t count = last - first + 1;
+    unsigned depth = cl->depth;
+    int allocating = 0;
+
+    t.pieces = malloc((size_t)count * sizeof(piece));
+    t.ops = calloc(depth, sizeof(sf_op));
+    t.free_slots = malloc(depth * sizeof(unsigned));
+    if (writing) {
+        t.created = malloc((size_t)count * sizeof(uint32_t));
+        t.index_payload = malloc(INDEX_BATCH * 4);
+    }
+    if (!t.pieces || !t.ops || !t.free_slots || (writing && (!t.created || !t.index_payload))) {
+        sf_fail(err, SF_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < depth; i++)
+        t.free_slots[t.nr_free++] = i;
+    if ((conn = sf_pool_get(cl, err)) == NULL)
+        goto out;
+    if (ensure_index(vdi, &conn, first, last, err) != SF_OK)
+        goto out;
+
+    uint32_t planned = plan_pieces(vdi, buf, len, offset, t.pieces);
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = 0; i < planned; i++) {
+        t.pieces[i].entry = vdi->index[t.pieces[i].idx];
+        if (writing && t.pieces[i].entry != vdi->info.vid)
+            allocating = 1;
+    }
+    pthread_mutex_unlock(&vdi->lock);
+    if (allocating) {
+        /* Re-plan under the allocation lock: another thread may have
+         * created some of these objects meanwhile. */
+        pthread_mutex_lock(&vdi->alloc_lock);
+        pthread_mutex_lock(&vdi->lock);
+        for (uint32_t i = 0; i < planned; i++)
+            t.pieces[i].entry = vdi->index[t.pieces[i].idx];
+        pthread_mutex_unlock(&vdi->lock);
+    }
+
+    /* Drop what needs no request: holes on read (zero-filled here), and
+     * on write all-zero data aimed at an unallocated object (thin). */
+    uint32_t kept = 0, zero_skipped = 0;
+    for (uint32_t i = 0; i < planned; i++) {
+        piece *p = &t.pieces[i];
+        if (p->entry == 0 && !writing) {
+            memset(p->buf, 0, p->len);
+            continue;
+        }
+        if (p->entry == 0 && writing && vdi->thin && sf_is_zero(p->buf, p->len)) {
+            zero_skipped++;
+            continue;
+        }
+        t.pieces[kept++] = *p;
+    }
+    t.nr_pieces = kept;
+
+    sf_source src = {&t, transfer_next, transfer_complete};
+    rc = sf_run(cl, &conn, &src, depth, err);
+    if (rc == SF_OK && t.failed) {
+        *err = t.err;
+        rc = SF_ERR;
+    }
+    if (allocating)
+        pthread_mutex_unlock(&vdi->alloc_lock);
+
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = 0; i < kept; i++) {
+        if (!writing)
+            vdi->stats.read_requests++;
+        else if (t.pieces[i].entry == vdi->info.vid)
+            vdi->stats.write_requests++;
+        else
+            vdi->stats.create_requests++;
+    }
+    vdi->stats.zero_objects_skipped += zero_skipped;
+    pthread_mutex_unlock(&vdi->lock);
+out:
+    sf_pool_put(cl, conn);
+    free(t.pieces);
+    free(t.ops);
+    free(t.free_slots);
+    free(t.created);
+    free(t.index_payload);
+    return rc;
+}
+
+int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
+{
+    sf_error_clear(err);
+    if (check_range(vdi, "read", len, offset, err) != SF_OK)
+        return SF_ERR;
+    if (len == 0)
+        return SF_OK;
+    return run_transfer(vdi, 0, buf, len, offset, err);
+}
+
+int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
+{
+    sf_error_clear(err);
+    if (check_range(vdi, "write", len, offset, err) != SF_OK)
+        return SF_ERR;
+    if (vdi->info.snap_ctime != 0)
+        return sf_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
+    if (vdi->info.store_policy != 0)
+        return sf_fail(err, SF_E_UNSUPPORTED, "writing to hyper volume '%s' is not supported",
+                       vdi->info.name);
+    if (len == 0)
+        return SF_OK;
+    /* The data is only ever read; the transfer code shares one buffer type. */
+    return run_transfer(vdi, 1, (uint8_t *)(uintptr_t)buf, len, offset, err);
+}
+
+int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
+{
+    sf_error_clear(err);
+    if (new_size < vdi->info.size)
+        return sf_fail(err, SF_E_INVALID,
+                       "cannot shrink VDI '%s' from %llu to %llu bytes (sheep would leak the objects)",
+                       vdi->info.name, (unsigned long long)vdi->info.size,
+                       (unsigned long long)new_size);
+    if (vdi->info.store_policy == 0 && new_size > sf_max_flat_size(vdi->info.block_size_shift))
+        return sf_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit of VDI '%s'",
+                       (unsigned long long)new_size,
+                       (unsigned long long)sf_max_flat_size(vdi->info.block_size_shift),
+                       vdi->info.name);
+    if (vdi->info.snap_ctime != 0)
+        return sf_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
+    if (new_size == vdi->info.size)
+        return SF_OK;
+    pthread_mutex_lock(&vdi->alloc_lock);
+    uint32_t nr = objects_for(new_size, vdi->object_size);
+    pthread_mutex_lock(&vdi->lock);
+    int rc = index_reserve(vdi, nr, err);
+    pthread_mutex_unlock(&vdi->lock);
+    if (rc == SF_OK) {
+        /* Only the 8-byte vdi_size field is written, so a concurrent header
+         * change by someone else is not overwritten with stale bytes. */
+        uint8_t field[8];
+        sf_put_le64(field, new_size);
+        sf_op op;
+        memset(&op, 0, sizeof(op));
+        sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+        op.req.flags = SF_FLAG_WRITE | SF_FLAG_DIRECT;
+        op.req.oid = sf_inode_oid(vdi->info.vid);
+        op.req.copies = vdi->info.copies;
+        op.req.copy_policy = vdi->info.copy_policy;
+        op.req.offset = SF_INODE_SIZE_OFF;
+        op.req.data_length = sizeof(field);
+        op.payload = field;
+        op.retryable = 1;
+        sf_conn *conn = sf_pool_get(vdi->cl, err);
+        rc = conn ? sf_call(vdi->cl, &conn, &op, err) : SF_ERR;
+        sf_pool_put(vdi->cl, conn);
+    }
+    if (rc == SF_OK) {
+        pthread_mutex_lock(&vdi->lock);
+        vdi->info.size = new_size;
+        vdi->nr_objects = nr;
+        pthread_mutex_unlock(&vdi->lock);
+    }
+    pthread_mutex_unlock(&vdi->alloc_lock);
+    return rc;
+}

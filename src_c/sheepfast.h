@@ -1,0 +1,161 @@
+/*
+ * sheepfast: a client for the Sheepdog 1.0 wire protocol.
+ *
+ * Public API of the C core. C99, no Python. Licensed under Apache-2.0.
+ *
+ * Threading model: an sf_cluster and the sf_vdi handles opened from it may be
+ * used from several threads at once. Each call borrows a connection from the
+ * cluster's pool for its duration, so calls never share a socket. Because of
+ * that, errors are reported through a caller-owned sf_error passed to every
+ * call rather than stored on the (shared) context.
+ */
+#ifndef SHEEPFAST_H
+#define SHEEPFAST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SF_VERSION_MAJOR 0
+#define SF_VERSION_MINOR 1
+#define SF_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define SF_EXPORT __attribute__((visibility("default")))
+#else
+#define SF_EXPORT
+#endif
+
+#define SF_OK 0
+#define SF_ERR (-1)
+
+/* What kind of failure an sf_error describes. */
+typedef enum sf_errcat {
+    SF_E_NONE = 0,
+    SF_E_INVALID,     /* the caller's arguments were refused before sending */
+    SF_E_NOMEM,
+    SF_E_RESOLVE,     /* an address could not be parsed or resolved */
+    SF_E_CONNECT,     /* connecting failed (errno set) */
+    SF_E_IO,          /* a socket error or EOF while a request was in flight */
+    SF_E_TIMEOUT,     /* connect or I/O made no progress within its timeout */
+    SF_E_PROTOCOL,    /* the peer sent something that breaks the protocol */
+    SF_E_SERVER,      /* sheep answered with a non-zero result code */
+    SF_E_UNSUPPORTED, /* a valid request this client does not implement */
+    SF_E_RANGE,       /* offset/length outside the VDI */
+} sf_errcat;
+
+typedef struct sf_error {
+    sf_errcat category;
+    int sys_errno;     /* errno for SF_E_CONNECT / SF_E_IO, else 0 */
+    uint32_t result;   /* Sheepdog result code for SF_E_SERVER, else 0 */
+    char message[256]; /* human-readable: operation, VDI, range */
+} sf_error;
+
+/* Sheepdog result codes a caller is likely to branch on. */
+#define SF_RES_SUCCESS 0x00
+#define SF_RES_NO_OBJ 0x02
+#define SF_RES_VDI_EXIST 0x04
+#define SF_RES_INVALID_PARMS 0x05
+#define SF_RES_SYSTEM_ERROR 0x06
+#define SF_RES_VDI_LOCKED 0x07
+#define SF_RES_NO_VDI 0x08
+#define SF_RES_NO_TAG 0x0E
+#define SF_RES_FULL_VDI 0x13
+#define SF_RES_VER_MISMATCH 0x14
+#define SF_RES_NO_SPACE 0x15
+#define SF_RES_READONLY 0x1A
+
+typedef struct sf_options {
+    /* "host:port[,host:port...]"; IPv6 as "[addr]:port"; port defaults to 7000 */
+    const char *addresses;
+    int connect_timeout_ms; /* <= 0: 10 s */
+    int io_timeout_ms;      /* no progress for this long fails the call; <= 0: 60 s */
+    unsigned depth;         /* object requests in flight per call; 0: 16 */
+} sf_options;
+
+typedef struct sf_cluster_defaults {
+    uint8_t copies;
+    uint8_t copy_policy;
+    uint8_t block_size_shift;
+} sf_cluster_defaults;
+
+#define SF_NAME_MAX 255
+#define SF_TAG_MAX 255
+
+typedef struct sf_vdi_info {
+    char name[SF_NAME_MAX + 1];
+    char tag[SF_TAG_MAX + 1];
+    uint32_t vid;
+    uint32_t parent_vid;
+    uint32_t snap_id;
+    uint64_t size;
+    uint64_t create_time; /* (seconds << 32) | nanoseconds, as sheep stores it */
+    uint64_t snap_ctime;  /* non-zero: this VDI is a snapshot */
+    uint8_t copies;
+    uint8_t copy_policy;
+    uint8_t store_policy; /* 0 flat index, 1 B-tree ("hyper volume") */
+    uint8_t block_size_shift;
+} sf_vdi_info;
+
+typedef struct sf_create_options {
+    uint8_t copies;           /* 0: cluster default */
+    uint8_t copy_policy;      /* 0: replication; else erasure code ((d/2)<<4)|p */
+    uint8_t block_size_shift; /* 0: cluster default; else 20..31 */
+} sf_create_options;
+
+typedef struct sf_cluster sf_cluster;
+typedef struct sf_vdi sf_vdi;
+
+SF_EXPORT const char *sf_version(void);
+SF_EXPORT const char *sf_result_name(uint32_t result);
+
+SF_EXPORT sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err);
+SF_EXPORT void sf_cluster_close(sf_cluster *cl);
+SF_EXPORT int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err);
+/* Gateways known to the client, as "host:port" strings joined by ','. */
+SF_EXPORT int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err);
+
+/* Names are byte strings of 1..255 bytes with no NUL. */
+SF_EXPORT int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
+                            const sf_create_options *opt, uint32_t *vid_out, sf_error *err);
+/* The working VDI called name: one GET_VDI_INFO and one inode-header read. */
+SF_EXPORT int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
+                          sf_error *err);
+/* Zeroes the index (so sheep reclaims the objects), then removes the VDI. */
+SF_EXPORT int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err);
+/* Every live VDI, snapshots included; free the array with sf_free(). */
+SF_EXPORT int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err);
+SF_EXPORT void sf_free(void *p);
+
+SF_EXPORT sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err);
+SF_EXPORT void sf_vdi_close(sf_vdi *vdi);
+SF_EXPORT const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi);
+/* Thin provisioning: all-zero data aimed at an unallocated object is not
+ * written (it reads back as zeros anyway). On by default. */
+SF_EXPORT void sf_vdi_set_thin(sf_vdi *vdi, int enabled);
+
+/* Both return SF_OK only when all len bytes moved; offset+len must lie
+ * inside the VDI (SF_E_RANGE otherwise). */
+SF_EXPORT int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err);
+SF_EXPORT int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset,
+                           sf_error *err);
+/* Grow only: shrinking leaks objects in sheep 1.0 and is refused. */
+SF_EXPORT int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err);
+
+/* Counters since the handle was opened; for tests and benchmarks. */
+typedef struct sf_vdi_stats {
+    uint64_t read_requests;
+    uint64_t write_requests;
+    uint64_t create_requests;
+    uint64_t index_updates;
+    uint64_t zero_objects_skipped;
+} sf_vdi_stats;
+SF_EXPORT void sf_vdi_get_stats(const sf_vdi *vdi, sf_vdi_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
