@@ -202,9 +202,9 @@ def from_status(category: int, errnum: int, result: int, message: str) -> Except
     if category == SF_E_NOMEM:
         return MemoryError(message)
     cls = _CATEGORY_CLASSES.get(category, SheepfastError)
-    if issubclass(cls, OSError):
-        exc = cls(errnum or _errno.EIO, message)
-        # OSError puts (errno, strerror) in str(); keep the full message.
-        exc.args = (message,)
-        return exc
-    return cls(message)
+    exc = cls(message)
+    if isinstance(exc, OSError):
+        # Built with one argument so str() is the full message, not
+        # "[Errno N] ..."; errno is still there for callers that look.
+        exc.errno = errnum or _errno.EIO
+    return exc

@@ -1,0 +1,264 @@
+"""What the client relies on, checked against FakeSheep and a real cluster.
+
+Each test runs once per target (see conftest.py); the real variant is skipped
+unless a real cluster is configured.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sheepfast
+
+MiB = 1 << 20
+
+
+def test_cluster_defaults_and_nodes(cluster):
+    d = cluster.defaults
+    assert 20 <= d.block_size_shift <= 31
+    assert d.copies >= 1
+    nodes = cluster.nodes
+    assert nodes and all(":" in n for n in nodes)
+
+
+def test_create_open_stat_list_delete(cluster, new_name):
+    name = new_name()
+    vid = cluster.create(name, 10 * MiB)
+    assert 0 < vid < 1 << 24
+    assert cluster.exists(name)
+    info = cluster.stat(name)
+    assert (info.name, info.vid, info.size, info.snapshot) == (name, vid, 10 * MiB, False)
+    assert info.object_size == 1 << cluster.defaults.block_size_shift
+    with cluster.open(name) as vdi:
+        assert (vdi.name, vdi.vid, vdi.size) == (name, vid, 10 * MiB)
+        assert vdi.object_size == info.object_size
+    listed = {i.name: i for i in cluster.list()}
+    assert listed[name].vid == vid and listed[name].size == 10 * MiB
+    cluster.delete(name)
+    assert not cluster.exists(name)
+    assert name not in {i.name for i in cluster.list()}
+
+
+def test_write_read_roundtrip_across_objects(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 20 * MiB)
+    data = os.urandom(9 * MiB + 12345)
+    with cluster.open(name) as vdi:
+        assert vdi.write(data, 3 * MiB - 7) == len(data)
+        assert vdi.read(3 * MiB - 7, len(data)) == data
+        # the edges around the write are still zero
+        assert vdi.read(0, 3 * MiB - 7) == bytes(3 * MiB - 7)
+        tail = 3 * MiB - 7 + len(data)
+        assert vdi.read(tail, 20 * MiB - tail) == bytes(20 * MiB - tail)
+    # a second handle sees the same bytes (nothing was only cached)
+    with cluster.open(name) as vdi:
+        assert vdi.read(3 * MiB - 7, len(data)) == data
+
+
+def test_unallocated_reads_zero(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 64 * MiB)
+    with cluster.open(name) as vdi:
+        assert vdi.read(0, 64 * MiB) == bytes(64 * MiB)
+        assert vdi.stats["read_requests"] == 0  # holes cost no round trip
+        vdi.write(b"x", 40 * MiB)
+        got = vdi.read(39 * MiB, 2 * MiB)
+        assert got[MiB] == ord("x") and got.count(0) == 2 * MiB - 1
+
+
+@pytest.mark.parametrize("bss", [20, 23])
+def test_non_default_object_size(cluster, new_name, bss):
+    name = new_name()
+    obj = 1 << bss
+    cluster.create(name, 5 * obj + 100, block_size_shift=bss)
+    with cluster.open(name) as vdi:
+        assert vdi.object_size == obj
+        data = os.urandom(2 * obj + 50)
+        vdi.write(data, obj - 25)
+        assert vdi.read(obj - 25, len(data)) == data
+        assert vdi.stats["create_requests"] == 4  # objects 0..3 touched
+        vdi.write(b"end", 5 * obj + 97)
+        assert vdi.read(5 * obj + 97, 3) == b"end"
+
+
+def test_overwrite_uses_existing_objects(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 8 * MiB, block_size_shift=20)
+    with cluster.open(name) as vdi:
+        vdi.write(os.urandom(8 * MiB), 0)
+        created = vdi.stats["create_requests"]
+        vdi.write(b"\xff" * 1000, 1000)
+        assert vdi.stats["create_requests"] == created
+        assert vdi.stats["write_requests"] == 1
+        assert vdi.read(1000, 1000) == b"\xff" * 1000
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=st.lists(
+    st.tuples(st.booleans(), st.integers(0, 4 * MiB - 1), st.integers(0, 2 * MiB + 17)),
+    min_size=1, max_size=8))
+def test_random_ranges_match_a_model(cluster, new_name, ops):
+    """Random writes and reads across 1 MiB object boundaries agree with an
+    in-memory model of the VDI."""
+    size = 4 * MiB
+    name = new_name("sf-hyp")
+    cluster.create(name, size, block_size_shift=20)
+    model = bytearray(size)
+    rnd = random.Random(len(ops))
+    try:
+        with cluster.open(name) as vdi:
+            for is_write, offset, length in ops:
+                length = min(length, size - offset)
+                if is_write:
+                    data = rnd.randbytes(length)
+                    vdi.write(data, offset)
+                    model[offset:offset + length] = data
+                else:
+                    assert vdi.read(offset, length) == bytes(model[offset:offset + length])
+            assert vdi.read(0, size) == bytes(model)
+    finally:
+        cluster.delete(name)
+
+
+def test_buffer_types_zero_copy(cluster, new_name):
+    import numpy as np
+
+    name = new_name()
+    cluster.create(name, 4 * MiB)
+    payload = os.urandom(MiB)
+    with cluster.open(name) as vdi:
+        vdi.write(bytearray(payload), 0)
+        vdi.write(memoryview(payload)[10:20], MiB)
+        vdi.write(np.frombuffer(payload, dtype=np.uint8), 2 * MiB)
+        with mmap.mmap(-1, 4096) as m:
+            m[:] = payload[:4096]
+            vdi.write(m, 3 * MiB)
+        out = bytearray(MiB)
+        assert vdi.readinto(out, 0) == MiB and out == payload
+        arr = np.zeros(MiB, dtype=np.uint8)
+        vdi.readinto(arr, 2 * MiB)
+        assert arr.tobytes() == payload
+        with mmap.mmap(-1, 4096) as m:
+            vdi.readinto(m, 3 * MiB)
+            assert m[:] == payload[:4096]
+        assert vdi.read(MiB, 10) == payload[10:20]
+        # a view into the middle of a larger buffer
+        big = bytearray(3 * MiB)
+        vdi.readinto(memoryview(big)[MiB:2 * MiB], 0)
+        assert big[MiB:2 * MiB] == payload and big[:MiB] == bytes(MiB)
+
+
+def test_readonly_buffer_refused_for_readinto(cluster, new_name):
+    name = new_name()
+    cluster.create(name, MiB)
+    with cluster.open(name) as vdi:
+        with pytest.raises((BufferError, TypeError)):
+            vdi.readinto(b"immutable", 0)
+
+
+def test_thin_skips_zero_objects(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 16 * MiB, block_size_shift=20)
+    data = bytearray(16 * MiB)
+    data[5 * MiB:5 * MiB + 3] = b"abc"
+    with cluster.open(name) as vdi:
+        vdi.write(data, 0)
+        assert vdi.stats["create_requests"] == 1
+        assert vdi.stats["zero_objects_skipped"] == 15
+        assert vdi.read(0, 16 * MiB) == bytes(data)
+        vdi.thin = False
+        vdi.write(bytes(MiB), 0)
+        assert vdi.stats["create_requests"] == 2
+
+
+def test_zero_write_over_data_is_written(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 2 * MiB, block_size_shift=20)
+    with cluster.open(name) as vdi:
+        vdi.write(b"\x01" * MiB, 0)
+        vdi.write(bytes(MiB), 0)  # allocated: zeros must overwrite
+        assert vdi.read(0, MiB) == bytes(MiB)
+
+
+def test_resize_grow(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 3 * MiB)
+    with cluster.open(name) as vdi:
+        vdi.write(b"a" * 10, 3 * MiB - 10)
+        vdi.resize(20 * MiB)
+        assert vdi.size == 20 * MiB
+        vdi.write(b"b" * 10, 20 * MiB - 10)
+        assert vdi.read(3 * MiB - 10, 10) == b"a" * 10
+        assert vdi.read(20 * MiB - 10, 10) == b"b" * 10
+    assert cluster.stat(name).size == 20 * MiB
+    with cluster.open(name) as vdi:
+        assert vdi.read(20 * MiB - 10, 10) == b"b" * 10
+
+
+def test_zero_and_odd_sizes(cluster, new_name):
+    empty, odd = new_name(), new_name()
+    cluster.create(empty, 0)
+    cluster.create(odd, 1000)
+    with cluster.open(empty) as vdi:
+        assert vdi.size == 0 and vdi.read(0, 0) == b""
+    with cluster.open(odd) as vdi:
+        vdi.write(b"z" * 1000, 0)
+        assert vdi.read(0, 1000) == b"z" * 1000
+
+
+def test_names_with_any_bytes(cluster, new_name):
+    base = new_name()
+    for name in (base + " with space", base + ":colon\\back", base + "-ünï"):
+        cluster.create(name, MiB)
+        assert cluster.exists(name)
+        assert name in {i.name for i in cluster.list()}
+        cluster.delete(name)
+    longest = ("L" * 200 + base)[-255:]
+    cluster.create(longest, MiB)
+    try:
+        assert cluster.stat(longest).name == longest
+    finally:
+        cluster.delete(longest)
+
+
+def test_delete_reclaims_objects(target, cluster, new_name):
+    name = new_name()
+    cluster.create(name, 12 * MiB)
+    with cluster.open(name) as vdi:
+        vdi.write(os.urandom(12 * MiB), 0)
+        vid = vdi.vid
+    cluster.delete(name)
+    assert not cluster.exists(name)
+    if target.is_fake:
+        # the index was zeroed first, so sheep dropped every object
+        assert not [o for o in target.fake.object_ids() if (o >> 32) & 0xFFFFFF == vid]
+
+
+def test_delete_then_recreate_same_name(cluster, new_name):
+    name = new_name()
+    cluster.create(name, MiB)
+    with cluster.open(name) as vdi:
+        vdi.write(b"old", 0)
+    cluster.delete(name)
+    cluster.create(name, MiB)
+    with cluster.open(name) as vdi:
+        assert vdi.read(0, 3) == bytes(3)
+
+
+def test_many_objects_batch_index_updates(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 200 * MiB, block_size_shift=20)
+    with cluster.open(name) as vdi:
+        vdi.write(b"\x07" * (200 * MiB), 0)
+        stats = vdi.stats
+        assert stats["create_requests"] == 200
+        assert stats["index_updates"] < 30  # batched, not one per object
+    with cluster.open(name) as vdi:
+        assert vdi.read(199 * MiB, MiB) == b"\x07" * MiB
