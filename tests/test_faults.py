@@ -1,0 +1,146 @@
+"""Fault injection through FakeSheep's knobs: timeouts, dropped
+connections, forced result codes, out-of-order replies."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import sheepfast
+from sheepfast.testing import wire as w
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def fake(fake_sheep):
+    fake_sheep.clear_faults()
+    yield fake_sheep
+    fake_sheep.clear_faults()
+    assert fake_sheep.hazards == []
+
+
+@pytest.fixture
+def fcluster(fake):
+    with sheepfast.connect(fake.address, io_timeout=5) as c:
+        yield c
+
+
+def _name(tag: str) -> str:
+    return f"sf-fault-{tag}-{os.urandom(4).hex()}"
+
+
+def test_timeout_when_sheep_is_silent(fake):
+    c = sheepfast.connect(fake.address, io_timeout=0.3)
+    name = _name("timeout")
+    c.create(name, MiB)
+    vdi = c.open(name)
+    vdi.write(b"abc", 0)
+    fake.set_delay(2.0, opcode=w.OP_READ_OBJ)
+    with pytest.raises(sheepfast.TimeoutError, match="no reply"):
+        vdi.read(0, 3)
+    fake.clear_faults()
+    # the broken connection was dropped; the next call uses a fresh one
+    assert vdi.read(0, 3) == b"abc"
+    vdi.close()
+    c.delete(name)
+    c.close()
+
+
+def test_forced_result_maps_to_exception(fake, fcluster):
+    name = _name("nospace")
+    fake.fail_nth(1, w.RES_NO_SPACE, opcode=w.OP_NEW_VDI)
+    with pytest.raises(sheepfast.NoSpace) as info:
+        fcluster.create(name, MiB)
+    assert info.value.result == 0x15 and name in str(info.value)
+    assert not fcluster.exists(name)
+
+
+def test_failed_create_mid_write_still_indexes_created_objects(fake, fcluster):
+    """A write that fails part-way leaves every object it did create in the
+    index, so delete can reclaim it (no leaked objects)."""
+    name = _name("midfail")
+    fcluster.create(name, 16 * MiB, block_size_shift=20)
+    with fcluster.open(name) as vdi:
+        fake.fail_nth(5, w.RES_NO_SPACE, opcode=w.OP_CREATE_AND_WRITE_OBJ)
+        with pytest.raises(sheepfast.NoSpace):
+            vdi.write(os.urandom(16 * MiB), 0)
+        vid = vdi.vid
+    info = fake.vdi(name)
+    owned = {o for o in fake.object_ids() if (o >> 32) & 0xFFFFFF == vid}
+    indexed = {w.data_oid(vid, i) for i, e in info.entries.items() if e == vid}
+    assert owned and owned == indexed
+    fcluster.delete(name)
+    assert not {o for o in fake.object_ids() if (o >> 32) & 0xFFFFFF == vid}
+
+
+def test_dropped_connection_is_retried(fake, fcluster):
+    name = _name("drop")
+    fcluster.create(name, 8 * MiB, block_size_shift=20)
+    data = os.urandom(8 * MiB)
+    with fcluster.open(name) as vdi:
+        vdi.write(data, 0)
+        fake.drop_nth(3, opcode=w.OP_READ_OBJ)
+        assert vdi.read(0, 8 * MiB) == data  # reconnected and resent
+
+
+def test_create_is_not_blindly_resent(fake, fcluster):
+    """NEW_VDI is not idempotent: a lost reply is an error, not a retry
+    that would answer VDI_EXIST for our own VDI."""
+    name = _name("newdrop")
+    fake.drop_nth(1, opcode=w.OP_NEW_VDI)
+    with pytest.raises(sheepfast.ConnectionError):
+        fcluster.create(name, MiB)
+
+
+def test_out_of_order_replies(fake, fcluster):
+    name = _name("reorder")
+    fcluster.create(name, 32 * MiB, block_size_shift=20)
+    data = os.urandom(32 * MiB)
+    fake.set_reorder(True)
+    with fcluster.open(name) as vdi:
+        vdi.write(data, 0)
+        assert vdi.read(0, 32 * MiB) == data
+    fcluster.delete(name)
+
+
+def test_open_is_o1_and_never_reads_the_whole_inode(fake, fcluster):
+    name = _name("o1")
+    fcluster.create(name, 64 * MiB)
+    fake.enable_request_log()
+    try:
+        with fcluster.open(name) as vdi:
+            vdi.write(os.urandom(9 * MiB), 2 * MiB)
+            vdi.read(0, 64 * MiB)
+        log = fake.request_log()
+    finally:
+        fake.enable_request_log(False)
+    ops = [e.opcode for e in log]
+    assert w.OP_READ_VDIS not in ops  # no cluster scan by name
+    assert ops.count(w.OP_GET_VDI_INFO) == 1
+    assert all(e.data_length < w.INODE_SIZE for e in log)
+    inode_reads = [e for e in log if e.opcode == w.OP_READ_OBJ and e.oid >> 63]
+    assert sum(e.data_length for e in inode_reads) <= w.INODE_HEADER_SIZE + 4096 * 2
+    fcluster.delete(name)
+
+
+def test_requests_in_flight_up_to_depth(fake):
+    """With replies delayed, a read of many objects still takes about one
+    delay, not one per object: requests were pipelined."""
+    import time
+
+    c = sheepfast.connect(fake.address, depth=16)
+    name = _name("depth")
+    c.create(name, 16 * MiB, block_size_shift=20)
+    vdi = c.open(name)
+    vdi.write(b"\x01" * (16 * MiB), 0)
+    fake.set_delay(0.2, opcode=w.OP_READ_OBJ)
+    t0 = time.monotonic()
+    vdi.read(0, 16 * MiB)
+    elapsed = time.monotonic() - t0
+    fake.clear_faults()
+    vdi.close()
+    c.delete(name)
+    c.close()
+    assert elapsed < 16 * 0.2 / 2, elapsed
