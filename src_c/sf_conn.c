@@ -360,21 +360,23 @@ static void engine_finish_reply(engine *e)
     e->src->complete(e->src->ctx, op);
 }
 
-/* Receives whatever is available. Returns SF_OK, or SF_ERR with err set. */
-static int engine_recv(engine *e, sf_error *err)
+/* Receives what is available, stopping after each completed reply so the
+ * caller can refill the pipeline at once. *completed says whether one did. */
+static int engine_recv(engine *e, int *completed, sf_error *err)
 {
+    *completed = 0;
     for (;;) {
         ssize_t n;
-        if (e->rop == NULL) {
-            n = recv(e->conn->fd, e->rhdr + e->rhdr_got, SF_HEADER_SIZE - e->rhdr_got, 0);
-        } else {
-            size_t want = e->rop->rsp.data_length - e->rpay_got;
-            if (want == 0) {
-                engine_finish_reply(e);
-                continue;
-            }
-            n = recv(e->conn->fd, (uint8_t *)e->rop->reply_buf + e->rpay_got, want, 0);
+        if (e->rop != NULL && e->rpay_got == e->rop->rsp.data_length) {
+            engine_finish_reply(e);
+            *completed = 1;
+            return SF_OK;
         }
+        if (e->rop == NULL)
+            n = recv(e->conn->fd, e->rhdr + e->rhdr_got, SF_HEADER_SIZE - e->rhdr_got, 0);
+        else
+            n = recv(e->conn->fd, (uint8_t *)e->rop->reply_buf + e->rpay_got,
+                     e->rop->rsp.data_length - e->rpay_got, 0);
         if (n == 0)
             return sf_fail(err, SF_E_IO, "sheep closed the connection with %u request(s) in flight",
                            e->nr_inflight);
@@ -391,11 +393,7 @@ static int engine_recv(engine *e, sf_error *err)
                 return SF_ERR;
         } else {
             e->rpay_got += (size_t)n;
-            if (e->rpay_got == e->rop->rsp.data_length)
-                engine_finish_reply(e);
         }
-        if (e->rop == NULL && e->rhdr_got == 0 && e->nr_inflight == 0)
-            return SF_OK;
     }
 }
 
@@ -447,6 +445,20 @@ int sf_run(sf_cluster *cl, sf_conn **connp, sf_source *src, unsigned depth, sf_e
         }
         if (e.nr_inflight == 0)
             break;
+        /* Both directions are non-blocking: try them first and sleep in
+         * poll() only when neither can move. Replies free slots, so a
+         * completed one goes straight back to refilling. */
+        int completed = 0;
+        size_t unsent = e.send_count;
+        if ((e.send_count > 0 && engine_send(&e, err) != SF_OK) ||
+            engine_recv(&e, &completed, err) != SF_OK) {
+            if (err->category == SF_E_IO && engine_reconnect(&e, err) == SF_OK)
+                continue;
+            rc = SF_ERR;
+            break;
+        }
+        if (completed || e.send_count < unsent)
+            continue;
         short events = POLLIN | (e.send_count > 0 ? POLLOUT : 0);
         int r = wait_fd(e.conn->fd, events, cl->io_timeout_ms);
         if (r < 0) {
@@ -456,13 +468,6 @@ int sf_run(sf_cluster *cl, sf_conn **connp, sf_source *src, unsigned depth, sf_e
         if (r == 0) {
             rc = sf_fail(err, SF_E_TIMEOUT, "no reply from sheep within %d ms (%u request(s) in flight)",
                          cl->io_timeout_ms, e.nr_inflight);
-            break;
-        }
-        /* Receive first: replies free slots and never block the sender. */
-        if (engine_recv(&e, err) != SF_OK || (e.send_count > 0 && engine_send(&e, err) != SF_OK)) {
-            if (err->category == SF_E_IO && engine_reconnect(&e, err) == SF_OK)
-                continue;
-            rc = SF_ERR;
             break;
         }
     }
