@@ -8,6 +8,7 @@ marked "FakeSheep choice".
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 from . import wire as w
 
 _FLAT_INDEX_END = w.INDEX_OFFSET + w.INDEX_SIZE
+_NOT_FULL_BYTE = re.compile(rb"[^\xff]")     # C-speed scan of the vid bitmap
 
 
 def _u32s(raw: bytes) -> array:
@@ -379,16 +381,29 @@ class Store:
         with self.lock:
             return self._lookup(name, tag, snapid)
 
+    def _first_clear(self, lo: int, hi: int) -> Optional[int]:
+        """Lowest vid in [lo, hi) whose in-use bit is clear."""
+        vid = lo
+        while vid < hi:
+            byte = self.in_use[vid >> 3]
+            if byte != 0xFF:
+                for bit in range(vid & 7, 8):
+                    candidate = (vid & ~7) | bit
+                    if candidate >= hi:
+                        return None
+                    if not byte & (1 << bit):
+                        return candidate
+            found = _NOT_FULL_BYTE.search(self.in_use, (vid >> 3) + 1)
+            if found is None:
+                return None
+            vid = found.start() << 3
+        return None
+
     def _alloc_vid(self, name: bytes) -> Optional[int]:
         """First clear bit at or after the name hash; skips 0 and wraps."""
         start = w.fnv1a_vid(name)
-        for vid in range(start, w.VID_MASK + 1):
-            if vid and not w.bitmap_test(self.in_use, vid):
-                return vid
-        for vid in range(1, start):
-            if not w.bitmap_test(self.in_use, vid):
-                return vid
-        return None
+        vid = self._first_clear(max(start, 1), w.VID_MASK + 1)
+        return vid if vid is not None else self._first_clear(1, start)
 
     def _copy_index(self, base: SparseObject, child: SparseObject, flat: bool) -> None:
         """Copy the data_vdi_id area; a flat copy takes one reference per entry."""
