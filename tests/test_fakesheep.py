@@ -707,6 +707,18 @@ def test_snapshot(sheep, client):
     assert snap2 == working and sheep.vdi_by_id(working2).snap_id == 3
 
 
+def test_snapshot_of_an_older_base_keeps_one_working_vdi(sheep, client):
+    vid = client.new_vdi("rollback", 8 * MIB).vdi.vdi_id
+    client.put_object(vid, 0, b"old")
+    snap1, working = client.snapshot("rollback", "s1")
+    rsp = client.new_vdi("rollback", 8 * MIB, base_vdi_id=snap1, snapid=1)
+    assert rsp.result == 0
+    new = sheep.vdi("rollback")
+    assert new.vid == rsp.vdi.vdi_id and new.parent == snap1 and new.snap_id == 3
+    assert new.entries == {0: snap1}
+    assert sheep.vdi_by_id(working).snapshot            # frozen, not a 2nd working VDI
+
+
 def test_snapshot_and_clone_errors(client):
     client.new_vdi("orig", MIB)
     vid = client.vid("orig")

@@ -283,6 +283,7 @@ class Store:
             else:
                 obj = SparseObject(size)
                 obj.write(offset, data)
+            # (a CREATE on an inode oid replaces raw bytes: no refcounting)
             self._put(oid, obj)
             return w.RES_SUCCESS
 

@@ -10,6 +10,33 @@ Threads: one accept thread per node; per connection one reader thread
 shared worker pool executes requests. Replies therefore leave in completion
 order, as on a real sheep, and a client that stops reading only stalls its
 own writer thread.
+
+Faithful to the notes: framing (payload only with FLAG_WRITE, reply = header
++ exactly data_length bytes, proto_ver 0, flags 0, cluster epoch, echoed id),
+proto_ver rules, INVALID_PARMS for unknown opcodes and FLUSH_VDI, the data
+lengths each op accepts, vid allocation (FNV-1a, first free slot, never
+reused), the inode layout, snapshot/clone/COW, READONLY, reference counting
+driven by index writes, zombie VDIs, hyper-volume deletion, EC zone checks.
+
+FakeSheep choices, where a real sheep's behaviour is unknown:
+  * writes past the object end: INVALID_PARMS (and a hazard);
+  * NEW_VDI with an empty or unterminated name: INVALID_PARMS; a snapshot
+    with base 0: INVALID_PARMS; an unreadable base: BASE_VDI_READ;
+  * a snapshot whose base is not the working VDI ("rebase") freezes the old
+    working VDI too, so each name keeps one working VDI;
+  * a tag lookup matches any inode of that name with the tag (snapshots
+    first); a name with only snapshots left gives NO_VDI;
+  * DISCARD of a missing object: NO_OBJ; of a snapshot's object: READONLY;
+    a COW create whose source is missing: NO_OBJ;
+  * objects of vids without an inode use the cluster default block size;
+  * CLUSTER_INFO with a short buffer: INVALID_PARMS; STAT_CLUSTER with
+    nodes_nr > 0 appends node records (BUFFER_SMALL if they do not fit);
+  * GET_VDI_ATTR, GET_VDI_COPIES, peer and admin ops: INVALID_PARMS;
+  * an op that consumes data but came without FLAG_WRITE runs on zeros
+    (a real sheep uses whatever its buffer held);
+  * reference counts live in a side table (the gref area reads as written);
+    locking is off, as on the captured cluster;
+  * set_delay delays the reply; the operation itself runs at once.
 """
 
 from __future__ import annotations
@@ -291,6 +318,10 @@ class FakeSheep:
         self._nodes = [_Node(i, port + i if port else 0) for i in range(nodes)]
         self._workers = workers
         self._pool: Optional[ThreadPoolExecutor] = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._pool is not None else "stopped"
+        return f"<FakeSheep {state} {' '.join(self.addresses)} epoch={self.epoch}>"
 
     # ------------------------------------------------------------ lifecycle
 
