@@ -371,7 +371,7 @@ cdef class Vdi:
         # resize() changes it, so it is read from the handle each time
         cdef uint64_t size
         self._guard.enter()
-        size = sf_vdi_get_info(self._c).size
+        size = sf_vdi_size(self._c)
         self._guard.leave()
         return size
 
@@ -419,10 +419,12 @@ cdef class Vdi:
             raise _errors.OutOfRange(f"length {length} is too large")
         self._guard.enter()
         try:
-            if c_off > sf_vdi_get_info(self._c).size or c_len > sf_vdi_get_info(self._c).size - c_off:
+            # checked before allocating, so a huge length fails cleanly
+            size = sf_vdi_size(self._c)
+            if c_off > size or c_len > size - c_off:
                 raise _errors.OutOfRange(
                     f"read of {length} bytes at offset {offset} is past the end of VDI "
-                    f"{self.info.name!r} ({sf_vdi_get_info(self._c).size} bytes)")
+                    f"{self.info.name!r} ({size} bytes)")
             out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_len)
             dst = PyBytes_AS_STRING(out)
             with nogil:

@@ -82,6 +82,7 @@ cdef extern from "sheepfast.h" nogil:
     sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
     void sf_vdi_close(sf_vdi *vdi)
     const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi)
+    uint64_t sf_vdi_size(sf_vdi *vdi)
     void sf_vdi_set_thin(sf_vdi *vdi, int enabled)
     int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t length, uint64_t offset, sf_error *err)
     int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t length, uint64_t offset,

@@ -61,6 +61,8 @@ static int load_btree_leaf_entries(sf_vdi *vdi, const uint8_t *entries, uint32_t
 {
     for (uint32_t i = 0; i < n; i++) {
         uint32_t idx = sf_get_le32(entries + 8 * i), vid = sf_get_le32(entries + 8 * i + 4);
+        if (vid > SF_MAX_VID)
+            return SF_ERR;
         if (idx < vdi->nr_objects)
             vdi->index[idx] = vid;
     }
@@ -113,7 +115,8 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
     if (rc != SF_OK)
         goto out;
     if (depth == 1) {
-        load_btree_leaf_entries(vdi, root, n);
+        if (load_btree_leaf_entries(vdi, root, n) != SF_OK)
+            rc = sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: B-tree entry is not a vid", vdi->info.vid);
         goto out;
     }
     for (uint32_t i = 0; i < n && rc == SF_OK; i++) {
@@ -127,8 +130,9 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
                          (unsigned long long)node);
             break;
         }
-        if (m > 0 && (rc = read_obj_range(vdi, conn, node, 8, leaf, m * 8, err)) == SF_OK)
-            load_btree_leaf_entries(vdi, leaf, m);
+        if (m > 0 && (rc = read_obj_range(vdi, conn, node, 8, leaf, m * 8, err)) == SF_OK &&
+            load_btree_leaf_entries(vdi, leaf, m) != SF_OK)
+            rc = sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: B-tree entry is not a vid", vdi->info.vid);
     }
 out:
     free(root);
@@ -224,14 +228,20 @@ static int ensure_index(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t la
     for (uint32_t page = page_first; page <= page_last; page++) {
         pthread_mutex_lock(&vdi->lock);
         int loaded = vdi->page_loaded[page];
+        uint32_t nr_objects = vdi->nr_objects;
         pthread_mutex_unlock(&vdi->lock);
         if (loaded)
             continue;
         uint32_t start = page * SF_INDEX_PAGE;
-        uint32_t count = vdi->nr_objects - start < SF_INDEX_PAGE ? vdi->nr_objects - start : SF_INDEX_PAGE;
+        uint32_t count = nr_objects - start < SF_INDEX_PAGE ? nr_objects - start : SF_INDEX_PAGE;
         if (read_obj_range(vdi, conn, sf_inode_oid(vdi->info.vid), SF_INODE_INDEX_OFF + 4 * start,
                            raw, 4 * count, err) != SF_OK)
             return SF_ERR;
+        /* Entries name a vid: anything wider than 24 bits is not an index. */
+        for (uint32_t i = 0; i < count; i++)
+            if (sf_get_le32(raw + 4 * i) > SF_MAX_VID)
+                return sf_fail(err, SF_E_PROTOCOL, "VDI '%s': index entry %u holds 0x%x, not a vid",
+                               vdi->info.name, start + i, sf_get_le32(raw + 4 * i));
         pthread_mutex_lock(&vdi->lock);
         if (!vdi->page_loaded[page]) {
             for (uint32_t i = 0; i < count; i++)
@@ -243,14 +253,23 @@ static int ensure_index(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t la
     return SF_OK;
 }
 
-static int check_range(const sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset,
+uint64_t sf_vdi_size(sf_vdi *vdi)
+{
+    pthread_mutex_lock(&vdi->lock); /* resize() may be changing it */
+    uint64_t size = vdi->info.size;
+    pthread_mutex_unlock(&vdi->lock);
+    return size;
+}
+
+static int check_range(sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset,
                        sf_error *err)
 {
-    if (offset > vdi->info.size || len > vdi->info.size - offset)
+    uint64_t size = sf_vdi_size(vdi);
+    if (offset > size || len > size - offset)
         return sf_fail(err, SF_E_RANGE,
                        "%s of %llu bytes at offset %llu is past the end of VDI '%s' (%llu bytes)",
                        what, (unsigned long long)len, (unsigned long long)offset, vdi->info.name,
-                       (unsigned long long)vdi->info.size);
+                       (unsigned long long)size);
     return SF_OK;
 }
 

@@ -132,7 +132,9 @@ SF_EXPORT void sf_free(void *p);
 
 SF_EXPORT sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err);
 SF_EXPORT void sf_vdi_close(sf_vdi *vdi);
+/* Fixed at open; only size changes (resize), so read it with sf_vdi_size(). */
 SF_EXPORT const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi);
+SF_EXPORT uint64_t sf_vdi_size(sf_vdi *vdi);
 /* Thin provisioning: all-zero data aimed at an unallocated object is not
  * written (it reads back as zeros anyway). On by default. */
 SF_EXPORT void sf_vdi_set_thin(sf_vdi *vdi, int enabled);
