@@ -289,8 +289,10 @@ int sf_node_record_address(const uint8_t rec[SF_NODE_RECORD_SIZE], char *out, si
 
     if (port == 0)
         return -1;
-    /* IPv4 is sent as 12 zero bytes + 4 address bytes, not ::ffff-mapped */
-    if (memcmp(addr, zeros, sizeof(zeros)) == 0) {
+    /* IPv4 is sent as 12 zero bytes + 4 address bytes, not ::ffff-mapped.
+     * That makes ::1 look like 0.0.0.1; 0.0.0.0/8 is no host address, so
+     * such records are read as the IPv6 address they must be. */
+    if (memcmp(addr, zeros, sizeof(zeros)) == 0 && addr[12] != 0) {
         if (inet_ntop(AF_INET, addr + 12, host, sizeof(host)) == NULL)
             return -1;
         n = snprintf(out, out_len, "%s:%u", host, port);

@@ -1,0 +1,79 @@
+"""Addresses, several gateways, and carrying on when one goes away."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+import sheepfast
+from sheepfast.testing import FakeSheep
+
+MiB = 1 << 20
+
+
+def _dead_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return "127.0.0.1:%d" % s.getsockname()[1]
+
+
+def test_ipv6_address():
+    try:
+        sheep = FakeSheep(host="::1").start()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        with sheepfast.connect(sheep.address) as c:
+            assert sheep.address.startswith("[::1]:")
+            c.create("v6", MiB)
+            with c.open("v6") as vdi:
+                vdi.write(b"six", 0)
+                assert vdi.read(0, 3) == b"six"
+            assert c.nodes == [sheep.address]
+    finally:
+        sheep.stop()
+
+
+def test_first_gateway_down_uses_the_next():
+    with FakeSheep() as sheep:
+        with sheepfast.connect(f"{_dead_address()}, {sheep.address}", connect_timeout=2) as c:
+            c.create("second", MiB)
+            assert c.exists("second")
+
+
+def test_node_list_is_learned():
+    with FakeSheep(nodes=3) as sheep:
+        with sheepfast.connect(sheep.addresses[0]) as c:
+            assert sorted(c.nodes) == sorted(sheep.addresses)
+
+
+def test_gateway_loss_fails_over_to_a_learned_node():
+    """Only node 0 was configured; when it goes away, the client carries on
+    through the nodes GET_NODE_LIST named, resending what was in flight."""
+    with FakeSheep(nodes=3) as sheep:
+        with sheepfast.connect(sheep.addresses[0], connect_timeout=2) as c:
+            c.create("failover", 16 * MiB, block_size_shift=20)
+            data = os.urandom(16 * MiB)
+            with c.open("failover") as vdi:
+                vdi.write(data, 0)
+                sheep.stop_node(0)
+                assert vdi.read(0, 16 * MiB) == data
+                vdi.write(b"after", 5)
+                assert vdi.read(0, 10) == data[:5] + b"after"
+            assert c.exists("failover")
+        assert sheep.hazards == []
+
+
+def test_all_gateways_down_is_a_connection_error():
+    with FakeSheep(nodes=2) as sheep:
+        c = sheepfast.connect(sheep.addresses[0], connect_timeout=1)
+        c.create("gone", MiB)
+        vdi = c.open("gone")
+        sheep.stop_node(0)
+        sheep.stop_node(1)
+        with pytest.raises(sheepfast.ConnectionError):
+            vdi.read(0, 1)
+        vdi.close()
+        c.close()
