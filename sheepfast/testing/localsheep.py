@@ -24,6 +24,10 @@ class LocalSheepError(RuntimeError):
     pass
 
 
+class SheepExited(LocalSheepError):
+    """A sheep process died while the cluster was starting."""
+
+
 def available() -> bool:
     """True when both sheep and dog can be run."""
     return shutil.which("sheep") is not None and shutil.which("dog") is not None
@@ -90,11 +94,23 @@ class LocalSheep:
             try:
                 if ready():
                     return
+            except SheepExited:
+                raise
             except (LocalSheepError, subprocess.TimeoutExpired):
-                pass
+                pass  # dog could not answer yet
             if time.monotonic() > deadline:
                 raise LocalSheepError(f"timed out waiting for {what} (logs in {self.base_dir})")
             time.sleep(0.1)
+
+    def _listening(self, i: int) -> bool:
+        proc = self._procs[i]
+        if proc is not None and proc.poll() is not None:
+            raise SheepExited(f"sheep {i} exited with status {proc.returncode}")
+        try:
+            socket.create_connection((self.host, self.ports[i]), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def _nodes_listed(self) -> int:
         out = self.dog("node", "list", "-r").stdout.decode()
@@ -106,15 +122,36 @@ class LocalSheep:
         self._procs = [None] * self.nodes
         try:
             for i in range(self.nodes):
+                # One at a time: sheep purges a fixed lock directory at start,
+                # and two starting at once race on it and one gives up.
                 self._spawn(i)
+                self._wait(f"node {i} to listen", lambda: self._listening(i))
             self._wait("all nodes to join", lambda: self._nodes_listed() == self.nodes)
             self.dog("cluster", "format", "-c", str(self.copies))
             self._wait("the cluster to run", lambda: b"running" in
                        self.dog("cluster", "info").stdout.splitlines()[0])
+        except LocalSheepError as exc:
+            logs = self._log_tails()
+            self.stop()
+            raise LocalSheepError(f"{exc}\n{logs}") from None
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _log_tails(self, lines: int = 8) -> str:
+        """The end of every node's logs, for an error message."""
+        out = []
+        for i in range(self.nodes):
+            for log in ("sheep.log", "stdout.log"):
+                path = os.path.join(self.base_dir, str(i), log)
+                try:
+                    with open(path, errors="replace") as f:
+                        tail = f.readlines()[-lines:]
+                except OSError:
+                    continue
+                out.append(f"--- node {i} {log}\n" + "".join(tail))
+        return "\n".join(out)
 
     def stop_node(self, i: int, *, hard: bool = True) -> None:
         """Stops one sheep (SIGKILL by default), for fail-over tests."""
