@@ -2,6 +2,7 @@
  * Cluster handle: gateways, the connection pool, and the VDI-level
  * operations (create, look up, delete, list) that work by name.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,14 +11,25 @@
 
 /* -------------------------------------------------------------------- pool */
 
+/* An idle connection has nothing to say; if it is readable, the peer
+ * closed it (or broke the protocol) while it sat in the pool. */
+static int idle_conn_alive(const sf_conn *conn)
+{
+    struct pollfd pfd = {.fd = conn->fd, .events = POLLIN, .revents = 0};
+    return poll(&pfd, 1, 0) == 0;
+}
+
 sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
 {
+    sf_conn *conn;
     pthread_mutex_lock(&cl->lock);
-    sf_conn *conn = cl->idle;
-    if (conn != NULL) {
+    while ((conn = cl->idle) != NULL) {
         cl->idle = conn->next_idle;
         cl->nr_idle--;
         conn->next_idle = NULL;
+        if (idle_conn_alive(conn))
+            break;
+        sf_conn_close(conn);
     }
     /* New connections go round the gateways so that parallel callers spread. */
     unsigned first = cl->next_gateway;

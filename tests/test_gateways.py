@@ -77,3 +77,15 @@ def test_all_gateways_down_is_a_connection_error():
             vdi.read(0, 1)
         vdi.close()
         c.close()
+
+
+def test_pooled_connection_closed_by_the_server_is_not_used():
+    """A restarted gateway closed the pooled connection; a create (which is
+    never resent) must not fail because of it."""
+    with FakeSheep() as sheep:
+        with sheepfast.connect(sheep.address, connect_timeout=2) as c:
+            c.create("before", MiB)
+            sheep.stop_node(0)
+            sheep.start_node(0)
+            c.create("after", MiB)
+            assert c.exists("after")
