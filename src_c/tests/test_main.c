@@ -1127,6 +1127,11 @@ static void test_node_record_address(void)
     make_record(rec, mapped, 7001);
     check_eq(sf_node_record_address(rec, text, sizeof(text)), 0);
     check_str(text, "[::ffff:127.0.0.1]:7001");
+    /* ::1 is 15 zero bytes and a 1: not the IPv4 form (0.0.0.0/8 is no host) */
+    static const uint8_t loopback6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    make_record(rec, loopback6, 7002);
+    check_eq(sf_node_record_address(rec, text, sizeof(text)), 0);
+    check_str(text, "[::1]:7002");
 
     test("sf_node_record_address: port 0 is refused");
     make_record(rec, addr, 0);
@@ -2111,6 +2116,134 @@ static void test_engine_reply_then_eof(int with_payload)
     sf_cluster_unref(cl);
 }
 
+/* --- sf_vdi_list: bitmaps, pipelined inode reads, filtering, order */
+
+#define LIST_BYTES 572u /* inode fields up to btree_counter: what a listing reads */
+
+static const struct list_vdi {
+    uint32_t vid;
+    const char *name; /* NULL: the inode read answers NO_OBJ; "": name zeroed */
+    uint32_t snap_id;
+    uint64_t snap_ctime;
+} list_vdis[] = {
+    {0x10, "beta", 1, 0},
+    {0x12, NULL, 0, 0},            /* vanished between bitmap and inode read */
+    {0x13, "", 3, 0},              /* deleted: name zeroed */
+    {0x14, "alpha", 2, 0},         /* the working VDI ... */
+    {0x7f588f, "alpha", 1, 77},    /* ... and its snapshot */
+    {SF_MAX_VID, "gamma", 1, 0},
+};
+#define LIST_VDIS (sizeof(list_vdis) / sizeof(list_vdis[0]))
+#define LIST_DELETED_VID 0x11u    /* in both bitmaps: never read */
+static int list_empty;           /* the cluster has no VDI at all */
+
+static void set_bit(uint8_t *map, uint32_t v)
+{
+    map[v >> 3] |= (uint8_t)(1u << (v & 7));
+}
+
+static void script_list(fake_sheep *f)
+{
+    sf_req req, reads[LIST_VDIS];
+    int fd = srv_accept(f);
+    if (fd < 0)
+        return;
+    uint8_t *in_use = calloc(1, SF_VDI_BITMAP_SIZE), *deleted = calloc(1, SF_VDI_BITMAP_SIZE);
+    if (!list_empty) {
+        for (size_t i = 0; i < LIST_VDIS; i++)
+            set_bit(in_use, list_vdis[i].vid);
+        set_bit(in_use, LIST_DELETED_VID);
+        set_bit(deleted, LIST_DELETED_VID);
+    }
+    static const uint8_t bitmap_ops[2][2] = {{SF_OP_READ_VDIS, SF_PROTO_VER},
+                                             {SF_OP_READ_DEL_VDIS, SF_PROTO_VER_INTERNAL}};
+    for (int k = 0; k < 2; k++) {
+        if (srv_read_request(f, fd, &req, NULL) < 0)
+            goto out;
+        if (req.opcode != bitmap_ops[k][0] || req.proto_ver != bitmap_ops[k][1] ||
+            req.data_length != SF_VDI_BITMAP_SIZE || req.flags != 0)
+            srv_fail(f, "bitmap request %d: opcode 0x%x pv %u dlen %u flags 0x%x", k, req.opcode,
+                     req.proto_ver, req.data_length, req.flags);
+        srv_reply(f, fd, &req, SF_RES_SUCCESS, k ? deleted : in_use, SF_VDI_BITMAP_SIZE);
+    }
+    if (list_empty)
+        goto out;
+    /* every live vid's inode header, pipelined; answered newest first */
+    for (size_t i = 0; i < LIST_VDIS; i++) {
+        if (srv_read_request(f, fd, &reads[i], NULL) < 0)
+            goto out;
+        uint32_t vid = (uint32_t)(reads[i].oid >> 32) & SF_VID_MASK;
+        if (reads[i].opcode != SF_OP_READ_OBJ || reads[i].oid != sf_inode_oid(vid) ||
+            reads[i].offset != 0 || reads[i].data_length != LIST_BYTES || vid == LIST_DELETED_VID)
+            srv_fail(f, "inode read %zu: opcode 0x%x oid %016llx dlen %u", i, reads[i].opcode,
+                     (unsigned long long)reads[i].oid, reads[i].data_length);
+    }
+    for (size_t i = LIST_VDIS; i-- > 0;) {
+        uint32_t vid = (uint32_t)(reads[i].oid >> 32) & SF_VID_MASK;
+        const struct list_vdi *d = NULL;
+        for (size_t j = 0; j < LIST_VDIS; j++)
+            if (list_vdis[j].vid == vid)
+                d = &list_vdis[j];
+        if (d == NULL || d->name == NULL) {
+            srv_reply(f, fd, &reads[i], SF_RES_NO_OBJ, NULL, 0);
+            continue;
+        }
+        uint8_t inode[LIST_BYTES];
+        memset(inode, 0, sizeof(inode));
+        memcpy(inode + SF_INODE_NAME_OFF, d->name, strlen(d->name));
+        sf_put_le64(inode + SF_INODE_SNAP_CTIME_OFF, d->snap_ctime);
+        sf_put_le64(inode + SF_INODE_SIZE_OFF, UINT64_C(1) << 30);
+        inode[SF_INODE_COPIES_OFF] = 2;
+        inode[SF_INODE_BSS_OFF] = 22;
+        sf_put_le32(inode + SF_INODE_SNAP_ID_OFF, d->snap_id);
+        sf_put_le32(inode + SF_INODE_VDI_ID_OFF, vid);
+        srv_reply(f, fd, &reads[i], SF_RES_SUCCESS, inode, sizeof(inode));
+    }
+out:
+    free(in_use);
+    free(deleted);
+    srv_wait_close(f, fd);
+}
+
+static void test_vdi_list(int empty)
+{
+    fake_sheep f;
+    sf_error err;
+    sf_vdi_info *out = NULL;
+    size_t count = 99;
+
+    test(empty ? "sf_vdi_list: a cluster without VDIs lists none"
+               : "sf_vdi_list: skips deleted and vanished vids, sorts by name then snap_id");
+    list_empty = empty;
+    if (fake_start(&f, script_list) < 0)
+        return;
+    sf_cluster *cl = fake_cluster(f.port, 5000);
+    memset(&err, 0, sizeof(err));
+    int rc = sf_vdi_list(cl, &out, &count, &err);
+    if (!check_eq(rc, SF_OK))
+        printf("  sf_vdi_list: %s\n", err.message);
+    if (empty) {
+        check_eq(count, 0);
+    } else if (check_eq(count, 4) && out != NULL) {
+        static const struct {
+            const char *name;
+            uint32_t vid, snap_id;
+        } want[] = {{"alpha", 0x7f588f, 1}, {"alpha", 0x14, 2}, {"beta", 0x10, 1},
+                    {"gamma", SF_MAX_VID, 1}};
+        for (size_t i = 0; i < 4; i++) {
+            check_str(out[i].name, want[i].name);
+            check_eq(out[i].vid, want[i].vid);
+            check_eq(out[i].snap_id, want[i].snap_id);
+            check_eq(out[i].size, UINT64_C(1) << 30);
+        }
+        check_eq(out[0].snap_ctime, 77);
+        check_eq(out[1].snap_ctime, 0);
+    }
+    sf_free(out);
+    sf_cluster_unref(cl); /* closes the pooled connection: the script ends */
+    fake_stop(&f);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -2155,6 +2288,8 @@ int main(int argc, char **argv)
     test_engine_reconnect(0);
     test_engine_reply_then_eof(1);
     test_engine_reply_then_eof(0);
+    test_vdi_list(0);
+    test_vdi_list(1);
 
     test_finish();
     printf("%d passed, %d failed\n", tests_passed, tests_failed);
