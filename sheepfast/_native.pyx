@@ -114,10 +114,27 @@ cdef class _Guard:
         return True
 
 
-cdef class Cluster:
+cdef class _Handle:
+    """close()/closed/context manager, shared by Cluster and Vdi."""
+    cdef _Guard _guard
+
+    @property
+    def closed(self):
+        return self._guard is None or self._guard.closed
+
+    def close(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+cdef class Cluster(_Handle):
     """A connection pool to one Sheepdog cluster; safe to share between threads."""
     cdef sf_cluster *_c
-    cdef _Guard _guard
     cdef readonly str addresses
     cdef readonly unsigned depth
 
@@ -161,16 +178,6 @@ cdef class Cluster:
         if self._guard.close():
             sf_cluster_close(self._c)
             self._c = NULL
-
-    @property
-    def closed(self):
-        return self._guard.closed
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         state = "closed" if self.closed else "open"
@@ -301,10 +308,9 @@ cdef class Cluster:
         return Vdi._open(self, _name_bytes(name))
 
 
-cdef class Vdi:
+cdef class Vdi(_Handle):
     """An open VDI. Thread-safe: reads and writes may run concurrently."""
     cdef sf_vdi *_c
-    cdef _Guard _guard
     cdef readonly Cluster cluster
     cdef readonly object info
     cdef bint _thin
@@ -344,16 +350,6 @@ cdef class Vdi:
         if self._guard is not None and self._guard.close():
             sf_vdi_close(self._c)
             self._c = NULL
-
-    @property
-    def closed(self):
-        return self._guard.closed
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"<sheepfast.Vdi {self.info.name!r} vid={self.info.vid:#x} size={self.size}>"

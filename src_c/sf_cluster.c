@@ -211,24 +211,12 @@ int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
 
 /* ------------------------------------------------------------- VDI by name */
 
-/* name (+ empty tag) NUL-padded, as GET_VDI_INFO / DEL_VDI take it. */
-static void name_payload(uint8_t payload[2 * SF_NAME_FIELD], const char *name, size_t name_len)
-{
-    memset(payload, 0, 2 * SF_NAME_FIELD);
-    memcpy(payload, name, name_len);
-}
-
 int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
                   uint32_t *vid, sf_error *err)
 {
-    uint8_t payload[2 * SF_NAME_FIELD];
+    uint8_t payload[2 * SF_NAME_FIELD]; /* name + empty tag, as dog sends it */
     sf_op op;
-    name_payload(payload, name, name_len);
-    memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_GET_VDI_INFO);
-    op.req.flags = SF_FLAG_WRITE;
-    op.req.data_length = sizeof(payload);
-    op.payload = payload;
+    sf_op_named(&op, SF_OP_GET_VDI_INFO, payload, sizeof(payload), name, name_len);
     op.retryable = 1;
     if (sf_call(cl, conn, &op, err) != SF_OK) {
         if (err->result == SF_RES_NO_VDI)
@@ -247,19 +235,7 @@ int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_in
     uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
     if (buf == NULL)
         return sf_fail(err, SF_E_NOMEM, "out of memory");
-    sf_op op;
-    memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_READ_OBJ);
-    op.req.flags = SF_FLAG_DIRECT;
-    op.req.oid = sf_inode_oid(vid);
-    op.req.data_length = SF_INODE_HEADER_SIZE;
-    op.reply_buf = buf;
-    op.reply_cap = SF_INODE_HEADER_SIZE;
-    op.retryable = 1;
-    int rc = sf_call(cl, conn, &op, err);
-    if (rc == SF_OK && op.rsp.data_length != SF_INODE_HEADER_SIZE)
-        rc = sf_fail(err, SF_E_PROTOCOL, "inode read returned %u of %u bytes", op.rsp.data_length,
-                     SF_INODE_HEADER_SIZE);
+    int rc = sf_read_exact(cl, conn, sf_inode_oid(vid), 0, buf, SF_INODE_HEADER_SIZE, err);
     if (rc == SF_OK) {
         sf_inode_header_decode(buf, info);
         if (info->vid != vid)
@@ -302,14 +278,9 @@ int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t si
                        (unsigned long long)size, (unsigned long long)sf_max_flat_size(bss),
                        1u << (bss < 31 ? bss : 31));
 
-    uint8_t payload[SF_NAME_FIELD];
-    memset(payload, 0, sizeof(payload));
-    memcpy(payload, name, name_len);
+    uint8_t payload[SF_NAME_FIELD]; /* exactly 256: 512 is refused */
     sf_op op;
-    memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_NEW_VDI);
-    op.req.flags = SF_FLAG_WRITE;
-    op.req.data_length = SF_NAME_FIELD; /* exactly 256: 512 is refused */
+    sf_op_named(&op, SF_OP_NEW_VDI, payload, sizeof(payload), name, name_len);
     op.req.vdi_size = size;
     op.req.copies = opt->copies;
     op.req.copy_policy = opt->copy_policy;
@@ -372,21 +343,11 @@ static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, s
     }
     for (uint32_t base = 0; base < nr && rc == SF_OK; base += chunk) {
         uint32_t count = nr - base < chunk ? nr - base : chunk;
+        rc = sf_read_exact(cl, conn, sf_inode_oid(info->vid), SF_INODE_INDEX_OFF + 4 * base, raw,
+                           4 * count, err);
+        if (rc != SF_OK)
+            break;
         sf_op op;
-        memset(&op, 0, sizeof(op));
-        sf_req_init(&op.req, SF_OP_READ_OBJ);
-        op.req.oid = sf_inode_oid(info->vid);
-        op.req.offset = SF_INODE_INDEX_OFF + 4 * base;
-        op.req.data_length = 4 * count;
-        op.reply_buf = raw;
-        op.reply_cap = 4 * count;
-        op.retryable = 1;
-        if ((rc = sf_call(cl, conn, &op, err)) != SF_OK)
-            break;
-        if (op.rsp.data_length != 4 * count) {
-            rc = sf_fail(err, SF_E_PROTOCOL, "index read returned %u bytes", op.rsp.data_length);
-            break;
-        }
         for (uint32_t i = 0; i < count; i++)
             entries[i] = sf_get_le32(raw + 4 * i);
         uint32_t i = 0;
@@ -442,12 +403,7 @@ int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *e
     if (rc == SF_OK) {
         uint8_t payload[2 * SF_NAME_FIELD];
         sf_op op;
-        name_payload(payload, name, name_len);
-        memset(&op, 0, sizeof(op));
-        sf_req_init(&op.req, SF_OP_DEL_VDI);
-        op.req.flags = SF_FLAG_WRITE;
-        op.req.data_length = sizeof(payload);
-        op.payload = payload;
+        sf_op_named(&op, SF_OP_DEL_VDI, payload, sizeof(payload), name, name_len);
         op.retryable = 0;
         rc = sf_call(cl, &conn, &op, err);
         if (rc != SF_OK && err->category == SF_E_SERVER)
@@ -495,14 +451,8 @@ static sf_op *list_next(void *ctx)
             continue;
         unsigned slot = l->free_slots[--l->nr_free];
         sf_op *op = &l->ops[slot];
-        memset(op, 0, sizeof(*op));
-        sf_req_init(&op->req, SF_OP_READ_OBJ);
-        op->req.flags = SF_FLAG_DIRECT;
-        op->req.oid = sf_inode_oid(v);
-        op->req.data_length = LIST_HEADER_BYTES;
-        op->reply_buf = l->bufs + (size_t)slot * LIST_HEADER_BYTES;
-        op->reply_cap = LIST_HEADER_BYTES;
-        op->retryable = 1;
+        sf_op_read(op, sf_inode_oid(v), 0, l->bufs + (size_t)slot * LIST_HEADER_BYTES,
+                   LIST_HEADER_BYTES);
         op->tag = slot;
         return op;
     }

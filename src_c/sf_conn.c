@@ -507,3 +507,40 @@ int sf_call(sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err)
         return sf_fail_result(err, op->rsp.result, "%s", sf_opcode_name(op->req.opcode));
     return SF_OK;
 }
+
+void sf_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len)
+{
+    memset(op, 0, sizeof(*op));
+    sf_req_init(&op->req, SF_OP_READ_OBJ);
+    op->req.oid = oid;
+    op->req.offset = offset;
+    op->req.data_length = len;
+    op->reply_buf = buf;
+    op->reply_cap = len;
+    op->retryable = 1;
+}
+
+void sf_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
+                 const char *name, size_t name_len)
+{
+    memset(payload, 0, payload_len);
+    memcpy(payload, name, name_len);
+    memset(op, 0, sizeof(*op));
+    sf_req_init(&op->req, opcode);
+    op->req.flags = SF_FLAG_WRITE; /* without it sheep would not read the name */
+    op->req.data_length = payload_len;
+    op->payload = payload;
+}
+
+int sf_read_exact(sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
+                  uint32_t len, sf_error *err)
+{
+    sf_op op;
+    sf_op_read(&op, oid, offset, buf, len);
+    if (sf_call(cl, conn, &op, err) != SF_OK)
+        return SF_ERR;
+    if (op.rsp.data_length != len)
+        return sf_fail(err, SF_E_PROTOCOL, "read of object %016llx returned %u of %u bytes",
+                       (unsigned long long)oid, op.rsp.data_length, len);
+    return SF_OK;
+}

@@ -82,6 +82,15 @@ int sf_run(struct sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth
 int sf_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
 void sf_conn_close(sf_conn *conn);
 
+/* Request builders for the ops several modules send. */
+void sf_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len);
+/* name NUL-padded into payload (payload_len bytes: 256, or 512 with an empty tag) */
+void sf_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
+                 const char *name, size_t name_len);
+/* READ_OBJ that must return exactly len bytes. */
+int sf_read_exact(struct sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
+                  uint32_t len, sf_error *err);
+
 /* ---- cluster (sf_cluster.c) ---- */
 struct sf_cluster {
     pthread_mutex_t lock; /* guards gateways, idle, refs */

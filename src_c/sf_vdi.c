@@ -69,32 +69,12 @@ static int load_btree_leaf_entries(sf_vdi *vdi, const uint8_t *entries, uint32_t
     return SF_OK;
 }
 
-static int read_obj_range(sf_vdi *vdi, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
-                          uint32_t len, sf_error *err)
-{
-    sf_op op;
-    memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_READ_OBJ);
-    op.req.oid = oid;
-    op.req.offset = offset;
-    op.req.data_length = len;
-    op.reply_buf = buf;
-    op.reply_cap = len;
-    op.retryable = 1;
-    if (sf_call(vdi->cl, conn, &op, err) != SF_OK)
-        return SF_ERR;
-    if (op.rsp.data_length != len)
-        return sf_fail(err, SF_E_PROTOCOL, "read of object %016llx returned %u of %u bytes",
-                       (unsigned long long)oid, op.rsp.data_length, len);
-    return SF_OK;
-}
-
 static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
 {
     const uint32_t node_cap = ((4u << 20) - 8) / 8;
     uint8_t hdr[8];
     uint64_t inode = sf_inode_oid(vdi->info.vid);
-    if (read_obj_range(vdi, conn, inode, SF_INODE_INDEX_OFF, hdr, 8, err) != SF_OK)
+    if (sf_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF, hdr, 8, err) != SF_OK)
         return SF_ERR;
     uint16_t magic = sf_get_le16(hdr), depth = sf_get_le16(hdr + 2);
     uint32_t n = sf_get_le32(hdr + 4);
@@ -111,7 +91,7 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
         rc = sf_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
-    rc = read_obj_range(vdi, conn, inode, SF_INODE_INDEX_OFF + 8, root, (uint32_t)(n * entry_size), err);
+    rc = sf_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF + 8, root, (uint32_t)(n * entry_size), err);
     if (rc != SF_OK)
         goto out;
     if (depth == 1) {
@@ -121,7 +101,7 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
     }
     for (uint32_t i = 0; i < n && rc == SF_OK; i++) {
         uint64_t node = sf_get_le64(root + 16 * i + 8);
-        rc = read_obj_range(vdi, conn, node, 0, leaf, 8, err);
+        rc = sf_read_exact(vdi->cl, conn, node, 0, leaf, 8, err);
         if (rc != SF_OK)
             break;
         uint32_t m = sf_get_le32(leaf + 4);
@@ -130,7 +110,7 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
                          (unsigned long long)node);
             break;
         }
-        if (m > 0 && (rc = read_obj_range(vdi, conn, node, 8, leaf, m * 8, err)) == SF_OK &&
+        if (m > 0 && (rc = sf_read_exact(vdi->cl, conn, node, 8, leaf, m * 8, err)) == SF_OK &&
             load_btree_leaf_entries(vdi, leaf, m) != SF_OK)
             rc = sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: B-tree entry is not a vid", vdi->info.vid);
     }
@@ -234,7 +214,7 @@ static int ensure_index(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t la
             continue;
         uint32_t start = page * SF_INDEX_PAGE;
         uint32_t count = nr_objects - start < SF_INDEX_PAGE ? nr_objects - start : SF_INDEX_PAGE;
-        if (read_obj_range(vdi, conn, sf_inode_oid(vdi->info.vid), SF_INODE_INDEX_OFF + 4 * start,
+        if (sf_read_exact(vdi->cl, conn, sf_inode_oid(vdi->info.vid), SF_INODE_INDEX_OFF + 4 * start,
                            raw, 4 * count, err) != SF_OK)
             return SF_ERR;
         /* Entries name a vid: anything wider than 24 bits is not an index. */
@@ -395,10 +375,10 @@ static sf_op *transfer_next(void *ctx)
     piece *p = &t->pieces[t->next_piece++];
     if (!t->writing) {
         /* entry names the owner: this VDI or the ancestor it inherits from */
-        sf_req_init(&op->req, SF_OP_READ_OBJ);
-        op->req.oid = sf_data_oid(p->entry, p->idx);
-        op->reply_buf = p->buf;
-        op->reply_cap = p->len;
+        uint32_t slot = op->tag;
+        sf_op_read(op, sf_data_oid(p->entry, p->idx), p->offset, p->buf, p->len);
+        op->tag = slot; /* sf_op_read starts from a clean op */
+        op->owner = t;
     } else if (p->entry == vdi->info.vid) {
         sf_req_init(&op->req, SF_OP_WRITE_OBJ);
         op->req.oid = sf_data_oid(vdi->info.vid, p->idx);
