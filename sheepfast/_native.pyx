@@ -433,36 +433,26 @@ cdef class Vdi(_Handle):
 
     def readinto(self, buffer, offset):
         """Fills any writable contiguous buffer from offset; returns its length."""
-        cdef uint64_t c_off = _uint64(offset, "offset")
-        cdef Py_buffer view
-        cdef sf_error err
-        cdef int rc
-        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
-        try:
-            self._guard.enter()
-            try:
-                with nogil:
-                    rc = sf_vdi_read(self._c, view.buf, <uint64_t>view.len, c_off, &err)
-            finally:
-                self._guard.leave()
-            if rc != SF_OK:
-                _raise(&err)
-            return view.len
-        finally:
-            PyBuffer_Release(&view)
+        return self._buffer_io(buffer, offset, True)
 
     def write(self, data, offset):
         """Writes any contiguous buffer at offset; returns the bytes written."""
+        return self._buffer_io(data, offset, False)
+
+    cdef Py_ssize_t _buffer_io(self, object buffer, object offset, bint into) except -1:
         cdef uint64_t c_off = _uint64(offset, "offset")
         cdef Py_buffer view
         cdef sf_error err
         cdef int rc
-        PyObject_GetBuffer(data, &view, PyBUF_ANY_CONTIGUOUS)
+        PyObject_GetBuffer(buffer, &view, PyBUF_ANY_CONTIGUOUS | (PyBUF_WRITABLE if into else 0))
         try:
             self._guard.enter()
             try:
                 with nogil:
-                    rc = sf_vdi_write(self._c, view.buf, <uint64_t>view.len, c_off, &err)
+                    if into:
+                        rc = sf_vdi_read(self._c, view.buf, <uint64_t>view.len, c_off, &err)
+                    else:
+                        rc = sf_vdi_write(self._c, view.buf, <uint64_t>view.len, c_off, &err)
             finally:
                 self._guard.leave()
             if rc != SF_OK:
