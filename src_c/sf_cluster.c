@@ -557,7 +557,8 @@ int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
         *err = l.err;
         goto out;
     }
-    qsort(l.out, l.count, sizeof(*l.out), by_name_then_snap);
+    if (l.count > 1) /* qsort(NULL, 0, ...) is undefined */
+        qsort(l.out, l.count, sizeof(*l.out), by_name_then_snap);
     *out = l.out;
     *count = l.count;
     l.out = NULL;
