@@ -309,7 +309,7 @@ int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *
                 sf_error *err)
 {
     const char *why;
-    uint32_t vid;
+    uint32_t vid = 0;
     sf_error_clear(err);
     if ((why = sf_check_name(name, name_len)) != NULL)
         return sf_fail(err, SF_E_INVALID, "%s", why);
@@ -385,7 +385,7 @@ out:
 int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
     const char *why;
-    uint32_t vid;
+    uint32_t vid = 0;
     sf_vdi_info info;
     sf_error_clear(err);
     if ((why = sf_check_name(name, name_len)) != NULL)

@@ -134,7 +134,7 @@ static void vdi_free(sf_vdi *vdi)
 sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
     const char *why;
-    uint32_t vid;
+    uint32_t vid = 0;
     sf_error_clear(err);
     if ((why = sf_check_name(name, name_len)) != NULL) {
         sf_fail(err, SF_E_INVALID, "%s", why);
@@ -277,6 +277,8 @@ typedef struct transfer {
     int index_write_busy;
     uint8_t *index_payload; /* INDEX_BATCH entries */
     uint32_t index_first, index_count;
+    uint32_t batch[INDEX_BATCH]; /* created objects the index write in flight covers */
+    uint32_t nr_batch;
     int failed;
     sf_error err;
 } transfer;
@@ -287,6 +289,12 @@ static void transfer_fail(transfer *t, const sf_op *op, const char *what)
         return;
     t->failed = 1;
     uint64_t oid = op->req.oid;
+    if (op->rsp.result == SF_RES_READONLY && t->vdi->info.snap_ctime == 0) {
+        sf_fail_result(&t->err, op->rsp.result,
+                       "VDI '%s' was snapshotted after it was opened; open it again to write",
+                       t->vdi->info.name);
+        return;
+    }
     sf_fail_result(&t->err, op->rsp.result, "%s object %u of VDI '%s' (oid %016llx)", what,
                    (uint32_t)oid, t->vdi->info.name, (unsigned long long)oid);
 }
@@ -342,6 +350,8 @@ static sf_op *next_index_write(transfer *t, int flush_all)
     pthread_mutex_unlock(&vdi->lock);
     for (uint32_t i = 0; i < taken; i++)
         sf_put_le32(t->index_payload + 4 * (t->created[i] - first), vdi->info.vid);
+    memcpy(t->batch, t->created, taken * sizeof(uint32_t));
+    t->nr_batch = taken;
     memmove(t->created, t->created + taken, (t->nr_created - taken) * sizeof(uint32_t));
     t->nr_created -= taken;
     t->index_first = first;
@@ -409,6 +419,7 @@ static void transfer_complete(void *ctx, sf_op *op)
 
     if (op->req.opcode == SF_OP_WRITE_OBJ && op->req.oid == sf_inode_oid(vdi->info.vid)) {
         t->index_write_busy = 0;
+        t->nr_batch = 0;
         if (op->rsp.result != SF_RES_SUCCESS) {
             transfer_fail(t, op, "updating the index for");
             return;
@@ -435,6 +446,48 @@ static void transfer_complete(void *ctx, sf_op *op)
     }
     if (op->req.opcode == SF_OP_CREATE_AND_WRITE_OBJ)
         t->created[t->nr_created++] = (uint32_t)op->req.oid;
+}
+
+/* The connection died mid-write. Objects already created must still reach
+ * the index, or nothing will ever reclaim them: on a fresh connection, send
+ * only the index writes (best effort; the caller gets the original error).
+ * A CREATE whose reply was lost may or may not have happened, so each of
+ * those objects is probed first and indexed only if it exists. */
+static void index_created_after_loss(transfer *t, sf_conn **conn)
+{
+    sf_cluster *cl = t->vdi->cl;
+    sf_error ignored;
+    uint8_t in_use[SF_MAX_DEPTH];
+
+    memcpy(t->created + t->nr_created, t->batch, t->nr_batch * sizeof(uint32_t));
+    t->nr_created += t->nr_batch;
+    t->nr_batch = 0;
+    memset(in_use, 1, sizeof(in_use));
+    for (unsigned i = 0; i < t->nr_free; i++)
+        in_use[t->free_slots[i]] = 0;
+    sf_pool_put(cl, *conn); /* broken: closed */
+    if ((*conn = sf_pool_get(cl, &ignored)) == NULL)
+        return;
+    for (unsigned slot = 0; slot < cl->depth; slot++) {
+        const sf_op *op = &t->ops[slot];
+        uint8_t probe;
+        if (!in_use[slot] || op->req.opcode != SF_OP_CREATE_AND_WRITE_OBJ)
+            continue;
+        if (sf_read_exact(cl, conn, op->req.oid, 0, &probe, 1, &ignored) == SF_OK)
+            t->created[t->nr_created++] = (uint32_t)op->req.oid;
+        else if (ignored.category != SF_E_SERVER)
+            return; /* this connection failed too: give up */
+    }
+    if (t->nr_created == 0)
+        return;
+    t->failed = 1; /* no more data */
+    t->next_piece = t->nr_pieces;
+    t->index_write_busy = 0;
+    t->nr_free = 0;
+    for (unsigned i = 0; i < cl->depth; i++)
+        t->free_slots[t->nr_free++] = i;
+    sf_source src = {t, transfer_next, transfer_complete};
+    sf_run(cl, conn, &src, 1, &ignored);
 }
 
 /* Splits [offset, offset+len) at object boundaries and plans each piece. */
@@ -530,6 +583,8 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
 
     sf_source src = {&t, transfer_next, transfer_complete};
     rc = sf_run(cl, &conn, &src, depth, err);
+    if (rc != SF_OK && writing)
+        index_created_after_loss(&t, &conn);
     if (rc == SF_OK && t.failed) {
         *err = t.err;
         rc = SF_ERR;

@@ -144,3 +144,23 @@ def test_requests_in_flight_up_to_depth(fake):
     c.delete(name)
     c.close()
     assert elapsed < 16 * 0.2 / 2, elapsed
+
+
+def test_connection_lost_for_good_mid_write_leaves_no_unindexed_object(fake, fcluster):
+    """More drops than the client reconnects for: the write fails, but every
+    object it created is in the index, so delete reclaims them all."""
+    name = _name("lost")
+    fcluster.create(name, 32 * MiB, block_size_shift=20)
+    with fcluster.open(name) as vdi:
+        vid = vdi.vid
+        for n in (12, 13, 14, 15):
+            fake.drop_nth(n, opcode=w.OP_CREATE_AND_WRITE_OBJ)
+        with pytest.raises(sheepfast.ConnectionError):
+            vdi.write(os.urandom(32 * MiB), 0)
+    fake.clear_faults()
+    owned = {o for o in fake.object_ids() if (o >> 32) & 0xFFFFFF == vid}
+    indexed = {w.data_oid(vid, i) for i, e in fake.vdi(name).entries.items() if e == vid}
+    assert owned, "some objects were created before the connection was lost"
+    assert owned == indexed
+    fcluster.delete(name)
+    assert not {o for o in fake.object_ids() if (o >> 32) & 0xFFFFFF == vid}
