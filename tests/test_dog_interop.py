@@ -90,3 +90,23 @@ def test_sheepfast_reads_hyper_volume(cluster, new_name, dog):
     assert image == bytes(expected)
     cluster.delete(name)  # DEL_VDI alone: no flat zeroing pass over a B-tree
     assert not cluster.exists(name)
+
+
+def test_snapshot_under_an_open_handle(cluster, new_name, dog):
+    """dog snapshots a VDI we hold open: our next write to an object that now
+    belongs to the snapshot is refused clearly, and a fresh handle writes by
+    copy-on-write, leaving the snapshot intact."""
+    name = new_name()
+    cluster.create(name, 8 * MiB)
+    vdi = cluster.open(name)
+    vdi.write(b"before", 0)
+    dog("vdi", "snapshot", "-s", "s1", name)
+    with pytest.raises(sheepfast.ReadOnly, match="snapshotted"):
+        vdi.write(b"after!", 0)
+    vdi.close()
+    with cluster.open(name) as fresh:
+        fresh.write(b"after!", 0)
+        assert fresh.read(0, 6) == b"after!"
+    assert dog("vdi", "read", "-s", "s1", name, "0", "6") == b"before"
+    cluster.delete(name)
+    dog("vdi", "delete", "-s", "s1", name)
