@@ -113,6 +113,7 @@ void sf_pool_put(sf_cluster *cl, sf_conn *conn);
 sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err);
 void sf_cluster_unref(sf_cluster *cl);
 
+/* ---- VDIs by name (sf_catalog.c) ---- */
 /* GET_VDI_INFO for the working VDI called name. */
 int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
                   uint32_t *vid, sf_error *err);

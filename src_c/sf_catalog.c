@@ -1,0 +1,374 @@
+/*
+ * VDIs by name: look up, create, stat, delete, list. Each call borrows one
+ * connection from the cluster's pool.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sf_internal.h"
+
+/* ------------------------------------------------------------- VDI by name */
+
+int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                  uint32_t *vid, sf_error *err)
+{
+    uint8_t payload[2 * SF_NAME_FIELD]; /* name + empty tag, as dog sends it */
+    sf_op op;
+    sf_op_named(&op, SF_OP_GET_VDI_INFO, payload, sizeof(payload), name, name_len);
+    op.retryable = 1;
+    if (sf_call(cl, conn, &op, err) != SF_OK) {
+        if (err->result == SF_RES_NO_VDI)
+            sf_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
+        return SF_ERR;
+    }
+    if (op.rsp.vdi_id == 0 || op.rsp.vdi_id > SF_MAX_VID)
+        return sf_fail(err, SF_E_PROTOCOL, "GET_VDI_INFO returned vid 0x%x", op.rsp.vdi_id);
+    *vid = op.rsp.vdi_id;
+    return SF_OK;
+}
+
+int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
+                         sf_error *err)
+{
+    uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
+    if (buf == NULL)
+        return sf_fail(err, SF_E_NOMEM, "out of memory");
+    int rc = sf_read_exact(cl, conn, sf_inode_oid(vid), 0, buf, SF_INODE_HEADER_SIZE, err);
+    if (rc == SF_OK) {
+        sf_inode_header_decode(buf, info);
+        if (info->vid != vid)
+            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x names itself 0x%x", vid, info->vid);
+        else if (info->block_size_shift < SF_MIN_BSS || info->block_size_shift > SF_MAX_BSS)
+            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x has block_size_shift %u", vid,
+                         info->block_size_shift);
+        else if (info->store_policy > 1)
+            rc = sf_fail(err, SF_E_UNSUPPORTED, "inode 0x%x has unknown store_policy %u", vid,
+                         info->store_policy);
+        else if (info->store_policy == 0 &&
+                 info->size > sf_max_flat_size(info->block_size_shift))
+            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x: size %llu exceeds the flat index", vid,
+                         (unsigned long long)info->size);
+    }
+    free(buf);
+    return rc;
+}
+
+int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
+                  const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
+{
+    static const sf_create_options no_options;
+    const char *why;
+    sf_error_clear(err);
+    if (opt == NULL)
+        opt = &no_options;
+    if ((why = sf_check_name(name, name_len)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "%s", why);
+    if ((why = sf_check_copy_policy(opt->copy_policy)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "copy_policy 0x%02x: %s", opt->copy_policy, why);
+    if (opt->block_size_shift != 0 &&
+        (opt->block_size_shift < SF_MIN_BSS || opt->block_size_shift > SF_MAX_BSS))
+        return sf_fail(err, SF_E_INVALID, "block_size_shift %u is outside %d..%d",
+                       opt->block_size_shift, SF_MIN_BSS, SF_MAX_BSS);
+    uint8_t bss = opt->block_size_shift ? opt->block_size_shift : cl->defaults.block_size_shift;
+    /* sheep would accept a larger flat VDI and then be unable to index it */
+    if (size > sf_max_flat_size(bss))
+        return sf_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit for %u-byte objects",
+                       (unsigned long long)size, (unsigned long long)sf_max_flat_size(bss),
+                       1u << (bss < 31 ? bss : 31));
+
+    uint8_t payload[SF_NAME_FIELD]; /* exactly 256: 512 is refused */
+    sf_op op;
+    sf_op_named(&op, SF_OP_NEW_VDI, payload, sizeof(payload), name, name_len);
+    op.req.vdi_size = size;
+    op.req.copies = opt->copies;
+    op.req.copy_policy = opt->copy_policy;
+    op.req.block_size_shift = opt->block_size_shift;
+    op.payload = payload;
+    op.retryable = 0; /* a resend could answer VDI_EXIST for our own VDI */
+
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = sf_call(cl, &conn, &op, err);
+    sf_pool_put(cl, conn);
+    if (rc != SF_OK) {
+        if (err->category == SF_E_SERVER && err->result == SF_RES_VDI_EXIST)
+            sf_fail_result(err, SF_RES_VDI_EXIST, "VDI '%.*s' already exists", (int)name_len, name);
+        else if (err->category == SF_E_SERVER)
+            sf_fail_result(err, err->result, "creating VDI '%.*s'", (int)name_len, name);
+        return SF_ERR;
+    }
+    if (vid_out != NULL)
+        *vid_out = op.rsp.vdi_id;
+    return SF_OK;
+}
+
+int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
+                sf_error *err)
+{
+    const char *why;
+    uint32_t vid = 0;
+    sf_error_clear(err);
+    if ((why = sf_check_name(name, name_len)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "%s", why);
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
+    if (rc == SF_OK)
+        rc = sf_read_inode_header(cl, &conn, vid, out, err);
+    sf_pool_put(cl, conn);
+    return rc;
+}
+
+/* Writes zeros over every non-zero index entry, in batches, so that sheep
+ * drops its references and reclaims the objects (DEL_VDI alone would leave
+ * them behind forever). */
+static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, sf_error *err)
+{
+    const uint32_t batch = 128; /* non-zero entries per write, as dog does */
+    uint64_t objsize = (uint64_t)1 << info->block_size_shift;
+    uint32_t nr = (uint32_t)((info->size + objsize - 1) / objsize);
+    uint32_t chunk = 65536; /* entries read per inode read: 256 KiB */
+    uint32_t *entries = malloc((size_t)chunk * 4);
+    uint8_t *zeros = calloc(chunk, 4);
+    uint8_t *raw = malloc((size_t)chunk * 4);
+    int rc = SF_OK;
+
+    if (entries == NULL || zeros == NULL || raw == NULL) {
+        rc = sf_fail(err, SF_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (uint32_t base = 0; base < nr && rc == SF_OK; base += chunk) {
+        uint32_t count = nr - base < chunk ? nr - base : chunk;
+        rc = sf_read_exact(cl, conn, sf_inode_oid(info->vid), SF_INODE_INDEX_OFF + 4 * base, raw,
+                           4 * count, err);
+        if (rc != SF_OK)
+            break;
+        sf_op op;
+        for (uint32_t i = 0; i < count; i++)
+            entries[i] = sf_get_le32(raw + 4 * i);
+        uint32_t i = 0;
+        while (i < count && rc == SF_OK) {
+            while (i < count && entries[i] == 0)
+                i++;
+            if (i == count)
+                break;
+            uint32_t start = i, nonzero = 0;
+            while (i < count && nonzero < batch) {
+                if (entries[i] != 0)
+                    nonzero++;
+                i++;
+            }
+            memset(&op, 0, sizeof(op));
+            sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+            op.req.flags = SF_FLAG_WRITE | SF_FLAG_DIRECT;
+            op.req.oid = sf_inode_oid(info->vid);
+            op.req.copies = info->copies;
+            op.req.copy_policy = info->copy_policy;
+            op.req.offset = SF_INODE_INDEX_OFF + 4 * (base + start);
+            op.req.data_length = 4 * (i - start);
+            op.payload = zeros;
+            op.retryable = 1;
+            rc = sf_call(cl, conn, &op, err);
+        }
+    }
+out:
+    free(entries);
+    free(zeros);
+    free(raw);
+    return rc;
+}
+
+int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+{
+    const char *why;
+    uint32_t vid = 0;
+    sf_vdi_info info;
+    sf_error_clear(err);
+    if ((why = sf_check_name(name, name_len)) != NULL)
+        return sf_fail(err, SF_E_INVALID, "%s", why);
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
+    if (rc == SF_OK)
+        rc = sf_read_inode_header(cl, &conn, vid, &info, err);
+    /* A hyper volume's index is a B-tree: DEL_VDI walks it itself, and a
+     * flat zeroing pass over it would crash sheep. */
+    if (rc == SF_OK && info.store_policy == 0)
+        rc = zero_index(cl, &conn, &info, err);
+    if (rc == SF_OK) {
+        uint8_t payload[2 * SF_NAME_FIELD];
+        sf_op op;
+        sf_op_named(&op, SF_OP_DEL_VDI, payload, sizeof(payload), name, name_len);
+        op.retryable = 0;
+        rc = sf_call(cl, &conn, &op, err);
+        if (rc != SF_OK && err->category == SF_E_SERVER)
+            sf_fail_result(err, err->result, "deleting VDI '%.*s'", (int)name_len, name);
+    }
+    sf_pool_put(cl, conn);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- list */
+
+#define LIST_HEADER_BYTES 572u /* the inode fields up to btree_counter */
+
+typedef struct list_ctx {
+    const uint8_t *in_use, *deleted;
+    uint32_t next_vid;
+    sf_op *ops;
+    uint8_t *bufs;
+    unsigned nr_slots;
+    unsigned *free_slots, nr_free;
+    sf_vdi_info *out;
+    size_t count, cap;
+    int failed;
+    sf_error err;
+} list_ctx;
+
+static int bit_set(const uint8_t *map, uint32_t v)
+{
+    return (map[v >> 3] >> (v & 7)) & 1;
+}
+
+static sf_op *list_next(void *ctx)
+{
+    list_ctx *l = ctx;
+    if (l->failed || l->nr_free == 0)
+        return NULL;
+    while (l->next_vid <= SF_MAX_VID) {
+        uint32_t v = l->next_vid++;
+        /* skip empty bitmap bytes quickly */
+        if ((v & 7) == 0 && l->in_use[v >> 3] == 0) {
+            l->next_vid = v + 8;
+            continue;
+        }
+        if (!bit_set(l->in_use, v) || bit_set(l->deleted, v))
+            continue;
+        unsigned slot = l->free_slots[--l->nr_free];
+        sf_op *op = &l->ops[slot];
+        sf_op_read(op, sf_inode_oid(v), 0, l->bufs + (size_t)slot * LIST_HEADER_BYTES,
+                   LIST_HEADER_BYTES);
+        op->tag = slot;
+        return op;
+    }
+    return NULL;
+}
+
+static void list_complete(void *ctx, sf_op *op)
+{
+    list_ctx *l = ctx;
+    l->free_slots[l->nr_free++] = op->tag;
+    if (l->failed)
+        return;
+    /* A vid can vanish between the bitmap read and the inode read. */
+    if (op->rsp.result == SF_RES_NO_OBJ)
+        return;
+    if (op->rsp.result != SF_RES_SUCCESS) {
+        l->failed = 1;
+        sf_fail_result(&l->err, op->rsp.result, "reading inode of vid 0x%llx",
+                       (unsigned long long)((op->req.oid >> 32) & SF_VID_MASK));
+        return;
+    }
+    if (op->rsp.data_length != LIST_HEADER_BYTES) {
+        l->failed = 1;
+        sf_fail(&l->err, SF_E_PROTOCOL, "inode header read returned %u bytes", op->rsp.data_length);
+        return;
+    }
+    const uint8_t *buf = op->reply_buf;
+    if (buf[0] == 0) /* deleted: the name is zeroed */
+        return;
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        sf_vdi_info *grown = realloc(l->out, cap * sizeof(*grown));
+        if (grown == NULL) {
+            l->failed = 1;
+            sf_fail(&l->err, SF_E_NOMEM, "out of memory");
+            return;
+        }
+        l->out = grown;
+        l->cap = cap;
+    }
+    sf_inode_header_decode(buf, &l->out[l->count++]);
+}
+
+static int read_bitmap(sf_cluster *cl, sf_conn **conn, uint8_t opcode, uint8_t *map, sf_error *err)
+{
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, opcode);
+    op.req.data_length = SF_VDI_BITMAP_SIZE; /* anything else is refused */
+    op.reply_buf = map;
+    op.reply_cap = SF_VDI_BITMAP_SIZE;
+    op.retryable = 1;
+    if (sf_call(cl, conn, &op, err) != SF_OK)
+        return SF_ERR;
+    if (op.rsp.data_length != SF_VDI_BITMAP_SIZE)
+        return sf_fail(err, SF_E_PROTOCOL, "%s returned %u bytes", sf_opcode_name(opcode),
+                       op.rsp.data_length);
+    return SF_OK;
+}
+
+static int by_name_then_snap(const void *a, const void *b)
+{
+    const sf_vdi_info *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c != 0)
+        return c;
+    return x->snap_id < y->snap_id ? -1 : x->snap_id > y->snap_id;
+}
+
+int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
+{
+    list_ctx l;
+    memset(&l, 0, sizeof(l));
+    sf_error_clear(err);
+    *out = NULL;
+    *count = 0;
+    uint8_t *in_use = malloc(SF_VDI_BITMAP_SIZE), *deleted = malloc(SF_VDI_BITMAP_SIZE);
+    l.nr_slots = cl->depth;
+    l.ops = calloc(l.nr_slots, sizeof(sf_op));
+    l.bufs = malloc((size_t)l.nr_slots * LIST_HEADER_BYTES);
+    l.free_slots = malloc(l.nr_slots * sizeof(unsigned));
+    int rc = SF_ERR;
+    sf_conn *conn = NULL;
+    if (!in_use || !deleted || !l.ops || !l.bufs || !l.free_slots) {
+        sf_fail(err, SF_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < l.nr_slots; i++)
+        l.free_slots[l.nr_free++] = i;
+    if ((conn = sf_pool_get(cl, err)) == NULL)
+        goto out;
+    if (read_bitmap(cl, &conn, SF_OP_READ_VDIS, in_use, err) != SF_OK ||
+        read_bitmap(cl, &conn, SF_OP_READ_DEL_VDIS, deleted, err) != SF_OK)
+        goto out;
+    l.in_use = in_use;
+    l.deleted = deleted;
+    l.next_vid = 1;
+    sf_source src = {&l, list_next, list_complete};
+    if (sf_run(cl, &conn, &src, l.nr_slots, err) != SF_OK)
+        goto out;
+    if (l.failed) {
+        *err = l.err;
+        goto out;
+    }
+    if (l.count > 1) /* qsort(NULL, 0, ...) is undefined */
+        qsort(l.out, l.count, sizeof(*l.out), by_name_then_snap);
+    *out = l.out;
+    *count = l.count;
+    l.out = NULL;
+    rc = SF_OK;
+out:
+    sf_pool_put(cl, conn);
+    free(l.out);
+    free(l.ops);
+    free(l.bufs);
+    free(l.free_slots);
+    free(in_use);
+    free(deleted);
+    return rc;
+}
