@@ -1,0 +1,52 @@
+"""The native backend: sheepfast's C client through the extension."""
+
+from __future__ import annotations
+
+from sheepfast._native import Cluster, Vdi
+from sheepfast.types import VdiInfo
+
+__all__ = ["NativeBackend"]
+
+
+class NativeBackend:
+    """A Backend over sheepfast._native.Cluster (whose Vdi is already a
+    BackendImage: read, readinto, write, resize, size, object_size)."""
+
+    kind = "native"
+
+    def __init__(self, addresses: str, *, connect_timeout: float = 10.0,
+                 io_timeout: float = 60.0, depth: int = 16):
+        self.addresses = addresses
+        self.cluster = Cluster(addresses, connect_timeout=connect_timeout,
+                               io_timeout=io_timeout, depth=depth)
+
+    def create(self, name: str, size: int, *, copies: int = 0,
+               block_size_shift: int = 0) -> None:
+        self.cluster.create(name, size, copies=copies, block_size_shift=block_size_shift)
+
+    def exists(self, name: str) -> bool:
+        return self.cluster.exists(name)
+
+    def stat(self, name: str) -> VdiInfo:
+        return self.cluster.stat(name)
+
+    def delete(self, name: str) -> None:
+        self.cluster.delete(name)
+
+    def list(self) -> list[VdiInfo]:
+        return self.cluster.list()
+
+    def open(self, name: str) -> Vdi:
+        return self.cluster.open(name)
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def __enter__(self) -> "NativeBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<NativeBackend {self.addresses!r}>"
