@@ -461,6 +461,22 @@ cdef class Vdi(_Handle):
         finally:
             PyBuffer_Release(&view)
 
+    def usage(self):
+        """(used, shared): bytes in objects this VDI owns, and in objects it
+        inherits from a snapshot or clone source, as dog lists them."""
+        cdef uint64_t used = 0, shared = 0
+        cdef sf_error err
+        cdef int rc
+        self._guard.enter()
+        try:
+            with nogil:
+                rc = sf_vdi_usage(self._c, &used, &shared, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+        return used, shared
+
     def resize(self, new_size):
         """Grows the VDI (shrinking is refused: sheep 1.0 would leak objects)."""
         cdef uint64_t c_size = _uint64(new_size, "new_size")

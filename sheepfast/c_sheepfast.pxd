@@ -88,6 +88,7 @@ cdef extern from "sheepfast.h" nogil:
     int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t length, uint64_t offset,
                      sf_error *err)
     int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
+    int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
     void sf_vdi_get_stats(const sf_vdi *vdi, sf_vdi_stats *out)
 
 

@@ -241,6 +241,35 @@ uint64_t sf_vdi_size(sf_vdi *vdi)
     return size;
 }
 
+int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
+{
+    sf_error_clear(err);
+    *used_bytes = *shared_bytes = 0;
+    pthread_mutex_lock(&vdi->lock);
+    uint32_t nr = vdi->nr_objects;
+    pthread_mutex_unlock(&vdi->lock);
+    if (nr == 0)
+        return SF_OK;
+    sf_conn *conn = sf_pool_get(vdi->cl, err);
+    int rc = conn ? ensure_index(vdi, &conn, 0, nr - 1, err) : SF_ERR;
+    sf_pool_put(vdi->cl, conn);
+    if (rc != SF_OK)
+        return rc;
+    uint64_t own = 0, inherited = 0;
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = 0; i < nr; i++) {
+        if (vdi->index[i] == vdi->info.vid)
+            own++;
+        else if (vdi->index[i] != 0)
+            inherited++;
+    }
+    pthread_mutex_unlock(&vdi->lock);
+    /* what dog lists as "used" and "shared" */
+    *used_bytes = own * vdi->object_size;
+    *shared_bytes = inherited * vdi->object_size;
+    return SF_OK;
+}
+
 static int check_range(sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset,
                        sf_error *err)
 {

@@ -144,6 +144,10 @@ SF_EXPORT void sf_vdi_set_thin(sf_vdi *vdi, int enabled);
 SF_EXPORT int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err);
 SF_EXPORT int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset,
                            sf_error *err);
+/* Bytes in objects this VDI owns, and in objects it inherits from an
+ * ancestor (dog's "used" and "shared"); reads the index once. */
+SF_EXPORT int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes,
+                           sf_error *err);
 /* Grow only: shrinking leaks objects in sheep 1.0 and is refused. */
 SF_EXPORT int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err);
 

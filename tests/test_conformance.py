@@ -262,3 +262,13 @@ def test_many_objects_batch_index_updates(cluster, new_name):
         assert stats["index_updates"] < 30  # batched, not one per object
     with cluster.open(name) as vdi:
         assert vdi.read(199 * MiB, MiB) == b"\x07" * MiB
+
+
+def test_usage_counts_owned_objects(cluster, new_name):
+    name = new_name()
+    cluster.create(name, 10 * MiB, block_size_shift=20)
+    with cluster.open(name) as vdi:
+        assert vdi.usage() == (0, 0)
+        vdi.write(b"a", 0)
+        vdi.write(b"b" * (2 * MiB), 5 * MiB + 1)
+        assert vdi.usage() == (4 * MiB, 0)  # objects 0, 5, 6, 7

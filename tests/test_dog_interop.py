@@ -63,7 +63,9 @@ def test_sheepfast_reads_dog_snapshot_and_clone(cluster, new_name, dog):
     assert (name, True) in listed and (name, False) in listed and (clone, False) in listed
     with cluster.open(clone) as vdi:
         assert vdi.read(0, 8 * MiB) == base  # inherited objects read from the parent
+        assert vdi.usage() == (0, 8 * MiB)
         vdi.write(b"CoW!", MiB)  # copy-on-write into the clone
+        assert vdi.usage() == (4 * MiB, 4 * MiB)
         assert vdi.read(MiB - 2, 8) == base[MiB - 2:MiB] + b"CoW!" + base[MiB + 4:MiB + 6]
     assert dog("vdi", "read", name, str(MiB), "4") == base[MiB:MiB + 4]  # parent untouched
     assert dog("vdi", "read", clone, str(MiB), "4") == b"CoW!"
