@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import mmap
 import os
 import re
 import signal
 import stat
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Optional
 
 import sheepfast
@@ -161,6 +163,19 @@ def cmd_put(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def _upload(src: BinaryIO, image: BackendImage, size: Optional[int], progress: Progress) -> int:
+    if size:
+        try:
+            mapped = mmap.mmap(src.fileno(), size, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            pass  # not mappable: fall back to reading
+        else:
+            # A regular file goes from the page cache to the socket with no
+            # copy in between; chunks only pace the progress bar.
+            with mapped, memoryview(mapped) as whole:
+                for offset in range(0, size, CHUNK):
+                    n = image.write(whole[offset:offset + CHUNK], offset)
+                    progress.update(n)
+            return size
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     offset = 0
@@ -192,27 +207,45 @@ def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
             # all-zero chunks become holes, but only where seeking is possible
             sparse = not to_stdout and stat.S_ISREG(os.fstat(dst.fileno()).st_mode)
             progress = Progress(f"get {args.name}", size, args.progress)
-            buf = bytearray(min(CHUNK, max(size, 1)))
-            view = memoryview(buf)
             hole = image.object_size  # the granularity sheep allocates in
-            for offset in range(0, size, len(buf)):
-                n = min(len(buf), size - offset)
-                image.readinto(view[:n], offset)
+            for view in _read_ahead(image, size):
                 if not sparse:
-                    dst.write(view[:n])
+                    dst.write(view)
                 else:
-                    for start in range(0, n, hole):
-                        piece = view[start:min(start + hole, n)]
+                    for start in range(0, len(view), hole):
+                        piece = view[start:start + hole]
                         if is_zero(piece):
                             dst.seek(len(piece), os.SEEK_CUR)
                         else:
                             dst.write(piece)
-                progress.update(n)
+                progress.update(len(view))
             if sparse:
                 dst.truncate(size)  # a trailing hole still counts
             dst.flush()
             progress.finish()
     return 0
+
+
+def _read_ahead(image: BackendImage, size: int) -> Iterator[memoryview]:
+    """The image in chunks, the next one read (GIL released) while the caller
+    writes out the current one. Two buffers, reused."""
+    if size == 0:
+        return
+    buffers = [bytearray(min(CHUNK, size)) for _ in range(2)]
+    offsets = range(0, size, len(buffers[0]))
+
+    def fill(i: int) -> memoryview:
+        view = memoryview(buffers[i % 2])[:min(len(buffers[0]), size - offsets[i])]
+        image.readinto(view, offsets[i])
+        return view
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fill, 0)
+        for i in range(len(offsets)):
+            view = pending.result()
+            if i + 1 < len(offsets):
+                pending = pool.submit(fill, i + 1)
+            yield view
 
 
 def _info_dict(info: sheepfast.VdiInfo, used: Optional[int] = None,
