@@ -1,0 +1,717 @@
+"""The command-line backend: Sheepdog's ``dog`` (or the older ``collie``).
+
+Used where the extension cannot be built, or when configured. Every
+operation is one ``dog`` process:
+
+=================  ===========================================================
+create             ``dog vdi create [-c N] [-z SHIFT] -- NAME SIZE``
+stat/exists/open   ``dog vdi list -r -- NAME`` (dog reads every VDI's inode
+                   and filters by name itself: the cost grows with the cluster)
+list               ``dog vdi list -r``
+read / readinto    ``dog vdi read -- NAME OFFSET LENGTH``, bytes on stdout
+write              ``dog vdi write -- NAME OFFSET LENGTH``, bytes on stdin
+resize             ``dog vdi resize -- NAME SIZE``
+delete             ``dog vdi delete -- NAME`` (zeroes the index first, so
+                   sheep reclaims the objects: no zombie VDI)
+=================  ===========================================================
+
+Processes run without a shell, from argument lists, with ``--`` before the
+VDI name so that no name can be taken for an option. Data goes straight
+between the pipes and the caller's buffer. A process that moves no bytes for
+``timeout`` seconds is killed (with anything it started) and
+:class:`~sheepfast.errors.TimeoutError` is raised.
+
+dog reports failures as text (its exit status is not reliable: ``vdi
+delete`` exits 0 even when the VDI is missing), so the error classes come
+from its stderr, with the exit status as a fallback. They are the classes
+the native backend raises.
+
+What dog does not print, VdiInfo cannot carry: ``store_policy`` and
+``parent_vid`` are 0, ``snap_id`` is 0 for working VDIs, and ``create_time``
+has whole seconds.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+from sheepfast import errors
+from sheepfast.types import VdiInfo
+
+__all__ = ["CliBackend", "CliImage", "parse_vdi_list", "parse_addresses", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 7000
+MAX_NAME_BYTES = 255
+MIN_BLOCK_SIZE_SHIFT, MAX_BLOCK_SIZE_SHIFT = 20, 31
+MAX_COPIES = 31
+MAX_FLAT_OBJECTS = 1 << 20  # entries in a flat inode index
+
+# dog's exit statuses (Sheepdog's include/exits.h).
+EXIT_SUCCESS, EXIT_FAILURE, EXIT_SYSFAIL = 0, 1, 2
+EXIT_EXISTS, EXIT_FULL, EXIT_MISSING, EXIT_USAGE = 3, 4, 5, 64
+
+# The text dog prints for a Sheepdog result code. dog never prints the code
+# itself, so this is how a failure gets back its result code and class.
+_RESULT_TEXTS = {
+    "Unknown error": 0x01,
+    "No object found": 0x02,
+    "I/O error": 0x03,
+    "VDI exists already": 0x04,
+    "Invalid parameters": 0x05,
+    "System error": 0x06,
+    "VDI is already locked": 0x07,
+    "No VDI found": 0x08,
+    "No base VDI found": 0x09,
+    "Failed to read from requested VDI": 0x0A,
+    "Failed to write to requested VDI": 0x0B,
+    "Failed to read from base VDI": 0x0C,
+    "Failed to write to base VDI": 0x0D,
+    "Failed to find requested tag": 0x0E,
+    "System is still booting": 0x0F,
+    "VDI is not locked": 0x10,
+    "System is shutting down": 0x11,
+    "Out of memory on server": 0x12,
+    "Maximum number of VDIs reached": 0x13,
+    "Protocol version mismatch": 0x14,
+    "Server has no space for new objects": 0x15,
+    "Waiting for cluster to be formatted": 0x16,
+    "Waiting for other nodes to join cluster": 0x17,
+    "Node has failed to join cluster": 0x18,
+    "IO has halted as there are not enough living nodes": 0x19,
+    "Object is read-only": 0x1A,
+    "Inode object is invalidated": 0x1D,
+    "Request has an old epoch": 0x81,
+    "Request has a new epoch": 0x82,
+    "Cluster has not been formatted": 0x83,
+    "Creation times differ": 0x84,
+    "Invalid epoch": 0x85,
+    "Network error between sheep": 0x86,
+    "The buffer is too small": 0x88,
+    "Operation is not supported": 0x8B,
+    "Targeted node is in recovery": 0x8C,
+    "Node is killed": 0x8D,
+    "Ask to try again": 0x8F,
+    "Cluster driver error": 0x91,
+}
+
+# dog could not reach the gateway at all: nothing was done, another may serve.
+_UNREACHABLE_PREFIXES = ("failed to connect to ", "Invalid ip address ")
+# The connection broke during a request.
+_NETWORK_PREFIXES = (
+    "failed to read a response", "failed to read the response data",
+    "failed to send request", "failed to read from socket", "failed to write to socket",
+)
+_TOO_LARGE_PREFIXES = ("VDI size is larger than", "VDI size is too large",
+                       "New VDI size is too large")
+# dog's messages that quote the VDI name ({} stands for it).
+_NAMED_MESSAGES = (
+    "Failed to open VDI {} (snapshot id: ", "Failed to create VDI {}: ",
+    "Failed to delete {}: ", "Failed to read a vdi {}",
+)
+_PAST_END_LINES = ("Read offset is beyond the end of the VDI",
+                   "Write offset is beyond the end of the VDI")
+
+_PIPE_CHUNK = 1 << 20   # bytes per write() into dog's stdin
+_PIPE_SIZE = 1 << 20    # asked of the kernel for data pipes: fewer wake-ups
+_STDERR_LIMIT = 64 << 10
+
+
+# ------------------------------------------------------------------ helpers
+
+def _name_bytes(name: Union[str, bytes]) -> bytes:
+    """A VDI name as sheep stores it (str as UTF-8, as the native backend)."""
+    if isinstance(name, str):
+        return name.encode("utf-8", "surrogateescape")
+    if isinstance(name, (bytes, bytearray, memoryview)):
+        return bytes(name)
+    raise TypeError(f"VDI name must be str or bytes, not {type(name).__name__}")
+
+
+def _name_str(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _check_name(raw: bytes) -> None:
+    # Refused here: dog would silently truncate or cut the name.
+    if not raw:
+        raise errors.InvalidArgument("VDI name is empty")
+    if len(raw) > MAX_NAME_BYTES:
+        raise errors.InvalidArgument("VDI name is longer than 255 bytes")
+    if b"\0" in raw:
+        raise errors.InvalidArgument("VDI name contains a NUL byte")
+
+
+def _uint64(value: int, what: str) -> int:
+    value = int(value)
+    if value < 0:
+        raise errors.OutOfRange(f"{what} must not be negative (got {value})")
+    if value >= 1 << 64:
+        raise errors.OutOfRange(f"{what} {value} does not fit in 64 bits")
+    return value
+
+
+def _max_flat_size(block_size_shift: int) -> int:
+    return MAX_FLAT_OBJECTS << block_size_shift
+
+
+def _oserror(cls: type, message: str, errnum: int) -> errors.SheepfastError:
+    exc = cls(message)
+    exc.errno = errnum  # built with one argument so str() is the message
+    return exc
+
+
+def parse_addresses(addresses: str) -> list[tuple[str, int]]:
+    """(host, port) of each gateway in "host:port,[v6]:port,host,..."; the
+    same forms the native backend accepts."""
+    if not isinstance(addresses, str) or not addresses.strip():
+        raise errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
+    gateways = []
+    for item in addresses.split(","):
+        item = item.strip(" \t")
+        if not item:
+            continue
+        host, port = item, ""
+        if item.startswith("["):
+            host, bracket, rest = item[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                host = ""
+            port = rest[1:] if rest else ""
+            if rest == ":":
+                host = ""
+        elif item.count(":") == 1:  # more than one: a bare IPv6 address
+            host, _, port = item.partition(":")
+        if not host or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise _oserror(errors.ConnectionError,
+                           f"bad cluster address '{item[:200]}' (want host:port)", _errno.EINVAL)
+        gateways.append((host, int(port) if port else DEFAULT_PORT))
+    if not gateways:
+        raise errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
+    return gateways
+
+
+# ------------------------------------------------------------ list parsing
+
+# One record of `dog vdi list -r`: TYPE NAME SNAPID SIZE USED SHARED CTIME
+# VID REDUNDANCY TAG BLOCK_SIZE_SHIFT. The name escapes whitespace and "\"
+# with a "\" (an escaped newline is part of the name); the tag is printed
+# as it is, so it is everything between the redundancy and the last field.
+_RECORD = re.compile(
+    rb"([=sc]) ((?:[^\\ \n]|\\.)+) (\d+) (\d+) (\d+) (\d+) (\d+) ([0-9a-f]+) (\d+(?::\d+)?) "
+    rb"([^\n]*) (\d+)(?:\n|\Z)",
+    re.DOTALL)
+_ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
+
+
+def _redundancy(text: bytes) -> tuple[int, int]:
+    """(copies, copy_policy) from "N" or "D:P", as the inode stores them."""
+    data, _, parity = text.partition(b":")
+    if not parity:
+        return int(data), 0
+    d, p = int(data), int(parity)
+    return d + p, ((d // 2) << 4) | p
+
+
+def parse_vdi_list(output: bytes) -> list[VdiInfo]:
+    """VdiInfo for each record of ``dog vdi list -r`` output, in its order."""
+    infos = []
+    pos, end = 0, len(output)
+    while pos < end:
+        if output[pos:pos + 1] == b"\n":  # tolerate blank lines
+            pos += 1
+            continue
+        m = _RECORD.match(output, pos)
+        if m is None:
+            line = output[pos:output.find(b"\n", pos) if b"\n" in output[pos:] else end]
+            raise errors.ProtocolError(f"unexpected line in dog vdi list output: {line[:300]!r}")
+        kind, name, snapid, size, _used, _shared, ctime, vid, redundancy, tag, bss = m.groups()
+        copies, copy_policy = _redundancy(redundancy)
+        infos.append(VdiInfo(
+            name=_name_str(_ESCAPED.sub(rb"\1", name)),
+            vid=int(vid, 16),
+            size=int(size),
+            block_size_shift=int(bss),
+            copies=copies,
+            copy_policy=copy_policy,
+            store_policy=0,     # not printed by dog
+            snap_id=int(snapid),
+            tag=_name_str(tag),
+            parent_vid=0,       # not printed by dog
+            create_time=float(ctime),
+            snapshot=kind == b"s",
+        ))
+        pos = m.end()
+    return infos
+
+
+def _sort_key(info: VdiInfo) -> tuple[bytes, bool, int]:
+    # as the native list: by name, snapshots (oldest first) before the
+    # working VDI, whose snap_id dog does not print
+    return (_name_bytes(info.name), not info.snapshot, info.snap_id)
+
+
+# ------------------------------------------------------- running processes
+
+@dataclass
+class _Outcome:
+    returncode: int
+    stdout: bytes      # collected stdout when there was no sink
+    stdout_count: int  # bytes dog wrote to stdout
+    stderr: str
+    stdin_broken: bool
+
+
+class _Hung(Exception):
+    pass
+
+
+def _grow_pipe(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, OSError):
+        pass  # only an optimisation
+
+
+def _exchange(argv: list, env: dict, timeout: float, feed: Optional[memoryview],
+              sink: Optional[memoryview]) -> _Outcome:
+    """Runs argv: feed to stdin, stdout into sink (or collected), stderr
+    collected. Raises _Hung after timeout seconds without progress; the
+    process group is killed and reaped whatever happens."""
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
+        # its own group, so a timeout kills whatever a wrapper script started
+        start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks: list[bytes] = []
+    err = bytearray()
+    got = sent = 0
+    stdin_broken = False
+    sel = selectors.DefaultSelector()
+    try:
+        if feed is not None:
+            assert proc.stdin is not None
+            if len(feed):
+                _grow_pipe(proc.stdin.fileno())
+                os.set_blocking(proc.stdin.fileno(), False)
+                sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+        if sink is not None:
+            _grow_pipe(out_fd)
+        for fd in (out_fd, err_fd):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        scratch = bytearray(1 << 16)
+        last_progress = time.monotonic()
+        while sel.get_map():
+            left = last_progress + timeout - time.monotonic()
+            if left <= 0:
+                raise _Hung()
+            for key, _events in sel.select(left):
+                fd = key.fd
+                try:
+                    if fd == out_fd:
+                        if sink is not None and got < len(sink):
+                            n = os.readv(fd, [sink[got:]])
+                        else:  # more than asked for: counted, then an error
+                            n = os.readv(fd, [scratch])
+                            if sink is None:
+                                chunks.append(bytes(scratch[:n]))
+                        got += n
+                    elif fd == err_fd:
+                        n = os.readv(fd, [scratch])
+                        err += scratch[:min(n, max(0, _STDERR_LIMIT - len(err)))]
+                    else:
+                        assert feed is not None and proc.stdin is not None
+                        n = os.write(fd, feed[sent:sent + _PIPE_CHUNK])
+                        sent += n
+                        if sent == len(feed):
+                            sel.unregister(fd)
+                            proc.stdin.close()
+                        last_progress = time.monotonic()
+                        continue
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:  # dog stopped reading: it failed
+                    stdin_broken = True
+                    sel.unregister(fd)
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                    continue
+                if n == 0:
+                    sel.unregister(fd)
+                else:
+                    last_progress = time.monotonic()
+        try:
+            proc.wait(max(0.0, last_progress + timeout - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise _Hung() from None
+    finally:
+        sel.close()
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()  # reaped: no zombie left behind
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    return _Outcome(proc.returncode, b"".join(chunks), got,
+                    err.decode("utf-8", "surrogateescape"), stdin_broken)
+
+
+def _classify(outcome: _Outcome, what: str, name: Optional[bytes]) -> tuple[Exception, bool]:
+    """The exception for a failed dog run, and whether another gateway may
+    be tried (dog could not reach this one, so it did nothing)."""
+    text = outcome.stderr
+    if name:
+        # A name can hold anything (newlines, text dog prints): cut it out of
+        # the messages that carry it before reading them.
+        shown = _name_str(name)
+        for template in _NAMED_MESSAGES:
+            text = text.replace(template.format(shown), template.format("<name>"))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    said = f" (dog: {first})" if first else ""
+    if first.startswith(_UNREACHABLE_PREFIXES):
+        return _oserror(errors.ConnectionError, f"{what}: {first}", _errno.ECONNREFUSED), True
+    for line in lines:
+        if line.startswith(_NETWORK_PREFIXES):
+            return _oserror(errors.ConnectionError, f"{what}: {line}", _errno.EIO), False
+    for line in lines:
+        for message, result in _RESULT_TEXTS.items():
+            if line == message or line.endswith(" " + message):
+                if result == 0x08 and name is not None:
+                    text = f"VDI {_name_str(name)!r} not found"
+                elif result == 0x04 and name is not None:
+                    text = f"VDI {_name_str(name)!r} already exists"
+                else:
+                    text = f"{what}: {message}"
+                return errors.server_error(result, text), False
+    for line in lines:
+        if line in _PAST_END_LINES:
+            return errors.OutOfRange(f"{what}: {line}"), False
+        if line.startswith("Shrinking VDIs"):
+            return errors.InvalidArgument(f"{what}: cannot shrink a VDI{said}"), False
+        if line.startswith(_TOO_LARGE_PREFIXES):
+            return errors.InvalidArgument(f"{what}: size exceeds the limit dog allows ({line})"), False
+    code = outcome.returncode
+    if code < 0:
+        return errors.SheepfastError(f"{what}: dog was killed by signal {-code}{said}"), False
+    if code == EXIT_USAGE:
+        return errors.InvalidArgument(f"{what}: dog refused the arguments{said}"), False
+    fallback = {EXIT_EXISTS: 0x04, EXIT_FULL: 0x15, EXIT_MISSING: 0x08}.get(code)
+    if fallback is not None:
+        return errors.server_error(fallback, f"{what}{said}"), False
+    return errors.SheepfastError(f"{what}: dog failed (exit status {code}){said}"), False
+
+
+class _Dog:
+    """How to run dog against the cluster: the command, the gateways (the
+    last one that answered is tried first), the timeout."""
+
+    def __init__(self, command: list, gateways: list[tuple[str, int]], timeout: float):
+        self.command = command
+        self.gateways = gateways
+        self.timeout = timeout
+        self._preferred = 0
+        env = dict(os.environ, LC_ALL="C")  # untranslated messages to parse
+        # -a/-p win over these, but dog refuses to start when they are bad
+        env.pop("SHEEPDOG_DOG_ADDR", None)
+        env.pop("SHEEPDOG_DOG_PORT", None)
+        self.env = env
+
+    def run(self, what: str, subcommand: str, options: Sequence[str] = (),
+            name: Optional[bytes] = None, args: Sequence[str] = (), *,
+            feed: Optional[memoryview] = None, sink: Optional[memoryview] = None,
+            idempotent: bool = False, benign: Optional[re.Pattern] = None) -> _Outcome:
+        """Runs ``dog vdi SUBCOMMAND OPTIONS -a H -p P [-- NAME ARGS]`` on the
+        preferred gateway, moving on to the next one when dog cannot reach it
+        (or, for an idempotent call, when the connection broke). Success is
+        exit status 0 with nothing on stderr but lines `benign` matches."""
+        failures = []
+        start = self._preferred
+        for step in range(len(self.gateways)):
+            index = (start + step) % len(self.gateways)
+            host, port = self.gateways[index]
+            argv = [*self.command, "vdi", subcommand, *options, "-a", host, "-p", str(port)]
+            if name is not None:
+                argv += ["--", name, *args]  # after "--" nothing is an option
+            try:
+                outcome = _exchange(argv, self.env, self.timeout, feed, sink)
+            except _Hung:
+                raise _oserror(errors.TimeoutError,
+                               f"{what}: dog made no progress for {self.timeout:g} s "
+                               "and was killed", _errno.ETIMEDOUT) from None
+            except (FileNotFoundError, PermissionError) as exc:
+                raise errors.InvalidArgument(
+                    f"cannot run {self.command[0]!r}: {exc.strerror}") from None
+            if outcome.returncode == EXIT_SUCCESS and all(
+                    benign is not None and benign.fullmatch(line.strip())
+                    for line in outcome.stderr.splitlines() if line.strip()):
+                self._preferred = index
+                return outcome
+            exc, unreachable = _classify(outcome, what, name)
+            if not (unreachable or (idempotent and isinstance(exc, errors.ConnectionError))):
+                raise exc
+            failures.append(f"{host}:{port}: {exc}")
+        raise _oserror(errors.ConnectionError,
+                       f"{what}: no gateway answered ({'; '.join(failures)})", _errno.ECONNREFUSED)
+
+
+# A VDI deleted between dog's bitmap read and its inode read: dog skips it
+# and says so, as the native list skips it silently.
+_LIST_VANISHED = re.compile(
+    r"Failed to read object [0-9a-f]{16} No object found|Failed to read inode( header)?")
+
+
+def _resolve_command(dog_command: Union[str, Sequence[str]]) -> list:
+    command = [dog_command] if isinstance(dog_command, (str, bytes)) else list(dog_command)
+    if not command:
+        raise errors.InvalidArgument("dog_command is empty")
+    found = shutil.which(command[0])
+    if found is None:
+        raise errors.InvalidArgument(
+            f"dog command {command[0]!r} not found (PATH={os.environ.get('PATH', '')!r}); "
+            "install Sheepdog's dog (or collie), or point dog_command at it")
+    return [found, *command[1:]]
+
+
+# ------------------------------------------------------------- the backend
+
+class CliImage:
+    """An open VDI reached through dog; one process per read or write.
+
+    Ranges are checked against the size seen at open (or set by resize),
+    before any process runs, as the native backend does.
+    """
+
+    def __init__(self, dog: _Dog, info: VdiInfo):
+        self._dog = dog
+        self.info = info
+        self._raw_name = _name_bytes(info.name)
+        self._size = info.size
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def vid(self) -> int:
+        return self.info.vid
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def object_size(self) -> int:
+        return 1 << self.info.block_size_shift
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True  # nothing is held between calls
+
+    def __enter__(self) -> "CliImage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CliImage {self.info.name!r} vid={self.info.vid:#x} size={self._size}>"
+
+    def _check(self, what: str, offset: int, length: int) -> int:
+        if self._closed:
+            raise errors.InvalidArgument("I/O operation on a closed VDI")
+        offset = _uint64(offset, "offset")
+        size = self._size
+        if offset > size or length > size - offset:
+            raise errors.OutOfRange(
+                f"{what} of {length} bytes at offset {offset} is past the end of VDI "
+                f"{self.info.name!r} ({size} bytes)")
+        return offset
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = _uint64(length, "length")
+        self._check("read", offset, length)  # before allocating
+        buffer = bytearray(length)
+        self.readinto(buffer, offset)
+        return bytes(buffer)
+
+    def readinto(self, buffer, offset: int) -> int:
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise BufferError("readinto() needs a writable buffer")
+        offset = self._check("read", offset, len(view))
+        if not view:
+            return 0
+        what = f"reading VDI {self.info.name!r}"
+        outcome = self._dog.run(what, "read", (), self._raw_name, (str(offset), str(len(view))),
+                                sink=view, idempotent=True)
+        if outcome.stdout_count != len(view):
+            raise errors.ProtocolError(
+                f"{what}: dog returned {outcome.stdout_count} of {len(view)} bytes")
+        return len(view)
+
+    def write(self, data, offset: int) -> int:
+        view = memoryview(data).cast("B")
+        offset = self._check("write", offset, len(view))
+        if not view:
+            return 0
+        what = f"writing VDI {self.info.name!r}"
+        # the same bytes at the same place: safe to resend on another gateway
+        outcome = self._dog.run(what, "write", (), self._raw_name, (str(offset), str(len(view))),
+                                feed=view, idempotent=True)
+        if outcome.stdin_broken:
+            raise errors.ProtocolError(f"{what}: dog stopped reading its input but reported success")
+        return len(view)
+
+    def resize(self, new_size: int) -> None:
+        if self._closed:
+            raise errors.InvalidArgument("I/O operation on a closed VDI")
+        new_size = _uint64(new_size, "new_size")
+        name = self.info.name
+        with self._lock:
+            if new_size < self._size:
+                raise errors.InvalidArgument(
+                    f"cannot shrink VDI {name!r} from {self._size} to {new_size} bytes "
+                    "(sheep would leak the objects)")
+            limit = _max_flat_size(self.info.block_size_shift)
+            if new_size > limit:
+                raise errors.InvalidArgument(
+                    f"size {new_size} exceeds the {limit}-byte limit of VDI {name!r}")
+            if new_size == self._size:
+                return
+            self._dog.run(f"resizing VDI {name!r}", "resize", (), self._raw_name,
+                          (str(new_size),), idempotent=True)
+            self._size = new_size
+
+
+class CliBackend:
+    """A Backend that drives ``dog`` (or ``collie``), one process per call.
+
+    addresses: "host:port[,host:port...]" (IPv6 as "[addr]:port"); dog is
+    pointed at the first, and at the next one when it cannot reach it.
+    dog_command: a name looked up on PATH, a path, or an argument list.
+    timeout: seconds a dog process may go without moving a byte.
+    """
+
+    kind = "cli"
+
+    def __init__(self, addresses: Union[str, Sequence[str]], *,
+                 dog_command: Union[str, Sequence[str]] = "dog", timeout: float = 60.0):
+        if not isinstance(addresses, str):
+            addresses = ",".join(addresses)
+        if not timeout > 0:
+            raise errors.InvalidArgument("timeouts must be positive")
+        self.addresses = addresses
+        self.timeout = float(timeout)
+        self._dog = _Dog(_resolve_command(dog_command), parse_addresses(addresses), self.timeout)
+        self._closed = False
+
+    @property
+    def dog_command(self) -> list:
+        return list(self._dog.command)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True  # images opened before stay usable, as native
+
+    def __enter__(self) -> "CliBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CliBackend {self.addresses!r} via {self._dog.command[0]!r}>"
+
+    def _name(self, name: Union[str, bytes]) -> bytes:
+        if self._closed:
+            raise errors.InvalidArgument("I/O operation on a closed cluster")
+        raw = _name_bytes(name)
+        _check_name(raw)
+        return raw
+
+    def create(self, name: Union[str, bytes], size: int, *, copies: int = 0,
+               block_size_shift: int = 0) -> None:
+        raw = self._name(name)
+        size = _uint64(size, "size")
+        if not 0 <= copies <= MAX_COPIES:
+            raise errors.InvalidArgument(f"copies must be 0..{MAX_COPIES} (got {copies})")
+        options = []
+        if copies:
+            options += ["-c", str(copies)]
+        if block_size_shift:
+            if not MIN_BLOCK_SIZE_SHIFT <= block_size_shift <= MAX_BLOCK_SIZE_SHIFT:
+                raise errors.InvalidArgument(
+                    f"block_size_shift must be {MIN_BLOCK_SIZE_SHIFT}..{MAX_BLOCK_SIZE_SHIFT}, "
+                    f"or 0 for the cluster default (got {block_size_shift})")
+            limit = _max_flat_size(block_size_shift)
+            if size > limit:
+                raise errors.InvalidArgument(
+                    f"size {size} exceeds the {limit}-byte limit for "
+                    f"{1 << block_size_shift}-byte objects")
+            options += ["-z", str(block_size_shift)]
+        # with the default object size dog checks the limit itself
+        # Not idempotent: a resend after a lost reply would find its own VDI.
+        self._dog.run(f"creating VDI {_name_str(raw)!r}", "create", options, raw, (str(size),))
+
+    def _working(self, raw: bytes) -> VdiInfo:
+        outcome = self._dog.run(f"looking up VDI {_name_str(raw)!r}", "list", ("-r",), raw,
+                                idempotent=True, benign=_LIST_VANISHED)
+        for info in parse_vdi_list(outcome.stdout):
+            if not info.snapshot and _name_bytes(info.name) == raw:
+                return info
+        raise errors.VdiNotFound(f"VDI {_name_str(raw)!r} not found", 0x08)
+
+    def stat(self, name: Union[str, bytes]) -> VdiInfo:
+        """VdiInfo of the working VDI called name (dog reads every inode)."""
+        return self._working(self._name(name))
+
+    def exists(self, name: Union[str, bytes]) -> bool:
+        try:
+            self.stat(name)
+        except errors.VdiNotFound:
+            return False
+        return True
+
+    def list(self) -> list[VdiInfo]:
+        """Every live VDI (snapshots included, marked .snapshot), by name."""
+        if self._closed:
+            raise errors.InvalidArgument("I/O operation on a closed cluster")
+        outcome = self._dog.run("listing VDIs", "list", ("-r",), idempotent=True,
+                                benign=_LIST_VANISHED)
+        return sorted(parse_vdi_list(outcome.stdout), key=_sort_key)
+
+    def delete(self, name: Union[str, bytes]) -> None:
+        """Removes the working VDI called name; dog zeroes its index first,
+        so sheep reclaims the objects."""
+        raw = self._name(name)
+        self._dog.run(f"deleting VDI {_name_str(raw)!r}", "delete", (), raw)
+
+    def open(self, name: Union[str, bytes]) -> CliImage:
+        return CliImage(self._dog, self._working(self._name(name)))
