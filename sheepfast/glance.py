@@ -1,0 +1,849 @@
+"""The glance_store driver for Sheepdog: Store, StoreLocation, ImageIterator.
+
+A drop-in replacement for the driver glance_store removed in 2019, with its
+option names, URI form and classes, registered through the
+``glance_store.drivers`` entry point as ``sheepdog`` (and the old
+``glance.store.sheepdog.Store``)::
+
+    [DEFAULT]
+    enabled_backends = sheep:sheepdog        # multi-store, or
+    [glance_store]
+    stores = sheepdog                        # single-store
+    default_store = sheepdog
+    sheepdog_store_address = 10.0.0.1
+    sheepdog_store_port = 7000
+
+Locations are ``sheepdog://addr:port:image`` (``sheepdog://[v6]:port:image``
+for IPv6; the image name may itself contain ':'), and the legacy
+``sheepdog://image``, which means the configured cluster.
+
+Data moves through one shared backend per store (one connection pool), see
+sheepfast.image.SheepdogImage.upload for how add() overlaps reading and
+hashing with the writes. sheepfast errors become glance_store exceptions
+(:func:`glance_error`), with the original as ``__cause__``; add() never
+leaves a partial VDI behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ipaddress
+import logging
+import shutil
+import threading
+from typing import Any, Iterator, Optional, Tuple
+
+from oslo_config import cfg
+from oslo_utils import units
+
+import glance_store.driver
+import glance_store.location
+from glance_store import capabilities
+from glance_store import exceptions
+from glance_store.common import utils
+
+from sheepfast import errors
+from sheepfast.backends import KINDS, native_available, open_backend
+from sheepfast.image import (
+    DEFAULT_PORT,
+    SheepdogImage,
+    check_host,
+    check_name,
+    check_port,
+    format_address,
+    parse_address,
+)
+
+__all__ = [
+    "DEFAULT_ADDR",
+    "DEFAULT_CHUNKSIZE",
+    "DEFAULT_PORT",
+    "EXAMPLE_URL",
+    "ImageIterator",
+    "OPTIONS",
+    "SheepdogImage",
+    "Store",
+    "StoreLocation",
+    "glance_error",
+    "list_opts",
+]
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_ADDR = "127.0.0.1"
+DEFAULT_CHUNKSIZE = 64  # MiB, as in the removed driver
+SCHEME = "sheepdog"
+PREFIX = SCHEME + "://"
+EXAMPLE_URL = "sheepdog://addr:port:image"
+_OBJECT_SIZES = [0] + [1 << i for i in range(12)]  # MiB: 0 (cluster default), 1 .. 2048
+_MAX_EXTERNAL_BACKENDS = 16
+
+_SHEEPDOG_OPTS = [
+    cfg.IntOpt('sheepdog_store_chunk_size',
+               min=1,
+               default=DEFAULT_CHUNKSIZE,
+               help="""
+Chunk size for images stored in Sheepdog, in mebibytes (1048576 bytes).
+
+Images are read from and written to the Sheepdog cluster this many bytes
+at a time: ``get`` yields chunks of this size and ``add`` sends them. It
+is rounded up to a whole number of Sheepdog objects (4 MiB unless
+``sheepdog_store_object_size`` or the cluster says otherwise).
+
+An upload holds at most two chunks in memory (one being written while the
+next is read and hashed), so the memory used per concurrent upload is
+about twice this value. Larger chunks keep more object requests in
+flight per call; 16 or more is enough to reach full speed.
+
+Possible values:
+    * Positive integer value representing size in mebibytes.
+
+Related Options:
+    * sheepdog_store_io_depth
+    * sheepdog_store_object_size
+"""),
+    cfg.PortOpt('sheepdog_store_port',
+                default=DEFAULT_PORT,
+                help="""
+Port number of the Sheepdog gateway (the ``sheep`` daemon) to connect to.
+
+Images are stored through the sheep listening on this port at
+``sheepdog_store_address``. The default port is 7000.
+
+Possible values:
+    * A valid port number (0 to 65535)
+
+Related Options:
+    * sheepdog_store_address
+    * sheepdog_store_extra_addresses
+"""),
+    cfg.HostAddressOpt('sheepdog_store_address',
+                       default=DEFAULT_ADDR,
+                       help="""
+Address of the Sheepdog gateway (the ``sheep`` daemon) to connect to.
+
+Images are stored through the sheep at this address, listening on
+``sheepdog_store_port``. New image locations name this address, and the
+legacy form ``sheepdog://image`` refers to it.
+
+Possible values:
+    * A valid IPv4 address
+    * A valid IPv6 address
+    * A valid hostname
+
+Related Options:
+    * sheepdog_store_port
+    * sheepdog_store_extra_addresses
+    * sheepdog_store_allow_external_locations
+"""),
+    cfg.ListOpt('sheepdog_store_extra_addresses',
+                default=[],
+                help="""
+More gateways of the same Sheepdog cluster, as ``host:port`` (IPv6 as
+``[addr]:port``; the port defaults to 7000).
+
+With the native backend, I/O is spread over these gateways and the
+driver fails over to them when ``sheepdog_store_address`` is unreachable.
+Image locations naming any of them are accepted as the configured cluster.
+
+Possible values:
+    * A comma-separated list of host:port
+
+Related Options:
+    * sheepdog_store_address
+    * sheepdog_store_allow_external_locations
+"""),
+    cfg.StrOpt('sheepdog_store_backend',
+               default='auto',
+               choices=KINDS,
+               help="""
+How the driver reaches the Sheepdog cluster.
+
+``native`` uses sheepfast's C client, which speaks the Sheepdog protocol
+itself (fast: many requests in flight, no extra copies). ``cli`` runs
+the ``dog`` (or older ``collie``) command once per operation, as the
+removed driver did; use it only where the extension cannot be built.
+``auto`` picks ``native`` when the extension is available, else ``cli``.
+
+Possible values:
+    * auto
+    * native
+    * cli
+
+Related Options:
+    * sheepdog_store_dog_command
+"""),
+    cfg.StrOpt('sheepdog_store_dog_command',
+               default='dog',
+               help="""
+The Sheepdog command-line tool the ``cli`` backend runs: ``dog``, or
+``collie`` on Sheepdog releases before 0.9, as a name looked up on PATH
+or as an absolute path. The driver refuses to enable ``add`` when the
+command cannot be found.
+
+Possible values:
+    * A command name or path
+
+Related Options:
+    * sheepdog_store_backend
+"""),
+    cfg.FloatOpt('sheepdog_store_connect_timeout',
+                 default=10.0,
+                 min=0.001,
+                 help="""
+Seconds to wait for a connection to a Sheepdog gateway.
+
+When no gateway answers within this time, the operation fails (and
+the native backend tries the next gateway, if there is one).
+
+Possible values:
+    * A positive number of seconds
+
+Related Options:
+    * sheepdog_store_io_timeout
+"""),
+    cfg.FloatOpt('sheepdog_store_io_timeout',
+                 default=60.0,
+                 min=0.001,
+                 help="""
+Seconds an I/O request may make no progress before it fails.
+
+Applies to every request to the cluster (and, with the ``cli``
+backend, to each run of the command). A request that times out fails
+the operation; an ``add`` that fails this way deletes the partial image.
+
+Possible values:
+    * A positive number of seconds
+
+Related Options:
+    * sheepdog_store_connect_timeout
+"""),
+    cfg.IntOpt('sheepdog_store_io_depth',
+               default=16,
+               min=1,
+               max=256,
+               help="""
+Object requests the native backend keeps in flight per read or write.
+
+More requests in flight hide network and disk latency, up to what the
+cluster can serve. The default of 16 keeps one 64 MiB chunk of 4 MiB
+objects fully in flight. Ignored by the ``cli`` backend.
+
+Possible values:
+    * An integer from 1 to 256
+
+Related Options:
+    * sheepdog_store_chunk_size
+"""),
+    cfg.BoolOpt('sheepdog_thin_provisioning',
+                default=True,
+                help="""
+Do not write all-zero data when storing images.
+
+Sheepdog reads objects that were never written as zeros, so leaving them
+out stores the same image while saving space, network traffic and time
+(OS images are often mostly zeros). Checksums are computed over the
+full data either way.
+
+Possible values:
+    * True
+    * False
+
+Related Options:
+    * None
+"""),
+    cfg.IntOpt('sheepdog_store_copies',
+               default=0,
+               min=0,
+               max=31,
+               help="""
+Number of copies kept of each new image's data.
+
+0 uses the cluster's default (set by ``dog cluster format --copies``).
+Existing images keep the redundancy they were created with.
+
+Possible values:
+    * 0, or a number of copies from 1 to 31
+
+Related Options:
+    * sheepdog_store_object_size
+"""),
+    cfg.IntOpt('sheepdog_store_object_size',
+               default=0,
+               choices=_OBJECT_SIZES,
+               help="""
+Object size of new images, in mebibytes.
+
+A Sheepdog VDI is stored as objects of this size. 0 uses the cluster's
+default (4 MiB unless the cluster was formatted otherwise). Larger
+objects mean fewer requests; smaller ones less wasted space per
+partially used object.
+
+Possible values:
+    * 0, or a power of two from 1 to 2048
+
+Related Options:
+    * sheepdog_store_chunk_size
+    * sheepdog_store_copies
+"""),
+    cfg.BoolOpt('sheepdog_store_allow_external_locations',
+                default=False,
+                help="""
+Accept image locations that name a Sheepdog gateway other than the ones
+configured.
+
+By default a location must name ``sheepdog_store_address``:
+``sheepdog_store_port`` or one of ``sheepdog_store_extra_addresses``
+(the legacy form ``sheepdog://image`` always does); others are refused
+as bad locations, so that a location set through the API cannot make
+Glance connect to an arbitrary host. Enable only when images live in
+several Sheepdog clusters that all trust this Glance. Host names are
+compared as written, without DNS lookups.
+
+Possible values:
+    * True
+    * False
+
+Related Options:
+    * sheepdog_store_address
+    * sheepdog_store_extra_addresses
+"""),
+]
+
+#: The driver's options (the removed driver's three first).
+OPTIONS = _SHEEPDOG_OPTS
+
+
+def list_opts():
+    """oslo.config.opts hook: [(group, options)] for the sample config."""
+    return [("glance_store", list(_SHEEPDOG_OPTS))]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def glance_error(exc: BaseException, what: str) -> Exception:
+    """The glance_store exception for a sheepfast error about image `what`."""
+    if isinstance(exc, errors.VdiNotFound):
+        return exceptions.NotFound(message=f"Sheepdog image {what} does not exist")
+    if isinstance(exc, errors.VdiExists):
+        return exceptions.Duplicate(message=f"Sheepdog image {what} already exists")
+    if isinstance(exc, (errors.NoSpace, errors.VdiSpaceFull)):
+        return exceptions.StorageFull(
+            message=f"Sheepdog cluster has no space for image {what}: {exc}")
+    if isinstance(exc, errors.OutOfRange):
+        return exceptions.Invalid(message=f"Sheepdog image {what}: {exc}")
+    if isinstance(exc, errors.VdiLocked):
+        return exceptions.InUseByStore()
+    return exceptions.BackendException(f"Sheepdog image {what}: {exc}")
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except errors.SheepfastError as exc:
+        raise glance_error(exc, what) from exc
+
+
+# ---------------------------------------------------------------- locations
+
+
+def _host_key(host: str, port: int) -> Tuple[str, int]:
+    """How two gateway addresses are compared: IPs in canonical form, names
+    case-folded (no DNS: 'localhost' is not '127.0.0.1')."""
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        host = host.lower().rstrip(".")
+    return host, int(port)
+
+
+class _StoreOptions:
+    """Reads the driver's options for a store: its group, falling back to
+    [backend_defaults] in multi-store mode, or [glance_store]."""
+
+    def __init__(self, conf: Any, backend_group: Optional[str]):
+        self.conf = conf
+        self.backend_group = backend_group
+
+    def __getattr__(self, name: str) -> Any:
+        conf = object.__getattribute__(self, "conf")
+        group = object.__getattribute__(self, "backend_group")
+        if not group:
+            return getattr(conf.glance_store, name)
+        value = getattr(getattr(conf, group), name)
+        if value is None:
+            value = getattr(getattr(conf, glance_store.driver.SHARED_CONF_GROUP), name)
+        return value
+
+
+def _cluster_keys(opts: Any) -> set:
+    """The gateways of the configured cluster, as _host_key()s."""
+    keys = {_host_key(opts.sheepdog_store_address, opts.sheepdog_store_port)}
+    for text in opts.sheepdog_store_extra_addresses or ():
+        keys.add(_host_key(*parse_address(text)))
+    return keys
+
+
+def _bad_uri(uri: str, reason: str) -> exceptions.BadStoreUri:
+    LOG.info("Invalid Sheepdog location %r: %s", uri, reason)
+    return exceptions.BadStoreUri(message=f"Invalid Sheepdog location {uri!r}: {reason}")
+
+
+def _split_location(rest: str) -> Optional[Tuple[str, str, str]]:
+    """(host, port, image) from "host:port:image" or "[v6]:port:image", or
+    None when rest is not of that shape."""
+    if rest.startswith("["):
+        host, sep, tail = rest[1:].partition("]")
+        if not sep or not tail.startswith(":"):
+            return None
+        tail = tail[1:]
+    else:
+        host, sep, tail = rest.partition(":")
+        if not sep:
+            return None
+    port, sep, image = tail.partition(":")
+    if not sep:
+        return None
+    return host, port, image
+
+
+class StoreLocation(glance_store.location.StoreLocation):
+    """A Sheepdog location: ``sheepdog://addr:port:image``, or the legacy
+    ``sheepdog://image`` (the configured address and port).
+
+    The host and port are taken from the left (an IPv6 address in
+    brackets); everything after the second ':' is the image name, which may
+    contain ':'. A legacy name cannot contain ':' or start with '['.
+    """
+
+    def process_specs(self):
+        self.image = self.specs.get('image')
+        self.addr = self.specs.get('addr')
+        port = self.specs.get('port')
+        self.port = int(port) if port is not None else None
+
+    def get_uri(self):
+        return "%s%s:%s" % (PREFIX, format_address(self.addr, self.port), self.image)
+
+    def _options(self):
+        return _StoreOptions(self.conf, self.backend_group)
+
+    def parse_uri(self, uri):
+        self.validate_schemas(uri, valid_schemas=(PREFIX,))
+        rest = uri[len(PREFIX):]
+        if ":" not in rest and not rest.startswith("["):
+            # The legacy form: just the image, on the configured cluster.
+            try:
+                self.image = check_name(rest)
+            except errors.InvalidArgument as exc:
+                raise _bad_uri(uri, str(exc)) from exc
+            opts = self._options()
+            self.addr = opts.sheepdog_store_address
+            self.port = int(opts.sheepdog_store_port)
+            return
+        parts = _split_location(rest)
+        if parts is None:
+            raise _bad_uri(uri, "expected sheepdog://addr:port:image or sheepdog://image")
+        host, port, image = parts
+        try:
+            if rest.startswith("[") and ":" not in host:
+                raise errors.InvalidArgument("only an IPv6 address goes in brackets")
+            self.addr = check_host(host)
+            self.port = check_port(port)
+            self.image = check_name(image)
+        except errors.InvalidArgument as exc:
+            raise _bad_uri(uri, str(exc)) from exc
+        self._check_cluster(uri)
+
+    def _check_cluster(self, uri):
+        """Refuses a location outside the configured cluster (unless allowed),
+        when the options are there to tell; the Store checks again."""
+        try:
+            opts = self._options()
+            if opts.sheepdog_store_allow_external_locations:
+                return
+            allowed = _cluster_keys(opts)
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError,
+                errors.InvalidArgument):
+            return
+        if _host_key(self.addr, self.port) not in allowed:
+            raise _bad_uri(uri, "it names a Sheepdog gateway outside the configured "
+                                "cluster (see sheepdog_store_allow_external_locations)")
+
+
+# ---------------------------------------------------------------- reading
+
+
+class ImageIterator(object):
+    """Reads a Sheepdog image one chunk at a time.
+
+    ImageIterator(image) yields the whole image in image.chunk_size pieces,
+    as the removed driver's did. offset, length and chunk_size select a
+    range and the piece size. It stops with an error, never loops, when
+    the image turns out shorter than expected. close=True closes the image
+    when the iteration ends.
+    """
+
+    def __init__(self, image: SheepdogImage, offset: int = 0, length: Optional[int] = None,
+                 chunk_size: Optional[int] = None, *, close: bool = False):
+        self.image = image
+        self.offset = offset
+        self.length = length
+        self.chunk_size = chunk_size or image.chunk_size
+        self._close = close
+
+    def __iter__(self):
+        image = self.image
+        try:
+            with _translated(image.name):
+                pos = self.offset
+                if self.length is None:
+                    end = image.get_size()
+                else:
+                    end = pos + self.length
+                while pos < end:
+                    data = image.read(pos, min(self.chunk_size, end - pos))
+                    if not data:
+                        raise exceptions.BackendException(
+                            f"Sheepdog image {image.name} ended at byte {pos}, "
+                            f"before the {end} expected")
+                    pos += len(data)
+                    yield data
+        finally:
+            if self._close:
+                image.close()
+
+    def close(self):
+        if self._close:
+            self.image.close()
+
+
+# ---------------------------------------------------------------- the store
+
+
+class Store(glance_store.driver.Store):
+    """Sheepdog backend adapter."""
+
+    _CAPABILITIES = (capabilities.BitMasks.READ_RANDOM |
+                     capabilities.BitMasks.WRITE_ACCESS |
+                     capabilities.BitMasks.DRIVER_REUSABLE)
+    OPTIONS = _SHEEPDOG_OPTS
+    EXAMPLE_URL = EXAMPLE_URL
+
+    def __init__(self, conf, backend=None):
+        super(Store, self).__init__(conf, backend=backend)
+        if self.backend_group:
+            # Sets the group's defaults to None so [backend_defaults] shows
+            # through, as the other drivers do.
+            glance_store.driver.BackendGroupConfiguration(
+                self.OPTIONS, self.backend_group, conf=self.conf)
+        self.store_conf = _StoreOptions(self.conf, self.backend_group)
+        self._lock = threading.Lock()
+        self._backend = None
+        self._external: "collections.OrderedDict[Tuple[str, int], Any]" = \
+            collections.OrderedDict()
+        self._set_defaults()
+
+    def _set_defaults(self):
+        self.addr = DEFAULT_ADDR
+        self.port = DEFAULT_PORT
+        self.chunk_size = DEFAULT_CHUNKSIZE * units.Mi
+        self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = self.chunk_size
+        self.backend_kind = "auto"
+        self.dog_command = "dog"
+        self.extra_addresses = []
+        self.connect_timeout = 10.0
+        self.io_timeout = 60.0
+        self.io_depth = 16
+        self.thin_provisioning = True
+        self.copies = 0
+        self.block_size_shift = 0
+        self.allow_external = False
+        self._cluster = {_host_key(self.addr, self.port)}
+
+    def get_schemes(self):
+        return (SCHEME,)
+
+    def _set_url_prefix(self):
+        self._url_prefix = "%s%s:" % (PREFIX, format_address(self.addr, self.port))
+
+    def configure_add(self):
+        """Reads the options; BadStoreConfiguration (which disables add) if
+        they are wrong or the chosen backend cannot run here. Does not
+        connect: a cluster that is down at start-up is found out, and
+        reported, by the first request."""
+        opts = self.store_conf
+        try:
+            chunk_size = opts.sheepdog_store_chunk_size * units.Mi
+            addr = check_host(opts.sheepdog_store_address)
+            port = check_port(opts.sheepdog_store_port)
+            extra = [parse_address(a) for a in opts.sheepdog_store_extra_addresses or ()]
+            kind = (opts.sheepdog_store_backend or "auto").lower()
+            dog_command = opts.sheepdog_store_dog_command or "dog"
+            connect_timeout = float(opts.sheepdog_store_connect_timeout)
+            io_timeout = float(opts.sheepdog_store_io_timeout)
+            io_depth = int(opts.sheepdog_store_io_depth)
+            thin = bool(opts.sheepdog_thin_provisioning)
+            copies = int(opts.sheepdog_store_copies or 0)
+            object_mib = int(opts.sheepdog_store_object_size or 0)
+            allow_external = bool(opts.sheepdog_store_allow_external_locations)
+        except (cfg.ConfigFileValueError, ValueError, errors.InvalidArgument) as e:
+            raise self._bad_config(f"Error in store configuration: {e}")
+        if kind not in KINDS:
+            raise self._bad_config(f"sheepdog_store_backend must be one of {KINDS}")
+        if kind == "auto":
+            kind = "native" if native_available() else "cli"
+        if kind == "native" and not native_available():
+            raise self._bad_config("the native backend is selected but sheepfast's "
+                                   "extension (sheepfast._native) is not built")
+        if kind == "cli" and shutil.which(dog_command) is None:
+            raise self._bad_config(f"the Sheepdog command {dog_command!r} is not found")
+
+        self._close_backends()
+        self.chunk_size = chunk_size
+        self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = chunk_size
+        self.addr, self.port = addr, port
+        self.extra_addresses = extra
+        self.backend_kind = kind
+        self.dog_command = dog_command
+        self.connect_timeout, self.io_timeout, self.io_depth = \
+            connect_timeout, io_timeout, io_depth
+        self.thin_provisioning = thin
+        self.copies = copies
+        self.block_size_shift = object_mib.bit_length() + 19 if object_mib else 0
+        self.allow_external = allow_external
+        self._cluster = {_host_key(addr, port)} | {_host_key(h, p) for h, p in extra}
+        self._set_url_prefix()
+
+    def _bad_config(self, reason):
+        LOG.error(reason)
+        return exceptions.BadStoreConfiguration(
+            store_name=self.backend_group or SCHEME, reason=reason)
+
+    # ------------------------------------------------------------ backends
+
+    def _open_backend(self, addresses: str):
+        return open_backend(addresses, self.backend_kind,
+                            connect_timeout=self.connect_timeout,
+                            io_timeout=self.io_timeout, depth=self.io_depth,
+                            dog_command=self.dog_command)
+
+    def _shared_backend(self):
+        """The configured cluster's backend, opened on first use and shared
+        by every request (thread-safe: one connection pool)."""
+        with self._lock:
+            if self._backend is None:
+                gateways = [(self.addr, self.port)] + list(self.extra_addresses)
+                with _translated(f"store {format_address(self.addr, self.port)}"):
+                    self._backend = self._open_backend(
+                        ",".join(format_address(h, p) for h, p in gateways))
+            return self._backend
+
+    def _backend_for(self, addr: str, port: int, uri: str):
+        key = _host_key(addr, port)
+        if key in self._cluster:
+            return self._shared_backend()
+        if not self.allow_external:
+            raise _bad_uri(uri, "it names a Sheepdog gateway outside the configured "
+                                "cluster (see sheepdog_store_allow_external_locations)")
+        with self._lock:
+            backend = self._external.get(key)
+            if backend is not None:
+                self._external.move_to_end(key)
+                return backend
+        with _translated(f"location {uri}"):
+            backend = self._open_backend(format_address(addr, port))
+        with self._lock:
+            self._external[key] = backend
+            # Dropped, not closed: a request may still be using it; the
+            # connections go when the last reference does.
+            while len(self._external) > _MAX_EXTERNAL_BACKENDS:
+                self._external.popitem(last=False)
+        return backend
+
+    def _close_backends(self):
+        with self._lock:
+            backends = [self._backend] + list(self._external.values())
+            self._backend = None
+            self._external.clear()
+        for backend in backends:
+            if backend is not None:
+                try:
+                    backend.close()
+                except Exception:  # closing must not stop reconfiguration
+                    LOG.debug("closing a Sheepdog backend failed", exc_info=True)
+
+    def _image(self, location) -> SheepdogImage:
+        """The SheepdogImage a location names, after checking it."""
+        loc = location.store_location
+        uri = "%s%s:%s" % (PREFIX, getattr(loc, "addr", None), getattr(loc, "image", None))
+        try:
+            name = check_name(loc.image)
+            addr = check_host(loc.addr)
+            port = check_port(loc.port)
+        except errors.InvalidArgument as exc:
+            raise _bad_uri(uri, str(exc)) from exc
+        uri = "%s%s:%s" % (PREFIX, format_address(addr, port), name)
+        backend = self._backend_for(addr, port, uri)
+        return SheepdogImage(addr, port, name, self.READ_CHUNKSIZE, backend=backend,
+                             thin=self.thin_provisioning)
+
+    # ------------------------------------------------------------ operations
+
+    @capabilities.check
+    def get(self, location, offset=0, chunk_size=None, context=None):
+        """
+        Takes a `glance_store.location.Location` object that indicates
+        where to find the image file, and returns a tuple of generator
+        (for reading the image file) and the number of bytes it yields.
+
+        :param location: `glance_store.location.Location` object, supplied
+                        from glance_store.location.get_location_from_uri()
+        :param offset: where to start reading
+        :param chunk_size: how many bytes to read (None: to the end)
+        :raises: `glance_store.exceptions.NotFound` if image does not exist
+        """
+        image = self._image(location)
+        try:
+            with _translated(image.name):
+                size = image.size  # opens the VDI: one lookup by name
+        except BaseException:
+            image.close()
+            raise
+        start = min(max(0, int(offset or 0)), size)
+        length = size - start
+        if chunk_size:
+            length = min(int(chunk_size), length)
+        return (ImageIterator(image, offset=start, length=length,
+                              chunk_size=self.READ_CHUNKSIZE, close=True),
+                length)
+
+    def get_size(self, location, context=None):
+        """
+        Takes a `glance_store.location.Location` object that indicates
+        where to find the image file and returns the image size
+
+        :param location: `glance_store.location.Location` object, supplied
+                        from glance_store.location.get_location_from_uri()
+        :raises: `glance_store.exceptions.NotFound` if image does not exist
+        :rtype: int
+        """
+        image = self._image(location)
+        try:
+            with _translated(image.name):
+                return image.get_size()
+        finally:
+            image.close()
+
+    @glance_store.driver.back_compat_add
+    @capabilities.check
+    def add(self, image_id, image_file, image_size, hashing_algo, context=None,
+            verifier=None):
+        """
+        Stores an image file with supplied identifier to the backend
+        storage system and returns a tuple containing information
+        about the stored image.
+
+        :param image_id: The opaque image identifier
+        :param image_file: The image data to write, as a file-like object
+        :param image_size: The size of the image data to write, in bytes
+                           (0: not known in advance)
+        :param hashing_algo: A hashlib algorithm identifier (string)
+        :param context: A context object
+        :param verifier: An object used to verify signatures for images
+
+        :returns: tuple of: (1) URL in backing store, (2) bytes written,
+                  (3) checksum, (4) multihash value, and (5) a dictionary
+                  with storage system specific information
+        :raises: `glance_store.exceptions.Duplicate` if the image already
+                 exists
+        :raises: `glance_store.exceptions.Invalid` if the data is longer
+                 or shorter than image_size
+        """
+        name = str(image_id)
+        try:
+            check_name(name)
+        except errors.InvalidArgument as exc:
+            raise exceptions.Invalid(message=f"image id {name!r}: {exc}") from exc
+        if image_size is None:
+            image_size = 0
+        if (isinstance(image_size, bool) or not isinstance(image_size, (int, float))
+                or image_size < 0 or int(image_size) != image_size):
+            raise exceptions.Forbidden(f"Size is not a number of bytes: {image_size!r}")
+        image_size = int(image_size)
+
+        os_hash_value = utils.get_hasher(hashing_algo, False)
+        checksum = utils.get_hasher('md5', False)
+
+        image = SheepdogImage(self.addr, self.port, name, self.WRITE_CHUNKSIZE,
+                              backend=self._shared_backend(),
+                              thin=self.thin_provisioning)
+        try:
+            with _translated(name):
+                image.create(image_size, copies=self.copies,
+                             block_size_shift=self.block_size_shift)
+        except BaseException:
+            image.close()
+            raise
+        LOG.debug("Storing image %s (%s bytes) in Sheepdog", name,
+                  image_size or "unknown")
+
+        def on_chunk(data):
+            checksum.update(data)
+            os_hash_value.update(data)
+            if verifier:
+                verifier.update(data)
+
+        try:
+            bytes_written = image.upload(image_file, image_size, on_chunk=on_chunk)
+        except BaseException as exc:
+            self._discard(image)
+            if isinstance(exc, errors.SheepfastError):
+                raise glance_error(exc, name) from exc
+            raise
+        finally:
+            image.close()
+
+        location = StoreLocation({'image': name, 'addr': self.addr, 'port': self.port},
+                                 self.conf, backend_group=self.backend_group)
+        metadata = {}
+        if self.backend_group:
+            metadata['store'] = u"%s" % self.backend_group
+        return (location.get_uri(),
+                bytes_written,
+                checksum.hexdigest(),
+                os_hash_value.hexdigest(),
+                metadata)
+
+    @staticmethod
+    def _discard(image):
+        """Deletes a partial image; a failure is logged, never raised (the
+        error that made the upload fail is the one that matters)."""
+        try:
+            image.delete()
+        except errors.VdiNotFound:
+            pass
+        except Exception:
+            LOG.exception("Could not delete the partial Sheepdog image %s; "
+                          "delete it by hand (dog vdi delete)", image.name)
+
+    @capabilities.check
+    def delete(self, location, context=None):
+        """
+        Takes a `glance_store.location.Location` object that indicates
+        where to find the image file to delete
+
+        :param location: `glance_store.location.Location` object, supplied
+                  from glance_store.location.get_location_from_uri()
+
+        :raises: NotFound if image does not exist
+        """
+        image = self._image(location)
+        try:
+            with _translated(image.name):
+                image.delete()
+        finally:
+            image.close()

@@ -1,0 +1,534 @@
+"""SheepdogImage: the removed Glance Sheepdog driver's image API, over a backend.
+
+    image = SheepdogImage("127.0.0.1", 7000, "img", 64 << 20)
+    image.create(size); image.write(data, 0, len(data)); image.read(0, 5)
+    image.get_size(); image.exist(); image.resize(new_size); image.delete()
+
+The old class ran ``collie vdi ...`` once per call. This one works over a
+:class:`sheepfast.backends.Backend`: pass ``backend=`` to share one cluster
+connection (and its pool) between images, or leave it out and the image opens
+its own from ``addr``/``port`` on first use. The VDI is opened once and the
+handle kept until :meth:`close` (or :meth:`delete`).
+
+:meth:`SheepdogImage.upload` streams a file into a freshly created VDI with
+the reading (and the caller's per-chunk work: hashing) overlapping the
+network writes; the glance_store driver's ``add`` is built on it.
+
+Everything here raises :mod:`sheepfast.errors` classes; translating them
+into glance_store exceptions is the driver's job (sheepfast.glance).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import numbers
+import queue
+import re
+import threading
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
+
+from sheepfast.errors import InvalidArgument, OutOfRange
+
+__all__ = [
+    "DEFAULT_PORT",
+    "SheepdogImage",
+    "SizeMismatch",
+    "check_name",
+    "check_host",
+    "check_port",
+    "format_address",
+    "parse_address",
+]
+
+DEFAULT_PORT = 7000
+NAME_MAX = 255  #: bytes of UTF-8; sheep keeps 256 with the terminating NUL
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+class SizeMismatch(OutOfRange):
+    """The stream held more or fewer bytes than the size declared for it."""
+
+    def __init__(self, message: str, expected: int, actual: int):
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+def check_name(name: object) -> str:
+    """name if it is a VDI name sheepfast will use, else InvalidArgument.
+
+    Stricter than sheep (which takes any bytes but NUL): names end up in
+    URIs, logs and, with the command-line backend, in dog's argument list
+    and its space-separated output, so they must be printable, without
+    white space, and must not start with '-' (which dog would read as an
+    option).
+    """
+    if not isinstance(name, str):
+        raise InvalidArgument(f"VDI name must be a str, not {type(name).__name__}")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"VDI name {name!r} is not valid Unicode") from None
+    if not raw:
+        raise InvalidArgument("VDI name is empty")
+    if len(raw) > NAME_MAX:
+        raise InvalidArgument(f"VDI name is longer than {NAME_MAX} bytes ({len(raw)})")
+    if not name.isprintable() or any(c.isspace() for c in name):
+        raise InvalidArgument(f"VDI name {name!r} contains white space or control characters")
+    if name.startswith("-"):
+        raise InvalidArgument(f"VDI name {name!r} starts with '-'")
+    return name
+
+
+def check_host(host: object) -> str:
+    """host (an IPv4 or IPv6 address, without brackets, or a DNS name) if it
+    is well formed, else InvalidArgument. Nothing else can reach a socket
+    call or dog's -a option."""
+    if not isinstance(host, str) or not host:
+        raise InvalidArgument(f"host must be a non-empty str (got {host!r})")
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if _HOSTNAME.fullmatch(host) is None:
+        raise InvalidArgument(f"{host!r} is neither an IP address nor a host name")
+    return host
+
+
+def check_port(port: object) -> int:
+    if isinstance(port, bool):
+        raise InvalidArgument(f"port must be a number (got {port!r})")
+    if isinstance(port, str):
+        if not port.isdigit() or not port.isascii():
+            raise InvalidArgument(f"port must be a number (got {port!r})")
+        port = int(port)
+    if not isinstance(port, numbers.Integral) or not 1 <= port <= 65535:
+        raise InvalidArgument(f"port must be 1..65535 (got {port!r})")
+    return int(port)
+
+
+def format_address(host: str, port: int) -> str:
+    """"host:port", with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Tuple[str, int]:
+    """(host, port) from "host", "host:port", "[v6]" or "[v6]:port"; a bare
+    IPv6 address (more than one ':') is taken whole. InvalidArgument if
+    malformed."""
+    if not isinstance(text, str):
+        raise InvalidArgument(f"address must be a str (got {text!r})")
+    text = text.strip()
+    port: object = default_port
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise InvalidArgument(f"malformed address {text!r}")
+        if rest:
+            port = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise InvalidArgument(f"{host!r} in {text!r} is not an IPv6 address") from None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host = text
+    return check_host(host), check_port(port)
+
+
+def _check_size(size: object, what: str = "size") -> int:
+    if isinstance(size, bool) or not isinstance(size, numbers.Real):
+        raise InvalidArgument(f"{what} is not a number (got {size!r})")
+    if not math.isfinite(size) or size < 0:
+        raise InvalidArgument(f"{what} must be a non-negative number (got {size!r})")
+    if int(size) != size:
+        raise InvalidArgument(f"{what} must be a whole number of bytes (got {size!r})")
+    return int(size)
+
+
+class SheepdogImage:
+    """An image stored as one Sheepdog VDI, called ``name``.
+
+    addr, port: the cluster (used to open a backend when none is given);
+    chunk_size: bytes per read by ImageIterator and per write by upload().
+    backend: a shared :class:`~sheepfast.backends.Backend`; kind: which one
+    to open otherwise ("auto", "native", "cli"; None reads
+    $SHEEPFAST_BACKEND). thin: skip writing all-zero data (see upload).
+    """
+
+    def __init__(self, addr: str, port: Union[int, str], name: str, chunk_size: int, *,
+                 backend: Any = None, kind: Optional[str] = None, thin: bool = True):
+        self.addr = addr
+        self.port = check_port(port)
+        self.name = check_name(name)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
+                or chunk_size < 1:
+            raise InvalidArgument(f"chunk_size must be a positive int (got {chunk_size!r})")
+        self.chunk_size = int(chunk_size)
+        self._backend = backend
+        self._owns_backend = backend is None
+        self._kind = kind
+        self._thin = bool(thin)
+        self._handle: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<SheepdogImage {self.name!r} on {format_address(str(self.addr), self.port)}>"
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def backend(self):
+        """The backend in use (opened on first use when none was given)."""
+        with self._lock:
+            if self._backend is None:
+                from sheepfast.backends import open_backend
+
+                self._backend = open_backend(
+                    format_address(check_host(self.addr), self.port), self._kind)
+            return self._backend
+
+    def open(self):
+        """The open VDI handle (a BackendImage), opened on first use."""
+        backend = self.backend
+        with self._lock:
+            if self._handle is None:
+                handle = backend.open(self.name)
+                if hasattr(handle, "thin"):
+                    handle.thin = self._thin
+                self._handle = handle
+            return self._handle
+
+    @property
+    def thin(self) -> bool:
+        return self._thin
+
+    @thin.setter
+    def thin(self, value: bool) -> None:
+        self._thin = bool(value)
+        handle = self._handle
+        if handle is not None and hasattr(handle, "thin"):
+            handle.thin = self._thin
+
+    @property
+    def size(self) -> int:
+        """Size of the open VDI, as its handle knows it (no round trip)."""
+        return self.open().size
+
+    def _drop_handle(self) -> None:
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+
+    def close(self) -> None:
+        """Closes the VDI handle, and the backend if this image opened it."""
+        self._drop_handle()
+        if self._owns_backend:
+            with self._lock:
+                backend, self._backend = self._backend, None
+            if backend is not None:
+                backend.close()
+
+    def __enter__(self) -> "SheepdogImage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ the old API
+
+    def create(self, size: Union[int, float], *, copies: int = 0,
+               block_size_shift: int = 0) -> None:
+        """Creates the VDI with size bytes; VdiExists if the name is taken
+        (sheep checks and creates in one step: no check-then-create race)."""
+        size = _check_size(size)
+        self.backend.create(self.name, size, copies=copies, block_size_shift=block_size_shift)
+
+    def delete(self) -> None:
+        """Deletes the VDI (VdiNotFound if there is none)."""
+        self._drop_handle()
+        self.backend.delete(self.name)
+
+    def exist(self) -> bool:
+        return self.backend.exists(self.name)
+
+    def get_size(self) -> int:
+        """The VDI's size, looked up by name (one request, no cluster scan)."""
+        return self.backend.stat(self.name).size
+
+    def read(self, offset: int, count: int) -> bytes:
+        """Up to count bytes from offset; fewer at the end, b"" past it."""
+        offset = _check_size(offset, "offset")
+        count = _check_size(count, "count")
+        handle = self.open()
+        size = handle.size
+        if offset >= size or count == 0:
+            return b""
+        return handle.read(offset, min(count, size - offset))
+
+    def readinto(self, buffer: Any, offset: int) -> int:
+        """Fills buffer from offset, up to the end of the VDI; returns the
+        bytes read."""
+        offset = _check_size(offset, "offset")
+        view = memoryview(buffer).cast("B")
+        handle = self.open()
+        n = max(0, min(len(view), handle.size - offset))
+        if n:
+            handle.readinto(view[:n], offset)
+        return n
+
+    def write(self, data: Any, offset: int, count: Optional[int] = None) -> int:
+        """Writes the first count bytes of data (all of it by default) at
+        offset; returns count. The range must lie inside the VDI."""
+        offset = _check_size(offset, "offset")
+        view = memoryview(data).cast("B")
+        count = len(view) if count is None else _check_size(count, "count")
+        if count > len(view):
+            raise InvalidArgument(f"count {count} is more than the {len(view)} bytes given")
+        if count == 0:
+            return 0
+        return self.open().write(view[:count], offset) or count
+
+    def resize(self, size: int) -> None:
+        """Grows the VDI to size bytes (sheep cannot shrink one)."""
+        self.open().resize(_check_size(size))
+
+    # ------------------------------------------------------------ streaming upload
+
+    def upload(self, source: Any, size: int = 0, *,
+               on_chunk: Optional[Callable[[Any], None]] = None, buffers: int = 2) -> int:
+        """Streams source into this freshly created VDI; returns the bytes
+        written.
+
+        source: a file-like object (readinto is used when it has one, else
+        read) or an iterable of bytes-like pieces. size: the bytes declared
+        (the VDI must have been created with that size), or 0 for unknown:
+        the VDI then grows chunk by chunk and ends exactly as long as the
+        data. SizeMismatch when the data is longer or shorter than a
+        declared size; nothing is ever written past it.
+
+        Chunks are chunk_size bytes, rounded up to whole objects. At most
+        ``buffers`` chunks are held at once: while one is written (on a
+        second thread; the native write releases the GIL), the next is read
+        and handed to on_chunk (e.g. hashing, which releases the GIL too).
+        on_chunk gets each chunk in order, as a read-only memoryview of a
+        reused buffer (or the caller's own piece): use it before returning.
+
+        With thin on, all-zero data is not written: the native backend skips
+        all-zero objects itself; for a backend without that, all-zero chunks
+        are skipped here, which is right only because the VDI is new.
+
+        On any error, no further writes are started, the writer is joined,
+        and the error is raised; the partial VDI is left for the caller to
+        delete.
+        """
+        declared = _check_size(size)
+        if buffers < 1:
+            raise InvalidArgument(f"buffers must be at least 1 (got {buffers})")
+        handle = self.open()
+        object_size = handle.object_size
+        chunk = -(-self.chunk_size // object_size) * object_size
+        pipe = _WritePipe(handle, buffers, grow=declared == 0,
+                          skip_zero=self._thin and not hasattr(handle, "thin"))
+        total = 0
+        try:
+            for token, data in _chunks(source, chunk, pipe.take):
+                n = len(data)
+                if declared and total + n > declared:
+                    raise SizeMismatch(
+                        f"image {self.name!r} is longer than the {declared} bytes declared "
+                        f"(got at least {total + n})", declared, total + n)
+                pipe.submit(token, data, total)
+                if on_chunk is not None:
+                    on_chunk(data.toreadonly() if isinstance(data, memoryview) else data)
+                total += n
+            if declared and total != declared:
+                raise SizeMismatch(
+                    f"image {self.name!r} is shorter than the {declared} bytes declared "
+                    f"(got {total})", declared, total)
+            pipe.finish()
+        except BaseException:
+            pipe.abort()
+            raise
+        return total
+
+
+# ---------------------------------------------------------------- upload internals
+
+
+def _is_zero_py(view: memoryview) -> bool:
+    step = 1 << 20
+    zeros = memoryview(bytes(min(step, len(view))))
+    for start in range(0, len(view), step):
+        part = view[start:start + step]
+        if part != zeros[:len(part)]:
+            return False
+    return True
+
+
+try:
+    from sheepfast._native import _is_zero as _is_zero_native
+except ImportError:  # pragma: no cover - the command-line backend without a build
+    _is_zero_native = None
+
+
+def _is_zero(data: Any) -> bool:
+    view = memoryview(data).cast("B")
+    if _is_zero_native is not None:
+        return bool(_is_zero_native(view))
+    return _is_zero_py(view)
+
+
+class _WritePipe:
+    """Writes chunks in order on one thread while the caller prepares the next.
+
+    Tokens bound the chunks in flight: the caller takes one per chunk (a
+    reusable buffer, allocated on first need, or None), the writer gives it
+    back once that chunk is written. After a failure the writer keeps giving
+    tokens back without writing, so the caller never blocks; take() then
+    raises the writer's error.
+    """
+
+    def __init__(self, handle: Any, slots: int, *, grow: bool, skip_zero: bool):
+        self._handle = handle
+        self._grow = grow
+        self._size = handle.size if grow else 0
+        self._skip_zero = skip_zero
+        self._free: "queue.SimpleQueue[Optional[bytearray]]" = queue.SimpleQueue()
+        for _ in range(slots):
+            self._free.put(None)
+        self._work: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._stop = False
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="sheepfast-upload", daemon=True)
+        self._thread.start()
+
+    def take(self) -> Optional[bytearray]:
+        """A free token: a buffer to fill, or None (allocate one if needed)."""
+        if self.error is not None:
+            raise self.error
+        token = self._free.get()
+        if self.error is not None:
+            raise self.error
+        return token
+
+    def submit(self, token: Optional[bytearray], data: Any, offset: int) -> None:
+        """Queues data for offset; token comes back free once it is written."""
+        self._work.put((token, data, offset))
+
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            token, data, offset = item
+            try:
+                if self.error is None and not self._stop:
+                    end = offset + len(data)
+                    if self._grow and end > self._size:
+                        self._handle.resize(end)
+                        self._size = end
+                    if not (self._skip_zero and _is_zero(data)):
+                        self._handle.write(data, offset)
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                del data, item
+                self._free.put(token)
+
+    def finish(self) -> None:
+        """Waits for every queued write; raises the first error."""
+        self._work.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Starts no further write and waits for the one under way."""
+        self._stop = True
+        if self._thread.is_alive():
+            self._work.put(None)
+            self._thread.join()
+
+
+def _chunks(source: Any, chunk: int,
+            take: Callable[[], Optional[bytearray]]) -> Iterator[Tuple[Optional[bytearray], Any]]:
+    """Cuts source into chunk-byte pieces (the last may be shorter), as
+    (token, data) pairs: the token goes back to the pool once data is written.
+
+    take() is called before each chunk is filled and may block until the
+    writer has a buffer free. With readinto, data goes straight into that
+    buffer. Otherwise a piece from read()/iteration that covers a whole
+    chunk is passed on as it is (no copy); smaller pieces are gathered into
+    the buffer, so every write but the last is a whole chunk.
+    """
+    readinto = getattr(source, "readinto", None)
+    if readinto is not None:
+        while True:
+            buf = take()
+            if buf is None:
+                buf = bytearray(chunk)
+            view = memoryview(buf)
+            filled = 0
+            while filled < chunk:
+                n = readinto(view[filled:])
+                if n is None:
+                    raise InvalidArgument("the image source is non-blocking (readinto gave None)")
+                if n == 0:
+                    break
+                filled += n
+            if filled:
+                yield buf, view[:filled]
+            if filled < chunk:
+                return
+
+    read = getattr(source, "read", None)
+    if read is not None:
+        def next_piece(want: int) -> Any:
+            return read(want)
+    else:
+        pieces = iter(source)
+
+        def next_piece(want: int) -> Any:
+            return next(pieces, b"")
+
+    buf: Optional[bytearray] = None   # the buffer being gathered into
+    view = memoryview(b"")
+    filled = 0
+    while True:
+        piece = next_piece(chunk - filled)
+        if not piece:
+            break
+        pv = memoryview(piece).cast("B")
+        pos, end = 0, len(pv)
+        while pos < end:
+            if buf is None and end - pos >= chunk:
+                token = take()
+                if pos == 0 and end == chunk and isinstance(piece, bytes):
+                    yield token, piece
+                else:
+                    yield token, pv[pos:pos + chunk]
+                pos += chunk
+                continue
+            if buf is None:
+                buf = take()
+                if buf is None:
+                    buf = bytearray(chunk)
+                view = memoryview(buf)
+            n = min(chunk - filled, end - pos)
+            view[filled:filled + n] = pv[pos:pos + n]
+            filled += n
+            pos += n
+            if filled == chunk:
+                yield buf, view
+                buf, view, filled = None, memoryview(b""), 0
+        del pv
+    if buf is not None and filled:
+        yield buf, view[:filled]
