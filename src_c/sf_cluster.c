@@ -40,6 +40,63 @@ sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
     return sf_connect_any(cl, first, err);
 }
 
+/* An idle, healthy connection to gateway gw, or NULL. */
+static sf_conn *take_idle_for(sf_cluster *cl, unsigned gw)
+{
+    pthread_mutex_lock(&cl->lock);
+    sf_conn **link = &cl->idle, *found = NULL;
+    while (*link != NULL) {
+        sf_conn *c = *link;
+        if (c->gateway != gw) {
+            link = &c->next_idle;
+            continue;
+        }
+        *link = c->next_idle;
+        cl->nr_idle--;
+        c->next_idle = NULL;
+        if (idle_conn_alive(c)) {
+            found = c;
+            break;
+        }
+        sf_conn_close(c);
+    }
+    pthread_mutex_unlock(&cl->lock);
+    return found;
+}
+
+unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err)
+{
+    pthread_mutex_lock(&cl->lock);
+    unsigned nr = cl->nr_configured, first = cl->next_gateway;
+    cl->next_gateway = (cl->next_gateway + 1) % nr;
+    pthread_mutex_unlock(&cl->lock);
+    if (max <= 1 || nr <= 1) {
+        conns[0] = sf_pool_get(cl, err);
+        return conns[0] != NULL;
+    }
+    unsigned got = 0;
+    int64_t now = sf_now_ms();
+    for (unsigned i = 0; i < nr && got < max; i++) {
+        unsigned gw = (first + i) % nr;
+        pthread_mutex_lock(&cl->lock);
+        int down = cl->down_until_ms[gw] > now;
+        pthread_mutex_unlock(&cl->lock);
+        if (down)
+            continue;
+        sf_conn *c = take_idle_for(cl, gw);
+        if (c == NULL) {
+            sf_error ignored;
+            /* a gateway that is down just means one lane fewer */
+            c = sf_connect_gateway(cl, gw, &ignored);
+        }
+        if (c != NULL)
+            conns[got++] = c;
+    }
+    if (got == 0 && (conns[0] = sf_pool_get(cl, err)) != NULL)
+        got = 1;
+    return got;
+}
+
 void sf_pool_put(sf_cluster *cl, sf_conn *conn)
 {
     if (conn == NULL)

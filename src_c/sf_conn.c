@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sf_internal.h"
@@ -166,7 +167,14 @@ static int connect_addr(const struct addrinfo *ai, int timeout_ms, int *errnum)
     return fd;
 }
 
-static sf_conn *connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
+int64_t sf_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
 {
     const sf_gateway *gw = &cl->gateways[gw_index];
     struct addrinfo hints, *res = NULL;
@@ -184,6 +192,9 @@ static sf_conn *connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err
         fd = connect_addr(ai, cl->connect_timeout_ms, &errnum);
     freeaddrinfo(res);
     if (fd < 0) {
+        pthread_mutex_lock(&cl->lock);
+        cl->down_until_ms[gw_index] = sf_now_ms() + SF_GATEWAY_DOWN_MS;
+        pthread_mutex_unlock(&cl->lock);
         char where[300];
         sf_gateway_format(gw, where, sizeof(where));
         sf_fail_errno(err, errnum == ETIMEDOUT ? SF_E_TIMEOUT : SF_E_CONNECT, errnum,
@@ -208,7 +219,7 @@ sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
     unsigned n = cl->nr_gateways;
     pthread_mutex_unlock(&cl->lock);
     for (unsigned i = 0; i < n; i++) {
-        sf_conn *conn = connect_gateway(cl, (first + i) % n, err);
+        sf_conn *conn = sf_connect_gateway(cl, (first + i) % n, err);
         if (conn != NULL)
             return conn;
     }
@@ -226,11 +237,10 @@ void sf_conn_close(sf_conn *conn)
 
 /* ------------------------------------------------------------------ engine */
 
-typedef struct engine {
-    sf_cluster *cl;
+/* One connection's share of a run: its requests in flight, the ones still
+ * being written, and the reply being read. */
+typedef struct lane {
     sf_conn *conn;
-    sf_source *src;
-    unsigned depth;
     sf_op *inflight[SF_MAX_DEPTH];
     unsigned nr_inflight;
     sf_op *sendq[SF_MAX_DEPTH]; /* FIFO of ops not yet fully written */
@@ -240,6 +250,15 @@ typedef struct engine {
     sf_op *rop; /* reply being received */
     size_t rpay_got;
     int reconnects;
+} lane;
+
+typedef struct engine {
+    sf_cluster *cl;
+    sf_source *src;
+    unsigned depth; /* across all lanes */
+    unsigned nr_inflight;
+    lane lanes[SF_MAX_LANES];
+    unsigned nr_lanes;
 } engine;
 
 static size_t op_wire_size(const sf_op *op)
@@ -250,24 +269,36 @@ static size_t op_wire_size(const sf_op *op)
     return n;
 }
 
-static void engine_enqueue(engine *e, sf_op *op)
+static void lane_enqueue(lane *l, sf_op *op)
 {
-    op->req.id = e->conn->next_id++;
+    op->req.id = l->conn->next_id++;
     sf_req_encode(&op->req, op->wire_header);
     op->sent = 0;
-    e->inflight[e->nr_inflight++] = op;
-    e->sendq[(e->send_head + e->send_count) % SF_MAX_DEPTH] = op;
-    e->send_count++;
+    l->inflight[l->nr_inflight++] = op;
+    l->sendq[(l->send_head + l->send_count) % SF_MAX_DEPTH] = op;
+    l->send_count++;
+}
+
+/* The least busy lane takes the next op, which spreads a transfer over the
+ * gateways the lanes are connected to. */
+static void engine_enqueue(engine *e, sf_op *op)
+{
+    lane *best = &e->lanes[0];
+    for (unsigned i = 1; i < e->nr_lanes; i++)
+        if (e->lanes[i].nr_inflight < best->nr_inflight)
+            best = &e->lanes[i];
+    lane_enqueue(best, op);
+    e->nr_inflight++;
 }
 
 /* Writes as much of the send queue as the socket takes. */
-static int engine_send(engine *e, sf_error *err)
+static int lane_send(lane *l, sf_error *err)
 {
-    while (e->send_count > 0) {
+    while (l->send_count > 0) {
         struct iovec iov[64];
         int niov = 0;
-        for (unsigned i = 0; i < e->send_count && niov + 2 <= 64; i++) {
-            sf_op *op = e->sendq[(e->send_head + i) % SF_MAX_DEPTH];
+        for (unsigned i = 0; i < l->send_count && niov + 2 <= 64; i++) {
+            sf_op *op = l->sendq[(l->send_head + i) % SF_MAX_DEPTH];
             size_t off = op->sent;
             if (off < SF_HEADER_SIZE) {
                 iov[niov].iov_base = op->wire_header + off;
@@ -287,7 +318,7 @@ static int engine_send(engine *e, sf_error *err)
         memset(&msg, 0, sizeof(msg));
         msg.msg_iov = iov;
         msg.msg_iovlen = (size_t)niov;
-        ssize_t n = sendmsg(e->conn->fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(l->conn->fd, &msg, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -296,40 +327,30 @@ static int engine_send(engine *e, sf_error *err)
             return sf_fail_errno(err, SF_E_IO, errno, "sending to sheep failed");
         }
         size_t left = (size_t)n;
-        while (left > 0 && e->send_count > 0) {
-            sf_op *op = e->sendq[e->send_head];
+        while (left > 0 && l->send_count > 0) {
+            sf_op *op = l->sendq[l->send_head];
             size_t need = op_wire_size(op) - op->sent;
             size_t take = left < need ? left : need;
             op->sent += take;
             left -= take;
             if (op->sent == op_wire_size(op)) {
-                e->send_head = (e->send_head + 1) % SF_MAX_DEPTH;
-                e->send_count--;
+                l->send_head = (l->send_head + 1) % SF_MAX_DEPTH;
+                l->send_count--;
             }
         }
     }
     return SF_OK;
 }
 
-static void engine_remove(engine *e, sf_op *op)
-{
-    for (unsigned i = 0; i < e->nr_inflight; i++) {
-        if (e->inflight[i] == op) {
-            e->inflight[i] = e->inflight[--e->nr_inflight];
-            return;
-        }
-    }
-}
-
-static int engine_reply_header(engine *e, sf_error *err)
+static int lane_reply_header(lane *l, sf_error *err)
 {
     sf_rsp rsp;
     sf_op *op = NULL;
 
-    sf_rsp_decode(e->rhdr, &rsp);
-    for (unsigned i = 0; i < e->nr_inflight; i++) {
-        if (e->inflight[i]->req.id == rsp.id) {
-            op = e->inflight[i];
+    sf_rsp_decode(l->rhdr, &rsp);
+    for (unsigned i = 0; i < l->nr_inflight; i++) {
+        if (l->inflight[i]->req.id == rsp.id) {
+            op = l->inflight[i];
             break;
         }
     }
@@ -346,40 +367,48 @@ static int engine_reply_header(engine *e, sf_error *err)
         return sf_fail(err, SF_E_PROTOCOL, "%s reply carries %u bytes, at most %u expected",
                        sf_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
     op->rsp = rsp;
-    e->rop = op;
-    e->rpay_got = 0;
+    l->rop = op;
+    l->rpay_got = 0;
     return SF_OK;
 }
 
-static void engine_finish_reply(engine *e)
+static void engine_finish_reply(engine *e, lane *l)
 {
-    sf_op *op = e->rop;
-    e->rop = NULL;
-    e->rhdr_got = 0;
-    engine_remove(e, op);
+    sf_op *op = l->rop;
+    l->rop = NULL;
+    l->rhdr_got = 0;
+    for (unsigned i = 0; i < l->nr_inflight; i++) {
+        if (l->inflight[i] == op) {
+            l->inflight[i] = l->inflight[--l->nr_inflight];
+            break;
+        }
+    }
+    e->nr_inflight--;
     e->src->complete(e->src->ctx, op);
 }
 
 /* Receives what is available, stopping after each completed reply so the
  * caller can refill the pipeline at once. *completed says whether one did. */
-static int engine_recv(engine *e, int *completed, sf_error *err)
+static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
 {
     *completed = 0;
+    if (l->nr_inflight == 0)
+        return SF_OK;
     for (;;) {
         ssize_t n;
-        if (e->rop != NULL && e->rpay_got == e->rop->rsp.data_length) {
-            engine_finish_reply(e);
+        if (l->rop != NULL && l->rpay_got == l->rop->rsp.data_length) {
+            engine_finish_reply(e, l);
             *completed = 1;
             return SF_OK;
         }
-        if (e->rop == NULL)
-            n = recv(e->conn->fd, e->rhdr + e->rhdr_got, SF_HEADER_SIZE - e->rhdr_got, 0);
+        if (l->rop == NULL)
+            n = recv(l->conn->fd, l->rhdr + l->rhdr_got, SF_HEADER_SIZE - l->rhdr_got, 0);
         else
-            n = recv(e->conn->fd, (uint8_t *)e->rop->reply_buf + e->rpay_got,
-                     e->rop->rsp.data_length - e->rpay_got, 0);
+            n = recv(l->conn->fd, (uint8_t *)l->rop->reply_buf + l->rpay_got,
+                     l->rop->rsp.data_length - l->rpay_got, 0);
         if (n == 0)
             return sf_fail(err, SF_E_IO, "sheep closed the connection with %u request(s) in flight",
-                           e->nr_inflight);
+                           l->nr_inflight);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -387,53 +416,104 @@ static int engine_recv(engine *e, int *completed, sf_error *err)
                 return SF_OK;
             return sf_fail_errno(err, SF_E_IO, errno, "receiving from sheep failed");
         }
-        if (e->rop == NULL) {
-            e->rhdr_got += (size_t)n;
-            if (e->rhdr_got == SF_HEADER_SIZE && engine_reply_header(e, err) != SF_OK)
+        if (l->rop == NULL) {
+            l->rhdr_got += (size_t)n;
+            if (l->rhdr_got == SF_HEADER_SIZE && lane_reply_header(l, err) != SF_OK)
                 return SF_ERR;
         } else {
-            e->rpay_got += (size_t)n;
+            l->rpay_got += (size_t)n;
         }
     }
 }
 
-/* After a connection loss: if every op in flight may be resent, move them
- * to a fresh connection (next gateway first) and start over. */
-static int engine_reconnect(engine *e, sf_error *err)
+/* After a connection loss: if every op in flight on the lane may be resent,
+ * move them to a fresh connection (next gateway first) and start over. */
+static int lane_reconnect(engine *e, lane *l, sf_error *err)
 {
-    if (e->reconnects >= SF_MAX_RECONNECTS)
+    if (l->reconnects >= SF_MAX_RECONNECTS)
         return SF_ERR;
-    for (unsigned i = 0; i < e->nr_inflight; i++)
-        if (!e->inflight[i]->retryable)
+    for (unsigned i = 0; i < l->nr_inflight; i++)
+        if (!l->inflight[i]->retryable)
             return SF_ERR;
     sf_error cerr;
-    sf_conn *fresh = sf_connect_any(e->cl, e->conn->gateway + 1, &cerr);
+    sf_conn *fresh = sf_connect_any(e->cl, l->conn->gateway + 1, &cerr);
     if (fresh == NULL)
         return SF_ERR;
-    e->reconnects++;
-    sf_conn_close(e->conn);
-    e->conn = fresh;
+    l->reconnects++;
+    sf_conn_close(l->conn);
+    l->conn = fresh;
     sf_op *pending[SF_MAX_DEPTH];
-    unsigned n = e->nr_inflight;
-    memcpy(pending, e->inflight, n * sizeof(pending[0]));
-    e->nr_inflight = 0;
-    e->send_head = e->send_count = 0;
-    e->rop = NULL;
-    e->rhdr_got = 0;
+    unsigned n = l->nr_inflight;
+    memcpy(pending, l->inflight, n * sizeof(pending[0]));
+    l->nr_inflight = 0;
+    l->send_head = l->send_count = 0;
+    l->rop = NULL;
+    l->rhdr_got = 0;
     for (unsigned i = 0; i < n; i++)
-        engine_enqueue(e, pending[i]);
+        lane_enqueue(l, pending[i]);
     sf_error_clear(err);
     return SF_OK;
 }
 
-int sf_run(sf_cluster *cl, sf_conn **connp, sf_source *src, unsigned depth, sf_error *err)
+/* Moves every lane as far as it goes without blocking. Returns SF_OK with
+ * *progress set when anything moved, SF_ERR on a failure it cannot mend. */
+static int engine_step(engine *e, int *progress, sf_error *err)
+{
+    *progress = 0;
+    for (unsigned i = 0; i < e->nr_lanes; i++) {
+        lane *l = &e->lanes[i];
+        int completed = 0;
+        unsigned unsent = l->send_count;
+        if ((l->send_count > 0 && lane_send(l, err) != SF_OK) ||
+            lane_recv(e, l, &completed, err) != SF_OK) {
+            if (err->category == SF_E_IO && lane_reconnect(e, l, err) == SF_OK) {
+                *progress = 1;
+                continue;
+            }
+            l->conn->broken = 1;
+            return SF_ERR;
+        }
+        if (completed || l->send_count < unsent)
+            *progress = 1;
+    }
+    return SF_OK;
+}
+
+static int engine_wait(engine *e, sf_error *err)
+{
+    struct pollfd pfd[SF_MAX_LANES];
+    for (unsigned i = 0; i < e->nr_lanes; i++) {
+        pfd[i].fd = e->lanes[i].nr_inflight ? e->lanes[i].conn->fd : -1; /* -1: ignored */
+        pfd[i].events = (short)(POLLIN | (e->lanes[i].send_count > 0 ? POLLOUT : 0));
+        pfd[i].revents = 0;
+    }
+    for (;;) {
+        int r = poll(pfd, e->nr_lanes, e->cl->io_timeout_ms);
+        if (r > 0)
+            return SF_OK;
+        if (r < 0 && errno == EINTR)
+            continue;
+        for (unsigned i = 0; i < e->nr_lanes; i++)
+            if (e->lanes[i].nr_inflight)
+                e->lanes[i].conn->broken = 1; /* replies may still come: never reuse */
+        if (r < 0)
+            return sf_fail_errno(err, SF_E_IO, errno, "poll failed");
+        return sf_fail(err, SF_E_TIMEOUT, "no reply from sheep within %d ms (%u request(s) in flight)",
+                       e->cl->io_timeout_ms, e->nr_inflight);
+    }
+}
+
+int sf_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
+                 unsigned depth, sf_error *err)
 {
     engine e;
     memset(&e, 0, sizeof(e));
     e.cl = cl;
-    e.conn = *connp;
     e.src = src;
     e.depth = depth == 0 ? 1 : (depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : depth);
+    e.nr_lanes = nr_conns < SF_MAX_LANES ? nr_conns : SF_MAX_LANES;
+    for (unsigned i = 0; i < e.nr_lanes; i++)
+        e.lanes[i].conn = conns[i];
     int rc = SF_OK;
 
     for (;;) {
@@ -446,35 +526,25 @@ int sf_run(sf_cluster *cl, sf_conn **connp, sf_source *src, unsigned depth, sf_e
         if (e.nr_inflight == 0)
             break;
         /* Both directions are non-blocking: try them first and sleep in
-         * poll() only when neither can move. Replies free slots, so a
+         * poll() only when nothing can move. Replies free slots, so a
          * completed one goes straight back to refilling. */
-        int completed = 0;
-        size_t unsent = e.send_count;
-        if ((e.send_count > 0 && engine_send(&e, err) != SF_OK) ||
-            engine_recv(&e, &completed, err) != SF_OK) {
-            if (err->category == SF_E_IO && engine_reconnect(&e, err) == SF_OK)
-                continue;
-            rc = SF_ERR;
+        int progress = 0;
+        if ((rc = engine_step(&e, &progress, err)) != SF_OK)
             break;
-        }
-        if (completed || e.send_count < unsent)
-            continue;
-        short events = POLLIN | (e.send_count > 0 ? POLLOUT : 0);
-        int r = wait_fd(e.conn->fd, events, cl->io_timeout_ms);
-        if (r < 0) {
-            rc = sf_fail_errno(err, SF_E_IO, errno, "poll failed");
+        if (!progress && (rc = engine_wait(&e, err)) != SF_OK)
             break;
-        }
-        if (r == 0) {
-            rc = sf_fail(err, SF_E_TIMEOUT, "no reply from sheep within %d ms (%u request(s) in flight)",
-                         cl->io_timeout_ms, e.nr_inflight);
-            break;
-        }
     }
-    if (rc != SF_OK)
-        e.conn->broken = 1;
-    *connp = e.conn;
+    for (unsigned i = 0; i < e.nr_lanes; i++) {
+        conns[i] = e.lanes[i].conn; /* a lane may have reconnected */
+        if (rc != SF_OK && e.lanes[i].nr_inflight > 0)
+            conns[i]->broken = 1; /* its late replies would confuse the next user */
+    }
     return rc;
+}
+
+int sf_run(sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_error *err)
+{
+    return sf_run_lanes(cl, conn, 1, src, depth, err);
 }
 
 typedef struct single {

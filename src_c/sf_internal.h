@@ -15,6 +15,8 @@
 #define SF_DEFAULT_IO_TIMEOUT_MS 60000
 #define SF_MAX_GATEWAYS 64u
 #define SF_MAX_IDLE_CONNS 16u
+/* Connections one transfer spreads over, one per configured gateway. */
+#define SF_MAX_LANES 8u
 /* Reconnects (to the next gateway) allowed per call before giving up. */
 #define SF_MAX_RECONNECTS 2
 
@@ -78,6 +80,10 @@ struct sf_cluster;
  * gateway, replacing *conn) and resends them. Returns SF_ERR only for
  * transport or protocol failures; Sheepdog result codes go to complete(). */
 int sf_run(struct sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_error *err);
+/* The same over several connections ("lanes", usually to different
+ * gateways): each op goes to the least busy lane; depth is the total. */
+int sf_run_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
+                 unsigned depth, sf_error *err);
 /* One op, synchronously; a non-zero result becomes SF_E_SERVER. */
 int sf_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
 void sf_conn_close(sf_conn *conn);
@@ -98,6 +104,8 @@ struct sf_cluster {
     unsigned nr_configured; /* the caller's list comes first ... */
     unsigned nr_gateways;   /* ... then gateways learned from GET_NODE_LIST */
     unsigned next_gateway;  /* where the next new connection goes */
+    /* a gateway that refused or timed out is left out of transfers for a while */
+    int64_t down_until_ms[SF_MAX_GATEWAYS];
     sf_conn *idle;
     unsigned nr_idle;
     unsigned refs; /* the caller's + one per open sf_vdi */
@@ -111,6 +119,12 @@ sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err);
 void sf_pool_put(sf_cluster *cl, sf_conn *conn);
 /* Opens a connection to the next gateway in turn, trying each once. */
 sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err);
+sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err);
+int64_t sf_now_ms(void);
+#define SF_GATEWAY_DOWN_MS 30000
+/* Up to max connections, each to a different configured gateway (idle ones
+ * first), for a transfer to spread over; at least one, or 0 with err set. */
+unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err);
 void sf_cluster_unref(sf_cluster *cl);
 
 /* ---- VDIs by name (sf_catalog.c) ---- */

@@ -482,7 +482,7 @@ static void transfer_complete(void *ctx, sf_op *op)
  * only the index writes (best effort; the caller gets the original error).
  * A CREATE whose reply was lost may or may not have happened, so each of
  * those objects is probed first and indexed only if it exists. */
-static void index_created_after_loss(transfer *t, sf_conn **conn)
+static void index_created_after_loss(transfer *t, sf_conn **lanes, unsigned nr_lanes)
 {
     sf_cluster *cl = t->vdi->cl;
     sf_error ignored;
@@ -494,7 +494,12 @@ static void index_created_after_loss(transfer *t, sf_conn **conn)
     memset(in_use, 1, sizeof(in_use));
     for (unsigned i = 0; i < t->nr_free; i++)
         in_use[t->free_slots[i]] = 0;
-    sf_pool_put(cl, *conn); /* broken: closed */
+    for (unsigned i = 1; i < nr_lanes; i++) {
+        sf_pool_put(cl, lanes[i]); /* broken ones are closed */
+        lanes[i] = NULL;
+    }
+    sf_conn **conn = &lanes[0];
+    sf_pool_put(cl, *conn);
     if ((*conn = sf_pool_get(cl, &ignored)) == NULL)
         return;
     for (unsigned slot = 0; slot < cl->depth; slot++) {
@@ -550,7 +555,8 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     t.vdi = vdi;
     t.writing = writing;
     int rc = SF_ERR;
-    sf_conn *conn = NULL;
+    sf_conn *lanes[SF_MAX_LANES] = {NULL};
+    unsigned nr_lanes = 0;
     uint32_t first = (uint32_t)(offset >> vdi->info.block_size_shift);
     uint32_t last = (uint32_t)((offset + len - 1) >> vdi->info.block_size_shift);
     uint32_t count = last - first + 1;
@@ -570,9 +576,11 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     }
     for (unsigned i = 0; i < depth; i++)
         t.free_slots[t.nr_free++] = i;
-    if ((conn = sf_pool_get(cl, err)) == NULL)
+    /* several objects: spread them over the configured gateways */
+    nr_lanes = sf_pool_get_lanes(cl, lanes, count > 1 ? SF_MAX_LANES : 1, err);
+    if (nr_lanes == 0)
         goto out;
-    if (ensure_index(vdi, &conn, first, last, err) != SF_OK)
+    if (ensure_index(vdi, &lanes[0], first, last, err) != SF_OK)
         goto out;
 
     uint32_t planned = plan_pieces(vdi, buf, len, offset, t.pieces);
@@ -611,9 +619,9 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     t.nr_pieces = kept;
 
     sf_source src = {&t, transfer_next, transfer_complete};
-    rc = sf_run(cl, &conn, &src, depth, err);
+    rc = sf_run_lanes(cl, lanes, nr_lanes, &src, depth, err);
     if (rc != SF_OK && writing)
-        index_created_after_loss(&t, &conn);
+        index_created_after_loss(&t, lanes, nr_lanes);
     if (rc == SF_OK && t.failed) {
         *err = t.err;
         rc = SF_ERR;
@@ -633,7 +641,8 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     vdi->stats.zero_objects_skipped += zero_skipped;
     pthread_mutex_unlock(&vdi->lock);
 out:
-    sf_pool_put(cl, conn);
+    for (unsigned i = 0; i < nr_lanes; i++)
+        sf_pool_put(cl, lanes[i]);
     free(t.pieces);
     free(t.ops);
     free(t.free_slots);

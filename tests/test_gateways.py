@@ -89,3 +89,34 @@ def test_pooled_connection_closed_by_the_server_is_not_used():
             sheep.start_node(0)
             c.create("after", MiB)
             assert c.exists("after")
+
+
+def test_one_transfer_spreads_over_the_configured_gateways():
+    with FakeSheep(nodes=3) as sheep:
+        with sheepfast.connect(",".join(sheep.addresses)) as c:
+            c.create("spread", 32 * MiB, block_size_shift=20)
+            data = os.urandom(32 * MiB)
+            sheep.enable_request_log()
+            with c.open("spread") as vdi:
+                vdi.write(data, 0)
+                assert vdi.read(0, 32 * MiB) == data
+            log = sheep.request_log()
+        creates = {e.node for e in log if e.opcode == 0x01}
+        reads = {e.node for e in log if e.opcode == 0x02 and not e.oid >> 63}
+        assert creates == {0, 1, 2} and reads == {0, 1, 2}
+
+
+def test_a_dead_configured_gateway_is_skipped_quickly():
+    import time
+
+    with FakeSheep(nodes=2) as sheep:
+        addresses = f"{sheep.addresses[0]},{_dead_address()},{sheep.addresses[1]}"
+        with sheepfast.connect(addresses, connect_timeout=2) as c:
+            c.create("skip", 16 * MiB, block_size_shift=20)
+            data = os.urandom(16 * MiB)
+            with c.open("skip") as vdi:
+                t0 = time.monotonic()
+                for _ in range(5):
+                    vdi.write(data, 0)
+                    assert vdi.read(0, 16 * MiB) == data
+                assert time.monotonic() - t0 < 10
