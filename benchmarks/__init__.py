@@ -1,0 +1,2 @@
+"""sheepfast's benchmark harness: ``python -m benchmarks --help`` (or
+``sheepfast bench``) from a source checkout. See benchmarks/README.md."""
