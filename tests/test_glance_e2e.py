@@ -138,9 +138,13 @@ def _pieces(data, sizes=(MiB + 7, 3 * MiB - 1, 64 * 1024, 2 * MiB + 513)):
 
 
 def _nonzero_objects(data: bytes, object_size: int) -> set:
-    zero = bytes(object_size)
-    return {i for i in range(0, (len(data) + object_size - 1) // object_size)
-            if data[i * object_size:(i + 1) * object_size] != zero[:len(data[i * object_size:(i + 1) * object_size])]}
+    """Indexes of the objects of `data` that hold a non-zero byte."""
+    found = set()
+    for idx, start in enumerate(range(0, len(data), object_size)):
+        piece = data[start:start + object_size]
+        if piece.count(0) != len(piece):
+            found.add(idx)
+    return found
 
 
 def _new_image(glance: Deployment, what: str) -> str:
