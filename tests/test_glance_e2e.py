@@ -178,7 +178,12 @@ def test_upload_unknown_size_download_delete(glance, image_data):
     store = "sd" if glance.backend == "sd" else "f"
     assert image["stores"] == store, image
 
+    stores = server.json("GET", "/v2/info/stores")["stores"]
+    assert [st["id"] for st in stores] == [store], stores
+    assert stores[0].get("default") == "true", stores
+
     if glance.backend == "sd":
+        assert stores[0].get("description") == "Sheepdog cluster", stores
         sheep = glance.sheep
         host, _, port = sheep.address.rpartition(":")
         assert image["direct_url"] == f"sheepdog://{host}:{port}:{image_id}", image
