@@ -22,7 +22,6 @@ import shlex
 import shutil
 import socket
 import stat as stat_module
-import subprocess
 import sys
 import threading
 import time
@@ -593,25 +592,31 @@ def test_cli_dog_vanishing_later(tmp_path):
         backend.list()
 
 
+# A dog that appends its arguments (hex, one JSON list per run) to the log
+# named first, succeeds silently, and lists the name it was given.
+RECORDER = r"""
+import json, os, re, sys
+log, args = sys.argv[1], [os.fsencode(a) for a in sys.argv[2:]]
+with open(log, "a") as f:
+    f.write(json.dumps([a.hex() for a in args]) + "\n")
+if args[1] == b"list" and args[-2] == b"--":
+    name = re.sub(rb"([\s\\])", rb"\\\1", args[-1])
+    sys.stdout.buffer.write(b"= " + name + b" 0 1048576 0 0 1 abc 2  22\n")
+"""
+
+
 @pytest.fixture
 def recording_dog(tmp_path):
-    """A dog that records its argv (as JSON lines) and succeeds silently;
-    `vdi list` prints a record for the name it was given."""
-    log = tmp_path / "argv.jsonl"
-    helper = tmp_path / "record.py"
-    helper.write_text(
-        "import json, os, sys\n"
-        f"with open({str(log)!r}, 'a') as f:\n"
-        "    f.write(json.dumps([os.fsencode(a).hex() for a in sys.argv[1:]]) + '\\n')\n"
-        "if sys.argv[2] == 'list' and sys.argv[-2] == '--':\n"
-        "    name = os.fsencode(sys.argv[-1]).replace(b'\\\\', b'\\\\\\\\').replace(b' ', b'\\\\ ')\n"
-        "    sys.stdout.buffer.write(b'= ' + name + b' 0 1048576 0 0 1 abc 2  22\\n')\n")
-    dog = _script(tmp_path, "dog", f'exec {shlex.quote(sys.executable)} {shlex.quote(str(helper))} "$@"')
+    """(path of a recording dog, calls() -> the argv lists it ran with)."""
+    log, helper = tmp_path / "argv.jsonl", tmp_path / "record.py"
+    helper.write_text(RECORDER)
+    dog = _script(tmp_path, "dog", " ".join(
+        ["exec", shlex.quote(sys.executable), shlex.quote(str(helper)), shlex.quote(str(log)),
+         '"$@"']))
 
     def calls():
-        if not log.exists():
-            return []
-        return [[bytes.fromhex(a) for a in json.loads(line)] for line in log.read_text().splitlines()]
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [[bytes.fromhex(a) for a in json.loads(line)] for line in lines]
 
     return dog, calls
 
@@ -763,6 +768,16 @@ def test_parse_escapes_and_tags():
     assert (f.name, f.tag, f.snapshot, f.snap_id) == ("f\\", "tag with  spaces", True, 3)
     assert (c.name, c.copies, c.copy_policy, c.redundancy) == ("\\ ", 31, 0x8F, "16:15")
     assert binary.name.encode("utf-8", "surrogateescape") == b"\xff\xfe"
+
+
+def test_parse_pre_1_0_lines():
+    # collie and dog 0.8/0.9 print no block size shift (objects were 4 MiB)
+    working, snap = parse_vdi_list(b"= old\\ one 0 4194304 0 0 7 1a 3 \n"
+                                   b"s old 2 5 0 0 7 1b 2 before upgrade\n")
+    assert (working.name, working.vid, working.copies, working.tag) == ("old one", 0x1A, 3, "")
+    assert working.object_size == 4 * MiB
+    assert (snap.snapshot, snap.snap_id, snap.tag, snap.block_size_shift) == (
+        True, 2, "before upgrade", 22)
 
 
 @pytest.mark.parametrize("garbage", [

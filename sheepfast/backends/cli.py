@@ -43,10 +43,13 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, TypeVar, Union
 
 from sheepfast import errors
 from sheepfast.types import VdiInfo
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = ["CliBackend", "CliImage", "parse_vdi_list", "parse_addresses", "DEFAULT_PORT"]
 
@@ -121,6 +124,9 @@ _NAMED_MESSAGES = (
 _PAST_END_LINES = ("Read offset is beyond the end of the VDI",
                    "Write offset is beyond the end of the VDI")
 
+_E = TypeVar("_E", bound=errors.SheepfastError)
+_Arg = Union[str, bytes]
+
 _PIPE_CHUNK = 1 << 20   # bytes per write() into dog's stdin
 _PIPE_SIZE = 1 << 20    # asked of the kernel for data pipes: fewer wake-ups
 _STDERR_LIMIT = 64 << 10
@@ -164,9 +170,9 @@ def _max_flat_size(block_size_shift: int) -> int:
     return MAX_FLAT_OBJECTS << block_size_shift
 
 
-def _oserror(cls: type, message: str, errnum: int) -> errors.SheepfastError:
-    exc = cls(message)
-    exc.errno = errnum  # built with one argument so str() is the message
+def _oserror(cls: type[_E], message: str, errnum: int) -> _E:
+    exc = cls(message)  # one argument, so str() is the message, not "[Errno N] ..."
+    setattr(exc, "errno", errnum)
     return exc
 
 
@@ -205,10 +211,13 @@ def parse_addresses(addresses: str) -> list[tuple[str, int]]:
 # VID REDUNDANCY TAG BLOCK_SIZE_SHIFT. The name escapes whitespace and "\"
 # with a "\" (an escaped newline is part of the name); the tag is printed
 # as it is, so it is everything between the redundancy and the last field.
-_RECORD = re.compile(
-    rb"([=sc]) ((?:[^\\ \n]|\\.)+) (\d+) (\d+) (\d+) (\d+) (\d+) ([0-9a-f]+) (\d+(?::\d+)?) "
-    rb"([^\n]*) (\d+)(?:\n|\Z)",
-    re.DOTALL)
+_HEAD = rb"([=sc]) ((?:[^\\ \n]|\\.)+) (\d+) (\d+) (\d+) (\d+) (\d+) ([0-9a-f]+) (\d+(?::\d+)?) "
+_RECORD = re.compile(_HEAD + rb"([^\n]*) (\d+)(?:\n|\Z)", re.DOTALL)
+# Before 1.0 (collie, dog 0.8/0.9) there was no BLOCK_SIZE_SHIFT: objects
+# were always 4 MiB. Tried second, so a tag ending in " <number>" on such
+# an old tool would be read as a block size shift.
+_OLD_RECORD = re.compile(_HEAD + rb"([^\n]*)(?:\n|\Z)", re.DOTALL)
+_OLD_BLOCK_SIZE_SHIFT = b"22"
 _ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
 
 
@@ -229,11 +238,12 @@ def parse_vdi_list(output: bytes) -> list[VdiInfo]:
         if output[pos:pos + 1] == b"\n":  # tolerate blank lines
             pos += 1
             continue
-        m = _RECORD.match(output, pos)
+        m = _RECORD.match(output, pos) or _OLD_RECORD.match(output, pos)
         if m is None:
             line = output[pos:output.find(b"\n", pos) if b"\n" in output[pos:] else end]
             raise errors.ProtocolError(f"unexpected line in dog vdi list output: {line[:300]!r}")
-        kind, name, snapid, size, _used, _shared, ctime, vid, redundancy, tag, bss = m.groups()
+        kind, name, snapid, size, _used, _shared, ctime, vid, redundancy, tag, *rest = m.groups()
+        bss = rest[0] if rest else _OLD_BLOCK_SIZE_SHIFT
         copies, copy_policy = _redundancy(redundancy)
         infos.append(VdiInfo(
             name=_name_str(_ESCAPED.sub(rb"\1", name)),
@@ -278,89 +288,107 @@ def _grow_pipe(fd: int) -> None:
     try:
         import fcntl
 
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)  # type: ignore[attr-defined]
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
     except (ImportError, AttributeError, OSError):
         pass  # only an optimisation
 
 
-def _exchange(argv: list, env: dict, timeout: float, feed: Optional[memoryview],
-              sink: Optional[memoryview]) -> _Outcome:
-    """Runs argv: feed to stdin, stdout into sink (or collected), stderr
-    collected. Raises _Hung after timeout seconds without progress; the
-    process group is killed and reaped whatever happens."""
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
-        # its own group, so a timeout kills whatever a wrapper script started
-        start_new_session=True)
-    assert proc.stdout is not None and proc.stderr is not None
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
-    chunks: list[bytes] = []
-    err = bytearray()
-    got = sent = 0
-    stdin_broken = False
-    sel = selectors.DefaultSelector()
-    try:
-        if feed is not None:
-            assert proc.stdin is not None
-            if len(feed):
-                _grow_pipe(proc.stdin.fileno())
-                os.set_blocking(proc.stdin.fileno(), False)
-                sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE)
+class _Process:
+    """One dog run: feed goes to its stdin, its stdout into sink (or is
+    collected), its stderr is collected; all three pipes are pumped at once
+    so none can fill up and stall dog."""
+
+    def __init__(self, argv: list[_Arg], env: dict[str, str], feed: Optional[memoryview],
+                 sink: Optional[memoryview]):
+        self.feed, self.sink = feed, sink
+        self.sent = self.got = 0
+        self.chunks: list[bytes] = []
+        self.err = bytearray()
+        self.stdin_broken = False
+        self._scratch = bytearray(1 << 16)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
+            # its own group, so a timeout kills whatever a wrapper script started
+            start_new_session=True)
+
+    def run(self, timeout: float) -> _Outcome:
+        """Pumps until dog exits; _Hung after timeout seconds without a byte
+        moving. The process group is killed and reaped whatever happens."""
+        proc = self.proc
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = {proc.stdout.fileno(): self._pump_stdout, proc.stderr.fileno(): self._pump_stderr}
+        stdin_fd = -1
+        if proc.stdin is not None:
+            if self.feed:
+                stdin_fd = proc.stdin.fileno()
+                pumps[stdin_fd] = self._pump_stdin
+                _grow_pipe(stdin_fd)
             else:
                 proc.stdin.close()
-        if sink is not None:
-            _grow_pipe(out_fd)
-        for fd in (out_fd, err_fd):
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ)
-        scratch = bytearray(1 << 16)
-        last_progress = time.monotonic()
-        while sel.get_map():
-            left = last_progress + timeout - time.monotonic()
-            if left <= 0:
-                raise _Hung()
-            for key, _events in sel.select(left):
-                fd = key.fd
-                try:
-                    if fd == out_fd:
-                        if sink is not None and got < len(sink):
-                            n = os.readv(fd, [sink[got:]])
-                        else:  # more than asked for: counted, then an error
-                            n = os.readv(fd, [scratch])
-                            if sink is None:
-                                chunks.append(bytes(scratch[:n]))
-                        got += n
-                    elif fd == err_fd:
-                        n = os.readv(fd, [scratch])
-                        err += scratch[:min(n, max(0, _STDERR_LIMIT - len(err)))]
-                    else:
-                        assert feed is not None and proc.stdin is not None
-                        n = os.write(fd, feed[sent:sent + _PIPE_CHUNK])
-                        sent += n
-                        if sent == len(feed):
-                            sel.unregister(fd)
-                            proc.stdin.close()
-                        last_progress = time.monotonic()
-                        continue
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:  # dog stopped reading: it failed
-                    stdin_broken = True
-                    sel.unregister(fd)
-                    assert proc.stdin is not None
-                    proc.stdin.close()
-                    continue
-                if n == 0:
-                    sel.unregister(fd)
-                else:
-                    last_progress = time.monotonic()
+        if self.sink is not None:
+            _grow_pipe(proc.stdout.fileno())
+        sel = selectors.DefaultSelector()
         try:
-            proc.wait(max(0.0, last_progress + timeout - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            raise _Hung() from None
-    finally:
-        sel.close()
+            for fd in pumps:
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_WRITE if fd == stdin_fd else selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Hung()
+                for key, _events in sel.select(left):
+                    try:
+                        moved = pumps[key.fd](key.fd)
+                    except BlockingIOError:
+                        continue
+                    if moved is None:  # that stream is over
+                        sel.unregister(key.fd)
+                        if key.fd == stdin_fd:
+                            assert proc.stdin is not None
+                            proc.stdin.close()  # EOF for dog
+                    if moved != 0:
+                        deadline = time.monotonic() + timeout
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise _Hung() from None
+        finally:
+            sel.close()
+            self._reap()
+        return _Outcome(proc.returncode, b"".join(self.chunks), self.got,
+                        self.err.decode("utf-8", "surrogateescape"), self.stdin_broken)
+
+    # Each pump moves what it can: the byte count, or None at the end.
+
+    def _pump_stdout(self, fd: int) -> Optional[int]:
+        if self.sink is not None and self.got < len(self.sink):
+            n = os.readv(fd, [self.sink[self.got:]])  # straight into the caller's buffer
+        else:  # no sink, or more than asked for (counted, then an error)
+            n = os.readv(fd, [self._scratch])
+            if self.sink is None:
+                self.chunks.append(bytes(self._scratch[:n]))
+        self.got += n
+        return n or None
+
+    def _pump_stderr(self, fd: int) -> Optional[int]:
+        n = os.readv(fd, [self._scratch])
+        self.err += self._scratch[:min(n, max(0, _STDERR_LIMIT - len(self.err)))]
+        return n or None
+
+    def _pump_stdin(self, fd: int) -> Optional[int]:
+        assert self.feed is not None
+        try:
+            n = os.write(fd, self.feed[self.sent:self.sent + _PIPE_CHUNK])
+        except BrokenPipeError:  # dog stopped reading: it failed, stderr says why
+            self.stdin_broken = True
+            return None
+        self.sent += n
+        return None if self.sent == len(self.feed) else n
+
+    def _reap(self) -> None:
+        proc = self.proc
         if proc.returncode is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -370,8 +398,6 @@ def _exchange(argv: list, env: dict, timeout: float, feed: Optional[memoryview],
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-    return _Outcome(proc.returncode, b"".join(chunks), got,
-                    err.decode("utf-8", "surrogateescape"), stdin_broken)
 
 
 def _classify(outcome: _Outcome, what: str, name: Optional[bytes]) -> tuple[Exception, bool]:
@@ -408,7 +434,8 @@ def _classify(outcome: _Outcome, what: str, name: Optional[bytes]) -> tuple[Exce
         if line.startswith("Shrinking VDIs"):
             return errors.InvalidArgument(f"{what}: cannot shrink a VDI{said}"), False
         if line.startswith(_TOO_LARGE_PREFIXES):
-            return errors.InvalidArgument(f"{what}: size exceeds the limit dog allows ({line})"), False
+            return errors.InvalidArgument(
+                f"{what}: size exceeds the limit dog allows ({line})"), False
     code = outcome.returncode
     if code < 0:
         return errors.SheepfastError(f"{what}: dog was killed by signal {-code}{said}"), False
@@ -424,7 +451,7 @@ class _Dog:
     """How to run dog against the cluster: the command, the gateways (the
     last one that answered is tried first), the timeout."""
 
-    def __init__(self, command: list, gateways: list[tuple[str, int]], timeout: float):
+    def __init__(self, command: list[str], gateways: list[tuple[str, int]], timeout: float):
         self.command = command
         self.gateways = gateways
         self.timeout = timeout
@@ -438,7 +465,7 @@ class _Dog:
     def run(self, what: str, subcommand: str, options: Sequence[str] = (),
             name: Optional[bytes] = None, args: Sequence[str] = (), *,
             feed: Optional[memoryview] = None, sink: Optional[memoryview] = None,
-            idempotent: bool = False, benign: Optional[re.Pattern] = None) -> _Outcome:
+            idempotent: bool = False, benign: Optional[re.Pattern[str]] = None) -> _Outcome:
         """Runs ``dog vdi SUBCOMMAND OPTIONS -a H -p P [-- NAME ARGS]`` on the
         preferred gateway, moving on to the next one when dog cannot reach it
         (or, for an idempotent call, when the connection broke). Success is
@@ -448,27 +475,28 @@ class _Dog:
         for step in range(len(self.gateways)):
             index = (start + step) % len(self.gateways)
             host, port = self.gateways[index]
-            argv = [*self.command, "vdi", subcommand, *options, "-a", host, "-p", str(port)]
+            argv: list[_Arg] = [*self.command, "vdi", subcommand, *options,
+                                "-a", host, "-p", str(port)]
             if name is not None:
                 argv += ["--", name, *args]  # after "--" nothing is an option
             try:
-                outcome = _exchange(argv, self.env, self.timeout, feed, sink)
+                outcome = _Process(argv, self.env, feed, sink).run(self.timeout)
             except _Hung:
                 raise _oserror(errors.TimeoutError,
                                f"{what}: dog made no progress for {self.timeout:g} s "
                                "and was killed", _errno.ETIMEDOUT) from None
-            except (FileNotFoundError, PermissionError) as exc:
+            except (FileNotFoundError, PermissionError) as missing:
                 raise errors.InvalidArgument(
-                    f"cannot run {self.command[0]!r}: {exc.strerror}") from None
+                    f"cannot run {self.command[0]!r}: {missing.strerror}") from None
             if outcome.returncode == EXIT_SUCCESS and all(
                     benign is not None and benign.fullmatch(line.strip())
                     for line in outcome.stderr.splitlines() if line.strip()):
                 self._preferred = index
                 return outcome
-            exc, unreachable = _classify(outcome, what, name)
-            if not (unreachable or (idempotent and isinstance(exc, errors.ConnectionError))):
-                raise exc
-            failures.append(f"{host}:{port}: {exc}")
+            failure, unreachable = _classify(outcome, what, name)
+            if not (unreachable or (idempotent and isinstance(failure, errors.ConnectionError))):
+                raise failure
+            failures.append(f"{host}:{port}: {failure}")
         raise _oserror(errors.ConnectionError,
                        f"{what}: no gateway answered ({'; '.join(failures)})", _errno.ECONNREFUSED)
 
@@ -479,8 +507,8 @@ _LIST_VANISHED = re.compile(
     r"Failed to read object [0-9a-f]{16} No object found|Failed to read inode( header)?")
 
 
-def _resolve_command(dog_command: Union[str, Sequence[str]]) -> list:
-    command = [dog_command] if isinstance(dog_command, (str, bytes)) else list(dog_command)
+def _resolve_command(dog_command: Union[str, Sequence[str]]) -> list[str]:
+    command = [dog_command] if isinstance(dog_command, str) else list(dog_command)
     if not command:
         raise errors.InvalidArgument("dog_command is empty")
     found = shutil.which(command[0])
@@ -558,7 +586,7 @@ class CliImage:
         self.readinto(buffer, offset)
         return bytes(buffer)
 
-    def readinto(self, buffer, offset: int) -> int:
+    def readinto(self, buffer: WriteableBuffer, offset: int) -> int:
         view = memoryview(buffer).cast("B")
         if view.readonly:
             raise BufferError("readinto() needs a writable buffer")
@@ -573,7 +601,7 @@ class CliImage:
                 f"{what}: dog returned {outcome.stdout_count} of {len(view)} bytes")
         return len(view)
 
-    def write(self, data, offset: int) -> int:
+    def write(self, data: ReadableBuffer, offset: int) -> int:
         view = memoryview(data).cast("B")
         offset = self._check("write", offset, len(view))
         if not view:
@@ -583,7 +611,8 @@ class CliImage:
         outcome = self._dog.run(what, "write", (), self._raw_name, (str(offset), str(len(view))),
                                 feed=view, idempotent=True)
         if outcome.stdin_broken:
-            raise errors.ProtocolError(f"{what}: dog stopped reading its input but reported success")
+            raise errors.ProtocolError(
+                f"{what}: dog stopped reading its input but reported success")
         return len(view)
 
     def resize(self, new_size: int) -> None:
@@ -630,7 +659,7 @@ class CliBackend:
         self._closed = False
 
     @property
-    def dog_command(self) -> list:
+    def dog_command(self) -> list[str]:
         return list(self._dog.command)
 
     @property
