@@ -791,14 +791,13 @@ class Store(glance_store.driver.Store):
         LOG.debug("Storing image %s (%s bytes) in Sheepdog", name,
                   image_size or "unknown")
 
-        def on_chunk(data):
-            checksum.update(data)
-            os_hash_value.update(data)
-            if verifier:
-                verifier.update(data)
-
+        # Each on a thread of its own, while this one reads and another
+        # writes: hashlib releases the GIL, so they run in parallel.
+        consumers = [checksum.update, os_hash_value.update]
+        if verifier:
+            consumers.append(verifier.update)
         try:
-            bytes_written = image.upload(image_file, image_size, on_chunk=on_chunk)
+            bytes_written = image.upload(image_file, image_size, consumers=consumers)
         except BaseException as exc:
             self._discard(image)
             if isinstance(exc, errors.SheepfastError):

@@ -26,7 +26,7 @@ import numbers
 import queue
 import re
 import threading
-from typing import Any, Callable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 from sheepfast.errors import InvalidArgument, OutOfRange
 
@@ -303,7 +303,7 @@ class SheepdogImage:
     # ------------------------------------------------------------ streaming upload
 
     def upload(self, source: Any, size: int = 0, *,
-               on_chunk: Optional[Callable[[Any], None]] = None, buffers: int = 2) -> int:
+               consumers: Sequence[Callable[[Any], None]] = (), buffers: int = 2) -> int:
         """Streams source into this freshly created VDI; returns the bytes
         written.
 
@@ -314,20 +314,24 @@ class SheepdogImage:
         data. SizeMismatch when the data is longer or shorter than a
         declared size; nothing is ever written past it.
 
-        Chunks are chunk_size bytes, rounded up to whole objects. At most
-        ``buffers`` chunks are held at once: while one is written (on a
-        second thread; the native write releases the GIL), the next is read
-        and handed to on_chunk (e.g. hashing, which releases the GIL too).
-        on_chunk gets each chunk in order, as a read-only memoryview of a
-        reused buffer (or the caller's own piece): use it before returning.
+        consumers: callables that see every chunk, in order, each on a
+        thread of its own (e.g. one per hash: hashlib releases the GIL).
+        A chunk is a read-only memoryview of a buffer that is reused once
+        the call returns, or the source's own piece: copy what you keep.
+
+        The calling thread only reads. Chunks are chunk_size bytes, rounded
+        up to whole objects, and at most ``buffers`` of them are held: the
+        next chunk is read while the previous one is written (the native
+        write releases the GIL) and passed to the consumers; a buffer is
+        refilled once its write and every consumer are done with it.
 
         With thin on, all-zero data is not written: the native backend skips
         all-zero objects itself; for a backend without that, all-zero chunks
         are skipped here, which is right only because the VDI is new.
 
-        On any error, no further writes are started, the writer is joined,
-        and the error is raised; the partial VDI is left for the caller to
-        delete.
+        On any error (the source, a consumer, a write), no further write or
+        consumer call starts, the threads are joined, and the first error is
+        raised; the partial VDI is left for the caller to delete.
         """
         declared = _check_size(size)
         if buffers < 1:
@@ -335,8 +339,8 @@ class SheepdogImage:
         handle = self.open()
         object_size = handle.object_size
         chunk = -(-self.chunk_size // object_size) * object_size
-        pipe = _WritePipe(handle, buffers, grow=declared == 0,
-                          skip_zero=self._thin and not hasattr(handle, "thin"))
+        pipe = _Pipeline(handle, buffers, consumers, grow=declared == 0,
+                         skip_zero=self._thin and not hasattr(handle, "thin"))
         total = 0
         try:
             for token, data in _chunks(source, chunk, pipe.take):
@@ -346,8 +350,6 @@ class SheepdogImage:
                         f"image {self.name!r} is longer than the {declared} bytes declared "
                         f"(got at least {total + n})", declared, total + n)
                 pipe.submit(token, data, total)
-                if on_chunk is not None:
-                    on_chunk(data.toreadonly() if isinstance(data, memoryview) else data)
                 total += n
             if declared and total != declared:
                 raise SizeMismatch(
@@ -386,17 +388,29 @@ def _is_zero(data: Any) -> bool:
     return _is_zero_py(view)
 
 
-class _WritePipe:
-    """Writes chunks in order on one thread while the caller prepares the next.
+class _Chunk:
+    __slots__ = ("token", "data", "offset", "pending")
 
-    Tokens bound the chunks in flight: the caller takes one per chunk (a
-    reusable buffer, allocated on first need, or None), the writer gives it
-    back once that chunk is written. After a failure the writer keeps giving
-    tokens back without writing, so the caller never blocks; take() then
-    raises the writer's error.
+    def __init__(self, token: Optional[bytearray], data: Any, offset: int, pending: int):
+        self.token = token
+        self.data = data
+        self.offset = offset
+        self.pending = pending
+
+
+class _Pipeline:
+    """The writer and the consumers, one thread each, fed the same chunks in
+    order.
+
+    Tokens bound the chunks in flight: the reader takes one per chunk (a
+    reusable buffer, allocated on first need, or None), and it comes back
+    when the last stage is done with that chunk. After a failure the stages
+    keep handing tokens back without doing their work, so the reader never
+    blocks; take() then raises the first error.
     """
 
-    def __init__(self, handle: Any, slots: int, *, grow: bool, skip_zero: bool):
+    def __init__(self, handle: Any, slots: int, consumers: Sequence[Callable[[Any], None]], *,
+                 grow: bool, skip_zero: bool):
         self._handle = handle
         self._grow = grow
         self._size = handle.size if grow else 0
@@ -404,11 +418,18 @@ class _WritePipe:
         self._free: "queue.SimpleQueue[Optional[bytearray]]" = queue.SimpleQueue()
         for _ in range(slots):
             self._free.put(None)
-        self._work: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._stop = False
         self.error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, name="sheepfast-upload", daemon=True)
-        self._thread.start()
+        stages: list = [self._write] + [self._consumer(c) for c in consumers]
+        self._queues: "list[queue.SimpleQueue[Optional[_Chunk]]]" = [
+            queue.SimpleQueue() for _ in stages]
+        self._threads = [
+            threading.Thread(target=self._run, args=(stage, q), daemon=True,
+                             name=f"sheepfast-upload-{i}")
+            for i, (stage, q) in enumerate(zip(stages, self._queues))]
+        for thread in self._threads:
+            thread.start()
 
     def take(self) -> Optional[bytearray]:
         """A free token: a buffer to fill, or None (allocate one if needed)."""
@@ -420,42 +441,66 @@ class _WritePipe:
         return token
 
     def submit(self, token: Optional[bytearray], data: Any, offset: int) -> None:
-        """Queues data for offset; token comes back free once it is written."""
-        self._work.put((token, data, offset))
+        """Hands data (for offset) to every stage; token comes back after."""
+        item = _Chunk(token, data, offset, len(self._queues))
+        for q in self._queues:
+            q.put(item)
 
-    def _run(self) -> None:
+    def _write(self, item: _Chunk) -> None:
+        data = item.data
+        end = item.offset + len(data)
+        if self._grow and end > self._size:
+            self._handle.resize(end)
+            self._size = end
+        if not (self._skip_zero and _is_zero(data)):
+            self._handle.write(data, item.offset)
+
+    @staticmethod
+    def _consumer(consume: Callable[[Any], None]) -> Callable[[_Chunk], None]:
+        def stage(item: _Chunk) -> None:
+            data = item.data
+            consume(data.toreadonly() if isinstance(data, memoryview) else data)
+        return stage
+
+    def _run(self, stage: Callable[[_Chunk], None], q: "queue.SimpleQueue[Optional[_Chunk]]") -> None:
         while True:
-            item = self._work.get()
+            item = q.get()
             if item is None:
                 return
-            token, data, offset = item
             try:
                 if self.error is None and not self._stop:
-                    end = offset + len(data)
-                    if self._grow and end > self._size:
-                        self._handle.resize(end)
-                        self._size = end
-                    if not (self._skip_zero and _is_zero(data)):
-                        self._handle.write(data, offset)
+                    stage(item)
             except BaseException as exc:
-                self.error = exc
+                with self._lock:
+                    if self.error is None:
+                        self.error = exc
             finally:
-                del data, item
-                self._free.put(token)
+                with self._lock:
+                    item.pending -= 1
+                    last = item.pending == 0
+                    if last:
+                        item.data = None
+                if last:
+                    self._free.put(item.token)
+
+    def _join(self) -> None:
+        for q in self._queues:
+            q.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def finish(self) -> None:
-        """Waits for every queued write; raises the first error."""
-        self._work.put(None)
-        self._thread.join()
+        """Waits until every chunk went through every stage; raises the
+        first error."""
+        self._join()
         if self.error is not None:
             raise self.error
 
     def abort(self) -> None:
-        """Starts no further write and waits for the one under way."""
+        """Starts no further work and waits for what is under way."""
         self._stop = True
-        if self._thread.is_alive():
-            self._work.put(None)
-            self._thread.join()
+        if any(thread.is_alive() for thread in self._threads):
+            self._join()
 
 
 def _chunks(source: Any, chunk: int,
