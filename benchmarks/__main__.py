@@ -153,8 +153,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "units": {"mib_s": "MiB/s (2^20 bytes per second)",
                           "cpu_s_per_gib": "user+sys seconds of the client process and the "
                                            "dog processes it waited for, per GiB moved",
-                          "rss_mib": "peak RSS: dog's for dog-*, else the Python process's "
-                                     "plus its largest helper process's"},
+                          "rss_mib": "peak RSS: for dog-* the dog process's (sampled every "
+                                     "20 ms); else the Python process's exact peak or, when "
+                                     "higher, the sampled peak of it and its dog processes "
+                                     "together"},
                 "plot": args.plot if args.plot and not plot_note else None,
             },
             "skipped": skipped,

@@ -147,23 +147,97 @@ class Runner:
             json.dump(spec, f)
         t0 = time.monotonic()
         try:
-            done = subprocess.run([sys.executable, "-m", "benchmarks.runner", spec_path],
-                                  cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "error": f"timed out after {self.timeout:.0f} s"}
+            code, stderr, memory = self._spawn(spec_path)
         finally:
             os.unlink(spec_path)
-        if done.returncode != 0 or not os.path.exists(result_path):
-            lines = done.stderr.decode(errors="replace").strip().splitlines()
-            return {"ok": False, "error": lines[-1] if lines else f"exit {done.returncode}",
+        if code is None:
+            return {"ok": False, "error": f"timed out after {self.timeout:.0f} s"}
+        if code != 0 or not os.path.exists(result_path):
+            lines = stderr.strip().splitlines()
+            return {"ok": False, "error": lines[-1] if lines else f"exit {code}",
                     "stderr": "\n".join(lines[-30:])}
         with open(result_path) as f:
             result = json.load(f)
         os.unlink(result_path)
+        result.update(memory)
         result["ok"] = True
         result["child_wall_s"] = time.monotonic() - t0
         return result
+
+
+    def _spawn(self, spec_path: str) -> tuple[Optional[int], str, dict]:
+        """Runs the case; samples the RSS of the child and of the helper
+        processes it reports while it runs. (exit status or None on timeout,
+        stderr, sampled peaks)"""
+        from benchmarks.runner import PIDS_FD_ENV
+
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        env = dict(self.env, **{PIDS_FD_ENV: str(wfd)})
+        err_path = spec_path + ".stderr"
+        with open(err_path, "w+b") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.runner", spec_path],
+                                    cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=err, stderr=err, pass_fds=(wfd,),
+                                    start_new_session=True)
+            os.close(wfd)
+            helpers: set[int] = set()
+            seen = 0
+            pending = b""
+            peak_tree = peak_helpers = 0
+            deadline = time.monotonic() + self.timeout
+            code: Optional[int] = None
+            try:
+                while True:
+                    code = proc.poll()
+                    if code is not None:
+                        break
+                    if time.monotonic() > deadline:
+                        os.killpg(proc.pid, 9)
+                        proc.wait()
+                        code = None
+                        break
+                    with contextlib.suppress(BlockingIOError):
+                        pending += os.read(rfd, 4096)
+                    *pids, pending = pending.split(b"\n")
+                    helpers.update(int(p) for p in pids)
+                    seen += len(pids)
+                    own = _rss(proc.pid)
+                    theirs = 0
+                    for pid in list(helpers):
+                        rss = _rss(pid)
+                        if rss is None:
+                            helpers.discard(pid)
+                        else:
+                            theirs += rss
+                    peak_helpers = max(peak_helpers, theirs)
+                    peak_tree = max(peak_tree, (own or 0) + theirs)
+                    time.sleep(SAMPLE_INTERVAL)
+            finally:
+                os.close(rfd)
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        os.unlink(err_path)
+        return code, stderr, {"rss_tree_peak_kib": peak_tree // 1024,
+                              "rss_helpers_peak_kib": peak_helpers // 1024,
+                              "helper_processes": seen}
+
+
+SAMPLE_INTERVAL = 0.02  # seconds between RSS samples of a running case
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss(pid: int) -> Optional[int]:
+    """Resident bytes of a live process (None once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if not fields:
+        return None
+    # a zombie (exited, not yet reaped) has no memory left
+    return int(fields[1]) * _PAGE
 
 
 def fresh_name() -> str:
@@ -255,10 +329,11 @@ def _record(case: Case, image: Image, rep: int, result: dict) -> dict:
         rec["cpu_s_per_gib"] = result["cpu_s"] / (image.size / (1 << 30))
         if case.needs == "dog":
             # the client is the dog process itself; the wrapper only waits
-            rec["rss_mib"] = result["rss_children_kib"] / 1024
+            rec["rss_mib"] = result["rss_helpers_peak_kib"] / 1024
         else:
-            # python process, plus the largest helper process it ran (they coexist)
-            rec["rss_mib"] = (result["rss_self_kib"] + result["rss_children_kib"]) / 1024
+            # the Python process (exact peak) or, when higher, the sampled
+            # peak of it and its dog processes together
+            rec["rss_mib"] = max(result["rss_self_kib"], result["rss_tree_peak_kib"]) / 1024
         if case.direction == "write":
             rec["expected_allocation"] = image.allocation
     return rec

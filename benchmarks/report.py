@@ -198,6 +198,7 @@ def plot(rows: list[dict], path: str, title: str) -> Optional[str]:
     fig, axes = plt.subplots(1, len(patterns), figsize=(6 + 3 * len(sizes) * len(patterns), 5),
                              squeeze=False, sharey=True)
     width = 0.8 / max(len(cases), 1)
+    colours = plt.get_cmap("tab20")
     for ax, pattern in zip(axes[0], patterns):
         for i, case in enumerate(cases):
             xs, ys, lo, hi = [], [], [], []
@@ -209,7 +210,8 @@ def plot(rows: list[dict], path: str, title: str) -> Optional[str]:
                     lo.append(r["median_mib_s"] - r["min_mib_s"])
                     hi.append(r["max_mib_s"] - r["median_mib_s"])
             if xs:
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=case)
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=case,
+                       color=colours(NAMES.index(case) % 20))
         ax.set_xticks(range(len(sizes)), [_size(s) for s in sizes])
         ax.set_title(pattern)
         ax.set_xlabel("image size")

@@ -5,8 +5,9 @@ fresh interpreter and reads back the result file the spec names. Everything
 outside the ``Meter`` block (imports, loading the image into its buffer,
 creating the VDI where the case says so, checks) is untimed; CPU is this
 process's user+sys plus that of the children it waited for (the dog
-processes) over the timed block; peak RSS is ru_maxrss of the whole process
-and, separately, of its largest child.
+processes) over the timed block; peak RSS is VmHWM of the whole process
+(exact), while the parent samples this process and the helper processes it
+reports (dog) to find their peak together.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from typing import Any
 
 MiB = 1 << 20
 CHUNK = 64 * MiB
+PIDS_FD_ENV = "SHEEPFAST_BENCH_PIDS_FD"
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS since its exec (VmHWM). Not ru_maxrss: Linux
+    folds the parent's RSS at the fork into that."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # pragma: no cover
 
 
 class Meter:
@@ -29,7 +41,7 @@ class Meter:
 
     def __enter__(self) -> "Meter":
         self._s0 = resource.getrusage(resource.RUSAGE_SELF)
-        self.rss_before_kib = self._s0.ru_maxrss  # imports, buffers: the floor
+        self.rss_before_kib = peak_rss_kib()  # imports, buffers: the floor
         self._c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._t0 = time.perf_counter()
         return self
@@ -291,13 +303,29 @@ RUN = {
 }
 
 
+def _report_helper_pids() -> None:
+    """Tells the parent the pid of every process this one starts (dog), once
+    it has exec'd, so the parent can sample their memory. (ru_maxrss of
+    reaped children is useless here: Linux charges a child with its parent's
+    RSS at the fork.)"""
+    fd = int(os.environ.get(PIDS_FD_ENV, "-1"))
+    if fd < 0:
+        return
+    spawn = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def reporting(self, *args, **kwargs):
+        spawn(self, *args, **kwargs)  # returns once the exec has succeeded
+        os.write(fd, b"%d\n" % self.pid)
+
+    subprocess.Popen._execute_child = reporting  # type: ignore[attr-defined]
+
+
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         spec = json.load(f)
+    _report_helper_pids()
     out = RUN[spec["case"]](spec)
     m: Meter = out.pop("meter")
-    self_ru = resource.getrusage(resource.RUSAGE_SELF)
-    child_ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = {
         "seconds": m.seconds,
         "cpu_s": m.cpu_self + m.cpu_children,
@@ -306,8 +334,7 @@ def main(argv: list[str]) -> int:
         "cpu_user_s": m.cpu_user,
         "cpu_sys_s": m.cpu_sys,
         "rss_before_kib": m.rss_before_kib,
-        "rss_self_kib": self_ru.ru_maxrss,      # Linux: KiB
-        "rss_children_kib": child_ru.ru_maxrss,  # the largest child reaped
+        "rss_self_kib": peak_rss_kib(),
         **out,
     }
     tmp = spec["result"] + ".tmp"
