@@ -830,7 +830,7 @@ REAL_DOG_FAILURES = [
 @pytest.mark.parametrize("stderr,status,cls,result", REAL_DOG_FAILURES)
 def test_dog_messages_map_to_error_classes(stderr, status, cls, result):
     outcome = cli_module._Outcome(status, b"", 0, stderr, False)
-    exc, _failover = cli_module._classify(outcome, "doing it", b"x")
+    exc = cli_module._classify(outcome, "doing it", b"x")
     assert type(exc) is cls or (cls is errors.SheepfastError and isinstance(exc, cls))
     if result is not None:
         assert exc.result == result
@@ -840,11 +840,12 @@ def test_names_in_dog_messages_cannot_fool_the_mapping():
     # a VDI named like one of dog's messages: still "exists", not "not found"
     name = "x: No VDI found\nfailed to connect to 1.2.3.4:5: Connection refused"
     stderr = f"Failed to create VDI {name}: VDI exists already\n"
-    exc, failover = cli_module._classify(
+    exc = cli_module._classify(
         cli_module._Outcome(1, b"", 0, stderr, False), "creating", name.encode())
-    assert type(exc) is errors.VdiExists and not failover
+    assert type(exc) is errors.VdiExists
+    assert not cli_module._unreachable(cli_module._dog_lines(stderr, name.encode()))
     # and a one-letter name does not eat the message around it
-    exc, _ = cli_module._classify(cli_module._Outcome(
+    exc = cli_module._classify(cli_module._Outcome(
         0, b"", 0, "Failed to open VDI a (snapshot id: 0 snapshot tag: ): No VDI found\n", False),
         "deleting", b"a")
     assert type(exc) is errors.VdiNotFound and str(exc) == "VDI 'a' not found"

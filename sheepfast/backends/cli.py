@@ -400,51 +400,56 @@ class _Process:
                 pipe.close()
 
 
-def _classify(outcome: _Outcome, what: str, name: Optional[bytes]) -> tuple[Exception, bool]:
-    """The exception for a failed dog run, and whether another gateway may
-    be tried (dog could not reach this one, so it did nothing)."""
-    text = outcome.stderr
+def _dog_lines(stderr: str, name: Optional[bytes]) -> list[str]:
+    """dog's stderr lines, with the VDI name cut out of the messages that
+    quote it: a name can hold anything, newlines and dog's own phrases too."""
     if name:
-        # A name can hold anything (newlines, text dog prints): cut it out of
-        # the messages that carry it before reading them.
         shown = _name_str(name)
         for template in _NAMED_MESSAGES:
-            text = text.replace(template.format(shown), template.format("<name>"))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    first = lines[0] if lines else ""
-    said = f" (dog: {first})" if first else ""
-    if first.startswith(_UNREACHABLE_PREFIXES):
-        return _oserror(errors.ConnectionError, f"{what}: {first}", _errno.ECONNREFUSED), True
+            stderr = stderr.replace(template.format(shown), template.format("<name>"))
+    return [line.strip() for line in stderr.splitlines() if line.strip()]
+
+
+def _unreachable(lines: list[str]) -> bool:
+    """dog could not reach the gateway at all, so it did nothing."""
+    return bool(lines) and lines[0].startswith(_UNREACHABLE_PREFIXES)
+
+
+def _classify(outcome: _Outcome, what: str, name: Optional[bytes]) -> Exception:
+    """The exception (a sheepfast.errors class) for a failed dog run."""
+    lines = _dog_lines(outcome.stderr, name)
+    said = f" (dog: {lines[0]})" if lines else ""
+    if _unreachable(lines):
+        return _oserror(errors.ConnectionError, f"{what}: {lines[0]}", _errno.ECONNREFUSED)
     for line in lines:
         if line.startswith(_NETWORK_PREFIXES):
-            return _oserror(errors.ConnectionError, f"{what}: {line}", _errno.EIO), False
+            return _oserror(errors.ConnectionError, f"{what}: {line}", _errno.EIO)
     for line in lines:
-        for message, result in _RESULT_TEXTS.items():
-            if line == message or line.endswith(" " + message):
+        for text, result in _RESULT_TEXTS.items():
+            if line == text or line.endswith(" " + text):
                 if result == 0x08 and name is not None:
-                    text = f"VDI {_name_str(name)!r} not found"
+                    message = f"VDI {_name_str(name)!r} not found"
                 elif result == 0x04 and name is not None:
-                    text = f"VDI {_name_str(name)!r} already exists"
+                    message = f"VDI {_name_str(name)!r} already exists"
                 else:
-                    text = f"{what}: {message}"
-                return errors.server_error(result, text), False
+                    message = f"{what}: {text}"
+                return errors.server_error(result, message)
     for line in lines:
         if line in _PAST_END_LINES:
-            return errors.OutOfRange(f"{what}: {line}"), False
+            return errors.OutOfRange(f"{what}: {line}")
         if line.startswith("Shrinking VDIs"):
-            return errors.InvalidArgument(f"{what}: cannot shrink a VDI{said}"), False
+            return errors.InvalidArgument(f"{what}: cannot shrink a VDI{said}")
         if line.startswith(_TOO_LARGE_PREFIXES):
-            return errors.InvalidArgument(
-                f"{what}: size exceeds the limit dog allows ({line})"), False
+            return errors.InvalidArgument(f"{what}: size exceeds the limit dog allows ({line})")
     code = outcome.returncode
     if code < 0:
-        return errors.SheepfastError(f"{what}: dog was killed by signal {-code}{said}"), False
+        return errors.SheepfastError(f"{what}: dog was killed by signal {-code}{said}")
     if code == EXIT_USAGE:
-        return errors.InvalidArgument(f"{what}: dog refused the arguments{said}"), False
+        return errors.InvalidArgument(f"{what}: dog refused the arguments{said}")
     fallback = {EXIT_EXISTS: 0x04, EXIT_FULL: 0x15, EXIT_MISSING: 0x08}.get(code)
     if fallback is not None:
-        return errors.server_error(fallback, f"{what}{said}"), False
-    return errors.SheepfastError(f"{what}: dog failed (exit status {code}){said}"), False
+        return errors.server_error(fallback, f"{what}{said}")
+    return errors.SheepfastError(f"{what}: dog failed (exit status {code}){said}")
 
 
 class _Dog:
@@ -470,7 +475,7 @@ class _Dog:
         preferred gateway, moving on to the next one when dog cannot reach it
         (or, for an idempotent call, when the connection broke). Success is
         exit status 0 with nothing on stderr but lines `benign` matches."""
-        failures = []
+        failures: list[str] = []
         start = self._preferred
         for step in range(len(self.gateways)):
             index = (start + step) % len(self.gateways)
@@ -493,10 +498,15 @@ class _Dog:
                     for line in outcome.stderr.splitlines() if line.strip()):
                 self._preferred = index
                 return outcome
-            failure, unreachable = _classify(outcome, what, name)
-            if not (unreachable or (idempotent and isinstance(failure, errors.ConnectionError))):
-                raise failure
-            failures.append(f"{host}:{port}: {failure}")
+            lines = _dog_lines(outcome.stderr, name)
+            if _unreachable(lines):
+                reason = lines[0]
+            else:
+                failure = _classify(outcome, what, name)
+                if not (idempotent and isinstance(failure, errors.ConnectionError)):
+                    raise failure
+                reason = str(failure)
+            failures.append(f"{host}:{port}: {reason}")
         raise _oserror(errors.ConnectionError,
                        f"{what}: no gateway answered ({'; '.join(failures)})", _errno.ECONNREFUSED)
 
