@@ -563,6 +563,9 @@ class Store(glance_store.driver.Store):
         self.block_size_shift = 0
         self.allow_external = False
         self._cluster = {_host_key(self.addr, self.port)}
+        # Until configure_add succeeds, nothing is sent anywhere (not to the
+        # default address either).
+        self._config_error = "the store is not configured"
 
     def get_schemes(self):
         return (SCHEME,)
@@ -576,6 +579,7 @@ class Store(glance_store.driver.Store):
         connect: a cluster that is down at start-up is found out, and
         reported, by the first request."""
         opts = self.store_conf
+        self._config_error = "the store configuration is being read"
         try:
             chunk_size = opts.sheepdog_store_chunk_size * units.Mi
             addr = check_host(opts.sheepdog_store_address)
@@ -617,15 +621,23 @@ class Store(glance_store.driver.Store):
         self.allow_external = allow_external
         self._cluster = {_host_key(addr, port)} | {_host_key(h, p) for h, p in extra}
         self._set_url_prefix()
+        self._config_error = None
 
     def _bad_config(self, reason):
         LOG.error(reason)
+        self._config_error = reason
         return exceptions.BadStoreConfiguration(
             store_name=self.backend_group or SCHEME, reason=reason)
 
     # ------------------------------------------------------------ backends
 
+    def _check_configured(self):
+        if self._config_error is not None:
+            raise exceptions.BackendException(
+                f"Sheepdog store {self.backend_group or SCHEME}: {self._config_error}")
+
     def _open_backend(self, addresses: str):
+        self._check_configured()
         return open_backend(addresses, self.backend_kind,
                             connect_timeout=self.connect_timeout,
                             io_timeout=self.io_timeout, depth=self.io_depth,
@@ -643,6 +655,7 @@ class Store(glance_store.driver.Store):
             return self._backend
 
     def _backend_for(self, addr: str, port: int, uri: str):
+        self._check_configured()
         key = _host_key(addr, port)
         if key in self._cluster:
             return self._shared_backend()
