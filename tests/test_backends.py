@@ -495,6 +495,23 @@ def test_threads_share_a_backend(backend, vdi_name):
             assert image.read(i * MiB + 17, len(chunk)) == chunk
 
 
+def test_threads_writing_into_one_object(backend, vdi_name):
+    # each first write into an unallocated object creates it whole: writers
+    # sharing an object must not undo each other
+    name = vdi_name()
+    backend.create(name, 2 * MiB, block_size_shift=20)
+    pieces = {i: os.urandom(999) for i in range(8)}
+    with backend.open(name) as image:
+        threads = [threading.Thread(target=image.write, args=(piece, MiB - 4000 + i * 1000))
+                   for i, piece in pieces.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i, piece in pieces.items():
+            assert image.read(MiB - 4000 + i * 1000, 999) == piece
+
+
 # ------------------------------------------------------- CLI backend only
 
 @cli_only

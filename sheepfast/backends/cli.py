@@ -42,8 +42,9 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, TypeVar, Union
 
 from sheepfast import errors
 from sheepfast.types import VdiInfo
@@ -531,11 +532,37 @@ def _resolve_command(dog_command: Union[str, Sequence[str]]) -> list[str]:
 
 # ------------------------------------------------------------- the backend
 
+class _ObjectRanges:
+    """Object ranges being written through one image. dog creates a missing
+    object (or copies a shared one) with a create that replaces the whole
+    object, so two dogs writing into one object at once could lose bytes:
+    writes that share an object take turns; others run in parallel."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy: list[tuple[int, int]] = []
+
+    @contextmanager
+    def hold(self, first: int, last: int) -> Iterator[None]:
+        span = (first, last)
+        with self._cond:
+            while any(a <= last and first <= b for a, b in self._busy):
+                self._cond.wait()
+            self._busy.append(span)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy.remove(span)
+                self._cond.notify_all()
+
+
 class CliImage:
     """An open VDI reached through dog; one process per read or write.
 
     Ranges are checked against the size seen at open (or set by resize),
-    before any process runs, as the native backend does.
+    before any process runs, as the native backend does. Safe to share
+    between threads.
     """
 
     def __init__(self, dog: _Dog, info: VdiInfo):
@@ -543,7 +570,8 @@ class CliImage:
         self.info = info
         self._raw_name = _name_bytes(info.name)
         self._size = info.size
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # resize
+        self._writing = _ObjectRanges()
         self._closed = False
 
     @property
@@ -617,9 +645,11 @@ class CliImage:
         if not view:
             return 0
         what = f"writing VDI {self.info.name!r}"
-        # the same bytes at the same place: safe to resend on another gateway
-        outcome = self._dog.run(what, "write", (), self._raw_name, (str(offset), str(len(view))),
-                                feed=view, idempotent=True)
+        shift = self.info.block_size_shift
+        with self._writing.hold(offset >> shift, (offset + len(view) - 1) >> shift):
+            # the same bytes at the same place: safe to resend on another gateway
+            outcome = self._dog.run(what, "write", (), self._raw_name,
+                                    (str(offset), str(len(view))), feed=view, idempotent=True)
         if outcome.stdin_broken:
             raise errors.ProtocolError(
                 f"{what}: dog stopped reading its input but reported success")
