@@ -18,10 +18,12 @@ from __future__ import annotations
 import array
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
 import stat as stat_module
+import subprocess
 import sys
 import threading
 import time
@@ -744,6 +746,78 @@ def test_cli_maps_server_failures(backend, target, vdi_name):
     fake.drop_nth(1, opcode=w.OP_NEW_VDI)
     with pytest.raises(errors.ConnectionError, match="failed to read a response"):
         backend.create(vdi_name(), MiB)  # not resent: the VDI may exist now
+
+
+# ------------------------------------------ fakedog against the real dog
+
+# (argv after "dog vdi", stdin): {name} is a VDI of 1 MiB made for the case,
+# {missing} a name that does not exist, {port} a port nobody listens on.
+DOG_CASES = [
+    (["create", "--", "{name}", "1M"], None),
+    (["read", "--", "{missing}", "0", "1"], None),
+    (["write", "--", "{missing}", "0", "1"], b"x"),
+    (["resize", "--", "{missing}", "2M"], None),
+    (["delete", "--", "{missing}"], None),
+    (["read", "--", "{name}", "2M", "1"], None),
+    (["write", "--", "{name}", "2M", "1"], b"x"),
+    (["resize", "--", "{name}", "512K"], None),
+    (["resize", "--", "{name}", "5T"], None),
+    (["create", "--", "{missing}", "5T"], None),
+    (["create", "-z", "19", "--", "{missing}", "1M"], None),
+    (["create", "-c", "0", "--", "{missing}", "1M"], None),
+    (["read", "-p", "{port}", "--", "{name}", "0", "1"], None),
+    (["create", "-p", "{port}", "--", "{missing}", "1M"], None),
+    (["delete", "-p", "{port}", "--", "{name}"], None),
+    (["list", "-r", "-p", "{port}"], None),
+    (["list", "-r", "--", "{name}"], None),
+    (["read", "--", "{name}", "1000", "5"], None),
+]
+
+
+@pytest.mark.parametrize("args,stdin", DOG_CASES, ids=[" ".join(a) for a, _ in DOG_CASES])
+def test_fakedog_says_what_dog_says(args, stdin, fake_sheep, real_address, fakedog_dir):
+    """Exit status, stderr and stdout of fakedog on FakeSheep equal the
+    real dog's on a real cluster (names, ports, vids and times aside)."""
+    real_dog = shutil.which("dog")
+    if real_address is None or real_dog is None:
+        pytest.skip("needs a real cluster and the real dog on PATH")
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = refused.getsockname()[1]
+    results = []
+    try:
+        for dog, address in ((real_dog, real_address), (os.path.join(fakedog_dir, "dog"),
+                                                         fake_sheep.address)):
+            host, gateway_port = parse_addresses(address)[0]
+            name, missing = f"sf-dogcase-{uuid.uuid4().hex[:8]}", f"sf-none-{uuid.uuid4().hex[:8]}"
+
+            def run(*argv, input=None):
+                argv = [a.format(name=name, missing=missing, port=port) for a in argv]
+                # -a/-p first: a later -p (the refused port) wins, as in getopt
+                done = subprocess.run([dog, "vdi", argv[0], "-a", host, "-p", str(gateway_port),
+                                       *argv[1:]], input=input, capture_output=True, timeout=60)
+                return done
+
+            run("create", "--", name, "1M").check_returncode()
+            run("write", "--", name, "1000", "5", input=b"hello").check_returncode()
+            try:
+                done = run(*args, input=stdin)
+            finally:
+                run("delete", "--", name)
+            results.append((done.returncode, _normalise(done.stderr, name, missing, port),
+                            _normalise(done.stdout, name, missing, port) if done.returncode == 0
+                            else b""))
+    finally:
+        refused.close()
+    assert results[1] == results[0]
+
+
+def _normalise(text: bytes, name: str, missing: str, port: int) -> bytes:
+    text = text.replace(name.encode(), b"NAME").replace(missing.encode(), b"MISSING")
+    text = text.replace(f":{port}:".encode(), b":PORT:")
+    # list lines: ctime and vid differ between clusters
+    return re.sub(rb"^([=sc] NAME \d+ \d+ \d+ \d+) \d+ [0-9a-f]+ ", rb"\1 CTIME VID ", text,
+                  flags=re.M)
 
 
 # ------------------------------------------------- parsing and mapping
