@@ -133,6 +133,7 @@ class Runner:
         self.timeout = timeout
         self.env = child_env()
         self.log = log
+        self.wrap: list[str] = []  #: a profiler command line to run the child under
         self._seq = 0
 
     def run(self, case: Case, image: Image, name: str, **extra) -> dict:
@@ -176,7 +177,8 @@ class Runner:
         env = dict(self.env, **{PIDS_FD_ENV: str(wfd)})
         err_path = spec_path + ".stderr"
         with open(err_path, "w+b") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.runner", spec_path],
+            proc = subprocess.Popen([*self.wrap, sys.executable, "-m", "benchmarks.runner",
+                                     spec_path],
                                     cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=err, stderr=err, pass_fds=(wfd,),
                                     start_new_session=True)
