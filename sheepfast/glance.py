@@ -419,6 +419,10 @@ class StoreLocation(glance_store.location.StoreLocation):
     contain ':'. A legacy name cannot contain ':' or start with '['.
     """
 
+    image: Any = None
+    addr: Any = None
+    port: Any = None
+
     def process_specs(self):
         self.image = self.specs.get('image')
         self.addr = self.specs.get('addr')
@@ -565,7 +569,7 @@ class Store(glance_store.driver.Store):
         self._cluster = {_host_key(self.addr, self.port)}
         # Until configure_add succeeds, nothing is sent anywhere (not to the
         # default address either).
-        self._config_error = "the store is not configured"
+        self._config_error: Optional[str] = "the store is not configured"
 
     def get_schemes(self):
         return (SCHEME,)

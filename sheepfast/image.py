@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import numbers
+import operator
 import queue
 import re
 import threading
@@ -101,15 +101,25 @@ def check_host(host: object) -> str:
 
 
 def check_port(port: object) -> int:
-    if isinstance(port, bool):
-        raise InvalidArgument(f"port must be a number (got {port!r})")
+    """port (an int, or a str of digits) if it is 1..65535, else InvalidArgument."""
     if isinstance(port, str):
         if not port.isdigit() or not port.isascii():
             raise InvalidArgument(f"port must be a number (got {port!r})")
         port = int(port)
-    if not isinstance(port, numbers.Integral) or not 1 <= port <= 65535:
+    value = _whole(port, "port")
+    if not 1 <= value <= 65535:
         raise InvalidArgument(f"port must be 1..65535 (got {port!r})")
-    return int(port)
+    return value
+
+
+def _whole(value: object, what: str) -> int:
+    """value as an int if it is one (bool is not), else InvalidArgument."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{what} must be a number (got {value!r})")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgument(f"{what} must be a whole number (got {value!r})") from None
 
 
 def format_address(host: str, port: int) -> str:
@@ -143,13 +153,16 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Tuple[str, int
 
 
 def _check_size(size: object, what: str = "size") -> int:
-    if isinstance(size, bool) or not isinstance(size, numbers.Real):
-        raise InvalidArgument(f"{what} is not a number (got {size!r})")
-    if not math.isfinite(size) or size < 0:
-        raise InvalidArgument(f"{what} must be a non-negative number (got {size!r})")
-    if int(size) != size:
-        raise InvalidArgument(f"{what} must be a whole number of bytes (got {size!r})")
-    return int(size)
+    """size as a non-negative int; a float is taken when it is whole (the old
+    driver accepted floats), anything else is InvalidArgument."""
+    if isinstance(size, float):
+        if not math.isfinite(size) or not size.is_integer():
+            raise InvalidArgument(f"{what} must be a whole number of bytes (got {size!r})")
+        size = int(size)
+    value = _whole(size, what)
+    if value < 0:
+        raise InvalidArgument(f"{what} must not be negative (got {value})")
+    return value
 
 
 class SheepdogImage:
@@ -167,10 +180,9 @@ class SheepdogImage:
         self.addr = addr
         self.port = check_port(port)
         self.name = check_name(name)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
-                or chunk_size < 1:
-            raise InvalidArgument(f"chunk_size must be a positive int (got {chunk_size!r})")
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = _whole(chunk_size, "chunk_size")
+        if self.chunk_size < 1:
+            raise InvalidArgument(f"chunk_size must be positive (got {chunk_size!r})")
         self._backend = backend
         self._owns_backend = backend is None
         self._kind = kind
@@ -375,6 +387,7 @@ def _is_zero_py(view: memoryview) -> bool:
     return True
 
 
+_is_zero_native: Optional[Callable[[Any], bool]]
 try:
     from sheepfast._native import _is_zero as _is_zero_native
 except ImportError:  # pragma: no cover - the command-line backend without a build
@@ -544,7 +557,7 @@ def _chunks(source: Any, chunk: int,
         def next_piece(want: int) -> Any:
             return next(pieces, b"")
 
-    buf: Optional[bytearray] = None   # the buffer being gathered into
+    gather: Optional[bytearray] = None   # the buffer being filled from pieces
     view = memoryview(b"")
     filled = 0
     while True:
@@ -554,7 +567,7 @@ def _chunks(source: Any, chunk: int,
         pv = memoryview(piece).cast("B")
         pos, end = 0, len(pv)
         while pos < end:
-            if buf is None and end - pos >= chunk:
+            if gather is None and end - pos >= chunk:
                 token = take()
                 if pos == 0 and end == chunk and isinstance(piece, bytes):
                     yield token, piece
@@ -562,18 +575,18 @@ def _chunks(source: Any, chunk: int,
                     yield token, pv[pos:pos + chunk]
                 pos += chunk
                 continue
-            if buf is None:
-                buf = take()
-                if buf is None:
-                    buf = bytearray(chunk)
-                view = memoryview(buf)
+            if gather is None:
+                gather = take()
+                if gather is None:
+                    gather = bytearray(chunk)
+                view = memoryview(gather)
             n = min(chunk - filled, end - pos)
             view[filled:filled + n] = pv[pos:pos + n]
             filled += n
             pos += n
             if filled == chunk:
-                yield buf, view
-                buf, view, filled = None, memoryview(b""), 0
+                yield gather, view
+                gather, view, filled = None, memoryview(b""), 0
         del pv
-    if buf is not None and filled:
-        yield buf, view[:filled]
+    if gather is not None and filled:
+        yield gather, view[:filled]
