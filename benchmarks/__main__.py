@@ -109,8 +109,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"cluster: {cluster.kind}: {cluster.description}")
         print(f"         nodes {', '.join(cluster.nodes)}; {cluster.copies} copies; "
               f"objects of {cluster.object_size >> 20} MiB")
-        print(f"client:  {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"{platform.platform()}; dog: {dog or 'not found'}")
+        load_before = os.getloadavg()
+        print(f"client:  {os.cpu_count()} CPUs (load {load_before[0]:.1f}), Python "
+              f"{platform.python_version()}, {platform.platform()}; dog: {dog or 'not found'}")
         print(f"runs:    sizes {','.join(report._size(s) for s in args.sizes)}; "
               f"patterns {','.join(args.patterns)}; {args.repeat} runs each; "
               f"each case in a fresh process", flush=True)
@@ -120,6 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      progress)
         runner = harness.Runner(cluster, workdir, dog, args.timeout)
         records = harness.run_all(runner, images, selected, args.repeat, why_not, progress)
+    load_after = os.getloadavg()
     rows = report.summarize(records)
     checks = report.targets(rows, cluster.kind)
     print()
@@ -145,7 +147,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                             "description": cluster.description, "nodes": cluster.nodes,
                             "copies": cluster.copies, "object_size": cluster.object_size},
                 "client": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "platform": platform.platform()},
+                           "platform": platform.platform(),
+                           "loadavg_before": load_before, "loadavg_after": load_after},
                 "dog": dog, "dog_version": harness.dog_version(dog),
                 "sizes": args.sizes, "patterns": args.patterns, "repeat": args.repeat,
                 "cases": selected,

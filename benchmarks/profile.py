@@ -102,7 +102,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     extra["uri"] = w.get("uri")
                     name = harness.vdi_name(writer, name, w)
                 if args.py_spy:
-                    spy = shutil.which("py-spy")
+                    spy = shutil.which("py-spy") or shutil.which(
+                        "py-spy", path=os.path.dirname(sys.executable))
                     if not spy:
                         raise SystemExit("py-spy is not installed (pip install py-spy)")
                     runner.wrap = [spy, "record", "--format", "raw", "--threads",
