@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    if argv and argv[0] == "--":
+        argv = argv[1:]  # 'sheepfast bench -- --sizes 1G' passes the separator on
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         raise SystemExit("benchmarks: --repeat must be at least 1")
