@@ -97,7 +97,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     dog = harness.find_dog(args.dog)
     why_not = harness.availability(dog)
     selected = args.cases
-    skipped = {n: why_not[BY_NAME[n].needs] for n in selected if why_not.get(BY_NAME[n].needs)}
+    skipped = {n: str(why_not[BY_NAME[n].needs]) for n in selected
+               if why_not.get(BY_NAME[n].needs)}
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:

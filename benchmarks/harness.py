@@ -69,14 +69,16 @@ def find_dog(given: Optional[str]) -> Optional[str]:
 
 
 def dog_version(dog: Optional[str]) -> Optional[str]:
+    """'1.0_173_g3ebe5ea7' from dog's help banner, or None."""
     if not dog:
         return None
     try:
-        done = subprocess.run([dog, "-v"], capture_output=True, text=True, timeout=10)
-    except OSError:
+        done = subprocess.run([dog, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    return (done.stdout or done.stderr).strip().splitlines()[0] if done.stdout or done.stderr \
-        else None
+    banner = (done.stdout or done.stderr).partition("\n")[0]
+    _, found, rest = banner.partition("(version ")
+    return rest.rstrip(")").strip() if found else (banner.strip() or None)
 
 
 def availability(dog: Optional[str]) -> dict[str, Optional[str]]:
@@ -269,10 +271,10 @@ def delete(address: str, name: str) -> None:
                 c.delete(name)
 
 
-def plan(selected: list[str]) -> list[tuple[Optional[str], Optional[str]]]:
+def plan(selected: list[str]) -> list[tuple[str, Optional[str]]]:
     """(writer, reader) steps in CASES order; a selected read case brings its
     writer along (as preparation when the writer was not selected)."""
-    steps: list[tuple[Optional[str], Optional[str]]] = []
+    steps: list[tuple[str, Optional[str]]] = []
     readers = {c.writer: c.name for c in CASES if c.writer}
     for case in CASES:
         if case.direction == "read":

@@ -109,7 +109,7 @@ def targets(rows: list[dict], cluster_kind: str) -> list[dict]:
     def add(name: str, met: Optional[bool], detail: str) -> None:
         out.append({"target": name, "met": met, "detail": detail})
 
-    if size is None:
+    if size is None or big is None:
         return out
 
     def ratio(name, case, ref, need):
