@@ -32,8 +32,9 @@ CASES = [
          timed="Cluster.open + one Vdi.readinto of the whole image into a "
                "preallocated buffer + close"),
     Case("store-add", "write", "store", sheepfast=True,
-         timed="Store.add(id, file, size, 'sha512', verifier=None) from an open "
-               "file: creates the VDI, md5 + sha512 over every byte"),
+         timed="Store.add(id, source, size, 'sha512', verifier=None), the source "
+               "read()-only as Glance passes it (--add-source): creates the VDI, "
+               "md5 + sha512 over every byte"),
     Case("store-add-unknown", "write", "store", unknown_size=True, sheepfast=True,
          timed="the same with image_size=0 (size unknown until the stream ends)"),
     Case("store-get", "read", "store", writer="store-add", sheepfast=True,

@@ -128,8 +128,9 @@ class Runner:
     """Runs cases one at a time, each in a fresh interpreter."""
 
     def __init__(self, cluster: Cluster, workdir: str, dog: Optional[str],
-                 timeout: float, log=sys.stderr):
+                 timeout: float, log=sys.stderr, options: Optional[dict] = None):
         self.cluster = cluster
+        self.options = dict(options or {})  #: passed to every case (e.g. add_source)
         self.workdir = workdir
         self.dog = dog
         self.timeout = timeout
@@ -145,7 +146,8 @@ class Runner:
         spec = {"case": case.name, "address": self.cluster.address, "name": name,
                 "size": image.size, "path": image.path, "md5": image.md5,
                 "pattern": image.pattern, "dog": self.dog,
-                "unknown_size": case.unknown_size, "result": result_path, **extra}
+                "unknown_size": case.unknown_size, "result": result_path,
+                **self.options, **extra}
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         t0 = time.monotonic()

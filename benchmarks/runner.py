@@ -152,13 +152,36 @@ def _store(address: str):
     return multi_backend.get_store_from_store_identifier("sd"), how
 
 
+class GlanceReader:
+    """What Glance hands a store's add(): its request body wrapped in
+    LimitingReader(CooperativeReader(...)), an object with read(n) only
+    (no readinto), counting what passes against the size cap."""
+
+    def __init__(self, fd, limit: int = 1 << 40):
+        self._read = fd.read
+        self.limit = limit
+        self.bytes_read = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._read(n)
+        self.bytes_read += len(data)
+        if self.bytes_read > self.limit:
+            raise RuntimeError("image size cap exceeded")
+        return data
+
+
+def _upload_source(spec: dict, f):
+    return GlanceReader(f) if spec.get("add_source", "glance") == "glance" else f
+
+
 def store_add(spec: dict) -> dict:
     store, how = _store(spec["address"])
     size = 0 if spec["unknown_size"] else spec["size"]
     with open(spec["path"], "rb") as f:
+        source = _upload_source(spec, f)
         with Meter() as m:
             uri, written, checksum, multihash, meta = store.add(
-                spec["name"], f, size, "sha512", context=None, verifier=None)
+                spec["name"], source, size, "sha512", context=None, verifier=None)
     if written != spec["size"] or checksum != spec["md5"]:
         raise RuntimeError(f"Store.add returned size {written}, md5 {checksum}; "
                            f"want {spec['size']}, {spec['md5']}")
@@ -229,8 +252,9 @@ def old_add(spec: dict) -> dict:
     image = _old_image(spec)
     size = 0 if spec["unknown_size"] else spec["size"]
     with open(spec["path"], "rb") as f:
+        source = _upload_source(spec, f)
         with Meter() as m:
-            written, checksum, _ = old_driver.add(image, f, size, "sha512")
+            written, checksum, _ = old_driver.add(image, source, size, "sha512")
     if written != spec["size"] or checksum != spec["md5"]:
         raise RuntimeError(f"old add wrote {written}, md5 {checksum}")
     return {"meter": m}
