@@ -326,6 +326,10 @@ def cmd_demo(args: argparse.Namespace, backend: Optional[Backend]) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, backend: Optional[Backend]) -> int:
+    # The harness is not installed with the package: it is found in the
+    # source checkout the command is run from.
+    if os.path.isdir(os.path.join(os.getcwd(), "benchmarks")) and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         from benchmarks.__main__ import main as bench_main  # type: ignore[import-not-found]
     except ImportError:
@@ -382,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("name", metavar="NAME")
     rm.set_defaults(func=cmd_rm)
 
-    bench = sub.add_parser("bench", help="run the benchmark harness")
+    bench = sub.add_parser("bench", help="run the benchmark harness (from a source checkout; "
+                                         "its options after --, e.g. bench -- --sizes 1G)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER,
                        help="passed to the harness (see sheepfast bench -- --help)")
     bench.set_defaults(func=cmd_bench, own_cluster=True)
