@@ -27,6 +27,7 @@ leaves a partial VDI behind.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -501,6 +502,10 @@ class ImageIterator(object):
 
     def __iter__(self):
         image = self.image
+        # One chunk is read ahead (the native read releases the GIL) while the
+        # caller sends the current one, so the cluster never waits on the
+        # client and the client never waits on a whole chunk's round trips.
+        ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         try:
             with _translated(image.name):
                 pos = self.offset
@@ -508,15 +513,20 @@ class ImageIterator(object):
                     end = image.get_size()
                 else:
                     end = pos + self.length
-                while pos < end:
-                    data = image.read(pos, min(self.chunk_size, end - pos))
+                pending = ahead.submit(image.read, pos, min(self.chunk_size, end - pos)) \
+                    if pos < end else None
+                while pending is not None:
+                    data = pending.result()
                     if not data:
                         raise exceptions.BackendException(
                             f"Sheepdog image {image.name} ended at byte {pos}, "
                             f"before the {end} expected")
                     pos += len(data)
+                    pending = ahead.submit(image.read, pos, min(self.chunk_size, end - pos)) \
+                        if pos < end else None
                     yield data
         finally:
+            ahead.shutdown(wait=True, cancel_futures=True)
             if self._close:
                 image.close()
 
