@@ -104,20 +104,26 @@ int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t si
     return SF_OK;
 }
 
-int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
-                sf_error *err)
+int sf_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                    sf_vdi_info *info, sf_error *err)
 {
     const char *why;
     uint32_t vid = 0;
-    sf_error_clear(err);
     if ((why = sf_check_name(name, name_len)) != NULL)
         return sf_fail(err, SF_E_INVALID, "%s", why);
-    sf_conn *conn = sf_pool_get(cl, err);
-    if (conn == NULL)
+    if (*conn == NULL && (*conn = sf_pool_get(cl, err)) == NULL)
         return SF_ERR;
-    int rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
-    if (rc == SF_OK)
-        rc = sf_read_inode_header(cl, &conn, vid, out, err);
+    if (sf_lookup_vid(cl, conn, name, name_len, &vid, err) != SF_OK)
+        return SF_ERR;
+    return sf_read_inode_header(cl, conn, vid, info, err);
+}
+
+int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
+                sf_error *err)
+{
+    sf_conn *conn = NULL;
+    sf_error_clear(err);
+    int rc = sf_stat_by_name(cl, &conn, name, name_len, out, err);
     sf_pool_put(cl, conn);
     return rc;
 }
@@ -183,18 +189,10 @@ out:
 
 int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
-    const char *why;
-    uint32_t vid = 0;
     sf_vdi_info info;
+    sf_conn *conn = NULL;
     sf_error_clear(err);
-    if ((why = sf_check_name(name, name_len)) != NULL)
-        return sf_fail(err, SF_E_INVALID, "%s", why);
-    sf_conn *conn = sf_pool_get(cl, err);
-    if (conn == NULL)
-        return SF_ERR;
-    int rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
-    if (rc == SF_OK)
-        rc = sf_read_inode_header(cl, &conn, vid, &info, err);
+    int rc = sf_stat_by_name(cl, &conn, name, name_len, &info, err);
     /* A hyper volume's index is a B-tree: DEL_VDI walks it itself, and a
      * flat zeroing pass over it would crash sheep. */
     if (rc == SF_OK && info.store_policy == 0)

@@ -131,6 +131,10 @@ void sf_cluster_unref(sf_cluster *cl);
 /* GET_VDI_INFO for the working VDI called name. */
 int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
                   uint32_t *vid, sf_error *err);
+/* Name check, GET_VDI_INFO and inode header on *conn (taken from the pool
+ * when NULL; the caller puts it back). */
+int sf_stat_by_name(struct sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                    sf_vdi_info *info, sf_error *err);
 /* Reads and decodes an inode header; checks what the client relies on. */
 int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
                          sf_error *err);

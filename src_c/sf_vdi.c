@@ -133,13 +133,7 @@ static void vdi_free(sf_vdi *vdi)
 
 sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
-    const char *why;
-    uint32_t vid = 0;
     sf_error_clear(err);
-    if ((why = sf_check_name(name, name_len)) != NULL) {
-        sf_fail(err, SF_E_INVALID, "%s", why);
-        return NULL;
-    }
     sf_vdi *vdi = calloc(1, sizeof(*vdi));
     if (vdi == NULL) {
         sf_fail(err, SF_E_NOMEM, "out of memory");
@@ -149,12 +143,8 @@ sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error 
     vdi->thin = 1;
     pthread_mutex_init(&vdi->lock, NULL);
     pthread_mutex_init(&vdi->alloc_lock, NULL);
-    sf_conn *conn = sf_pool_get(cl, err);
-    int rc = conn ? SF_OK : SF_ERR;
-    if (rc == SF_OK)
-        rc = sf_lookup_vid(cl, &conn, name, name_len, &vid, err);
-    if (rc == SF_OK)
-        rc = sf_read_inode_header(cl, &conn, vid, &vdi->info, err);
+    sf_conn *conn = NULL;
+    int rc = sf_stat_by_name(cl, &conn, name, name_len, &vdi->info, err);
     if (rc == SF_OK) {
         vdi->object_size = (uint64_t)1 << vdi->info.block_size_shift;
         vdi->nr_objects = objects_for(vdi->info.size, vdi->object_size);

@@ -12,37 +12,8 @@ from sheepfast import errors
 MiB = 1 << 20
 
 
-def test_missing_vdi(cluster, new_name):
-    name = new_name()
-    for call in (cluster.open, cluster.stat, cluster.delete):
-        with pytest.raises(sheepfast.VdiNotFound) as info:
-            call(name)
-        assert name in str(info.value)
-        assert info.value.result == 0x08 and info.value.result_name == "NO_VDI"
-    assert not cluster.exists(name)
-
-
-def test_existing_vdi(cluster, new_name):
-    name = new_name()
-    cluster.create(name, MiB)
-    with pytest.raises(sheepfast.VdiExists) as info:
-        cluster.create(name, 2 * MiB)
-    assert name in str(info.value) and info.value.result == 0x04
-    assert cluster.stat(name).size == MiB  # the first one is untouched
-
-
-@pytest.mark.parametrize("offset,length", [(MiB, 1), (MiB - 1, 2), (2 * MiB, 0), (-1, 1)])
-def test_read_write_past_end(cluster, new_name, offset, length):
-    name = new_name()
-    cluster.create(name, MiB)
-    with cluster.open(name) as vdi:
-        with pytest.raises(sheepfast.OutOfRange):
-            vdi.read(offset, length)
-        with pytest.raises(sheepfast.OutOfRange):
-            vdi.write(b"x" * length, offset)
-        with pytest.raises(sheepfast.OutOfRange):
-            vdi.readinto(bytearray(length), offset)
-        assert vdi.stats["create_requests"] == 0
+# Missing VDI, existing VDI and out-of-range I/O are part of the backend
+# contract (tests/test_backends.py), checked for the native and CLI backends.
 
 
 @pytest.mark.parametrize("name,why", [
