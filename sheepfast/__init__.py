@@ -43,7 +43,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without a build
 
     def _missing(*args, **kwargs):
         raise ImportError(
-            "sheepfast's native extension is not built; install with 'pip install .'"
+            f"sheepfast's native extension is not built in {__path__[0]}: install the "
+            "package ('pip install .') and run it from outside the source tree, or build "
+            "it in place ('python setup.py build_ext --inplace')"
         ) from _import_error
 
     Cluster = Vdi = _missing  # type: ignore[assignment,misc]
