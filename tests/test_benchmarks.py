@@ -143,7 +143,10 @@ def test_harness_end_to_end_on_the_embedded_cluster(tmp_path):
     want = {(c.name, p) for c in cases_module.CASES for p in ("dense", "sparse")}
     assert measured == want, sorted(want - measured)
     for row in doc["summary"]:
-        assert row["median_mib_s"] > 0 and row["cpu_s_per_gib"] >= 0 and row["rss_mib"] > 0
+        assert row["median_mib_s"] > 0 and row["cpu_s_per_gib"] >= 0
+        # dog's memory is sampled every 20 ms: an 8M run can finish unseen
+        sampled = row["case"].startswith(("dog-", "old-", "cli-"))
+        assert row["rss_mib"] > 0 or sampled, row
         if row["case"] not in ("hashes",) and not row["case"].startswith(("dog-", "old-")):
             assert "ratio_dog" in row and "ratio_old" in row, row
     # what each sheepfast upload allocated: with 75% zero objects, only the rest
