@@ -65,7 +65,7 @@ def _glance_store(address: str) -> Iterator[object]:
             f.write("[DEFAULT]\nenabled_backends = sd:sheepdog\n"
                     "[glance_store]\ndefault_backend = sd\n"
                     f"[sd]\nsheepdog_store_address = {host.strip('[]')}\n"
-                    f"sheepdog_store_port = {port}\nsheepdog_store_chunk_size = 64\n")
+                    f"sheepdog_store_port = {port}\nsheepdog_store_chunk_size = 32\n")
         conf = cfg.CONF  # glance_store reads the process-wide config, as in Glance
         conf.register_opt(cfg.DictOpt("enabled_backends"))
         conf(args=["--config-file", conf_file], project="glance")

@@ -73,7 +73,11 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 DEFAULT_ADDR = "127.0.0.1"
-DEFAULT_CHUNKSIZE = 64  # MiB, as in the removed driver
+# MiB. The removed driver used 64; an upload or a download holds two chunks
+# (one in flight, one being read, hashed or sent), and 32 keeps that under
+# 100 MiB per transfer at the same speed (8 objects per call are enough to
+# keep a cluster busy). Existing configurations that set 64 keep working.
+DEFAULT_CHUNKSIZE = 32
 SCHEME = "sheepdog"
 PREFIX = SCHEME + "://"
 EXAMPLE_URL = "sheepdog://addr:port:image"
@@ -93,9 +97,11 @@ is rounded up to a whole number of Sheepdog objects (4 MiB unless
 ``sheepdog_store_object_size`` or the cluster says otherwise).
 
 An upload holds at most two chunks in memory (one being written while the
-next is read and hashed), so the memory used per concurrent upload is
-about twice this value. Larger chunks keep more object requests in
-flight per call; 16 or more is enough to reach full speed.
+next is read and hashed), and a download two (one being sent while the
+next is read), so the memory used per concurrent transfer is about twice
+this value. Larger chunks keep more object requests in flight per call;
+16 or more is enough to reach full speed. (The removed driver's default
+was 64.)
 
 Possible values:
     * Positive integer value representing size in mebibytes.

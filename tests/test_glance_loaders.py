@@ -35,7 +35,9 @@ DRIVER_NAMES = ["sheepdog", "glance.store.sheepdog.Store"]
 LEGACY_OPTIONS = {
     "sheepdog_store_address": (cfg.HostAddressOpt, "127.0.0.1"),
     "sheepdog_store_port": (cfg.PortOpt, 7000),
-    "sheepdog_store_chunk_size": (cfg.IntOpt, 64),
+    # same name, type and unit (MiB); the default moved from the removed
+    # driver's 64 to 32 so a transfer holds under 100 MiB (two chunks)
+    "sheepdog_store_chunk_size": (cfg.IntOpt, 32),
 }
 NEW_OPTIONS = {
     "sheepdog_store_backend": "auto",
