@@ -58,13 +58,15 @@ def _glance_store(address: str) -> Iterator[object]:
     from oslo_config import cfg
     from glance_store import multi_backend
 
-    host, _, port = address.split(",")[0].rpartition(":")
+    from sheepfast.image import parse_address
+
+    host, port = parse_address(address.split(",")[0])
     with tempfile.TemporaryDirectory() as tmp:
         conf_file = os.path.join(tmp, "glance-api.conf")
         with open(conf_file, "w") as f:
             f.write("[DEFAULT]\nenabled_backends = sd:sheepdog\n"
                     "[glance_store]\ndefault_backend = sd\n"
-                    f"[sd]\nsheepdog_store_address = {host.strip('[]')}\n"
+                    f"[sd]\nsheepdog_store_address = {host}\n"
                     f"sheepdog_store_port = {port}\nsheepdog_store_chunk_size = 32\n")
         conf = cfg.CONF  # glance_store reads the process-wide config, as in Glance
         conf.register_opt(cfg.DictOpt("enabled_backends"))
