@@ -31,6 +31,7 @@ from typing import BinaryIO, Iterator, Optional
 import sheepfast
 from sheepfast import errors
 from sheepfast.backends import KINDS, Backend, BackendImage, open_backend
+from sheepfast.image import is_zero
 
 CLUSTER_ENV = "SHEEPFAST_CLUSTER"
 MiB = 1 << 20
@@ -69,14 +70,6 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def is_zero(buf: memoryview) -> bool:
-    try:
-        from sheepfast._native import _is_zero
-    except ImportError:
-        return buf.tobytes().count(0) == len(buf)
-    return _is_zero(buf)
 
 
 class Progress:

@@ -395,7 +395,8 @@ except ImportError:  # pragma: no cover - the command-line backend without a bui
     _is_zero_native = None
 
 
-def _is_zero(data: Any) -> bool:
+def is_zero(data: Any) -> bool:
+    """True if the buffer holds only zero bytes (C scan when built)."""
     view = memoryview(data).cast("B")
     if _is_zero_native is not None:
         return bool(_is_zero_native(view))
@@ -466,7 +467,7 @@ class _Pipeline:
         if self._grow and end > self._size:
             self._handle.resize(end)
             self._size = end
-        if not (self._skip_zero and _is_zero(data)):
+        if not (self._skip_zero and is_zero(data)):
             self._handle.write(data, item.offset)
 
     @staticmethod
