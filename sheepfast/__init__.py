@@ -57,13 +57,18 @@ def connect(
     connect_timeout: float = 10.0,
     io_timeout: float = 60.0,
     depth: int = 16,
+    routing: bool = True,
 ) -> "Cluster":
     """Connects to a Sheepdog cluster.
 
     addresses: "host:port", several separated by commas, IPv6 as "[addr]:port";
     the port defaults to 7000. depth: object requests kept in flight per call.
+    routing: send each object read to a sheep holding the object (learned
+    from the cluster's node list), which saves the cluster a hop; False keeps
+    all traffic on the given addresses.
     """
-    return Cluster(addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth)
+    return Cluster(addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth,
+                   routing=routing)
 
 
 __all__ = [

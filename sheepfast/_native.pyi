@@ -14,6 +14,7 @@ def version() -> str: ...
 class Cluster:
     addresses: str
     depth: int
+    routing: bool
     def __init__(
         self,
         addresses: Union[str, Sequence[str]],
@@ -21,6 +22,7 @@ class Cluster:
         connect_timeout: float = ...,
         io_timeout: float = ...,
         depth: int = ...,
+        routing: bool = ...,
     ) -> None: ...
     def close(self) -> None: ...
     @property
@@ -31,6 +33,7 @@ class Cluster:
     def defaults(self) -> ClusterDefaults: ...
     @property
     def nodes(self) -> list[str]: ...
+    def locate(self, oid: int, copies: int) -> list[str]: ...
     def create(
         self, name: _Name, size: int, *, copies: int = ..., block_size_shift: int = ...,
         copy_policy: int = ...

@@ -137,8 +137,10 @@ cdef class Cluster(_Handle):
     cdef sf_cluster *_c
     cdef readonly str addresses
     cdef readonly unsigned depth
+    cdef readonly bint routing
 
-    def __cinit__(self, addresses, *, connect_timeout=10.0, io_timeout=60.0, depth=DEFAULT_DEPTH):
+    def __cinit__(self, addresses, *, connect_timeout=10.0, io_timeout=60.0, depth=DEFAULT_DEPTH,
+                  routing=True):
         cdef sf_options opt
         cdef sf_error err
         cdef bytes addr
@@ -159,6 +161,8 @@ cdef class Cluster(_Handle):
         opt.connect_timeout_ms = max(1, <int>(connect_timeout * 1000))
         opt.io_timeout_ms = max(1, <int>(io_timeout * 1000))
         opt.depth = depth
+        opt.no_routing = not routing
+        self.routing = bool(routing)
         with nogil:
             self._c = sf_cluster_open(&opt, &err)
         if self._c == NULL:
@@ -205,6 +209,26 @@ cdef class Cluster(_Handle):
         self._enter()
         try:
             rc = sf_cluster_nodes(self._c, buf, sizeof(buf), &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise(&err)
+        return buf.decode().split(",")
+
+    def locate(self, oid, copies):
+        """The sheep holding object oid when a VDI keeps `copies` replicas, in
+        copy order, as the cluster places it ("host:port" strings). Object
+        requests go to one of them. Raises Unsupported when the placement is
+        not known (routing=False, or a disk-mode cluster)."""
+        cdef uint64_t c_oid = _uint64(oid, "oid")
+        cdef char buf[20000]
+        cdef sf_error err
+        cdef int rc
+        if not 1 <= copies <= 31:
+            raise _errors.InvalidArgument(f"copies must be 1..31 (got {copies})")
+        self._enter()
+        try:
+            rc = sf_cluster_locate(self._c, c_oid, copies, buf, sizeof(buf), &err)
         finally:
             self._guard.leave()
         if rc != SF_OK:
@@ -390,7 +414,8 @@ cdef class Vdi(_Handle):
     @property
     def stats(self):
         """Requests sent since open: reads, writes, creates, index updates,
-        and all-zero objects skipped."""
+        all-zero objects skipped, and object requests that went straight to
+        a sheep holding the object."""
         cdef sf_vdi_stats s
         self._guard.enter()
         sf_vdi_get_stats(self._c, &s)
@@ -401,6 +426,7 @@ cdef class Vdi(_Handle):
             "create_requests": s.create_requests,
             "index_updates": s.index_updates,
             "zero_objects_skipped": s.zero_objects_skipped,
+            "routed_requests": s.routed_requests,
         }
 
     def read(self, offset, length):

@@ -27,6 +27,7 @@ cdef extern from "sheepfast.h" nogil:
         int connect_timeout_ms
         int io_timeout_ms
         unsigned depth
+        int no_routing
 
     ctypedef struct sf_cluster_defaults:
         uint8_t copies
@@ -58,6 +59,7 @@ cdef extern from "sheepfast.h" nogil:
         uint64_t create_requests
         uint64_t index_updates
         uint64_t zero_objects_skipped
+        uint64_t routed_requests
 
     ctypedef struct sf_cluster:
         pass
@@ -72,6 +74,8 @@ cdef extern from "sheepfast.h" nogil:
     void sf_cluster_close(sf_cluster *cl)
     int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err)
     int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
+    int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out, size_t out_len,
+                          sf_error *err)
     int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
                       const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
     int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,

@@ -64,11 +64,38 @@ static sf_conn *take_idle_for(sf_cluster *cl, unsigned gw)
     return found;
 }
 
+/* The gateways a transfer's lanes go to: with a known ring, every sheep
+ * that stores objects, so each request can go to one holding its object;
+ * otherwise the configured gateways. Returns how many. */
+static unsigned lane_gateways(sf_cluster *cl, unsigned *gws)
+{
+    unsigned nr = 0;
+    pthread_mutex_lock(&cl->lock);
+    if (cl->ring != NULL) {
+        for (uint32_t i = 0; i < cl->ring->nr_nodes && nr < SF_MAX_GATEWAYS; i++) {
+            uint32_t gw = cl->ring->nodes[i].gateway;
+            int dup = 0;
+            for (unsigned j = 0; j < nr && !dup; j++)
+                dup = gws[j] == gw;
+            if (gw != SF_RING_NO_GATEWAY && !dup)
+                gws[nr++] = gw;
+        }
+    }
+    if (nr < 2) { /* no ring, or nothing to spread over */
+        nr = 0;
+        for (unsigned i = 0; i < cl->nr_configured; i++)
+            gws[nr++] = i;
+    }
+    pthread_mutex_unlock(&cl->lock);
+    return nr;
+}
+
 unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err)
 {
+    unsigned gws[SF_MAX_GATEWAYS];
+    unsigned nr = lane_gateways(cl, gws);
     pthread_mutex_lock(&cl->lock);
-    unsigned nr = cl->nr_configured, first = cl->next_gateway;
-    cl->next_gateway = (cl->next_gateway + 1) % nr;
+    unsigned first = cl->next_lane++ % nr;
     pthread_mutex_unlock(&cl->lock);
     if (max <= 1 || nr <= 1) {
         conns[0] = sf_pool_get(cl, err);
@@ -77,7 +104,7 @@ unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_err
     unsigned got = 0;
     int64_t now = sf_now_ms();
     for (unsigned i = 0; i < nr && got < max; i++) {
-        unsigned gw = (first + i) % nr;
+        unsigned gw = gws[(first + i) % nr];
         pthread_mutex_lock(&cl->lock);
         int down = cl->down_until_ms[gw] > now;
         pthread_mutex_unlock(&cl->lock);
@@ -136,7 +163,63 @@ static void learn_gateways(sf_cluster *cl, const uint8_t *records, uint32_t coun
     }
 }
 
-/* GET_NODE_LIST: lets the client fail over to gateways it was not told of. */
+static unsigned gateway_index(sf_cluster *cl, const uint8_t *record)
+{
+    char text[300];
+    sf_gateway gw;
+    unsigned found = SF_RING_NO_GATEWAY;
+    if (sf_node_record_address(record, text, sizeof(text)) < 0 ||
+        sf_parse_addresses(text, &gw, 1, NULL) != 1)
+        return found;
+    pthread_mutex_lock(&cl->lock);
+    for (unsigned j = 0; j < cl->nr_gateways && found == SF_RING_NO_GATEWAY; j++)
+        if (strcmp(cl->gateways[j].host, gw.host) == 0 && strcmp(cl->gateways[j].port, gw.port) == 0)
+            found = j;
+    pthread_mutex_unlock(&cl->lock);
+    return found;
+}
+
+/* Replaces the ring with one built from the node list just read. */
+static void install_ring(sf_cluster *cl, const uint8_t *records, uint32_t count)
+{
+    sf_error ignored;
+    sf_ring *ring = sf_ring_build(records, count, &ignored);
+    if (ring == NULL)
+        return; /* keep routing by the old ring, or by load */
+    for (uint32_t i = 0; i < count; i++)
+        ring->nodes[i].gateway = gateway_index(cl, records + (size_t)i * SF_NODE_RECORD_SIZE);
+    ring->refs = 1;
+    pthread_mutex_lock(&cl->lock);
+    sf_ring *old = cl->ring;
+    cl->ring = ring;
+    cl->ring_time_ms = sf_now_ms();
+    pthread_mutex_unlock(&cl->lock);
+    sf_ring_put(cl, old);
+}
+
+sf_ring *sf_ring_get(sf_cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    sf_ring *ring = cl->ring;
+    if (ring != NULL)
+        ring->refs++;
+    pthread_mutex_unlock(&cl->lock);
+    return ring;
+}
+
+void sf_ring_put(sf_cluster *cl, sf_ring *ring)
+{
+    if (ring == NULL)
+        return;
+    pthread_mutex_lock(&cl->lock);
+    unsigned left = --ring->refs;
+    pthread_mutex_unlock(&cl->lock);
+    if (left == 0)
+        sf_ring_free(ring);
+}
+
+/* GET_NODE_LIST: lets the client fail over to gateways it was not told of,
+ * and tells it where objects live. */
 static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_error *err)
 {
     /* sheep copies the list into our buffer without a bounds check, so the
@@ -157,11 +240,49 @@ static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_error *err)
         if (n > SF_MAX_NODES || (uint64_t)n * SF_NODE_RECORD_SIZE > op.rsp.data_length)
             rc = sf_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
                          op.rsp.data_length);
-        else
+        else {
             learn_gateways(cl, buf, n);
+            if (cl->route)
+                install_ring(cl, buf, n);
+        }
     }
     free(buf);
     return rc;
+}
+
+void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn)
+{
+    pthread_mutex_lock(&cl->lock);
+    int stale = cl->route && sf_now_ms() - cl->ring_time_ms >= SF_RING_REFRESH_MS;
+    if (stale)
+        cl->ring_time_ms = sf_now_ms(); /* one refresher at a time */
+    pthread_mutex_unlock(&cl->lock);
+    sf_error ignored;
+    if (stale)
+        refresh_nodes(cl, conn, &ignored); /* a failure keeps the old ring */
+}
+
+/* STAT_CLUSTER: the cluster flags. A disk-mode cluster places objects by
+ * disk, which the node list does not describe: no routing there. */
+static int check_placement_mode(sf_cluster *cl, sf_conn **conn, sf_error *err)
+{
+    uint8_t record[SF_STAT_CLUSTER_RECORD];
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_STAT_CLUSTER);
+    op.req.data_length = sizeof(record);
+    op.req.nodes_nr = 0;
+    op.reply_buf = record;
+    op.reply_cap = sizeof(record);
+    op.retryable = 1;
+    if (sf_call(cl, conn, &op, err) != SF_OK)
+        return SF_ERR;
+    if (op.rsp.data_length < sizeof(record))
+        return sf_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
+                       op.rsp.data_length, sizeof(record));
+    if (sf_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE)
+        cl->route = 0;
+    return SF_OK;
 }
 
 static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
@@ -198,18 +319,22 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     if (n < 0)
         goto fail;
     cl->nr_configured = cl->nr_gateways = (unsigned)n;
+    cl->route = !opt->no_routing;
 
     sf_conn *conn = sf_connect_any(cl, 0, err);
     if (conn == NULL)
         goto fail;
     /* The defaults double as the "is this a formatted sheep?" check. */
-    if (fetch_defaults(cl, &conn, err) != SF_OK || refresh_nodes(cl, &conn, err) != SF_OK) {
+    if (fetch_defaults(cl, &conn, err) != SF_OK ||
+        (cl->route && check_placement_mode(cl, &conn, err) != SF_OK) ||
+        refresh_nodes(cl, &conn, err) != SF_OK) {
         sf_conn_close(conn);
         goto fail;
     }
     sf_pool_put(cl, conn);
     return cl;
 fail:
+    sf_ring_free(cl->ring);
     pthread_mutex_destroy(&cl->lock);
     free(cl);
     return NULL;
@@ -222,6 +347,7 @@ void sf_cluster_unref(sf_cluster *cl)
     pthread_mutex_unlock(&cl->lock);
     if (left > 0)
         return;
+    sf_ring_free(cl->ring); /* no run holds it any more */
     while (cl->idle != NULL) {
         sf_conn *next = cl->idle->next_idle;
         sf_conn_close(cl->idle);
@@ -264,4 +390,36 @@ int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
     }
     pthread_mutex_unlock(&cl->lock);
     return SF_OK;
+}
+
+int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out, size_t out_len,
+                      sf_error *err)
+{
+    sf_error_clear(err);
+    if (out_len == 0)
+        return sf_fail(err, SF_E_INVALID, "empty output buffer");
+    if (copies == 0 || copies > SF_MAX_COPIES)
+        return sf_fail(err, SF_E_INVALID, "copies must be 1..%u (got %u)", SF_MAX_COPIES, copies);
+    out[0] = '\0';
+    sf_ring *ring = sf_ring_get(cl);
+    if (ring == NULL)
+        return sf_fail(err, SF_E_UNSUPPORTED,
+                       "object placement is not known (routing off, or a disk-mode cluster)");
+    unsigned nodes[SF_MAX_COPIES];
+    unsigned n = sf_ring_locate(ring, oid, copies, nodes);
+    size_t used = 0;
+    int rc = SF_OK;
+    for (unsigned i = 0; i < n && rc == SF_OK; i++) {
+        char text[300] = "?";
+        uint32_t gw = ring->nodes[nodes[i]].gateway;
+        if (gw != SF_RING_NO_GATEWAY)
+            sf_gateway_format(&cl->gateways[gw], text, sizeof(text));
+        int w = snprintf(out + used, out_len - used, "%s%s", i ? "," : "", text);
+        if (w < 0 || (size_t)w >= out_len - used)
+            rc = sf_fail(err, SF_E_INVALID, "output buffer too small for the locations");
+        else
+            used += (size_t)w;
+    }
+    sf_ring_put(cl, ring);
+    return rc;
 }

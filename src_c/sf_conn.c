@@ -188,8 +188,11 @@ sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
         sf_fail(err, SF_E_RESOLVE, "cannot resolve %s: %s", gw->host, gai_strerror(rc));
         return NULL;
     }
+    int timeout_ms = cl->connect_timeout_ms;
+    if (gw_index >= cl->nr_configured && timeout_ms > SF_LEARNED_CONNECT_MS)
+        timeout_ms = SF_LEARNED_CONNECT_MS;
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-        fd = connect_addr(ai, cl->connect_timeout_ms, &errnum);
+        fd = connect_addr(ai, timeout_ms, &errnum);
     freeaddrinfo(res);
     if (fd < 0) {
         pthread_mutex_lock(&cl->lock);
@@ -259,7 +262,20 @@ typedef struct engine {
     unsigned nr_inflight;
     lane lanes[SF_MAX_LANES];
     unsigned nr_lanes;
+    sf_ring *ring;                     /* placement, or NULL: route by load only */
+    uint32_t lane_node[SF_MAX_LANES]; /* ring node each lane's sheep is, or UINT32_MAX */
 } engine;
+
+/* Which ring node a lane's connection goes to. */
+static void engine_map_lane(engine *e, unsigned i)
+{
+    e->lane_node[i] = UINT32_MAX;
+    if (e->ring == NULL)
+        return;
+    for (uint32_t n = 0; n < e->ring->nr_nodes; n++)
+        if (e->ring->nodes[n].gateway == e->lanes[i].conn->gateway)
+            e->lane_node[i] = n;
+}
 
 static size_t op_wire_size(const sf_op *op)
 {
@@ -279,14 +295,32 @@ static void lane_enqueue(lane *l, sf_op *op)
     l->send_count++;
 }
 
-/* The least busy lane takes the next op, which spreads a transfer over the
- * gateways the lanes are connected to. */
+/* An object request goes to the least busy lane whose sheep holds the
+ * object; anything else (or an object no lane holds) to the least busy lane,
+ * which spreads a transfer over the gateways the lanes are connected to. */
 static void engine_enqueue(engine *e, sf_op *op)
 {
-    lane *best = &e->lanes[0];
-    for (unsigned i = 1; i < e->nr_lanes; i++)
-        if (e->lanes[i].nr_inflight < best->nr_inflight)
-            best = &e->lanes[i];
+    lane *best = NULL;
+    op->routed = 0;
+    if (e->ring != NULL && op->route_copies > 0 && op->route_copies <= SF_MAX_COPIES) {
+        unsigned holders[SF_MAX_COPIES];
+        unsigned n = sf_ring_locate(e->ring, op->req.oid, op->route_copies, holders);
+        for (unsigned i = 0; i < e->nr_lanes; i++) {
+            int holds = 0;
+            for (unsigned h = 0; h < n && !holds; h++)
+                holds = e->lane_node[i] == holders[h];
+            if (holds &&
+                (best == NULL || e->lanes[i].nr_inflight < best->nr_inflight))
+                best = &e->lanes[i];
+        }
+        op->routed = best != NULL;
+    }
+    if (best == NULL) {
+        best = &e->lanes[0];
+        for (unsigned i = 1; i < e->nr_lanes; i++)
+            if (e->lanes[i].nr_inflight < best->nr_inflight)
+                best = &e->lanes[i];
+    }
     lane_enqueue(best, op);
     e->nr_inflight++;
 }
@@ -442,6 +476,7 @@ static int lane_reconnect(engine *e, lane *l, sf_error *err)
     l->reconnects++;
     sf_conn_close(l->conn);
     l->conn = fresh;
+    engine_map_lane(e, (unsigned)(l - e->lanes));
     sf_op *pending[SF_MAX_DEPTH];
     unsigned n = l->nr_inflight;
     memcpy(pending, l->inflight, n * sizeof(pending[0]));
@@ -512,8 +547,12 @@ int sf_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *
     e.src = src;
     e.depth = depth == 0 ? 1 : (depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : depth);
     e.nr_lanes = nr_conns < SF_MAX_LANES ? nr_conns : SF_MAX_LANES;
-    for (unsigned i = 0; i < e.nr_lanes; i++)
+    /* one lane has nothing to choose between */
+    e.ring = e.nr_lanes > 1 ? sf_ring_get(cl) : NULL;
+    for (unsigned i = 0; i < e.nr_lanes; i++) {
         e.lanes[i].conn = conns[i];
+        engine_map_lane(&e, i);
+    }
     int rc = SF_OK;
 
     for (;;) {
@@ -539,6 +578,7 @@ int sf_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *
         if (rc != SF_OK && e.lanes[i].nr_inflight > 0)
             conns[i]->broken = 1; /* its late replies would confuse the next user */
     }
+    sf_ring_put(cl, e.ring);
     return rc;
 }
 

@@ -19,6 +19,12 @@
 #define SF_MAX_LANES 8u
 /* Reconnects (to the next gateway) allowed per call before giving up. */
 #define SF_MAX_RECONNECTS 2
+/* Gateways learned from the node list may sit on a network the client
+ * cannot reach; a transfer does not wait longer than this for one. */
+#define SF_LEARNED_CONNECT_MS 2000
+/* How long a node ring is trusted before the node list is read again. */
+#define SF_RING_REFRESH_MS 30000
+#define SF_MAX_COPIES 31
 
 /* ---- errors (sf_error.c) ---- */
 int sf_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)
@@ -55,6 +61,9 @@ typedef struct sf_op {
     void *reply_buf;     /* reply payload lands here ... */
     uint32_t reply_cap;  /* ... up to this many bytes */
     int retryable;       /* safe to resend after a connection loss */
+    uint8_t route_copies; /* replicated object with this many copies: send it
+                             to a sheep holding one (0: any lane) */
+    uint8_t routed;       /* set by the engine: it went to a holder */
     sf_rsp rsp;          /* filled when the reply arrives */
     /* engine */
     uint8_t wire_header[SF_HEADER_SIZE];
@@ -97,6 +106,34 @@ void sf_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_l
 int sf_read_exact(struct sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
                   uint32_t len, sf_error *err);
 
+/* ---- object placement (sf_ring.c) ---- */
+#define SF_RING_NO_GATEWAY UINT32_MAX
+#define SF_RING_MAX_VNODES (1u << 22)
+typedef struct sf_ring_vnode {
+    uint64_t hash;
+    uint32_t node; /* index into nodes[] */
+} sf_ring_vnode;
+typedef struct sf_ring_node {
+    uint32_t zone;
+    uint32_t gateway; /* index into the cluster's gateways, or SF_RING_NO_GATEWAY */
+} sf_ring_node;
+/* Immutable once built; shared by reference count under the cluster lock. */
+typedef struct sf_ring {
+    unsigned refs;
+    uint32_t nr_nodes;
+    sf_ring_node *nodes;
+    uint32_t nr_vnodes;
+    sf_ring_vnode *vnodes; /* sorted by hash */
+} sf_ring;
+
+/* From count GET_NODE_LIST records; gateways are left unset. */
+sf_ring *sf_ring_build(const uint8_t *records, uint32_t count, sf_error *err);
+void sf_ring_free(sf_ring *ring);
+/* Up to copies node indexes holding oid, in copy order; returns how many. */
+unsigned sf_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes);
+uint64_t sf_ring_oid_hash(uint64_t oid);
+uint64_t sf_ring_node_hash(const uint8_t rec[SF_NODE_RECORD_SIZE]);
+
 /* ---- cluster (sf_cluster.c) ---- */
 struct sf_cluster {
     pthread_mutex_t lock; /* guards gateways, idle, refs */
@@ -104,6 +141,7 @@ struct sf_cluster {
     unsigned nr_configured; /* the caller's list comes first ... */
     unsigned nr_gateways;   /* ... then gateways learned from GET_NODE_LIST */
     unsigned next_gateway;  /* where the next new connection goes */
+    unsigned next_lane;     /* where the next transfer's lanes start */
     /* a gateway that refused or timed out is left out of transfers for a while */
     int64_t down_until_ms[SF_MAX_GATEWAYS];
     sf_conn *idle;
@@ -113,7 +151,17 @@ struct sf_cluster {
     int io_timeout_ms;
     unsigned depth;
     sf_cluster_defaults defaults;
+    int route;             /* send object requests to sheep holding the object */
+    sf_ring *ring;         /* the cluster's placement, or NULL when unknown */
+    int64_t ring_time_ms;  /* when it was read */
 };
+
+/* The current ring with a reference (NULL when routing is off or the
+ * placement is unknown); sf_ring_put drops it. */
+sf_ring *sf_ring_get(sf_cluster *cl);
+void sf_ring_put(sf_cluster *cl, sf_ring *ring);
+/* Reads the node list again when the ring is older than SF_RING_REFRESH_MS. */
+void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn);
 
 sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err);
 void sf_pool_put(sf_cluster *cl, sf_conn *conn);

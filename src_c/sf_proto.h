@@ -74,6 +74,9 @@ static inline uint64_t sf_inode_oid(uint32_t vid)
 
 #define SF_NAME_FIELD 256u
 #define SF_NODE_RECORD_SIZE 80u
+#define SF_STAT_CLUSTER_RECORD 48u /* one epoch-log record */
+#define SF_STAT_CLUSTER_FLAGS_OFF 30u
+#define SF_CLUSTER_FLAG_DISKMODE 0x02u
 #define SF_MAX_NODES 6144u
 #define SF_NODE_LIST_BUF (SF_MAX_NODES * SF_NODE_RECORD_SIZE) /* sheep does no bounds check */
 #define SF_VDI_BITMAP_SIZE (1u << 21)                         /* 2^24 bits */

@@ -152,6 +152,8 @@ sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error 
     }
     if (rc == SF_OK && vdi->info.store_policy == 1)
         rc = load_btree(vdi, &conn, err);
+    if (rc == SF_OK)
+        sf_cluster_maybe_refresh(cl, &conn); /* nodes come and go: keep routing true */
     sf_pool_put(cl, conn);
     if (rc != SF_OK) {
         vdi_free(vdi);
@@ -300,7 +302,15 @@ typedef struct transfer {
     uint32_t nr_batch;
     int failed;
     sf_error err;
+    uint64_t nr_routed;
 } transfer;
+
+/* Replicated objects can go straight to a sheep holding them; erasure-coded
+ * ones are striped over every node, so any gateway is as good. */
+static uint8_t route_copies(const sf_vdi *vdi)
+{
+    return vdi->info.copy_policy == 0 ? vdi->info.copies : 0;
+}
 
 static void transfer_fail(transfer *t, const sf_op *op, const char *what)
 {
@@ -427,6 +437,9 @@ static sf_op *transfer_next(void *ctx)
         op->req.copy_policy = vdi->info.copy_policy;
         op->payload = p->buf;
     }
+    /* Only reads: a sheep reads its own copy from disk, but forwards
+     * every write over a socket, even to itself (measured: no gain). */
+    op->route_copies = t->writing ? 0 : route_copies(vdi);
     return op;
 }
 
@@ -435,6 +448,7 @@ static void transfer_complete(void *ctx, sf_op *op)
     transfer *t = ctx;
     sf_vdi *vdi = t->vdi;
     t->free_slots[t->nr_free++] = op->tag;
+    t->nr_routed += op->routed;
 
     if (op->req.opcode == SF_OP_WRITE_OBJ && op->req.oid == sf_inode_oid(vdi->info.vid)) {
         t->index_write_busy = 0;
@@ -629,6 +643,7 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
             vdi->stats.create_requests++;
     }
     vdi->stats.zero_objects_skipped += zero_skipped;
+    vdi->stats.routed_requests += t.nr_routed;
     pthread_mutex_unlock(&vdi->lock);
 out:
     for (unsigned i = 0; i < nr_lanes; i++)

@@ -74,6 +74,9 @@ typedef struct sf_options {
     int connect_timeout_ms; /* <= 0: 10 s */
     int io_timeout_ms;      /* no progress for this long fails the call; <= 0: 60 s */
     unsigned depth;         /* object requests in flight per call; 0: 16 */
+    /* Non-zero: send object requests to any gateway instead of to a sheep
+     * holding the object (which saves the cluster one hop per object). */
+    int no_routing;
 } sf_options;
 
 typedef struct sf_cluster_defaults {
@@ -117,6 +120,12 @@ SF_EXPORT void sf_cluster_close(sf_cluster *cl);
 SF_EXPORT int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err);
 /* Gateways known to the client, as "host:port" strings joined by ','. */
 SF_EXPORT int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err);
+/* The sheep holding object oid of a VDI with `copies` replicas, as the
+ * cluster places it: "host:port" strings in copy order joined by ','.
+ * SF_E_UNSUPPORTED when the placement is not known to the client (disk-mode
+ * clusters, or no node list). */
+SF_EXPORT int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out,
+                                size_t out_len, sf_error *err);
 
 /* Names are byte strings of 1..255 bytes with no NUL. */
 SF_EXPORT int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
@@ -158,6 +167,7 @@ typedef struct sf_vdi_stats {
     uint64_t create_requests;
     uint64_t index_updates;
     uint64_t zero_objects_skipped;
+    uint64_t routed_requests; /* object requests sent to a sheep holding the object */
 } sf_vdi_stats;
 SF_EXPORT void sf_vdi_get_stats(const sf_vdi *vdi, sf_vdi_stats *out);
 

@@ -112,3 +112,28 @@ def test_snapshot_under_an_open_handle(cluster, new_name, dog):
     assert dog("vdi", "read", "-s", "s1", name, "0", "6") == b"before"
     cluster.delete(name)
     dog("vdi", "delete", "-s", "s1", name)
+
+
+def test_placement_agrees_with_dog(cluster, new_name, dog):
+    """The ring the client routes reads by puts every object where sheep
+    itself says it belongs (`dog vdi object location`, "According to
+    sheepdog algorithm ...")."""
+    import re
+
+    name = new_name("sf-ring")
+    cluster.create(name, 64 * MiB)
+    info = cluster.stat(name)
+    with cluster.open(name) as vdi:  # dog locates allocated objects only
+        vdi.write(os.urandom(64 * MiB), 0)
+        assert vdi.stats["routed_requests"] == 0  # writes are not routed
+        vdi.read(0, 64 * MiB)
+        assert vdi.stats["routed_requests"] == 64 * MiB // info.object_size
+    inode_oid = (1 << 63) | (info.vid << 32)
+    for idx in [None, *range(64 * MiB // info.object_size)]:
+        args = ["vdi", "object", "location", name] if idx is None else \
+            ["vdi", "object", "location", "-i", str(idx), name]
+        out = dog(*args).decode()
+        tail = out.split("According to sheepdog algorithm", 1)[1]
+        expected = re.findall(r"\S+:\d+", tail)
+        oid = inode_oid if idx is None else (info.vid << 32) | idx
+        assert cluster.locate(oid, info.copies) == expected, (idx, out)

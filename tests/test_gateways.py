@@ -120,3 +120,111 @@ def test_a_dead_configured_gateway_is_skipped_quickly():
                     vdi.write(data, 0)
                     assert vdi.read(0, 16 * MiB) == data
                 assert time.monotonic() - t0 < 10
+
+
+# ------------------------------------------------------------ read routing
+
+_FNV_INIT, _FNV_PRIME, _M64 = 0xcbf29ce484222325, 0x100000001b3, (1 << 64) - 1
+
+
+def _fnv(data: bytes, h: int = _FNV_INIT) -> int:
+    for b in data:
+        h = ((h ^ b) * _FNV_PRIME) & _M64
+    return h
+
+
+def _next(h: int) -> int:
+    return _fnv(h.to_bytes(8, "little"), h)
+
+
+def _reference_locate(nodes, oid: int, copies: int) -> list[str]:
+    """Sheepdog 1.0's placement, written from its description independently
+    of the C code: nodes are (ipv4, port, nr_vnodes, zone)."""
+    ring = []
+    for host, port, vnodes, zone in nodes:
+        h = _next(_fnv(bytes(12) + socket.inet_aton(host) + port.to_bytes(2, "little")))
+        for _ in range(vnodes):
+            h = _next(h)
+            ring.append((h, f"{host}:{port}", zone))
+    ring.sort()
+    key = _next(_fnv(oid.to_bytes(8, "little")))
+    start = next((i for i, v in enumerate(ring) if v[0] >= key), 0)
+    chosen = []
+    for step in range(len(ring)):
+        _, addr, zone = ring[(start + step) % len(ring)]
+        if all(zone != z for _, z in chosen):
+            chosen.append((addr, zone))
+        if len(chosen) == copies:
+            break
+    return [a for a, _ in chosen]
+
+
+def test_locate_matches_the_reference_placement():
+    with FakeSheep(nodes=4) as sheep:
+        nodes = [(r.addr, r.port, r.nr_vnodes, r.zone) for r in sheep.node_records()]
+        with sheepfast.connect(sheep.addresses[0]) as c:
+            for oid in [0, 1, (0x95F9E1 << 32) | 3, (1 << 63) | (0x95F9E1 << 32), _M64]:
+                for copies in (1, 2, 3, 4):
+                    assert c.locate(oid, copies) == _reference_locate(nodes, oid, copies)
+            # more copies than zones: only as many holders as there are zones
+            assert len(c.locate(7, 6)) == 4
+            with pytest.raises(sheepfast.InvalidArgument, match="copies"):
+                c.locate(7, 0)
+
+
+def test_reads_go_to_a_sheep_holding_the_object():
+    """Configured with one gateway, the client learns the others and sends
+    each object read to a node that holds the object (which reads its own
+    copy instead of forwarding); writes go by load."""
+    from sheepfast.testing import wire as w
+
+    with FakeSheep(nodes=3) as sheep:
+        with sheepfast.connect(sheep.addresses[0]) as c:
+            c.create("routed", 32 * MiB, copies=2, block_size_shift=20)
+            data = os.urandom(32 * MiB)
+            with c.open("routed") as vdi:
+                vdi.write(data, 0)
+                assert vdi.stats["routed_requests"] == 0
+                sheep.enable_request_log()
+                assert vdi.read(0, len(data)) == data
+                assert vdi.stats["routed_requests"] == 32
+                log = [e for e in sheep.request_log() if e.opcode == w.OP_READ_OBJ]
+            sheep.enable_request_log(False)
+            assert len(log) == 32
+            for entry in log:
+                assert sheep.addresses[entry.node] in c.locate(entry.oid, 2)
+            assert len({e.node for e in log}) == 3  # spread over every node
+
+
+def test_routing_off_reads_through_the_configured_gateway():
+    from sheepfast.testing import wire as w
+
+    with FakeSheep(nodes=3) as sheep:
+        with sheepfast.connect(sheep.addresses[0], routing=False) as c:
+            assert c.routing is False
+            c.create("unrouted", 8 * MiB, block_size_shift=20)
+            data = os.urandom(8 * MiB)
+            with c.open("unrouted") as vdi:
+                vdi.write(data, 0)
+                sheep.enable_request_log()
+                assert vdi.read(0, len(data)) == data
+                assert vdi.stats["routed_requests"] == 0
+            log = [e for e in sheep.request_log() if e.opcode == w.OP_READ_OBJ]
+            sheep.enable_request_log(False)
+            assert {e.node for e in log} == {0}
+            with pytest.raises(sheepfast.Unsupported, match="placement"):
+                c.locate(1, 2)
+
+
+def test_reads_carry_on_when_a_holder_is_down():
+    """A node that stopped is skipped for a while; its objects are read
+    through the nodes that remain (any sheep serves any object)."""
+    with FakeSheep(nodes=3) as sheep:
+        with sheepfast.connect(sheep.addresses[0], connect_timeout=2) as c:
+            c.create("holes", 16 * MiB, block_size_shift=20)
+            data = os.urandom(16 * MiB)
+            with c.open("holes") as vdi:
+                vdi.write(data, 0)
+            sheep.stop_node(2)
+            with c.open("holes") as vdi:
+                assert vdi.read(0, len(data)) == data

@@ -1141,6 +1141,106 @@ static void test_node_record_address(void)
     check_eq(sf_node_record_address(rec, text, sizeof(text)), (unsigned long long)-1);
 }
 
+/* Three sheep on 127.0.0.1:7000-7002, 128 vnodes each, zones 0-2: where a
+ * real 1.0 cluster said (dog vdi object location) the objects of VDI
+ * 0x95f9e1 with 2 copies live, in its copy order. */
+static void ring_records(uint8_t *recs, unsigned n, const uint16_t *vnodes, const uint32_t *zones)
+{
+    uint8_t addr[16] = {0};
+    addr[12] = 127, addr[15] = 1;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *rec = recs + i * SF_NODE_RECORD_SIZE;
+        make_record(rec, addr, (uint16_t)(7000 + i));
+        memset(rec + 42, 0, 22); /* io_addr, io_port, pad: zero as sheep sends them */
+        sf_put_le16(rec + 64, vnodes[i]);
+        memset(rec + 66, 0, 2);
+        sf_put_le32(rec + 68, zones[i]);
+    }
+}
+
+static void test_ring(void)
+{
+    uint8_t recs[4 * SF_NODE_RECORD_SIZE];
+    unsigned nodes[SF_MAX_COPIES];
+    sf_error err;
+
+    test("sf_ring: placement agrees with a real cluster");
+    static const uint16_t vn128[] = {128, 128, 128, 128};
+    static const uint32_t zones[] = {0, 1, 2, 3};
+    ring_records(recs, 3, vn128, zones);
+    sf_ring *ring = sf_ring_build(recs, 3, &err);
+    check(ring != NULL);
+    if (ring != NULL) {
+        check_eq(ring->nr_vnodes, 384);
+        for (unsigned i = 1; i < ring->nr_vnodes; i++)
+            check(ring->vnodes[i - 1].hash <= ring->vnodes[i].hash);
+        static const struct {
+            uint64_t oid;
+            unsigned first, second; /* node index = port - 7000 */
+        } seen[] = {
+            {0x0095f9e100000000ULL, 0, 1}, {0x0095f9e100000001ULL, 2, 0},
+            {0x0095f9e100000002ULL, 2, 1}, {0x0095f9e100000003ULL, 0, 2},
+            {0x0095f9e100000004ULL, 1, 0}, {0x0095f9e100000005ULL, 1, 2},
+            {0x0095f9e100000009ULL, 2, 1}, {0x0095f9e100000015ULL, 1, 0},
+            {0x8095f9e100000000ULL, 2, 1}, /* the inode */
+        };
+        for (size_t i = 0; i < sizeof(seen) / sizeof(seen[0]); i++) {
+            check_eq(sf_ring_locate(ring, seen[i].oid, 2, nodes), 2);
+            check_eq(nodes[0], seen[i].first);
+            check_eq(nodes[1], seen[i].second);
+        }
+        /* one copy is the first holder; three copies cover every zone */
+        check_eq(sf_ring_locate(ring, 0x0095f9e100000001ULL, 1, nodes), 1);
+        check_eq(nodes[0], 2);
+        check_eq(sf_ring_locate(ring, 0x0095f9e100000001ULL, 3, nodes), 3);
+        check(nodes[0] != nodes[1] && nodes[1] != nodes[2] && nodes[0] != nodes[2]);
+        /* more copies than zones: only as many as there are (sheep refuses such a layout) */
+        check_eq(sf_ring_locate(ring, 42, 5, nodes), 3);
+        check_eq(sf_ring_locate(ring, 42, 0, nodes), 0);
+        sf_ring_free(ring);
+    }
+
+    test("sf_ring: gateway-only nodes hold nothing, one zone holds one copy");
+    static const uint16_t vn_mixed[] = {128, 0, 64, 64};
+    static const uint32_t zones_shared[] = {0, 1, 2, 2};
+    ring_records(recs, 4, vn_mixed, zones_shared);
+    ring = sf_ring_build(recs, 4, &err);
+    check(ring != NULL);
+    if (ring != NULL) {
+        check_eq(ring->nr_vnodes, 256);
+        for (uint64_t oid = 0; oid < 2000; oid++) {
+            unsigned n = sf_ring_locate(ring, oid * 0x9e3779b97f4a7c15ULL, 3, nodes);
+            check_eq(n, 2); /* zones 0 and 2 only: node 1 has no vnodes */
+            for (unsigned i = 0; i < n; i++)
+                check(nodes[i] != 1);
+            check(ring->nodes[nodes[0]].zone != ring->nodes[nodes[1]].zone);
+        }
+        sf_ring_free(ring);
+    }
+
+    test("sf_ring: an absurd vnode count from the network builds no ring");
+    static const uint16_t vn_max[] = {65535, 65535};
+    uint8_t *many = calloc(SF_MAX_NODES, SF_NODE_RECORD_SIZE);
+    check(many != NULL);
+    if (many != NULL) {
+        for (unsigned i = 0; i < SF_MAX_NODES; i++)
+            ring_records(many + i * SF_NODE_RECORD_SIZE, 1, vn_max, zones);
+        check(sf_ring_build(many, SF_MAX_NODES, &err) == NULL);
+        check_eq(err.category, SF_E_PROTOCOL);
+        free(many);
+    }
+
+    test("sf_ring: no vnodes at all locates nothing");
+    static const uint16_t vn0[] = {0, 0};
+    ring_records(recs, 2, vn0, zones);
+    ring = sf_ring_build(recs, 2, &err);
+    check(ring != NULL);
+    if (ring != NULL) {
+        check_eq(sf_ring_locate(ring, 1, 2, nodes), 0);
+        sf_ring_free(ring);
+    }
+}
+
 static void test_inode_header_decode(void)
 {
     uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
@@ -2269,6 +2369,7 @@ int main(int argc, char **argv)
     test_is_zero();
     test_parse_addresses();
     test_node_record_address();
+    test_ring();
     test_inode_header_decode();
     test_errors();
 
