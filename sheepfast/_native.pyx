@@ -13,7 +13,31 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_REFCNT
+
 from sheepfast.c_sheepfast cimport *
+
+cdef extern from *:
+    """
+    /* A bytes object about to be refilled must forget the hash of its old
+     * contents (ob_shash is deprecated as API, not as a field). */
+    static inline void sf_bytes_forget_hash(PyObject *o)
+    {
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic push
+    #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    #endif
+        ((PyBytesObject *)o)->ob_shash = -1;
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic pop
+    #endif
+    }
+    """
+    void sf_bytes_forget_hash(PyObject *o)
+
+# bytes objects a recycling reader keeps for reuse
+MAX_RECYCLED = 4
 
 import threading
 
@@ -429,13 +453,22 @@ cdef class Vdi(_Handle):
             "routed_requests": s.routed_requests,
         }
 
-    def read(self, offset, length):
-        """length bytes from offset, as bytes allocated once and filled in place."""
+    def read(self, offset, length, *, list recycle=None):
+        """length bytes from offset, as bytes allocated once and filled in place.
+
+        recycle: a list the caller keeps across reads of one size. A bytes
+        object in it that nothing else references any more (the consumer
+        dropped it) is filled again instead of allocating a new one, whose
+        pages the kernel would have to zero and fault in; new objects join
+        the list (at most MAX_RECYCLED). Nobody can see the reuse: an object
+        is only refilled when the list holds its last reference.
+        """
         cdef uint64_t c_off = _uint64(offset, "offset")
         cdef uint64_t c_len = _uint64(length, "length")
         cdef sf_error err
         cdef int rc
-        cdef bytes out
+        cdef bytes out = None
+        cdef object candidate
         cdef char *dst
         if c_len > <uint64_t>0x7FFFFFFFFFFFFFFF:
             raise _errors.OutOfRange(f"length {length} is too large")
@@ -447,7 +480,22 @@ cdef class Vdi(_Handle):
                 raise _errors.OutOfRange(
                     f"read of {length} bytes at offset {offset} is past the end of VDI "
                     f"{self.info.name!r} ({size} bytes)")
-            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_len)
+            if recycle is not None:
+                for candidate in recycle:
+                    # two references: the list's and this loop's
+                    if (type(candidate) is bytes and Py_REFCNT(candidate) == 2
+                            and len(<bytes>candidate) == <Py_ssize_t>c_len):
+                        out = <bytes>candidate
+                        sf_bytes_forget_hash(<PyObject *>out)
+                        break
+                candidate = None
+            if out is None:
+                out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_len)
+                dst = PyBytes_AS_STRING(out)
+                with nogil:
+                    sf_prepare_buffer(dst, c_len)  # huge pages: far fewer faults while filling
+                if recycle is not None and c_len > 0 and len(recycle) < MAX_RECYCLED:
+                    recycle.append(out)
             dst = PyBytes_AS_STRING(out)
             with nogil:
                 rc = sf_vdi_read(self._c, dst, c_len, c_off, &err)

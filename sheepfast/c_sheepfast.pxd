@@ -74,6 +74,7 @@ cdef extern from "sheepfast.h" nogil:
     void sf_cluster_close(sf_cluster *cl)
     int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err)
     int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
+    void sf_prepare_buffer(void *buf, size_t len)
     int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out, size_t out_len,
                           sf_error *err)
     int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,

@@ -30,6 +30,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 from sheepfast.errors import InvalidArgument, OutOfRange
 
+try:  # the CLI backend works without the extension
+    from sheepfast._native import Vdi as _NativeVdi
+except ImportError:  # pragma: no cover - only without a built extension
+    _NativeVdi = None
+
 __all__ = [
     "DEFAULT_PORT",
     "SheepdogImage",
@@ -276,15 +281,23 @@ class SheepdogImage:
         """The VDI's size, looked up by name (one request, no cluster scan)."""
         return self.backend.stat(self.name).size
 
-    def read(self, offset: int, count: int) -> bytes:
-        """Up to count bytes from offset; fewer at the end, b"" past it."""
+    def read(self, offset: int, count: int, *, recycle: Optional[list] = None) -> bytes:
+        """Up to count bytes from offset; fewer at the end, b"" past it.
+
+        recycle: a list kept across the reads of one stream; the native
+        backend refills bytes objects in it that nothing else references
+        any more instead of allocating (see sheepfast.Vdi.read).
+        """
         offset = _check_size(offset, "offset")
         count = _check_size(count, "count")
         handle = self.open()
         size = handle.size
         if offset >= size or count == 0:
             return b""
-        return handle.read(offset, min(count, size - offset))
+        count = min(count, size - offset)
+        if recycle is not None and _NativeVdi is not None and isinstance(handle, _NativeVdi):
+            return handle.read(offset, count, recycle=recycle)
+        return handle.read(offset, count)
 
     def readinto(self, buffer: Any, offset: int) -> int:
         """Fills buffer from offset, up to the end of the VDI; returns the

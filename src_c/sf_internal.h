@@ -202,6 +202,9 @@ struct sf_vdi {
     sf_vdi_stats stats;
 };
 
+/* Buffers below this are left alone by sf_prepare_buffer. */
+#define SF_PREPARE_MIN ((size_t)4 << 20)
+
 #define SF_INDEX_PAGE 1024u /* entries fetched per inode read: 4 KiB */
 
 int sf_is_zero(const void *buf, size_t len);

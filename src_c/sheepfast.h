@@ -171,6 +171,11 @@ typedef struct sf_vdi_stats {
 } sf_vdi_stats;
 SF_EXPORT void sf_vdi_get_stats(const sf_vdi *vdi, sf_vdi_stats *out);
 
+/* Readies a freshly allocated buffer of len bytes that a read is about to
+ * fill (large ones get transparent huge pages where the system offers them);
+ * a hint that never fails. */
+SF_EXPORT void sf_prepare_buffer(void *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

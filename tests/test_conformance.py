@@ -155,6 +155,40 @@ def test_buffer_types_zero_copy(cluster, new_name):
         assert big[MiB:2 * MiB] == payload and big[:MiB] == bytes(MiB)
 
 
+def test_read_recycles_only_what_nobody_holds(cluster, new_name):
+    """read(recycle=...) refills a bytes object only once the list holds its
+    last reference; whoever still holds one never sees it change."""
+    name = new_name()
+    n = MiB
+    cluster.create(name, 8 * n)
+    data = os.urandom(8 * n)
+    with cluster.open(name) as vdi:
+        vdi.write(data, 0)
+        pool: list = []
+        first = vdi.read(0, n, recycle=pool)
+        first_id = id(first)
+        hash(first)  # caches a hash the refill must forget
+        second = vdi.read(n, n, recycle=pool)
+        assert second is not first and len(pool) == 2
+        assert first == data[:n] and second == data[n:2 * n]
+        view = memoryview(second)  # a view keeps its bytes from reuse
+        del first
+        third = vdi.read(2 * n, n, recycle=pool)
+        assert id(third) == first_id and len(pool) == 2
+        assert third == data[2 * n:3 * n]
+        assert hash(third) == hash(bytes(third))
+        del second
+        fourth = vdi.read(3 * n, n, recycle=pool)
+        assert view.tobytes() == data[n:2 * n] and fourth == data[3 * n:4 * n]
+        assert len(pool) == 3
+        # another size, or a pool at its limit, allocates without pooling
+        assert vdi.read(0, 10, recycle=pool) == data[:10] and len(pool) == 4
+        assert vdi.read(0, 11, recycle=pool) == data[:11] and len(pool) == 4
+        assert vdi.read(0, 0, recycle=pool) == b""
+        with pytest.raises(TypeError):
+            vdi.read(0, 1, recycle=(1, 2))
+
+
 def test_readonly_buffer_refused_for_readinto(cluster, new_name):
     name = new_name()
     cluster.create(name, MiB)
