@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what store-add and old-add read: 'glance', a read()-only stream "
                         "as Glance passes (LimitingReader over CooperativeReader), or "
                         "'file', the open image file itself (default glance)")
+    p.add_argument("--no-sync", dest="sync", action="store_false",
+                   help="do not flush dirty pages (sync) before each case; by default every "
+                        "case starts with the page cache clean, outside its timed region, so "
+                        "that one case's writeback does not slow the next")
     p.add_argument("--dog", metavar="PATH", help="the dog command (default: dog or collie on PATH)")
     p.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of throughput by case and size")
@@ -121,14 +125,15 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"{platform.python_version()}, {platform.platform()}; dog: {dog or 'not found'}")
         print(f"runs:    sizes {','.join(report._size(s) for s in args.sizes)}; "
               f"patterns {','.join(args.patterns)}; {args.repeat} runs each; "
-              f"each case in a fresh process; uploads read from a {args.add_source} "
-              f"source", flush=True)
+              f"each case in a fresh process"
+              f"{', after a sync' if args.sync else ''}; uploads read from a "
+              f"{args.add_source} source", flush=True)
         if progress:
             print("making images ...", file=progress, flush=True)
         images = harness.make_images(workdir, args.sizes, args.patterns, cluster.object_size,
                                      progress)
         runner = harness.Runner(cluster, workdir, dog, args.timeout,
-                                options={"add_source": args.add_source})
+                                options={"add_source": args.add_source}, sync=args.sync)
         records = harness.run_all(runner, images, selected, args.repeat, why_not, progress)
     load_after = os.getloadavg()
     rows = report.summarize(records)
@@ -161,6 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "dog": dog, "dog_version": harness.dog_version(dog),
                 "sizes": args.sizes, "patterns": args.patterns, "repeat": args.repeat,
                 "add_source": args.add_source,
+                "sync_before_each_case": args.sync,
                 "cases": selected,
                 "timed": {c.name: c.timed for c in CASES if c.name in selected},
                 "units": {"mib_s": "MiB/s (2^20 bytes per second)",

@@ -128,8 +128,13 @@ class Runner:
     """Runs cases one at a time, each in a fresh interpreter."""
 
     def __init__(self, cluster: Cluster, workdir: str, dog: Optional[str],
-                 timeout: float, log=sys.stderr, options: Optional[dict] = None):
+                 timeout: float, log=sys.stderr, options: Optional[dict] = None,
+                 sync: bool = False):
         self.cluster = cluster
+        #: flush dirty pages before each case (untimed): a local cluster's
+        #: sheep write every upload into the page cache, and the writeback
+        #: of one case would otherwise throttle whichever case runs next
+        self.sync = sync
         self.options = dict(options or {})  #: passed to every case (e.g. add_source)
         self.workdir = workdir
         self.dog = dog
@@ -140,6 +145,8 @@ class Runner:
         self._seq = 0
 
     def run(self, case: Case, image: Image, name: str, **extra) -> dict:
+        if self.sync:
+            os.sync()
         self._seq += 1
         spec_path = os.path.join(self.workdir, f"spec-{self._seq}.json")
         result_path = os.path.join(self.workdir, f"result-{self._seq}.json")

@@ -138,6 +138,7 @@ def test_harness_end_to_end_on_the_embedded_cluster(tmp_path):
 
     doc = json.loads(out.read_text())
     assert doc["meta"]["cluster"]["kind"] == "embedded"
+    assert doc["meta"]["sync_before_each_case"] is True  # the default: each case starts clean
     assert doc["skipped"] == {}
     measured = {(r["case"], r["pattern"]) for r in doc["summary"] if r["ok"] == r["runs"] == 1}
     want = {(c.name, p) for c in cases_module.CASES for p in ("dense", "sparse")}
