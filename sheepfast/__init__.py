@@ -36,6 +36,10 @@ from sheepfast.types import ClusterDefaults, VdiInfo
 
 __version__ = "0.1.0"
 
+#: bytes per object request: below the 512 KiB from which sheep 1.0's malloc
+#: maps (and the kernel zeroes) a fresh buffer for every request
+DEFAULT_REQUEST_SIZE = 448 * 1024
+
 try:
     from sheepfast._native import Cluster, Vdi
 except ImportError as exc:  # pragma: no cover - exercised only without a build
@@ -58,6 +62,7 @@ def connect(
     io_timeout: float = 60.0,
     depth: int = 16,
     routing: bool = True,
+    request_size: int = DEFAULT_REQUEST_SIZE,
 ) -> "Cluster":
     """Connects to a Sheepdog cluster.
 
@@ -65,13 +70,17 @@ def connect(
     the port defaults to 7000. depth: object requests kept in flight per call.
     routing: send each object read to a sheep holding the object (learned
     from the cluster's node list), which saves the cluster a hop; False keeps
-    all traffic on the given addresses.
+    all traffic on the given addresses. request_size: the most bytes one object
+    request carries (a multiple of 4 KiB; the object size or more sends whole
+    objects); the default stays below the 512 KiB above which sheep maps, zeroes
+    and faults in a fresh buffer for every request.
     """
     return Cluster(addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth,
-                   routing=routing)
+                   routing=routing, request_size=request_size)
 
 
 __all__ = [
+    "DEFAULT_REQUEST_SIZE",
     "Cluster",
     "ClusterDefaults",
     "ClusterNotReady",

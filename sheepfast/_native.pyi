@@ -8,6 +8,7 @@ _Name = Union[str, bytes]
 
 DEFAULT_PORT: int
 DEFAULT_DEPTH: int
+DEFAULT_REQUEST_SIZE: int
 
 def version() -> str: ...
 
@@ -15,6 +16,7 @@ class Cluster:
     addresses: str
     depth: int
     routing: bool
+    request_size: int
     def __init__(
         self,
         addresses: Union[str, Sequence[str]],
@@ -23,6 +25,7 @@ class Cluster:
         io_timeout: float = ...,
         depth: int = ...,
         routing: bool = ...,
+        request_size: int = ...,
     ) -> None: ...
     def close(self) -> None: ...
     @property

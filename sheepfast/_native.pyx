@@ -48,6 +48,9 @@ __all__ = ["Cluster", "Vdi", "version"]
 
 DEFAULT_PORT = 7000
 DEFAULT_DEPTH = 16
+#: bytes per object request: below the 512 KiB where sheep 1.0's malloc maps
+#: fresh memory for every buffer (see SF_DEFAULT_REQUEST_SIZE in sheepfast.h)
+DEFAULT_REQUEST_SIZE = 448 * 1024
 
 
 def version():
@@ -162,9 +165,10 @@ cdef class Cluster(_Handle):
     cdef readonly str addresses
     cdef readonly unsigned depth
     cdef readonly bint routing
+    cdef readonly unsigned request_size
 
     def __cinit__(self, addresses, *, connect_timeout=10.0, io_timeout=60.0, depth=DEFAULT_DEPTH,
-                  routing=True):
+                  routing=True, request_size=DEFAULT_REQUEST_SIZE):
         cdef sf_options opt
         cdef sf_error err
         cdef bytes addr
@@ -175,6 +179,9 @@ cdef class Cluster(_Handle):
             raise _errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
         if not 1 <= int(depth) <= 256:
             raise _errors.InvalidArgument(f"depth must be 1..256 (got {depth})")
+        if not (4096 <= int(request_size) <= 0xFFFFF000 and int(request_size) % 4096 == 0):
+            raise _errors.InvalidArgument(
+                f"request_size must be a multiple of 4096 from 4096 up (got {request_size})")
         if connect_timeout <= 0 or io_timeout <= 0:
             raise _errors.InvalidArgument("timeouts must be positive")
         self.addresses = addresses
@@ -186,6 +193,8 @@ cdef class Cluster(_Handle):
         opt.io_timeout_ms = max(1, <int>(io_timeout * 1000))
         opt.depth = depth
         opt.no_routing = not routing
+        opt.request_size = request_size
+        self.request_size = request_size
         self.routing = bool(routing)
         with nogil:
             self._c = sf_cluster_open(&opt, &err)

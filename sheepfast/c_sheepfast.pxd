@@ -28,6 +28,7 @@ cdef extern from "sheepfast.h" nogil:
         int io_timeout_ms
         unsigned depth
         int no_routing
+        uint32_t request_size
 
     ctypedef struct sf_cluster_defaults:
         uint8_t copies

@@ -315,6 +315,11 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     cl->connect_timeout_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : SF_DEFAULT_CONNECT_TIMEOUT_MS;
     cl->io_timeout_ms = opt->io_timeout_ms > 0 ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
     cl->depth = opt->depth == 0 ? SF_DEFAULT_DEPTH : (opt->depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : opt->depth);
+    cl->request_size = opt->request_size ? opt->request_size : SF_DEFAULT_REQUEST_SIZE;
+    if (cl->request_size % 4096 != 0) {
+        sf_fail(err, SF_E_INVALID, "request size %u is not a multiple of 4 KiB", opt->request_size);
+        goto fail;
+    }
     int n = sf_parse_addresses(opt->addresses, cl->gateways, SF_MAX_GATEWAYS, err);
     if (n < 0)
         goto fail;

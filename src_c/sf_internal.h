@@ -151,6 +151,7 @@ struct sf_cluster {
     int io_timeout_ms;
     unsigned depth;
     sf_cluster_defaults defaults;
+    uint32_t request_size; /* most bytes per object request */
     int route;             /* send object requests to sheep holding the object */
     sf_ring *ring;         /* the cluster's placement, or NULL when unknown */
     int64_t ring_time_ms;  /* when it was read */

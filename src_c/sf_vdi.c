@@ -276,22 +276,31 @@ static int check_range(sf_vdi *vdi, const char *what, uint64_t len, uint64_t off
 
 /* ------------------------------------------------------------- transfers */
 
-/* One object's share of a transfer. */
+/* One object's share of a transfer. It goes out as requests of at most
+ * cl->request_size bytes; a write that creates the object sends its first
+ * request as the CREATE and the rest once that succeeded. */
 typedef struct piece {
     uint32_t idx;
     uint32_t offset; /* inside the object */
     uint32_t len;
     uint32_t entry;  /* index entry when planned */
     uint8_t *buf;    /* caller memory */
+    uint32_t issued; /* bytes already sent in requests */
 } piece;
 
 typedef struct transfer {
     sf_vdi *vdi;
     int writing;
     piece *pieces;
-    uint32_t nr_pieces, next_piece;
-    sf_op *ops;        /* one slot per op in flight */
+    uint32_t nr_pieces, next_piece; /* next_piece: the first not started */
+    /* pieces whose CREATE succeeded and that still have requests to send */
+    uint32_t *ready;
+    uint32_t ready_head, nr_ready;
+    uint32_t request_size;
+    sf_op *ops;            /* one slot per op in flight */
+    uint32_t *slot_piece;  /* which piece a data op in a slot belongs to */
     unsigned *free_slots, nr_free;
+    uint64_t nr_reads, nr_writes, nr_creates;
     /* writes: objects created and not yet in the index */
     uint32_t *created;
     uint32_t nr_created;
@@ -397,30 +406,68 @@ static sf_op *next_index_write(transfer *t, int flush_all)
     return op;
 }
 
+/* The bytes of p the next request carries: up to the next multiple of the
+ * request size inside the object, so that requests stay aligned however
+ * the caller's range starts. */
+static uint32_t next_request_len(const transfer *t, const piece *p)
+{
+    uint32_t at = p->offset + p->issued;
+    uint32_t boundary = (at / t->request_size + 1) * t->request_size; /* <= object size */
+    uint32_t end = p->offset + p->len;
+    return (boundary < end ? boundary : end) - at;
+}
+
+/* The piece the next data request comes from: first those whose CREATE
+ * is done (finishing objects frees the caller's memory soonest), then the
+ * next one not yet started. NULL when everything left waits for a CREATE. */
+static piece *next_data_piece(transfer *t)
+{
+    if (t->nr_ready > 0)
+        return &t->pieces[t->ready[t->ready_head]];
+    while (t->next_piece < t->nr_pieces) {
+        piece *p = &t->pieces[t->next_piece];
+        if (p->issued < p->len && (p->issued == 0 || !t->writing || p->entry == t->vdi->info.vid))
+            return p;
+        t->next_piece++; /* all sent, or the rest waits for its CREATE */
+    }
+    return NULL;
+}
+
 static sf_op *transfer_next(void *ctx)
 {
     transfer *t = ctx;
     sf_vdi *vdi = t->vdi;
     sf_op *op;
+    piece *p;
 
     if (t->writing && (op = next_index_write(t, 0)) != NULL)
         return op;
     /* After a failure no new data goes out, but created objects still get
      * their index entries: an unindexed object is never reclaimed. */
-    if (t->failed || t->next_piece == t->nr_pieces)
+    if (t->failed || (p = next_data_piece(t)) == NULL)
         return t->writing ? next_index_write(t, 1) : NULL;
     if ((op = take_slot(t)) == NULL)
         return NULL;
-    piece *p = &t->pieces[t->next_piece++];
+    uint32_t at = p->issued, len = next_request_len(t, p);
+    int creating = t->writing && p->entry != vdi->info.vid && at == 0;
+    p->issued += len;
+    t->slot_piece[op->tag] = (uint32_t)(p - t->pieces);
+    if (t->nr_ready > 0 && &t->pieces[t->ready[t->ready_head]] == p && p->issued == p->len) {
+        t->ready_head = (t->ready_head + 1) % t->nr_pieces;
+        t->nr_ready--;
+    }
     if (!t->writing) {
         /* entry names the owner: this VDI or the ancestor it inherits from */
         uint32_t slot = op->tag;
-        sf_op_read(op, sf_data_oid(p->entry, p->idx), p->offset, p->buf, p->len);
+        sf_op_read(op, sf_data_oid(p->entry, p->idx), p->offset + at, p->buf + at, len);
         op->tag = slot; /* sf_op_read starts from a clean op */
         op->owner = t;
-    } else if (p->entry == vdi->info.vid) {
+        t->nr_reads++;
+    } else if (!creating) {
+        /* our object, or one whose CREATE this transfer already saw succeed */
         sf_req_init(&op->req, SF_OP_WRITE_OBJ);
         op->req.oid = sf_data_oid(vdi->info.vid, p->idx);
+        t->nr_writes++;
     } else {
         sf_req_init(&op->req, SF_OP_CREATE_AND_WRITE_OBJ);
         op->req.oid = sf_data_oid(vdi->info.vid, p->idx);
@@ -428,14 +475,15 @@ static sf_op *transfer_next(void *ctx)
             op->req.flags = SF_FLAG_COW;
             op->req.cow_oid = sf_data_oid(p->entry, p->idx);
         }
+        t->nr_creates++;
     }
-    op->req.offset = p->offset;
-    op->req.data_length = p->len;
+    op->req.offset = p->offset + at;
+    op->req.data_length = len;
     if (t->writing) {
         op->req.flags |= SF_FLAG_WRITE;
         op->req.copies = vdi->info.copies;
         op->req.copy_policy = vdi->info.copy_policy;
-        op->payload = p->buf;
+        op->payload = p->buf + at;
     }
     /* Only reads: a sheep reads its own copy from disk, but forwards
      * every write over a socket, even to itself (measured: no gain). */
@@ -477,8 +525,14 @@ static void transfer_complete(void *ctx, sf_op *op)
         }
         return;
     }
-    if (op->req.opcode == SF_OP_CREATE_AND_WRITE_OBJ)
+    if (op->req.opcode == SF_OP_CREATE_AND_WRITE_OBJ) {
         t->created[t->nr_created++] = (uint32_t)op->req.oid;
+        uint32_t i = t->slot_piece[op->tag];
+        if (t->pieces[i].issued < t->pieces[i].len) { /* the rest may go now */
+            t->ready[(t->ready_head + t->nr_ready) % t->nr_pieces] = i;
+            t->nr_ready++;
+        }
+    }
 }
 
 /* The connection died mid-write. Objects already created must still reach
@@ -520,6 +574,7 @@ static void index_created_after_loss(transfer *t, sf_conn **lanes, unsigned nr_l
         return;
     t->failed = 1; /* no more data */
     t->next_piece = t->nr_pieces;
+    t->nr_ready = 0;
     t->index_write_busy = 0;
     t->nr_free = 0;
     for (unsigned i = 0; i < cl->depth; i++)
@@ -542,6 +597,7 @@ static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t of
         out[n].offset = (uint32_t)in_obj;
         out[n].len = (uint32_t)take;
         out[n].buf = buf;
+        out[n].issued = 0;
         n++;
         buf += take;
         offset += take;
@@ -567,14 +623,19 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     unsigned depth = cl->depth;
     int allocating = 0;
 
+    t.request_size = cl->request_size < vdi->object_size ? cl->request_size
+                                                          : (uint32_t)vdi->object_size;
     t.pieces = malloc((size_t)count * sizeof(piece));
     t.ops = calloc(depth, sizeof(sf_op));
+    t.slot_piece = malloc(depth * sizeof(uint32_t));
     t.free_slots = malloc(depth * sizeof(unsigned));
     if (writing) {
         t.created = malloc((size_t)count * sizeof(uint32_t));
+        t.ready = malloc((size_t)count * sizeof(uint32_t));
         t.index_payload = malloc(INDEX_BATCH * 4);
     }
-    if (!t.pieces || !t.ops || !t.free_slots || (writing && (!t.created || !t.index_payload))) {
+    if (!t.pieces || !t.ops || !t.slot_piece || !t.free_slots ||
+        (writing && (!t.created || !t.ready || !t.index_payload))) {
         sf_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
@@ -634,14 +695,9 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
         pthread_mutex_unlock(&vdi->alloc_lock);
 
     pthread_mutex_lock(&vdi->lock);
-    for (uint32_t i = 0; i < kept; i++) {
-        if (!writing)
-            vdi->stats.read_requests++;
-        else if (t.pieces[i].entry == vdi->info.vid)
-            vdi->stats.write_requests++;
-        else
-            vdi->stats.create_requests++;
-    }
+    vdi->stats.read_requests += t.nr_reads;
+    vdi->stats.write_requests += t.nr_writes;
+    vdi->stats.create_requests += t.nr_creates;
     vdi->stats.zero_objects_skipped += zero_skipped;
     vdi->stats.routed_requests += t.nr_routed;
     pthread_mutex_unlock(&vdi->lock);
@@ -650,7 +706,9 @@ out:
         sf_pool_put(cl, lanes[i]);
     free(t.pieces);
     free(t.ops);
+    free(t.slot_piece);
     free(t.free_slots);
+    free(t.ready);
     free(t.created);
     free(t.index_payload);
     return rc;

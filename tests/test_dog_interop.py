@@ -127,7 +127,7 @@ def test_placement_agrees_with_dog(cluster, new_name, dog):
         vdi.write(os.urandom(64 * MiB), 0)
         assert vdi.stats["routed_requests"] == 0  # writes are not routed
         vdi.read(0, 64 * MiB)
-        assert vdi.stats["routed_requests"] == 64 * MiB // info.object_size
+        assert vdi.stats["routed_requests"] == vdi.stats["read_requests"] > 0
     inode_oid = (1 << 63) | (info.vid << 32)
     for idx in [None, *range(64 * MiB // info.object_size)]:
         args = ["vdi", "object", "location", name] if idx is None else \

@@ -187,10 +187,11 @@ def test_reads_go_to_a_sheep_holding_the_object():
                 assert vdi.stats["routed_requests"] == 0
                 sheep.enable_request_log()
                 assert vdi.read(0, len(data)) == data
-                assert vdi.stats["routed_requests"] == 32
+                # every read request: 3 per 1 MiB object (448 + 448 + 128 KiB)
+                assert vdi.stats["routed_requests"] == vdi.stats["read_requests"] == 96
                 log = [e for e in sheep.request_log() if e.opcode == w.OP_READ_OBJ]
             sheep.enable_request_log(False)
-            assert len(log) == 32
+            assert len(log) == 96
             for entry in log:
                 assert sheep.addresses[entry.node] in c.locate(entry.oid, 2)
             assert len({e.node for e in log}) == 3  # spread over every node
@@ -228,3 +229,79 @@ def test_reads_carry_on_when_a_holder_is_down():
             sheep.stop_node(2)
             with c.open("holes") as vdi:
                 assert vdi.read(0, len(data)) == data
+
+
+# ------------------------------------------------------------ request size
+
+def _object_requests(sheep, oid):
+    from sheepfast.testing import wire as w
+
+    return [(e.opcode, e.offset, e.data_length) for e in sheep.request_log()
+            if e.oid == oid and e.opcode in (w.OP_CREATE_AND_WRITE_OBJ, w.OP_WRITE_OBJ,
+                                             w.OP_READ_OBJ)]
+
+
+def test_objects_go_out_in_requests_below_sheeps_mmap_threshold():
+    """A new object: its first request creates it, the rest follow once the
+    CREATE succeeded; every request stays aligned inside the object and under
+    the request size, however the caller's range starts."""
+    from sheepfast.testing import wire as w
+
+    K = 1024
+    with FakeSheep() as sheep:
+        with sheepfast.connect(sheep.address) as c:
+            assert c.request_size == sheepfast.DEFAULT_REQUEST_SIZE == 448 * K
+            vid = c.create("split", 16 * MiB)
+            data = os.urandom(4 * MiB + 1000)
+            with c.open("split") as vdi:
+                sheep.enable_request_log()
+                vdi.write(data, 1000)  # objects 0 and 1, from byte 1000 of object 0
+                assert vdi.read(1000, len(data)) == data
+                log0 = _object_requests(sheep, vid << 32)
+                sheep.enable_request_log(False)
+                stats = vdi.stats
+    writes = [r for r in log0 if r[0] != w.OP_READ_OBJ]
+    assert writes[0] == (w.OP_CREATE_AND_WRITE_OBJ, 1000, 448 * K - 1000)
+    assert all(op == w.OP_WRITE_OBJ for op, _, _ in writes[1:])
+    assert [(off, n) for _, off, n in writes[1:]] == \
+        [(i * 448 * K, 448 * K) for i in range(1, 9)] + [(9 * 448 * K, 4 * MiB - 9 * 448 * K)]
+    reads = [(off, n) for op, off, n in log0 if op == w.OP_READ_OBJ]
+    assert reads == [(off, n) for _, off, n in writes]
+    assert stats["create_requests"] == 2  # one per object
+
+
+def test_request_size_whole_objects_and_bad_values():
+    from sheepfast.testing import wire as w
+
+    with FakeSheep() as sheep:
+        with sheepfast.connect(sheep.address, request_size=4 * MiB) as c:
+            vid = c.create("whole", 8 * MiB)
+            with c.open("whole") as vdi:
+                sheep.enable_request_log()
+                vdi.write(os.urandom(8 * MiB), 0)
+                log = _object_requests(sheep, vid << 32) + _object_requests(sheep, (vid << 32) | 1)
+                sheep.enable_request_log(False)
+            assert log == [(w.OP_CREATE_AND_WRITE_OBJ, 0, 4 * MiB)] * 2
+        for bad in (0, 1000, 4096 + 1, -4096):
+            with pytest.raises(sheepfast.InvalidArgument, match="request_size"):
+                sheepfast.connect(sheep.address, request_size=bad)
+
+
+def test_a_failed_create_sends_nothing_more_for_its_object():
+    """If the CREATE of an object fails, the rest of that object is never
+    sent (it would write to an object that does not exist)."""
+    from sheepfast.testing import wire as w
+
+    with FakeSheep() as sheep:
+        with sheepfast.connect(sheep.address, depth=1) as c:
+            vid = c.create("nocreate", 8 * MiB)
+            with c.open("nocreate") as vdi:
+                sheep.enable_request_log()
+                sheep.fail_nth(1, w.RES_NO_SPACE, opcode=w.OP_CREATE_AND_WRITE_OBJ)
+                with pytest.raises(sheepfast.NoSpace):
+                    vdi.write(os.urandom(8 * MiB), 0)
+                sheep.clear_faults()
+                log = _object_requests(sheep, vid << 32)
+                sheep.enable_request_log(False)
+            assert [op for op, _, _ in log] == [w.OP_CREATE_AND_WRITE_OBJ]
+            assert c.stat("nocreate").size == 8 * MiB
