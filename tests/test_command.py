@@ -140,8 +140,11 @@ def test_embedded_cluster():
 
 def test_ctrl_c_during_put_leaves_no_vdi(target, new_name):
     name = new_name()
+    # A shell starts background jobs with SIGINT ignored, and Python installs
+    # no KeyboardInterrupt handler where it is: give the child the default.
     proc = subprocess.Popen([*COMMAND, "--cluster", target.address, "put", "-", name],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=ENV)
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.stdin.write(os.urandom(8 * MiB))  # more than nothing, less than the end
     proc.stdin.flush()
     with sheepfast.connect(target.address) as cluster:
