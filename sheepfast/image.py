@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import mmap
 import operator
 import queue
 import re
@@ -531,6 +532,23 @@ class _Pipeline:
             self._join()
 
 
+def _chunk_buffer(size: int) -> Any:
+    """A writable buffer for one upload chunk. Fresh memory is faulted in page
+    by page as it is first filled; an anonymous mapping advised to use huge
+    pages takes one fault per 2 MiB instead of per 4 KiB (a 32 MiB chunk:
+    16 faults rather than 8192), where the system offers them."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is None or size < (4 << 20):
+        return bytearray(size)
+    try:
+        # private: huge pages for shared anonymous memory are off by default
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buf.madvise(advice)
+    except (OSError, ValueError):
+        return bytearray(size)
+    return buf
+
+
 def _chunks(source: Any, chunk: int,
             take: Callable[[], Optional[bytearray]]) -> Iterator[Tuple[Optional[bytearray], Any]]:
     """Cuts source into chunk-byte pieces (the last may be shorter), as
@@ -547,7 +565,7 @@ def _chunks(source: Any, chunk: int,
         while True:
             buf = take()
             if buf is None:
-                buf = bytearray(chunk)
+                buf = _chunk_buffer(chunk)
             view = memoryview(buf)
             filled = 0
             while filled < chunk:
@@ -597,7 +615,7 @@ def _chunks(source: Any, chunk: int,
             if gather is None:
                 gather = take()
                 if gather is None:
-                    gather = bytearray(chunk)
+                    gather = _chunk_buffer(chunk)
                 view = memoryview(gather)
             n = min(chunk - filled, end - pos)
             view[filled:filled + n] = pv[pos:pos + n]
