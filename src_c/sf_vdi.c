@@ -418,8 +418,9 @@ static uint32_t next_request_len(const transfer *t, const piece *p)
 }
 
 /* The piece the next data request comes from: first those whose CREATE
- * is done (finishing objects frees the caller's memory soonest), then the
- * next one not yet started. NULL when everything left waits for a CREATE. */
+ * is done (finishing objects before starting more keeps few of them half
+ * written, should the call fail), then the next one not yet started. NULL
+ * when everything left waits for a CREATE. */
 static piece *next_data_piece(transfer *t)
 {
     if (t->nr_ready > 0)
