@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from sheepfast.errors import (
     ClusterNotReady,
     ConnectionError,
@@ -36,14 +38,13 @@ from sheepfast.types import ClusterDefaults, VdiInfo
 
 __version__ = "0.1.0"
 
-#: bytes per object request: below the 512 KiB from which sheep 1.0's malloc
-#: maps (and the kernel zeroes) a fresh buffer for every request
-DEFAULT_REQUEST_SIZE = 448 * 1024
-
 try:
-    from sheepfast._native import Cluster, Vdi
+    # DEFAULT_REQUEST_SIZE: bytes per object request, below the 512 KiB from
+    # which sheep 1.0's malloc maps (and the kernel zeroes) a fresh buffer
+    from sheepfast._native import DEFAULT_REQUEST_SIZE, Cluster, Vdi
 except ImportError as exc:  # pragma: no cover - exercised only without a build
     _import_error = exc
+    DEFAULT_REQUEST_SIZE = None  # type: ignore[assignment]  # the extension's
 
     def _missing(*args, **kwargs):
         raise ImportError(
@@ -62,7 +63,7 @@ def connect(
     io_timeout: float = 60.0,
     depth: int = 16,
     routing: bool = True,
-    request_size: int = DEFAULT_REQUEST_SIZE,
+    request_size: Optional[int] = None,
 ) -> "Cluster":
     """Connects to a Sheepdog cluster.
 
@@ -72,11 +73,12 @@ def connect(
     from the cluster's node list), which saves the cluster a hop; False keeps
     all traffic on the given addresses. request_size: the most bytes one object
     request carries (a multiple of 4 KiB; the object size or more sends whole
-    objects); the default stays below the 512 KiB above which sheep maps, zeroes
-    and faults in a fresh buffer for every request.
+    objects); the default, DEFAULT_REQUEST_SIZE, stays below the 512 KiB above
+    which sheep maps, zeroes and faults in a fresh buffer for every request.
     """
     return Cluster(addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth,
-                   routing=routing, request_size=request_size)
+                   routing=routing,
+                   request_size=DEFAULT_REQUEST_SIZE if request_size is None else request_size)
 
 
 __all__ = [

@@ -50,7 +50,7 @@ DEFAULT_PORT = 7000
 DEFAULT_DEPTH = 16
 #: bytes per object request: below the 512 KiB where sheep 1.0's malloc maps
 #: fresh memory for every buffer (see SF_DEFAULT_REQUEST_SIZE in sheepfast.h)
-DEFAULT_REQUEST_SIZE = 448 * 1024
+DEFAULT_REQUEST_SIZE = SF_DEFAULT_REQUEST_SIZE
 
 
 def version():

@@ -29,6 +29,7 @@ cdef extern from "sheepfast.h" nogil:
         unsigned depth
         int no_routing
         uint32_t request_size
+    unsigned SF_DEFAULT_REQUEST_SIZE
 
     ctypedef struct sf_cluster_defaults:
         uint8_t copies

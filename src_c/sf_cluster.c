@@ -64,22 +64,16 @@ static sf_conn *take_idle_for(sf_cluster *cl, unsigned gw)
     return found;
 }
 
-/* The gateways a transfer's lanes go to: with a known ring, every sheep
- * that stores objects, so each request can go to one holding its object;
- * otherwise the configured gateways. Returns how many. */
+/* The gateways a transfer's lanes go to: with a known ring, every sheep in
+ * the node list, so each read can go to one holding its object; otherwise
+ * the configured gateways. Returns how many. */
 static unsigned lane_gateways(sf_cluster *cl, unsigned *gws)
 {
     unsigned nr = 0;
     pthread_mutex_lock(&cl->lock);
     if (cl->ring != NULL) {
-        for (uint32_t i = 0; i < cl->ring->nr_nodes && nr < SF_MAX_GATEWAYS; i++) {
-            uint32_t gw = cl->ring->nodes[i].gateway;
-            int dup = 0;
-            for (unsigned j = 0; j < nr && !dup; j++)
-                dup = gws[j] == gw;
-            if (gw != SF_RING_NO_GATEWAY && !dup)
-                gws[nr++] = gw;
-        }
+        nr = cl->ring->nr_lane_gateways;
+        memcpy(gws, cl->ring->lane_gateways, nr * sizeof(gws[0]));
     }
     if (nr < 2) { /* no ring, or nothing to spread over */
         nr = 0;
@@ -143,51 +137,48 @@ void sf_pool_put(sf_cluster *cl, sf_conn *conn)
 
 /* ------------------------------------------------------------ open / close */
 
-static void learn_gateways(sf_cluster *cl, const uint8_t *records, uint32_t count)
-{
-    for (uint32_t i = 0; i < count; i++) {
-        char text[300];
-        sf_gateway gw;
-        if (sf_node_record_address(records + (size_t)i * SF_NODE_RECORD_SIZE, text, sizeof(text)) < 0)
-            continue;
-        if (sf_parse_addresses(text, &gw, 1, NULL) != 1)
-            continue;
-        pthread_mutex_lock(&cl->lock);
-        int known = 0;
-        for (unsigned j = 0; j < cl->nr_gateways && !known; j++)
-            known = strcmp(cl->gateways[j].host, gw.host) == 0 &&
-                    strcmp(cl->gateways[j].port, gw.port) == 0;
-        if (!known && cl->nr_gateways < SF_MAX_GATEWAYS)
-            cl->gateways[cl->nr_gateways++] = gw;
-        pthread_mutex_unlock(&cl->lock);
-    }
-}
-
-static unsigned gateway_index(sf_cluster *cl, const uint8_t *record)
+/* The gateway a node record names, added to the list when new: its index,
+ * or SF_RING_NO_GATEWAY (no usable address, or the list is full). */
+static uint32_t learn_gateway(sf_cluster *cl, const uint8_t *record)
 {
     char text[300];
     sf_gateway gw;
-    unsigned found = SF_RING_NO_GATEWAY;
     if (sf_node_record_address(record, text, sizeof(text)) < 0 ||
         sf_parse_addresses(text, &gw, 1, NULL) != 1)
-        return found;
+        return SF_RING_NO_GATEWAY;
+    uint32_t found = SF_RING_NO_GATEWAY;
     pthread_mutex_lock(&cl->lock);
     for (unsigned j = 0; j < cl->nr_gateways && found == SF_RING_NO_GATEWAY; j++)
         if (strcmp(cl->gateways[j].host, gw.host) == 0 && strcmp(cl->gateways[j].port, gw.port) == 0)
             found = j;
+    if (found == SF_RING_NO_GATEWAY && cl->nr_gateways < SF_MAX_GATEWAYS) {
+        cl->gateways[cl->nr_gateways] = gw;
+        found = cl->nr_gateways++;
+    }
     pthread_mutex_unlock(&cl->lock);
     return found;
 }
 
-/* Replaces the ring with one built from the node list just read. */
-static void install_ring(sf_cluster *cl, const uint8_t *records, uint32_t count)
+/* Takes in the node list just read: learns each node's gateway and, when
+ * routing, replaces the ring with one built from the list. */
+static void take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t count)
 {
     sf_error ignored;
-    sf_ring *ring = sf_ring_build(records, count, &ignored);
+    /* NULL when not routing, or out of memory: then route by load */
+    sf_ring *ring = cl->route ? sf_ring_build(records, count, &ignored) : NULL;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t gw = learn_gateway(cl, records + (size_t)i * SF_NODE_RECORD_SIZE);
+        if (ring == NULL)
+            continue;
+        ring->nodes[i].gateway = gw;
+        int dup = 0; /* the gateways lanes go to: each once */
+        for (unsigned j = 0; j < ring->nr_lane_gateways && !dup; j++)
+            dup = ring->lane_gateways[j] == gw;
+        if (gw != SF_RING_NO_GATEWAY && !dup)
+            ring->lane_gateways[ring->nr_lane_gateways++] = gw;
+    }
     if (ring == NULL)
-        return; /* keep routing by the old ring, or by load */
-    for (uint32_t i = 0; i < count; i++)
-        ring->nodes[i].gateway = gateway_index(cl, records + (size_t)i * SF_NODE_RECORD_SIZE);
+        return;
     ring->refs = 1;
     pthread_mutex_lock(&cl->lock);
     sf_ring *old = cl->ring;
@@ -240,11 +231,8 @@ static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_error *err)
         if (n > SF_MAX_NODES || (uint64_t)n * SF_NODE_RECORD_SIZE > op.rsp.data_length)
             rc = sf_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
                          op.rsp.data_length);
-        else {
-            learn_gateways(cl, buf, n);
-            if (cl->route)
-                install_ring(cl, buf, n);
-        }
+        else
+            take_node_list(cl, buf, n);
     }
     free(buf);
     return rc;

@@ -124,6 +124,9 @@ typedef struct sf_ring {
     sf_ring_node *nodes;
     uint32_t nr_vnodes;
     sf_ring_vnode *vnodes; /* sorted by hash */
+    /* the nodes' gateways, each once: where a transfer's lanes go */
+    unsigned lane_gateways[SF_MAX_GATEWAYS];
+    unsigned nr_lane_gateways;
 } sf_ring;
 
 /* From count GET_NODE_LIST records; gateways are left unset. */
@@ -131,8 +134,6 @@ sf_ring *sf_ring_build(const uint8_t *records, uint32_t count, sf_error *err);
 void sf_ring_free(sf_ring *ring);
 /* Up to copies node indexes holding oid, in copy order; returns how many. */
 unsigned sf_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes);
-uint64_t sf_ring_oid_hash(uint64_t oid);
-uint64_t sf_ring_node_hash(const uint8_t rec[SF_NODE_RECORD_SIZE]);
 
 /* ---- cluster (sf_cluster.c) ---- */
 struct sf_cluster {

@@ -51,12 +51,12 @@ static uint64_t hash_next(uint64_t h)
     return fnv_64a_u64(h, h);
 }
 
-uint64_t sf_ring_oid_hash(uint64_t oid)
+static uint64_t oid_hash(uint64_t oid)
 {
     return hash_next(fnv_64a_u64(oid, FNV1A_64_INIT));
 }
 
-uint64_t sf_ring_node_hash(const uint8_t rec[SF_NODE_RECORD_SIZE])
+static uint64_t node_hash(const uint8_t rec[SF_NODE_RECORD_SIZE])
 {
     /* addr[16] and port, as sheep lays out its node id in memory */
     return hash_next(fnv_64a_bytes(rec + 24, 18, FNV1A_64_INIT));
@@ -95,7 +95,7 @@ sf_ring *sf_ring_build(const uint8_t *records, uint32_t count, sf_error *err)
         ring->nodes[i].zone = sf_get_le32(rec + 68);
         ring->nodes[i].gateway = SF_RING_NO_GATEWAY;
         uint16_t nr_vnodes = sf_get_le16(rec + 64);
-        uint64_t h = sf_ring_node_hash(rec);
+        uint64_t h = node_hash(rec);
         for (uint16_t v = 0; v < nr_vnodes; v++) {
             h = hash_next(h);
             ring->vnodes[ring->nr_vnodes].hash = h;
@@ -121,7 +121,7 @@ unsigned sf_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsi
 {
     if (ring->nr_vnodes == 0 || copies == 0)
         return 0;
-    uint64_t h = sf_ring_oid_hash(oid);
+    uint64_t h = oid_hash(oid);
     /* first vnode with hash >= h, or wrap to the first */
     unsigned lo = 0, hi = ring->nr_vnodes;
     while (lo < hi) {
