@@ -460,6 +460,8 @@ cdef class Vdi(_Handle):
             "index_updates": s.index_updates,
             "zero_objects_skipped": s.zero_objects_skipped,
             "routed_requests": s.routed_requests,
+            "objects_checked": s.objects_checked,
+            "objects_rewritten": s.objects_rewritten,
         }
 
     def read(self, offset, length, *, list recycle=None):

@@ -62,6 +62,8 @@ cdef extern from "sheepfast.h" nogil:
         uint64_t index_updates
         uint64_t zero_objects_skipped
         uint64_t routed_requests
+        uint64_t objects_checked
+        uint64_t objects_rewritten
 
     ctypedef struct sf_cluster:
         pass

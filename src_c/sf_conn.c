@@ -376,7 +376,7 @@ static int lane_send(lane *l, sf_error *err)
     return SF_OK;
 }
 
-static int lane_reply_header(lane *l, sf_error *err)
+static int lane_reply_header(engine *e, lane *l, sf_error *err)
 {
     sf_rsp rsp;
     sf_op *op = NULL;
@@ -401,6 +401,7 @@ static int lane_reply_header(lane *l, sf_error *err)
         return sf_fail(err, SF_E_PROTOCOL, "%s reply carries %u bytes, at most %u expected",
                        sf_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
     op->rsp = rsp;
+    sf_cluster_saw_epoch(e->cl, rsp.epoch);
     l->rop = op;
     l->rpay_got = 0;
     return SF_OK;
@@ -452,7 +453,7 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
         }
         if (l->rop == NULL) {
             l->rhdr_got += (size_t)n;
-            if (l->rhdr_got == SF_HEADER_SIZE && lane_reply_header(l, err) != SF_OK)
+            if (l->rhdr_got == SF_HEADER_SIZE && lane_reply_header(e, l, err) != SF_OK)
                 return SF_ERR;
         } else {
             l->rpay_got += (size_t)n;
@@ -484,8 +485,10 @@ static int lane_reconnect(engine *e, lane *l, sf_error *err)
     l->send_head = l->send_count = 0;
     l->rop = NULL;
     l->rhdr_got = 0;
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
+        pending[i]->resent = 1;
         lane_enqueue(l, pending[i]);
+    }
     sf_error_clear(err);
     return SF_OK;
 }

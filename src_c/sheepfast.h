@@ -179,6 +179,10 @@ typedef struct sf_vdi_stats {
     uint64_t index_updates;
     uint64_t zero_objects_skipped;
     uint64_t routed_requests; /* object requests sent to a sheep holding the object */
+    /* writes that crossed a membership change: objects read back copy by
+     * copy, and objects written again because a copy differed */
+    uint64_t objects_checked;
+    uint64_t objects_rewritten;
 } sf_vdi_stats;
 SF_EXPORT void sf_vdi_get_stats(const sf_vdi *vdi, sf_vdi_stats *out);
 
