@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 try:
     # DEFAULT_REQUEST_SIZE: bytes per object request, below the 512 KiB from
     # which sheep 1.0's malloc maps (and the kernel zeroes) a fresh buffer
-    from sheepfast._native import DEFAULT_REQUEST_SIZE, Cluster, Vdi
+    from sheepfast._native import DEFAULT_REQUEST_SIZE, Cluster, Vdi, deadline
 except ImportError as exc:  # pragma: no cover - exercised only without a build
     _import_error = exc
     DEFAULT_REQUEST_SIZE = None  # type: ignore[assignment]  # the extension's
@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without a build
             "it in place ('python setup.py build_ext --inplace')"
         ) from _import_error
 
-    Cluster = Vdi = _missing  # type: ignore[assignment,misc]
+    Cluster = Vdi = deadline = _missing  # type: ignore[assignment,misc]
 
 
 def connect(
@@ -85,6 +85,7 @@ __all__ = [
     "DEFAULT_REQUEST_SIZE",
     "Cluster",
     "ClusterDefaults",
+    "deadline",
     "ClusterNotReady",
     "ConnectionError",
     "InvalidArgument",

@@ -12,11 +12,18 @@ DEFAULT_REQUEST_SIZE: int
 
 def version() -> str: ...
 
+class deadline:
+    seconds: float
+    def __init__(self, seconds: float) -> None: ...
+    def __enter__(self) -> "deadline": ...
+    def __exit__(self, *exc: object) -> None: ...
+
 class Cluster:
     addresses: str
     depth: int
     routing: bool
     request_size: int
+    io_timeout: float
     def __init__(
         self,
         addresses: Union[str, Sequence[str]],

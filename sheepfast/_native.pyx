@@ -159,6 +159,26 @@ cdef class _Handle:
         self.close()
 
 
+class deadline:
+    """``with deadline(seconds):`` every call this thread makes inside the
+    block ends by then, retries included (each call still ends within its
+    cluster's io_timeout; nested blocks: the earliest end wins)."""
+
+    def __init__(self, seconds):
+        seconds = float(seconds)
+        if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+            raise _errors.InvalidArgument(f"a deadline must be a positive number of seconds (got {seconds!r})")
+        self.seconds = seconds
+        self._saved = []
+
+    def __enter__(self):
+        self._saved.append(sf_deadline_begin(max(1, <int>min(self.seconds * 1000, 2 ** 31 - 1))))
+        return self
+
+    def __exit__(self, *exc):
+        sf_deadline_end(self._saved.pop())
+
+
 cdef class Cluster(_Handle):
     """A connection pool to one Sheepdog cluster; safe to share between threads."""
     cdef sf_cluster *_c
@@ -166,6 +186,7 @@ cdef class Cluster(_Handle):
     cdef readonly unsigned depth
     cdef readonly bint routing
     cdef readonly unsigned request_size
+    cdef readonly double io_timeout
 
     def __cinit__(self, addresses, *, connect_timeout=10.0, io_timeout=60.0, depth=DEFAULT_DEPTH,
                   routing=True, request_size=DEFAULT_REQUEST_SIZE):
@@ -186,6 +207,7 @@ cdef class Cluster(_Handle):
             raise _errors.InvalidArgument("timeouts must be positive")
         self.addresses = addresses
         self.depth = depth
+        self.io_timeout = io_timeout
         addr = addresses.encode()
         memset(&opt, 0, sizeof(opt))
         opt.addresses = addr

@@ -1,5 +1,5 @@
 # Every declaration of the C core used by the binding, once (src_c/).
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "sheepfast.h" nogil:
@@ -74,6 +74,8 @@ cdef extern from "sheepfast.h" nogil:
 
     const char *sf_version()
     const char *sf_result_name(uint32_t result)
+    int64_t sf_deadline_begin(int timeout_ms)
+    void sf_deadline_end(int64_t saved)
     sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     void sf_cluster_close(sf_cluster *cl)
     int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err)

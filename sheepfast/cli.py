@@ -148,7 +148,7 @@ def cmd_put(args: argparse.Namespace, backend: Backend) -> int:
         except BaseException:
             # Ctrl-C, a short file, the cluster: never leave a partial VDI
             with contextlib.suppress(Exception):
-                backend.delete(name)
+                backend.discard(name)
             raise
     if not args.quiet:
         print(f"{name}: {written} bytes", file=sys.stderr)

@@ -275,6 +275,13 @@ class SheepdogImage:
         self._drop_handle()
         self.backend.delete(self.name)
 
+    def discard(self) -> bool:
+        """Deletes this VDI as the cleanup of a failed upload, within a short
+        budget of its own (backends.CLEANUP_TIMEOUT); True once it is gone,
+        False when it could not be deleted now (it is left for reclaiming)."""
+        self._drop_handle()
+        return self.backend.discard(self.name)
+
     def exist(self) -> bool:
         return self.backend.exists(self.name)
 

@@ -23,11 +23,14 @@ sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
 {
     sf_conn *conn;
     pthread_mutex_lock(&cl->lock);
+    int64_t now = sf_now_ms();
     while ((conn = cl->idle) != NULL) {
         cl->idle = conn->next_idle;
         cl->nr_idle--;
         conn->next_idle = NULL;
-        if (idle_conn_alive(conn))
+        /* a gateway that just timed out may be stopped: its idle
+         * connections look healthy but would hang the next call */
+        if (idle_conn_alive(conn) && cl->down_until_ms[conn->gateway] <= now)
             break;
         sf_conn_close(conn);
     }
@@ -355,16 +358,21 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     cl->nr_configured = cl->nr_gateways = (unsigned)n;
     cl->route = !opt->no_routing;
 
+    int64_t scope = sf_call_begin(cl);
     sf_conn *conn = sf_connect_any(cl, 0, err);
-    if (conn == NULL)
+    if (conn == NULL) {
+        sf_deadline_end(scope);
         goto fail;
+    }
     /* The defaults double as the "is this a formatted sheep?" check. */
     if (fetch_defaults(cl, &conn, err) != SF_OK ||
         check_placement_mode(cl, &conn, err) != SF_OK ||
         refresh_nodes(cl, &conn, NULL, err) != SF_OK) {
         sf_conn_close(conn);
+        sf_deadline_end(scope);
         goto fail;
     }
+    sf_deadline_end(scope);
     sf_pool_put(cl, conn);
     return cl;
 fail:

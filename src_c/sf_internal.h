@@ -35,6 +35,13 @@ int sf_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sf_error_clear(sf_error *err);
 
+/* ---- deadlines (sf_conn.c) ---- */
+/* Opens the scope of one public call: its io_timeout, or less when an
+ * enclosing scope ends sooner. Returns what sf_deadline_end restores. */
+int64_t sf_call_begin(const struct sf_cluster *cl);
+/* What is left of the current call's deadline (io_timeout outside one). */
+int sf_time_left_ms(const struct sf_cluster *cl);
+
 /* ---- addresses and connections (sf_conn.c) ---- */
 typedef struct sf_gateway {
     char host[256];

@@ -133,7 +133,7 @@ static void vdi_free(sf_vdi *vdi)
     free(vdi);
 }
 
-sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+static sf_vdi *sf_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
     sf_error_clear(err);
     sf_vdi *vdi = calloc(1, sizeof(*vdi));
@@ -235,7 +235,7 @@ uint64_t sf_vdi_size(sf_vdi *vdi)
     return size;
 }
 
-int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
+static int sf_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
 {
     sf_error_clear(err);
     *used_bytes = *shared_bytes = 0;
@@ -851,6 +851,9 @@ static int settle_writes(transfer *t, sf_conn **lanes, unsigned nr_lanes, sf_err
         if (rc != SF_OK) {
             /* a sheep went away meanwhile, or the node list still named
              * one that left: look again on the next epoch's placement */
+            int left = sf_time_left_ms(cl);
+            if (left <= SETTLE_PAUSE_MS)
+                break;
             struct timespec pause = {0, SETTLE_PAUSE_MS * 1000000L};
             nanosleep(&pause, NULL);
             continue;
@@ -1051,7 +1054,7 @@ out:
     return rc;
 }
 
-int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sf_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
 {
     sf_error_clear(err);
     if (check_range(vdi, "read", len, offset, err) != SF_OK)
@@ -1061,7 +1064,7 @@ int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error 
     return run_transfer(vdi, 0, buf, len, offset, err);
 }
 
-int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sf_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
 {
     sf_error_clear(err);
     if (check_range(vdi, "write", len, offset, err) != SF_OK)
@@ -1077,7 +1080,7 @@ int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf
     return run_transfer(vdi, 1, (uint8_t *)(uintptr_t)buf, len, offset, err);
 }
 
-int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
+static int sf_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 {
     sf_error_clear(err);
     if (new_size < vdi->info.size)
@@ -1128,3 +1131,46 @@ int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
     pthread_mutex_unlock(&vdi->alloc_lock);
     return rc;
 }
+
+/* ------------------------------------------------- public calls, each with one deadline */
+
+sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+{
+    int64_t scope = sf_call_begin(cl);
+    sf_vdi * result = sf_vdi_open_in_call(cl, name, name_len, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_read_in_call(vdi, buf, len, offset, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_write_in_call(vdi, buf, len, offset, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_usage_in_call(vdi, used_bytes, shared_bytes, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_resize_in_call(vdi, new_size, err);
+    sf_deadline_end(scope);
+    return result;
+}
+

@@ -126,6 +126,13 @@ typedef struct sf_vdi sf_vdi;
 SF_EXPORT const char *sf_version(void);
 SF_EXPORT const char *sf_result_name(uint32_t result);
 
+/* Every call that talks to the cluster ends within its cluster's io_timeout,
+ * retries and cleanup included. A scope shortens that for all the calls the
+ * calling thread makes inside it (nesting: the earliest deadline wins).
+ * begin returns what end must be given back. */
+SF_EXPORT int64_t sf_deadline_begin(int timeout_ms);
+SF_EXPORT void sf_deadline_end(int64_t saved);
+
 SF_EXPORT sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err);
 SF_EXPORT void sf_cluster_close(sf_cluster *cl);
 SF_EXPORT int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err);

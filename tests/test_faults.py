@@ -205,8 +205,57 @@ def test_dropped_connection_mid_write_is_checked(fake, fcluster):
     data = os.urandom(8 * MiB)
     with fcluster.open(name) as vdi:
         vdi.write(b"\x01" * (8 * MiB), 0)
+        fake.enable_request_log()
         fake.drop_nth(3, opcode=w.OP_WRITE_OBJ)
         vdi.write(data, 0)
-        assert vdi.stats["objects_checked"] > 0, vdi.stats
+        log = fake.request_log()
+        fake.enable_request_log(False)
+        assert vdi.stats["objects_checked"] > 0, (vdi.stats, [(e.node, e.opcode, e.id, hex(e.oid), e.offset) for e in log][:40])
         assert vdi.read(0, 8 * MiB) == data
     fcluster.delete(name)
+
+
+def test_one_deadline_per_call_even_while_other_lanes_progress(fake):
+    """A reply that never comes fails the call within about io_timeout,
+    although requests on other connections keep completing meanwhile."""
+    import time
+
+    c = sheepfast.connect(fake.address, io_timeout=1.0)
+    name = _name("deadline")
+    c.create(name, 32 * MiB, block_size_shift=20)
+    vdi = c.open(name)
+    vdi.write(b"\x02" * (32 * MiB), 0)
+    fake.set_delay(30.0, opcode=w.OP_WRITE_OBJ)
+    t0 = time.monotonic()
+    with pytest.raises(sheepfast.TimeoutError, match="within the 1000 ms io_timeout"):
+        vdi.write(os.urandom(32 * MiB), 0)
+    elapsed = time.monotonic() - t0
+    fake.clear_faults()
+    vdi.close()
+    c.close()
+    assert elapsed < 3.0, elapsed
+    with sheepfast.connect(fake.address) as again:
+        again.delete(name)
+
+
+def test_deadline_scope_shortens_every_call_inside_it(fake, fcluster):
+    import time
+
+    name = _name("scope")
+    fcluster.create(name, MiB)
+    with fcluster.open(name) as vdi:
+        vdi.write(b"x", 0)
+        fake.set_delay(10.0, opcode=w.OP_READ_OBJ)
+        t0 = time.monotonic()
+        with sheepfast.deadline(0.5):
+            with pytest.raises(sheepfast.TimeoutError):
+                vdi.read(0, 1)
+        assert time.monotonic() - t0 < 2.0
+    fake.clear_faults()
+    fcluster.delete(name)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf"), "x"])
+def test_deadline_refuses_what_is_not_a_duration(seconds):
+    with pytest.raises((sheepfast.InvalidArgument, ValueError)):
+        sheepfast.deadline(seconds)

@@ -782,5 +782,17 @@ class CliBackend:
         raw = self._name(name)
         self._dog.run(f"deleting VDI {_name_str(raw)!r}", "delete", (), raw)
 
+    def discard(self, name: Union[str, bytes]) -> bool:
+        """Deletes a partial VDI after a failed call: True once it is gone.
+        (dog's own timeout bounds it: a dog that makes no progress for
+        ``timeout`` seconds is killed.)"""
+        try:
+            self.delete(name)
+        except errors.VdiNotFound:
+            return True
+        except errors.SheepfastError:
+            return False
+        return True
+
     def open(self, name: Union[str, bytes]) -> CliImage:
         return CliImage(self._dog, self._working(self._name(name)))
