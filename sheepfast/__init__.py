@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from sheepfast.errors import (
+    AttributeNotFound,
     ClusterNotReady,
     ConnectionError,
     InvalidArgument,
@@ -82,6 +83,7 @@ def connect(
 
 
 __all__ = [
+    "AttributeNotFound",
     "DEFAULT_REQUEST_SIZE",
     "Cluster",
     "ClusterDefaults",
