@@ -857,3 +857,10 @@ class CliBackend:
 
     def open(self, name: Union[str, bytes]) -> CliImage:
         return CliImage(self._dog, self._working(self._name(name)))
+
+    def open_listed(self, info: VdiInfo) -> CliImage:
+        """A handle on a VDI that list() just returned, without looking it
+        up again (each lookup is a `dog vdi list` reading every inode)."""
+        if self._closed:
+            raise errors.InvalidArgument("I/O operation on a closed cluster")
+        return CliImage(self._dog, info)
