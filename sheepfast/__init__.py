@@ -35,6 +35,7 @@ from sheepfast.errors import (
     VdiSpaceFull,
     VersionMismatch,
 )
+from sheepfast.incomplete import find_incomplete, reclaim_incomplete
 from sheepfast.types import ClusterDefaults, VdiInfo
 
 __version__ = "0.1.0"
@@ -110,4 +111,6 @@ __all__ = [
     "VdiSpaceFull",
     "VersionMismatch",
     "connect",
+    "find_incomplete",
+    "reclaim_incomplete",
 ]

@@ -5,6 +5,8 @@
     sheepfast ls [--json]          list VDIs
     sheepfast info NAME [--json]   size, used, object size, copies, vid, snapshot
     sheepfast rm NAME              delete
+    sheepfast reclaim --older-than AGE [--dry-run]
+                                   delete VDIs left half-written by uploads that died
     sheepfast bench                the benchmark harness
     sheepfast demo                 the README's main job
 
@@ -29,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Optional, Union
 
 import sheepfast
-from sheepfast import errors
+from sheepfast import errors, incomplete
 from sheepfast.backends import KINDS, Backend, BackendImage, open_backend
 from sheepfast.image import SheepdogImage, check_name, is_zero, parse_address
 
@@ -283,6 +285,50 @@ def cmd_rm(args: argparse.Namespace, backend: Backend) -> int:
     return 0
 
 
+def cmd_reclaim(args: argparse.Namespace, backend: Backend) -> int:
+    try:
+        older_than = incomplete.parse_age(args.older_than)
+    except errors.InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
+    if older_than < incomplete.MIN_STALE_AGE:
+        raise UsageError(f"--older-than must be at least {incomplete.MIN_STALE_AGE:g}s: a live "
+                         f"upload refreshes its mark every {incomplete.HEARTBEAT_INTERVAL:g}s")
+    rows: list[dict] = []
+    now = time.time()
+
+    def show(entry: incomplete.Incomplete, error: Optional[Exception]) -> None:
+        action = "would delete" if args.dry_run else "deleted" if error is None else "failed"
+        mark = entry.mark
+        row = {"name": entry.name, "vid": entry.vid, "size": entry.size,
+               "started": mark.started, "heartbeat": mark.heartbeat, "age": entry.age,
+               "host": mark.host, "pid": mark.pid, "action": action,
+               "error": None if error is None else str(error)}
+        rows.append(row)
+        if not args.json:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mark.started))
+            line = (f"{action:<12} {entry.name:<32} {human(entry.size):>10} {entry.vid:>8x}  "
+                    f"started {started}, heartbeat {_duration(entry.age)} ago, "
+                    f"writer {mark.host} pid {mark.pid}")
+            print(line + (f": {error}" if error is not None else ""), flush=True)
+
+    report = incomplete.reclaim_incomplete(backend, older_than, dry_run=args.dry_run, now=now,
+                                           on_result=show)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    elif not args.quiet and not rows:
+        print(f"no incomplete VDIs with a heartbeat older than {args.older_than}",
+              file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def cmd_demo(args: argparse.Namespace, backend: Optional[Backend]) -> int:
     from sheepfast import demo
 
@@ -352,6 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("rm", help="delete a VDI (its objects are reclaimed)")
     rm.add_argument("name", metavar="NAME")
     rm.set_defaults(func=cmd_rm)
+
+    reclaim = sub.add_parser(
+        "reclaim", help="delete VDIs left half-written by uploads whose writer died")
+    reclaim.add_argument("--older-than", dest="older_than", required=True, metavar="AGE",
+                         help="only marks whose heartbeat is older than AGE: 90s, 15m, 1h, "
+                              f"2d (at least {incomplete.MIN_STALE_AGE:g}s)")
+    reclaim.add_argument("--dry-run", action="store_true",
+                         help="list what would be deleted, delete nothing")
+    reclaim.add_argument("--json", action="store_true")
+    reclaim.set_defaults(func=cmd_reclaim)
 
     bench = sub.add_parser("bench", help="run the benchmark harness (from a source checkout; "
                                          "its options after --, e.g. bench -- --sizes 1G)")
