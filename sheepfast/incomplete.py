@@ -61,6 +61,10 @@ MIN_STALE_AGE = 2 * HEARTBEAT_INTERVAL
 _MARK_FORMAT = 1
 
 
+def _this_host() -> str:
+    return socket.gethostname()
+
+
 def _process_start(pid: int) -> Optional[int]:
     """When process pid started (clock ticks since boot, /proc/PID/stat
     field 22), so a pid the kernel reused is not taken for the writer;
@@ -121,7 +125,7 @@ class Mark:
 
     def writer_alive(self) -> bool:
         """The writer is a running process on this host."""
-        if self.host != socket.gethostname():
+        if self.host != _this_host():
             return False
         try:
             os.kill(self.pid, 0)
@@ -141,10 +145,10 @@ class UploadMark:
     thread, leaving the mark for a failed upload whose VDI may outlive it.
     """
 
-    def __init__(self, handle: Any, *, interval: float = HEARTBEAT_INTERVAL,
+    def __init__(self, handle: Any, *, interval: Optional[float] = None,
                  clock: Callable[[], float] = time.time):
         self._handle = handle
-        self._interval = interval
+        self._interval = HEARTBEAT_INTERVAL if interval is None else interval
         self._clock = clock
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -152,7 +156,7 @@ class UploadMark:
         info = handle.info
         now = clock()
         pid = os.getpid()
-        self.mark = Mark(now, now, socket.gethostname(), pid, _process_start(pid),
+        self.mark = Mark(now, now, _this_host(), pid, _process_start(pid),
                          info.vid, int(info.create_time))
 
     def start(self) -> None:
