@@ -116,6 +116,8 @@ class Mark:
                        int(d["vid"]), int(d["vdi_ctime"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{MARK_KEY} lacks or garbles {exc}: {raw[:80]!r}") from None
+        if mark.pid <= 0:  # 0 and below would name process groups to os.kill
+            raise ValueError(f"{MARK_KEY} has pid {mark.pid}: {raw[:80]!r}")
         return mark
 
     def belongs_to(self, vid: int, create_time: float) -> bool:

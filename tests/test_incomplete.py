@@ -115,6 +115,8 @@ def test_mark_encodes_and_decodes():
     (b'{"format": 1, "started": 1}', "lacks or garbles"),
     (b'{"format": 1, "started": "x", "heartbeat": 1, "host": "h", "pid": 1, '
      b'"pid_start": null, "vid": 1, "vdi_ctime": 1}', "lacks or garbles"),
+    (b'{"format": 1, "started": 1, "heartbeat": 1, "host": "h", "pid": 0, '
+     b'"pid_start": null, "vid": 1, "vdi_ctime": 1}', "pid 0"),
 ])
 def test_garbled_marks_are_refused(raw, why):
     with pytest.raises(ValueError, match=why):
