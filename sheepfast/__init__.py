@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from sheepfast.errors import (
+    AttributeNotFound,
     ClusterNotReady,
     ConnectionError,
     InvalidArgument,
@@ -34,6 +35,7 @@ from sheepfast.errors import (
     VdiSpaceFull,
     VersionMismatch,
 )
+from sheepfast.incomplete import find_incomplete, reclaim_incomplete
 from sheepfast.types import ClusterDefaults, VdiInfo
 
 __version__ = "0.1.0"
@@ -82,6 +84,7 @@ def connect(
 
 
 __all__ = [
+    "AttributeNotFound",
     "DEFAULT_REQUEST_SIZE",
     "Cluster",
     "ClusterDefaults",
@@ -109,4 +112,6 @@ __all__ = [
     "VdiSpaceFull",
     "VersionMismatch",
     "connect",
+    "find_incomplete",
+    "reclaim_incomplete",
 ]

@@ -30,6 +30,9 @@ cdef extern from "sheepfast.h" nogil:
         int no_routing
         uint32_t request_size
     unsigned SF_DEFAULT_REQUEST_SIZE
+    unsigned SF_ATTR_KEY_MAX
+    unsigned SF_ATTR_VALUE_MAX
+    unsigned SF_RES_NO_OBJ
 
     ctypedef struct sf_cluster_defaults:
         uint8_t copies
@@ -90,6 +93,11 @@ cdef extern from "sheepfast.h" nogil:
     int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
     int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
     void sf_free(void *p)
+    int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+                        size_t value_len, sf_error *err)
+    int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value,
+                        size_t value_cap, size_t *value_len, sf_error *err)
+    int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
     sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
     void sf_vdi_close(sf_vdi *vdi)
     const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi)

@@ -30,6 +30,7 @@ import threading
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 from sheepfast.errors import InvalidArgument, OutOfRange
+from sheepfast.incomplete import UploadMark
 
 try:  # the CLI backend works without the extension
     from sheepfast._native import Vdi as _NativeVdi
@@ -366,6 +367,13 @@ class SheepdogImage:
         On any error (the source, a consumer, a write), no further write or
         consumer call starts, the threads are joined, and the first error is
         raised; the partial VDI is left for the caller to delete.
+
+        While it runs the VDI carries the upload mark (sheepfast.incomplete:
+        set before the first write, its heartbeat refreshed every
+        HEARTBEAT_INTERVAL seconds, removed once every byte is stored), so a
+        VDI whose writer died can be found and reclaimed. A failed upload
+        leaves the mark: if the caller cannot delete the VDI, it stays
+        findable.
         """
         declared = _check_size(size)
         if buffers < 1:
@@ -373,8 +381,14 @@ class SheepdogImage:
         handle = self.open()
         object_size = handle.object_size
         chunk = -(-self.chunk_size // object_size) * object_size
-        pipe = _Pipeline(handle, buffers, consumers, grow=declared == 0,
-                         skip_zero=self._thin and not hasattr(handle, "thin"))
+        mark = UploadMark(handle)
+        mark.start()
+        try:
+            pipe = _Pipeline(handle, buffers, consumers, grow=declared == 0,
+                             skip_zero=self._thin and not hasattr(handle, "thin"))
+        except BaseException:
+            mark.stop()
+            raise
         total = 0
         try:
             for token, data in _chunks(source, chunk, pipe.take):
@@ -392,7 +406,9 @@ class SheepdogImage:
             pipe.finish()
         except BaseException:
             pipe.abort()
+            mark.stop()
             raise
+        mark.clear()
         return total
 
 

@@ -98,6 +98,10 @@ typedef struct sf_cluster_defaults {
 
 #define SF_NAME_MAX 255
 #define SF_TAG_MAX 255
+/* VDI attributes: a key is a C string in a 256-byte field, a value at most
+ * 64 KiB of any bytes (sheep's SD_MAX_VDI_ATTR_KEY_LEN / VALUE_LEN). */
+#define SF_ATTR_KEY_MAX 255
+#define SF_ATTR_VALUE_MAX 65536
 
 typedef struct sf_vdi_info {
     char name[SF_NAME_MAX + 1];
@@ -177,6 +181,21 @@ SF_EXPORT int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_b
                            sf_error *err);
 /* Grow only: shrinking leaks objects in sheep 1.0 and is refused. */
 SF_EXPORT int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err);
+
+/* VDI attributes (Sheepdog's key/value pairs, `dog vdi setattr/getattr`)
+ * of the VDI's name. sheep keeps them by name, not by vid: they outlive a
+ * delete of the VDI and a new VDI of the same name sees them again. Keys
+ * are 1..SF_ATTR_KEY_MAX bytes with no NUL; values any bytes, at most
+ * SF_ATTR_VALUE_MAX. A missing key is SF_E_SERVER with result
+ * SF_RES_NO_OBJ; a VDI gone since open, SF_RES_NO_VDI. */
+/* Creates the attribute, or replaces its value. */
+SF_EXPORT int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+                              size_t value_len, sf_error *err);
+/* Copies the value into value (value_cap bytes; SF_ATTR_VALUE_MAX always
+ * suffice) and its length into *value_len. */
+SF_EXPORT int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value,
+                              size_t value_cap, size_t *value_len, sf_error *err);
+SF_EXPORT int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err);
 
 /* Counters since the handle was opened; for tests and benchmarks. */
 typedef struct sf_vdi_stats {
