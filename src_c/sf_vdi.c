@@ -935,6 +935,7 @@ static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t of
         out[n].len = (uint32_t)take;
         out[n].buf = buf;
         out[n].issued = 0;
+        out[n].suspect = out[n].differs = 0;
         n++;
         buf += take;
         offset += take;
@@ -1173,4 +1174,5 @@ int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
     sf_deadline_end(scope);
     return result;
 }
+
 

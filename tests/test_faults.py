@@ -205,12 +205,9 @@ def test_dropped_connection_mid_write_is_checked(fake, fcluster):
     data = os.urandom(8 * MiB)
     with fcluster.open(name) as vdi:
         vdi.write(b"\x01" * (8 * MiB), 0)
-        fake.enable_request_log()
         fake.drop_nth(3, opcode=w.OP_WRITE_OBJ)
         vdi.write(data, 0)
-        log = fake.request_log()
-        fake.enable_request_log(False)
-        assert vdi.stats["objects_checked"] > 0, (vdi.stats, [(e.node, e.opcode, e.id, hex(e.oid), e.offset) for e in log][:40])
+        assert vdi.stats["objects_checked"] > 0, vdi.stats
         assert vdi.read(0, 8 * MiB) == data
     fcluster.delete(name)
 
