@@ -867,8 +867,9 @@ class Store(glance_store.driver.Store):
         try:
             gone = image.discard()
         except Exception:
-            LOG.exception("Could not delete the partial Sheepdog image %s", image.name)
-            gone = False
+            LOG.exception("Could not delete the partial Sheepdog image %s; it keeps "
+                          "its upload mark, for 'sheepfast reclaim' to find", image.name)
+            return
         if not gone:
             LOG.error("Could not delete the partial Sheepdog image %s now; it keeps "
                       "its upload mark, for 'sheepfast reclaim' to find", image.name)
