@@ -31,9 +31,24 @@ int sf_is_zero(const void *buf, size_t len)
 
 /* ----------------------------------------------------------------- handle */
 
-static uint32_t objects_for(uint64_t size, uint64_t objsize)
+/* The most objects a handle keeps an index for (4 bytes each, in memory):
+ * every flat VDI, and hyper volumes up to 64 TiB of 4 MiB objects. */
+#define MAX_HANDLE_OBJECTS (1u << 24)
+
+static uint64_t objects_for(uint64_t size, uint64_t objsize)
 {
-    return (uint32_t)((size + objsize - 1) / objsize);
+    return size / objsize + (size % objsize != 0);
+}
+
+static int check_object_count(const sf_vdi *vdi, uint64_t size, sf_error *err)
+{
+    uint64_t n = objects_for(size, vdi->object_size);
+    if (n > MAX_HANDLE_OBJECTS)
+        return sf_fail(err, SF_E_UNSUPPORTED,
+                       "VDI '%s' of %llu bytes has %llu objects; sheepfast handles at most %u",
+                       vdi->info.name, (unsigned long long)size, (unsigned long long)n,
+                       MAX_HANDLE_OBJECTS);
+    return SF_OK;
 }
 
 static int index_reserve(sf_vdi *vdi, uint32_t nr, sf_error *err)
@@ -83,8 +98,10 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
     if (magic != SF_BTREE_MAGIC || depth < 1 || depth > 2 || n > node_cap)
         return sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree root (magic 0x%x depth %u, %u entries)",
                        vdi->info.vid, magic, depth, n);
-    if (n == 0)
+    if (n == 0) { /* nothing allocated: every entry is 0, and all of it is known */
+        memset(vdi->page_loaded, 1, (vdi->index_capacity + SF_INDEX_PAGE - 1) / SF_INDEX_PAGE);
         return SF_OK;
+    }
     size_t entry_size = depth == 1 ? 8 : 16;
     uint8_t *root = malloc(n * entry_size);
     uint8_t *leaf = depth == 2 ? malloc(4u << 20) : NULL;
@@ -149,7 +166,10 @@ static sf_vdi *sf_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name
     int rc = sf_stat_by_name(cl, &conn, name, name_len, &vdi->info, err);
     if (rc == SF_OK) {
         vdi->object_size = (uint64_t)1 << vdi->info.block_size_shift;
-        vdi->nr_objects = objects_for(vdi->info.size, vdi->object_size);
+        rc = check_object_count(vdi, vdi->info.size, err);
+    }
+    if (rc == SF_OK) {
+        vdi->nr_objects = (uint32_t)objects_for(vdi->info.size, vdi->object_size);
         rc = index_reserve(vdi, vdi->nr_objects, err);
     }
     if (rc == SF_OK && vdi->info.store_policy == 1)
@@ -313,6 +333,10 @@ typedef struct transfer {
     uint32_t index_first, index_count;
     uint32_t batch[INDEX_BATCH]; /* created objects the index write in flight covers */
     uint32_t nr_batch;
+    unsigned index_failures; /* index writes refused: each batch is tried twice */
+    /* objects whose CREATE failed: a gateway may still have made some copies */
+    uint32_t *uncertain;
+    uint32_t nr_uncertain;
     int failed;
     sf_error err;
     uint64_t nr_routed;
@@ -373,7 +397,7 @@ static int cmp_u32(const void *a, const void *b)
 static sf_op *next_index_write(transfer *t, int flush_all)
 {
     sf_vdi *vdi = t->vdi;
-    if (t->index_write_busy || t->nr_created == 0)
+    if (t->index_write_busy || t->nr_created == 0 || t->index_failures > 1)
         return NULL;
     if (!flush_all && t->nr_created < INDEX_BATCH)
         return NULL;
@@ -530,11 +554,17 @@ static void transfer_complete(void *ctx, sf_op *op)
     }
     if (op->req.opcode == SF_OP_WRITE_OBJ && op->req.oid == sf_inode_oid(vdi->info.vid)) {
         t->index_write_busy = 0;
-        t->nr_batch = 0;
         if (op->rsp.result != SF_RES_SUCCESS) {
+            /* its objects exist: they go back to be indexed, or nothing
+             * would ever reclaim them */
+            memcpy(t->created + t->nr_created, t->batch, t->nr_batch * sizeof(uint32_t));
+            t->nr_created += t->nr_batch;
+            t->nr_batch = 0;
+            t->index_failures++;
             transfer_fail(t, op, "updating the index for");
             return;
         }
+        t->nr_batch = 0;
         /* the cache learns an entry only once the inode holds it */
         pthread_mutex_lock(&vdi->lock);
         for (uint32_t i = 0; i < t->index_count; i++)
@@ -544,6 +574,8 @@ static void transfer_complete(void *ctx, sf_op *op)
         return;
     }
     if (op->rsp.result != SF_RES_SUCCESS) {
+        if (op->req.opcode == SF_OP_CREATE_AND_WRITE_OBJ)
+            t->uncertain[t->nr_uncertain++] = (uint32_t)op->req.oid;
         transfer_fail(t, op, t->writing ? "writing" : "reading");
         return;
     }
@@ -565,11 +597,12 @@ static void transfer_complete(void *ctx, sf_op *op)
     }
 }
 
-/* The connection died mid-write. Objects already created must still reach
- * the index, or nothing will ever reclaim them: on a fresh connection, send
- * only the index writes (best effort; the caller gets the original error).
- * A CREATE whose reply was lost may or may not have happened, so each of
- * those objects is probed first and indexed only if it exists. */
+/* The write failed. Objects already created must still reach the index, or
+ * nothing will ever reclaim them: on a fresh connection, send only the index
+ * writes (best effort; the caller gets the original error). A CREATE whose
+ * reply was lost, or that failed (a gateway may have made some copies), may
+ * or may not have happened: each such object is probed first and indexed
+ * only if it exists. */
 static void index_created_after_loss(transfer *t, sf_conn **lanes, unsigned nr_lanes)
 {
     sf_cluster *cl = t->vdi->cl;
@@ -600,8 +633,18 @@ static void index_created_after_loss(transfer *t, sf_conn **lanes, unsigned nr_l
         else if (ignored.category != SF_E_SERVER)
             return; /* this connection failed too: give up */
     }
+    for (uint32_t i = 0; i < t->nr_uncertain; i++) {
+        uint8_t probe;
+        uint64_t oid = sf_data_oid(t->vdi->info.vid, t->uncertain[i]);
+        if (sf_read_exact(cl, conn, oid, 0, &probe, 1, &ignored) == SF_OK)
+            t->created[t->nr_created++] = t->uncertain[i];
+        else if (ignored.category != SF_E_SERVER)
+            return;
+    }
+    t->nr_uncertain = 0;
     if (t->nr_created == 0)
         return;
+    t->index_failures = 0;
     t->failed = 1; /* no more data */
     t->next_piece = t->nr_pieces;
     t->nr_ready = 0;
@@ -970,11 +1013,12 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     t.free_slots = malloc(depth * sizeof(unsigned));
     if (writing) {
         t.created = malloc((size_t)count * sizeof(uint32_t));
+        t.uncertain = malloc((size_t)count * sizeof(uint32_t));
         t.ready = malloc((size_t)count * sizeof(uint32_t));
         t.index_payload = malloc(INDEX_BATCH * 4);
     }
     if (!t.pieces || !t.ops || !t.slot_piece || !t.free_slots ||
-        (writing && (!t.created || !t.ready || !t.index_payload))) {
+        (writing && (!t.created || !t.uncertain || !t.ready || !t.index_payload))) {
         sf_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
@@ -1024,7 +1068,7 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
 
     sf_source src = {&t, transfer_next, transfer_complete};
     rc = sf_run_lanes(cl, lanes, nr_lanes, &src, depth, err);
-    if (rc != SF_OK && writing)
+    if (writing && (rc != SF_OK || (t.failed && (t.nr_created > 0 || t.nr_uncertain > 0))))
         index_created_after_loss(&t, lanes, nr_lanes);
     if (rc == SF_OK && t.failed) {
         *err = t.err;
@@ -1051,6 +1095,7 @@ out:
     free(t.free_slots);
     free(t.ready);
     free(t.created);
+    free(t.uncertain);
     free(t.index_payload);
     return rc;
 }
@@ -1099,7 +1144,11 @@ static int sf_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
     if (new_size == vdi->info.size)
         return SF_OK;
     pthread_mutex_lock(&vdi->alloc_lock);
-    uint32_t nr = objects_for(new_size, vdi->object_size);
+    if (check_object_count(vdi, new_size, err) != SF_OK) {
+        pthread_mutex_unlock(&vdi->alloc_lock);
+        return SF_ERR;
+    }
+    uint32_t nr = (uint32_t)objects_for(new_size, vdi->object_size);
     pthread_mutex_lock(&vdi->lock);
     int rc = index_reserve(vdi, nr, err);
     pthread_mutex_unlock(&vdi->lock);
