@@ -1023,6 +1023,9 @@ def test_fail_nth(sheep, client):
     rsp, data = client.call(w.OP_READ_OBJ, w.ObjArgs(oid=oid), data_length=5)
     assert (rsp.result, rsp.data_length, data) == (w.RES_WAIT_FOR_JOIN, 0, b"")
     assert client.read(oid, 5)[1] == b"forth"
+    sheep.fail_nth(1, w.RES_EIO, w.OP_WRITE_OBJ, applied=True)
+    assert client.write(oid, b"fifth") == w.RES_EIO
+    assert client.read(oid, 5)[1] == b"fifth"                      # executed all the same
 
 
 def test_drop_nth(sheep, client):

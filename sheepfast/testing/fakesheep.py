@@ -89,6 +89,7 @@ _FAULT_KINDS = {
     "stop_after": 3,    # the node executes it, then stops (its reply is lost)
     "drop": 2,          # the connection is reset before executing it
     "drop_reply": 1,    # executed, then the connection is reset unanswered
+    "fail_after": 0,    # executed, then answered `result` all the same
     "fail": 0,          # answered `result`, not executed
     "diverge": 0,       # answered SUCCESS, not executed, and the epoch moves on
 }
@@ -140,6 +141,10 @@ class _Faults:
                     if fired is None or _FAULT_KINDS[fault.kind] > _FAULT_KINDS[fired.kind]:
                         fired = fault
         return fired
+
+    def armed(self) -> int:
+        with self._lock:
+            return len(self._armed)
 
     def clear(self) -> None:
         with self._lock:
@@ -524,6 +529,8 @@ class FakeSheep:
             except Exception:
                 self.internal_errors.append(traceback.format_exc())
                 reply = Reply(w.RES_SYSTEM_ERROR)
+            if fault is not None and fault.kind == "fail_after":
+                reply = Reply(fault.result)
         header = w.pack_response(req.opcode, reply.result, epoch=self.epoch, id=req.id,
                                  data_length=reply.data_length, args=reply.args)
         return [header, *reply.data]
@@ -538,9 +545,12 @@ class FakeSheep:
         """Delay every reply (or those of `opcode`); the op itself runs at once."""
         self._faults.set_delay(seconds, opcode)
 
-    def fail_nth(self, n: int, result: int, opcode: Optional[int] = None) -> None:
-        """The n-th matching request from now is answered `result`, not executed."""
-        self._faults.arm(_Fault("fail", n, opcode, result))
+    def fail_nth(self, n: int, result: int, opcode: Optional[int] = None, *,
+                 applied: bool = False) -> None:
+        """The n-th matching request from now is answered `result`, not
+        executed; applied=True executes it first and answers `result` all the
+        same (a gateway whose write reached some copies and failed on others)."""
+        self._faults.arm(_Fault("fail_after" if applied else "fail", n, opcode, result))
 
     def drop_nth(self, n: int, opcode: Optional[int] = None) -> None:
         """On the n-th matching request from now, reset its connection unanswered."""
@@ -572,6 +582,10 @@ class FakeSheep:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def armed_faults(self) -> int:
+        """How many *_nth faults have not fired yet."""
+        return self._faults.armed()
 
     # ------------------------------------------------------------ introspection
 
