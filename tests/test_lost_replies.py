@@ -51,6 +51,12 @@ def reads_back(addresses: str, name: str, data: bytes) -> None:
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
+def cases(*pairs):
+    """(opcode, n) parameters named like 'create-7'."""
+    names = {w.OP_CREATE_AND_WRITE_OBJ: "create", w.OP_WRITE_OBJ: "write"}
+    return [pytest.param(op, n, id=f"{names[op]}-{n}") for op, n in pairs]
+
+
 def pattern(size: int, seed: int) -> bytes:
     """Random data with some all-zero objects (skipped on write: thin)."""
     rnd = bytearray(os.urandom(size))
@@ -70,14 +76,14 @@ def sheep():
 # ------------------------------------------------------ a reply lost after the write
 
 
-@pytest.mark.parametrize("opcode, n", [
+@pytest.mark.parametrize("opcode, n", cases(
     (w.OP_CREATE_AND_WRITE_OBJ, 1),
     (w.OP_CREATE_AND_WRITE_OBJ, 7),
     (w.OP_CREATE_AND_WRITE_OBJ, 18),
     (w.OP_WRITE_OBJ, 1),
     (w.OP_WRITE_OBJ, 20),
     (w.OP_WRITE_OBJ, 30),
-], ids=lambda v: f"{v:#04x}" if v in (w.OP_CREATE_AND_WRITE_OBJ, w.OP_WRITE_OBJ) else str(v))
+))
 def test_a_lost_reply_is_resent_and_every_byte_reads_back(sheep, opcode, n):
     """The sheep applied the request, then the connection went before the
     reply: the client resends it on a fresh connection (the same request
@@ -143,12 +149,12 @@ def test_a_create_lost_for_good_is_probed_and_indexed(sheep):
 
 
 @pytest.mark.parametrize("applied", [False, True], ids=["before", "after"])
-@pytest.mark.parametrize("opcode, n", [
+@pytest.mark.parametrize("opcode, n", cases(
     (w.OP_CREATE_AND_WRITE_OBJ, 2),
     (w.OP_CREATE_AND_WRITE_OBJ, 11),
     (w.OP_WRITE_OBJ, 5),
     (w.OP_WRITE_OBJ, 30),
-], ids=lambda v: f"{v:#04x}" if v in (w.OP_CREATE_AND_WRITE_OBJ, w.OP_WRITE_OBJ) else str(v))
+))
 def test_a_gateway_stopping_mid_write_loses_no_byte(sheep, opcode, n, applied):
     """Three gateways configured, the write spread over them; one stops when
     it receives the n-th request (having executed it, or not). The write
