@@ -1121,7 +1121,9 @@ def test_clear_faults_disarms_everything(sheep, client):
     sheep.stop_node_nth(1)
     sheep.set_delay(5)
     sheep.set_reorder(True)
+    assert sheep.armed_faults() == 4
     sheep.clear_faults()
+    assert sheep.armed_faults() == 0
     assert client.call(w.OP_GET_CLUSTER_DEFAULT)[0].result == 0
     with pytest.raises(ValueError):
         sheep.fail_nth(0, w.RES_EIO)
