@@ -1023,6 +1023,9 @@ def test_fail_nth(sheep, client):
     rsp, data = client.call(w.OP_READ_OBJ, w.ObjArgs(oid=oid), data_length=5)
     assert (rsp.result, rsp.data_length, data) == (w.RES_WAIT_FOR_JOIN, 0, b"")
     assert client.read(oid, 5)[1] == b"forth"
+    sheep.fail_nth(1, w.RES_EIO, w.OP_WRITE_OBJ, applied=True)
+    assert client.write(oid, b"fifth") == w.RES_EIO
+    assert client.read(oid, 5)[1] == b"fifth"                      # executed all the same
 
 
 def test_drop_nth(sheep, client):
@@ -1043,12 +1046,84 @@ def test_drop_nth(sheep, client):
     fresh.close()
 
 
+def test_drop_reply_nth_executes_then_resets(sheep, client):
+    vid = client.new_vdi("lostreply", 8 * MIB).vdi.vdi_id
+    oid = w.data_oid(vid, 0)
+    client.put_object(vid, 0, b"before")
+    other = Client(sheep.port)
+    sheep.drop_reply_nth(2, w.OP_WRITE_OBJ)
+    assert client.write(oid, b"one...") == 0
+    client.send(client.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid), b"two..."), b"two...")
+    with pytest.raises((EOFError, ConnectionError)):
+        client.recv()
+    assert other.read(oid, 6) == (0, b"two...")                   # executed
+    assert other.write(oid, b"three.") == 0                       # fired once
+    assert other.read(oid, 6) == (0, b"three.")
+    other.close()
+
+
+def test_stop_node_nth_before_and_after_executing(cluster3):
+    ports = [int(a.rsplit(":", 1)[1]) for a in cluster3.addresses]
+    c0, c1 = Client(ports[0]), Client(ports[1])
+    vid = c0.new_vdi("stopping", 8 * MIB).vdi.vdi_id
+    oid = w.data_oid(vid, 0)
+    c0.put_object(vid, 0, b"before")
+    cluster3.stop_node_nth(1, w.OP_WRITE_OBJ)                    # not executed
+    c1.send(c1.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid), b"lost.."), b"lost..")
+    with pytest.raises((EOFError, ConnectionError)):
+        c1.recv()
+    with pytest.raises(ConnectionError):
+        Client(ports[1])                                          # the node is down
+    assert c0.read(oid, 6) == (0, b"before")
+    assert c0.call(w.OP_GET_CLUSTER_DEFAULT)[0].epoch == 2
+    c2 = Client(ports[2])
+    cluster3.stop_node_nth(1, w.OP_WRITE_OBJ, applied=True)       # executed
+    c2.send(c2.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid), b"kept.."), b"kept..")
+    with pytest.raises((EOFError, ConnectionError)):
+        c2.recv()
+    assert c0.read(oid, 6) == (0, b"kept..")
+    rsp, _ = c0.call(w.OP_GET_NODE_LIST, data_length=w.NODE_LIST_BUFFER_SIZE)
+    assert rsp.epoch == 3 and rsp.node_list.nr_nodes == 1
+    cluster3.start_node(1)
+    assert Client(ports[1]).read(oid, 6) == (0, b"kept..")
+    for c in (c0, c1, c2):
+        c.close()
+
+
+def test_a_stopped_node_executes_nothing_it_had_read(cluster3):
+    """Requests a node had read when it stopped never happen (a dead sheep),
+    even if they were waiting for a worker."""
+    ports = [int(a.rsplit(":", 1)[1]) for a in cluster3.addresses]
+    c0, c1 = Client(ports[0]), Client(ports[1])
+    vid = c0.new_vdi("dead", 8 * MIB).vdi.vdi_id
+    c0.put_object(vid, 0, b"x")
+    oid = w.data_oid(vid, 0)
+    # the first WRITE stops the node; the ones behind it were read already
+    cluster3.stop_node_nth(1, w.OP_WRITE_OBJ, applied=True)
+    cluster3.set_reorder(True)           # read them as one batch
+    requests = [c1.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid, offset=i), b"%d" % i)
+                for i in range(1, 6)]
+    c1.sock.sendall(b"".join(r.pack() + b"%d" % (i + 1) for i, r in enumerate(requests)))
+    with pytest.raises((EOFError, ConnectionError)):
+        c1.recv()
+    cluster3.clear_faults()
+    written = c0.read(oid, 6)[1]
+    assert written[1:2] == b"1"          # the first was executed before the stop
+    assert written[2:6] == bytes(4)      # the others never were
+    c0.close()
+    c1.close()
+
+
 def test_clear_faults_disarms_everything(sheep, client):
     sheep.fail_nth(1, w.RES_EIO)
     sheep.drop_nth(1)
+    sheep.drop_reply_nth(1)
+    sheep.stop_node_nth(1)
     sheep.set_delay(5)
     sheep.set_reorder(True)
+    assert sheep.armed_faults() == 4
     sheep.clear_faults()
+    assert sheep.armed_faults() == 0
     assert client.call(w.OP_GET_CLUSTER_DEFAULT)[0].result == 0
     with pytest.raises(ValueError):
         sheep.fail_nth(0, w.RES_EIO)

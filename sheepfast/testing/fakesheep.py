@@ -36,7 +36,10 @@ FakeSheep choices, where a real sheep's behaviour is unknown:
     (a real sheep uses whatever its buffer held);
   * reference counts live in a side table (the gref area reads as written);
     locking is off, as on the captured cluster;
-  * set_delay delays the reply; the operation itself runs at once.
+  * set_delay delays the reply; the operation itself runs at once;
+  * a stopped node executes nothing more, not even requests it had read
+    (a dead sheep); a reset connection of a running node still executes
+    what it had read (a sheep finishes a request whose client went away).
 """
 
 from __future__ import annotations
@@ -72,15 +75,24 @@ class RequestLogEntry(NamedTuple):
     data_length: int
 
 
-# A forced result that stands for "acknowledge, but do not apply".
-_DIVERGE = -1
-
-
 class _Fault(NamedTuple):
-    kind: str           # "fail", "drop" or "diverge"
+    kind: str           # one of _FAULT_KINDS
     n: int
     opcode: Optional[int]
     result: int
+
+
+# What each fault does to the request it fires on, and which one wins when
+# several fire on the same request (the most violent).
+_FAULT_KINDS = {
+    "stop": 4,          # the node stops before executing it
+    "stop_after": 3,    # the node executes it, then stops (its reply is lost)
+    "drop": 2,          # the connection is reset before executing it
+    "drop_reply": 1,    # executed, then the connection is reset unanswered
+    "fail_after": 0,    # executed, then answered `result` all the same
+    "fail": 0,          # answered `result`, not executed
+    "diverge": 0,       # answered SUCCESS, not executed, and the epoch moves on
+}
 
 
 class _Faults:
@@ -114,7 +126,8 @@ class _Faults:
     def admit(self, opcode: int) -> Optional[_Fault]:
         """Count this request against every armed fault; return one that fires.
 
-        A drop wins over a fail when both fire on the same request.
+        When several fire on the same request the most violent wins
+        (_FAULT_KINDS).
         """
         fired = None
         with self._lock:
@@ -125,9 +138,13 @@ class _Faults:
                 slot[1] += 1
                 if slot[1] == fault.n:
                     self._armed.remove(slot)
-                    if fired is None or fault.kind == "drop":
+                    if fired is None or _FAULT_KINDS[fault.kind] > _FAULT_KINDS[fired.kind]:
                         fired = fault
         return fired
+
+    def armed(self) -> int:
+        with self._lock:
+            return len(self._armed)
 
     def clear(self) -> None:
         with self._lock:
@@ -171,6 +188,7 @@ class _Connection:
         self._pending = 0             # admitted requests not yet answered
         self._eof = False
         self._closed = False
+        self.node_stopped = False     # set when its node stops: execute nothing more
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def start(self) -> None:
@@ -209,10 +227,10 @@ class _Connection:
                     if fault is not None and fault.kind == "drop":
                         self.abort()
                         return
-                    forced = None
-                    if fault is not None:
-                        forced = _DIVERGE if fault.kind == "diverge" else fault.result
-                    batch.append((req, payload, forced))
+                    if fault is not None and fault.kind == "stop":
+                        self.sheep.stop_node(self.node.index)
+                        return
+                    batch.append((req, payload, fault))
                     if not self.sheep._faults.reorder or len(batch) >= REORDER_MAX_BATCH \
                             or not self._more_waiting():
                         break
@@ -405,6 +423,7 @@ class FakeSheep:
         with self._lock:
             connections = list(node.connections)
         for conn in connections:
+            conn.node_stopped = True
             conn.abort()
 
     def _accept_loop(self, node: _Node, listener: socket.socket) -> None:
@@ -477,29 +496,41 @@ class FakeSheep:
         except RuntimeError:          # pool shut down while stopping
             conn.abort()
 
-    def _run_one(self, conn: _Connection, req, payload, forced) -> None:
-        conn.queue_reply(self._execute(req, payload, forced),
-                         self._faults.delay_for(req.opcode))
+    def _run_one(self, conn: _Connection, req, payload, fault) -> None:
+        self._run_batch(conn, [(req, payload, fault)])
 
     def _run_batch(self, conn: _Connection, batch) -> None:
         # executed in arrival order, answered in reverse (set_reorder)
-        replies = [(self._execute(*item), item[0].opcode) for item in batch]
+        replies = []
+        for req, payload, fault in batch:
+            if conn.node_stopped:
+                return                # a dead sheep executes nothing more
+            buffers = self._execute(req, payload, fault)
+            if fault is not None and fault.kind == "drop_reply":
+                conn.abort()          # executed, and the client never hears of it
+                return
+            if fault is not None and fault.kind == "stop_after":
+                self.stop_node(conn.node.index)
+                return
+            replies.append((buffers, req.opcode))
         for buffers, opcode in reversed(replies):
             conn.queue_reply(buffers, self._faults.delay_for(opcode))
 
-    def _execute(self, req: w.RequestHeader, payload, forced: Optional[int]) -> list:
-        if forced == _DIVERGE:
+    def _execute(self, req: w.RequestHeader, payload, fault: Optional[_Fault]) -> list:
+        if fault is not None and fault.kind == "diverge":
             with self._lock:
                 self.epoch += 1
             reply = Reply(w.RES_SUCCESS)
-        elif forced is not None:
-            reply = Reply(forced)
+        elif fault is not None and fault.kind == "fail":
+            reply = Reply(fault.result)
         else:
             try:
                 reply = self._handlers.handle(req, payload)
             except Exception:
                 self.internal_errors.append(traceback.format_exc())
                 reply = Reply(w.RES_SYSTEM_ERROR)
+            if fault is not None and fault.kind == "fail_after":
+                reply = Reply(fault.result)
         header = w.pack_response(req.opcode, reply.result, epoch=self.epoch, id=req.id,
                                  data_length=reply.data_length, args=reply.args)
         return [header, *reply.data]
@@ -514,9 +545,12 @@ class FakeSheep:
         """Delay every reply (or those of `opcode`); the op itself runs at once."""
         self._faults.set_delay(seconds, opcode)
 
-    def fail_nth(self, n: int, result: int, opcode: Optional[int] = None) -> None:
-        """The n-th matching request from now is answered `result`, not executed."""
-        self._faults.arm(_Fault("fail", n, opcode, result))
+    def fail_nth(self, n: int, result: int, opcode: Optional[int] = None, *,
+                 applied: bool = False) -> None:
+        """The n-th matching request from now is answered `result`, not
+        executed; applied=True executes it first and answers `result` all the
+        same (a gateway whose write reached some copies and failed on others)."""
+        self._faults.arm(_Fault("fail_after" if applied else "fail", n, opcode, result))
 
     def drop_nth(self, n: int, opcode: Optional[int] = None) -> None:
         """On the n-th matching request from now, reset its connection unanswered."""
@@ -528,12 +562,30 @@ class FakeSheep:
         a write that crosses a membership change (a copy misses it)."""
         self._faults.arm(_Fault("diverge", n, opcode, 0))
 
+    def drop_reply_nth(self, n: int, opcode: Optional[int] = None) -> None:
+        """The n-th matching request from now is executed, then its connection
+        is reset without the reply: the client cannot tell whether it happened."""
+        self._faults.arm(_Fault("drop_reply", n, opcode, 0))
+
+    def stop_node_nth(self, n: int, opcode: Optional[int] = None, *,
+                      applied: bool = False) -> None:
+        """On the n-th matching request from now, the node that received it
+        stops (as stop_node: listener and connections closed, epoch bumped).
+        applied=True executes that request first, so its effect stays and its
+        reply is lost; otherwise it never happens. Requests the node had read
+        but not executed are lost either way."""
+        self._faults.arm(_Fault("stop_after" if applied else "stop", n, opcode, 0))
+
     def set_reorder(self, enabled: bool) -> None:
         """Answer requests that arrive together in reverse order."""
         self._faults.reorder = bool(enabled)
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def armed_faults(self) -> int:
+        """How many *_nth faults have not fired yet."""
+        return self._faults.armed()
 
     # ------------------------------------------------------------ introspection
 
