@@ -53,12 +53,6 @@ def test_a_hyper_volume_opens_read_only():
                 vdi.write(b"x", 0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sf_vdi.c load_btree returns early for a B-tree root with 0 entries without "
-    "marking the index pages loaded; ensure_index then reads the root header as flat "
-    "index entries, so entry 0 becomes 0x00016274 (magic 0x6274, depth 1) and the "
-    "read returns object 0 of vid 0x16274 - another VDI's bytes, or NO_OBJ if it "
-    "does not exist - instead of zeros"))
 def test_an_empty_hyper_volume_reads_as_zeros():
     with FakeSheep() as sheep:
         make_hyper(sheep, "hv-empty", 64 * MiB, 22)
@@ -71,11 +65,6 @@ def test_an_empty_hyper_volume_reads_as_zeros():
             assert vdi.read(0, 4096) == bytes(4096)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sf_vdi.c objects_for returns uint32_t: a hyper volume of 2^32 objects (16 PiB "
-    "of 4 MiB objects, Sheepdog's SD_MAX_VDI_SIZE) counts 0 objects, no index is "
-    "allocated, and the first read dereferences the NULL page_loaded: the process "
-    "dies of SIGSEGV. (Just below that size the index alone would be 16 GiB.)"))
 def test_the_largest_hyper_volume_opens_and_reads_without_crashing():
     """In a child process: today it crashes."""
     code = textwrap.dedent('''

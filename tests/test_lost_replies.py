@@ -198,11 +198,6 @@ def test_gateways_stopping_one_after_another(sheep):
 # ------------------------------------------------ a write answered with an error
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sf_vdi.c transfer_complete: an index update answered with an error result "
-    "clears its batch (t->nr_batch = 0) and fails the transfer; the objects that "
-    "batch covered exist but are never indexed again (index_created_after_loss "
-    "runs only when the engine itself failed), so delete never reclaims them"))
 def test_a_failed_index_update_leaves_its_objects_indexed(sheep):
     with sheepfast.connect(sheep.addresses[0], request_size=MiB) as c:
         c.create("idxfail", 8 * MiB, block_size_shift=SHIFT)
@@ -215,11 +210,6 @@ def test_a_failed_index_update_leaves_its_objects_indexed(sheep):
     assert_consistent(sheep, "idxfail", vid)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sf_vdi.c transfer_complete: a CREATE answered with an error is taken as not "
-    "having happened, but a gateway that failed on one copy may have created the "
-    "object on the others; it is neither probed nor indexed, so delete never "
-    "reclaims it"))
 def test_a_create_that_failed_after_creating_is_indexed(sheep):
     with sheepfast.connect(sheep.addresses[0]) as c:
         c.create("createfail", 8 * MiB, block_size_shift=SHIFT)
