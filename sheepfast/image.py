@@ -55,6 +55,8 @@ READ_PIECE = 1 << 20  #: the most one read() of an upload source is asked for
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+# An IPv6 zone id: an interface name or index (IFNAMSIZ - 1 characters).
+_ZONE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 
 
 class SizeMismatch(OutOfRange):
@@ -100,9 +102,14 @@ def check_host(host: object) -> str:
         raise InvalidArgument(f"host must be a non-empty str (got {host!r})")
     try:
         ipaddress.ip_address(host)
-        return host
     except ValueError:
         pass
+    else:
+        # ipaddress takes any zone id after '%'; an interface name is all it can be
+        zone = host.partition("%")[2]
+        if "%" not in host or _ZONE_ID.fullmatch(zone):
+            return host
+        raise InvalidArgument(f"{host!r}: the zone id {zone!r} is not an interface name")
     if _HOSTNAME.fullmatch(host) is None:
         raise InvalidArgument(f"{host!r} is neither an IP address nor a host name")
     return host

@@ -125,12 +125,6 @@ def _reaches_a_socket_safely(host: str) -> None:
     assert host and host.isprintable() and not any(c.isspace() for c in host), repr(host)
 
 
-def _known_zone_id_bug(host: str) -> bool:
-    """An IPv6 zone id ('%...') is taken whole by ipaddress; see
-    test_a_zone_id_with_control_characters_is_refused (xfail)."""
-    return "%" in host
-
-
 @SETTINGS
 @given(uri=locations())
 @example(uri="sheepdog://10.0.0.1:7000:a:b::c:")
@@ -149,8 +143,6 @@ def test_a_location_parses_and_round_trips_or_is_a_bad_store_uri(uri):
             loc = parse(conf, uri)
         except exceptions.BadStoreUri as exc:
             assert str(exc), "BadStoreUri says what was wrong"
-            continue
-        if _known_zone_id_bug(loc.addr):
             continue
         assert isinstance(loc.addr, str) and isinstance(loc.image, str)
         assert type(loc.port) is int and 1 <= loc.port <= 65535
@@ -204,8 +196,7 @@ def test_checks_refuse_anything_with_invalid_argument(value):
         if check is check_port:
             assert type(got) is int and 1 <= got <= 65535
         elif check is check_host:
-            if not _known_zone_id_bug(got):
-                _reaches_a_socket_safely(got)
+            _reaches_a_socket_safely(got)
         else:
             assert got == value and 0 < len(got.encode()) <= NAME_MAX
 
@@ -213,12 +204,6 @@ def test_checks_refuse_anything_with_invalid_argument(value):
 # ------------------------------------------------------------------ found here
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sheepfast/image.py check_host: ipaddress.ip_address accepts an IPv6 zone id of "
-    "any characters ('fe80::1%' + anything without '%'), so a host with a NUL, space "
-    "or newline passes check_host and parse_address and reaches sheepfast.connect "
-    "(the C parser sees the string cut at the NUL) and dog's -a argument (subprocess "
-    "raises a raw ValueError for the NUL)"))
 @pytest.mark.parametrize("host", ["fe80::1%a b", "fe80::1%\x00", "fe80::1%\n", "fe80::1%eth0\t"])
 def test_a_zone_id_with_control_characters_is_refused(host):
     with pytest.raises(errors.InvalidArgument):
