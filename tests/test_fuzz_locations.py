@@ -173,8 +173,6 @@ def test_an_address_parses_and_round_trips_or_is_invalid(text):
     except errors.InvalidArgument as exc:
         assert str(exc)
         return
-    if _known_zone_id_bug(host):
-        return
     assert type(port) is int and 1 <= port <= 65535
     _reaches_a_socket_safely(host)
     assert parse_address(format_address(host, port)) == (host, port)
