@@ -31,7 +31,7 @@ from typing import BinaryIO, Iterator, Optional
 import sheepfast
 from sheepfast import errors
 from sheepfast.backends import KINDS, Backend, BackendImage, open_backend
-from sheepfast.image import is_zero
+from sheepfast.image import is_zero, readinto_full
 
 CLUSTER_ENV = "SHEEPFAST_CLUSTER"
 MiB = 1 << 20
@@ -109,17 +109,6 @@ class Progress:
             sys.stderr.flush()
 
 
-def read_full(src: BinaryIO, view: memoryview) -> int:
-    """Fills view from src (short reads from pipes included); 0 at EOF."""
-    got = 0
-    while got < len(view):
-        n = src.readinto(view[got:])  # type: ignore[attr-defined]
-        if not n:
-            break
-        got += n
-    return got
-
-
 # ----------------------------------------------------------------- commands
 
 def cmd_put(args: argparse.Namespace, backend: Backend) -> int:
@@ -173,7 +162,7 @@ def _upload(src: BinaryIO, image: BackendImage, size: Optional[int], progress: P
     view = memoryview(buf)
     offset = 0
     while True:
-        n = read_full(src, view)
+        n = readinto_full(src.readinto, view, src)  # type: ignore[attr-defined]
         if n == 0:
             break
         if size is None:
