@@ -383,3 +383,27 @@ def test_put_from_a_non_blocking_stdin_fails_and_leaves_no_vdi(target, new_name)
     assert done.returncode == 1, done.stderr
     assert b"non-blocking" in done.stderr
     assert no_vdi(target, name)
+
+
+LAZY_DOG = r"""#!/bin/sh
+# lists any VDI asked for; "writes" by exiting 0 without reading its input
+if [ "$2" = list ]; then
+    for last; do :; done
+    printf '= %s 0 1048576 0 0 1 abc 2  22\n' "$last"
+fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("length", [10, 3 * MiB], ids=["fits-the-pipe", "larger"])
+def test_dog_leaving_its_input_unread_is_a_failed_write(tmp_path, length):
+    """A dog that exits 0 without reading what it was given has not written
+    it, however small (it fits in the pipe: no EPIPE to tell)."""
+    dog = tmp_path / "dog"
+    dog.write_text(LAZY_DOG)
+    dog.chmod(0o755)
+    backend = cli_module.CliBackend("127.0.0.1:7000", dog_command=str(dog))
+    with backend.open("img") as image:
+        image.resize(4 * MiB)
+        with pytest.raises(errors.ProtocolError, match="stopped reading its input"):
+            image.write(bytes(length), 0)
