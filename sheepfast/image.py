@@ -338,7 +338,8 @@ class SheepdogImage:
         written.
 
         source: a file-like object (readinto is used when it has one, else
-        read) or an iterable of bytes-like pieces. size: the bytes declared
+        read) or an iterable of bytes-like pieces; InvalidSource when it
+        gives what no blocking binary file may (see _chunks). size: the bytes declared
         (the VDI must have been created with that size), or 0 for unknown:
         the VDI then grows chunk by chunk and ends exactly as long as the
         data. SizeMismatch when the data is longer or shorter than a
