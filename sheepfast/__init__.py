@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from sheepfast.errors import (
+    AttributeNotFound,
     ClusterNotReady,
     ConnectionError,
     InvalidArgument,
@@ -35,6 +36,7 @@ from sheepfast.errors import (
     VdiSpaceFull,
     VersionMismatch,
 )
+from sheepfast.incomplete import find_incomplete, reclaim_incomplete
 from sheepfast.types import ClusterDefaults, VdiInfo
 
 __version__ = "0.1.0"
@@ -42,7 +44,7 @@ __version__ = "0.1.0"
 try:
     # DEFAULT_REQUEST_SIZE: bytes per object request, below the 512 KiB from
     # which sheep 1.0's malloc maps (and the kernel zeroes) a fresh buffer
-    from sheepfast._native import DEFAULT_REQUEST_SIZE, Cluster, Vdi
+    from sheepfast._native import DEFAULT_REQUEST_SIZE, Cluster, Vdi, deadline
 except ImportError as exc:  # pragma: no cover - exercised only without a build
     _import_error = exc
     DEFAULT_REQUEST_SIZE = None  # type: ignore[assignment]  # the extension's
@@ -54,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without a build
             "it in place ('python setup.py build_ext --inplace')"
         ) from _import_error
 
-    Cluster = Vdi = _missing  # type: ignore[assignment,misc]
+    Cluster = Vdi = deadline = _missing  # type: ignore[assignment,misc]
 
 
 def connect(
@@ -83,9 +85,11 @@ def connect(
 
 
 __all__ = [
+    "AttributeNotFound",
     "DEFAULT_REQUEST_SIZE",
     "Cluster",
     "ClusterDefaults",
+    "deadline",
     "ClusterNotReady",
     "ConnectionError",
     "InvalidArgument",
@@ -110,4 +114,6 @@ __all__ = [
     "VdiSpaceFull",
     "VersionMismatch",
     "connect",
+    "find_incomplete",
+    "reclaim_incomplete",
 ]

@@ -51,6 +51,10 @@ DEFAULT_DEPTH = 16
 #: bytes per object request: below the 512 KiB where sheep 1.0's malloc maps
 #: fresh memory for every buffer (see SF_DEFAULT_REQUEST_SIZE in sheepfast.h)
 DEFAULT_REQUEST_SIZE = SF_DEFAULT_REQUEST_SIZE
+#: VDI attributes (Vdi.metadata_*): the longest key in bytes (no NUL) and
+#: the longest value, as sheep stores them (SF_ATTR_* in sheepfast.h)
+ATTR_KEY_MAX = SF_ATTR_KEY_MAX
+ATTR_VALUE_MAX = SF_ATTR_VALUE_MAX
 
 
 def version():
@@ -71,6 +75,22 @@ cdef bytes _name_bytes(object name):
     if isinstance(name, (bytes, bytearray, memoryview)):
         return bytes(name)
     raise TypeError(f"VDI name must be str or bytes, not {type(name).__name__}")
+
+
+cdef bytes _attr_bytes(object value, str what):
+    """An attribute key or value as bytes: str is UTF-8, bytes-like as it is."""
+    if isinstance(value, str):
+        return (<str>value).encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"attribute {what} must be str or bytes, not {type(value).__name__}")
+
+
+cdef object _raise_attr(sf_error *err):
+    # NO_OBJ from an attribute call means the key is not there
+    if err.category == SF_E_SERVER and err.result == SF_RES_NO_OBJ:
+        raise _errors.AttributeNotFound(err.message.decode("utf-8", "replace"), err.result)
+    _raise(err)
 
 
 cdef str _name_str(const char *raw):
@@ -159,6 +179,26 @@ cdef class _Handle:
         self.close()
 
 
+class deadline:
+    """``with deadline(seconds):`` every call this thread makes inside the
+    block ends by then, retries included (each call still ends within its
+    cluster's io_timeout; nested blocks: the earliest end wins)."""
+
+    def __init__(self, seconds):
+        seconds = float(seconds)
+        if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+            raise _errors.InvalidArgument(f"a deadline must be a positive number of seconds (got {seconds!r})")
+        self.seconds = seconds
+        self._saved = []
+
+    def __enter__(self):
+        self._saved.append(sf_deadline_begin(max(1, <int>min(self.seconds * 1000, 2 ** 31 - 1))))
+        return self
+
+    def __exit__(self, *exc):
+        sf_deadline_end(self._saved.pop())
+
+
 cdef class Cluster(_Handle):
     """A connection pool to one Sheepdog cluster; safe to share between threads."""
     cdef sf_cluster *_c
@@ -166,6 +206,7 @@ cdef class Cluster(_Handle):
     cdef readonly unsigned depth
     cdef readonly bint routing
     cdef readonly unsigned request_size
+    cdef readonly double io_timeout
 
     def __cinit__(self, addresses, *, connect_timeout=10.0, io_timeout=60.0, depth=DEFAULT_DEPTH,
                   routing=True, request_size=DEFAULT_REQUEST_SIZE):
@@ -186,6 +227,7 @@ cdef class Cluster(_Handle):
             raise _errors.InvalidArgument("timeouts must be positive")
         self.addresses = addresses
         self.depth = depth
+        self.io_timeout = io_timeout
         addr = addresses.encode()
         memset(&opt, 0, sizeof(opt))
         opt.addresses = addr
@@ -460,6 +502,8 @@ cdef class Vdi(_Handle):
             "index_updates": s.index_updates,
             "zero_objects_skipped": s.zero_objects_skipped,
             "routed_requests": s.routed_requests,
+            "objects_checked": s.objects_checked,
+            "objects_rewritten": s.objects_rewritten,
         }
 
     def read(self, offset, length, *, list recycle=None):
@@ -559,6 +603,66 @@ cdef class Vdi(_Handle):
         if rc != SF_OK:
             _raise(&err)
         return used, shared
+
+    # ------------------------------------------------------------ attributes
+    # Sheepdog's key/value pairs of this VDI's name (dog vdi setattr/getattr)
+
+    def metadata_get(self, key):
+        """The value (bytes) of attribute key; AttributeNotFound if unset."""
+        cdef bytes c_key = _attr_bytes(key, "key")
+        cdef const char *k = c_key
+        cdef size_t key_len = len(c_key)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, SF_ATTR_VALUE_MAX)
+        cdef char *dst = PyBytes_AS_STRING(out)
+        cdef size_t length = 0
+        cdef sf_error err
+        cdef int rc
+        self._guard.enter()
+        try:
+            with nogil:
+                rc = sf_vdi_attr_get(self._c, k, key_len, dst, SF_ATTR_VALUE_MAX, &length, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise_attr(&err)
+        return out[:length]
+
+    def metadata_set(self, key, value):
+        """Creates attribute key, or replaces its value (a str is stored as
+        UTF-8). Keys are 1..ATTR_KEY_MAX bytes without NUL, values at most
+        ATTR_VALUE_MAX bytes: InvalidArgument otherwise."""
+        cdef bytes c_key = _attr_bytes(key, "key")
+        cdef bytes c_value = _attr_bytes(value, "value")
+        cdef const char *k = c_key
+        cdef size_t key_len = len(c_key)
+        cdef const char *v = c_value
+        cdef size_t value_len = len(c_value)
+        cdef sf_error err
+        cdef int rc
+        self._guard.enter()
+        try:
+            with nogil:
+                rc = sf_vdi_attr_set(self._c, k, key_len, v, value_len, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise_attr(&err)
+
+    def metadata_remove(self, key):
+        """Removes attribute key; AttributeNotFound if it was not set."""
+        cdef bytes c_key = _attr_bytes(key, "key")
+        cdef const char *k = c_key
+        cdef size_t key_len = len(c_key)
+        cdef sf_error err
+        cdef int rc
+        self._guard.enter()
+        try:
+            with nogil:
+                rc = sf_vdi_attr_delete(self._c, k, key_len, &err)
+        finally:
+            self._guard.leave()
+        if rc != SF_OK:
+            _raise_attr(&err)
 
     def resize(self, new_size):
         """Grows the VDI (shrinking is refused: sheep 1.0 would leak objects)."""

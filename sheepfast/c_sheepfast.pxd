@@ -1,5 +1,5 @@
 # Every declaration of the C core used by the binding, once (src_c/).
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "sheepfast.h" nogil:
@@ -30,6 +30,9 @@ cdef extern from "sheepfast.h" nogil:
         int no_routing
         uint32_t request_size
     unsigned SF_DEFAULT_REQUEST_SIZE
+    unsigned SF_ATTR_KEY_MAX
+    unsigned SF_ATTR_VALUE_MAX
+    unsigned SF_RES_NO_OBJ
 
     ctypedef struct sf_cluster_defaults:
         uint8_t copies
@@ -62,6 +65,8 @@ cdef extern from "sheepfast.h" nogil:
         uint64_t index_updates
         uint64_t zero_objects_skipped
         uint64_t routed_requests
+        uint64_t objects_checked
+        uint64_t objects_rewritten
 
     ctypedef struct sf_cluster:
         pass
@@ -72,6 +77,8 @@ cdef extern from "sheepfast.h" nogil:
 
     const char *sf_version()
     const char *sf_result_name(uint32_t result)
+    int64_t sf_deadline_begin(int timeout_ms)
+    void sf_deadline_end(int64_t saved)
     sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     void sf_cluster_close(sf_cluster *cl)
     int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err)
@@ -86,6 +93,11 @@ cdef extern from "sheepfast.h" nogil:
     int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
     int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
     void sf_free(void *p)
+    int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+                        size_t value_len, sf_error *err)
+    int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value,
+                        size_t value_cap, size_t *value_len, sf_error *err)
+    int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
     sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
     void sf_vdi_close(sf_vdi *vdi)
     const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi)

@@ -5,6 +5,8 @@
     sheepfast ls [--json]          list VDIs
     sheepfast info NAME [--json]   size, used, object size, copies, vid, snapshot
     sheepfast rm NAME              delete
+    sheepfast reclaim --older-than AGE [--dry-run]
+                                   delete VDIs left half-written by uploads that died
     sheepfast bench                the benchmark harness
     sheepfast demo                 the README's main job
 
@@ -26,12 +28,12 @@ import stat
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Iterator, Optional, Union
 
 import sheepfast
-from sheepfast import errors
+from sheepfast import errors, incomplete
 from sheepfast.backends import KINDS, Backend, BackendImage, open_backend
-from sheepfast.image import is_zero, readinto_full
+from sheepfast.image import SheepdogImage, check_name, is_zero, parse_address
 
 CLUSTER_ENV = "SHEEPFAST_CLUSTER"
 MiB = 1 << 20
@@ -112,7 +114,7 @@ class Progress:
 # ----------------------------------------------------------------- commands
 
 def cmd_put(args: argparse.Namespace, backend: Backend) -> int:
-    name = args.name
+    name = check_name(args.name)  # before anything is created
     if args.file == "-":
         src: BinaryIO = sys.stdin.buffer
         size: Optional[int] = None
@@ -127,55 +129,40 @@ def cmd_put(args: argparse.Namespace, backend: Backend) -> int:
             backend.delete(name)
         # atomic on the server: an existing VDI fails here, before any data moves
         backend.create(name, size or 0, copies=args.copies, block_size_shift=args.bss)
+        host, port = parse_address(backend.addresses.split(",")[0])
+        image = stack.enter_context(
+            SheepdogImage(host, port, name, CHUNK, backend=backend, thin=not args.no_thin))
         try:
-            with backend.open(name) as image:
-                if hasattr(image, "thin"):
-                    image.thin = not args.no_thin
-                progress = Progress(f"put {name}", size, args.progress)
-                written = _upload(src, image, size, progress)
-                progress.finish()
+            progress = Progress(f"put {name}", size, args.progress)
+            # the upload engine the glance driver uses: reading overlaps writing
+            written = image.upload(_source(src, size), size or 0,
+                                   consumers=[lambda chunk: progress.update(len(chunk))])
+            progress.finish()
         except BaseException:
             # Ctrl-C, a short file, the cluster: never leave a partial VDI
+            # (if this delete fails, the upload mark lets `reclaim` find it)
             with contextlib.suppress(Exception):
-                backend.delete(name)
+                image.discard()
             raise
     if not args.quiet:
         print(f"{name}: {written} bytes", file=sys.stderr)
     return 0
 
 
-def _upload(src: BinaryIO, image: BackendImage, size: Optional[int], progress: Progress) -> int:
-    if size:
-        try:
-            mapped = mmap.mmap(src.fileno(), size, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            pass  # not mappable: fall back to reading
-        else:
-            # A regular file goes from the page cache to the socket with no
-            # copy in between; chunks only pace the progress bar.
-            with mapped, memoryview(mapped) as whole:
-                for offset in range(0, size, CHUNK):
-                    n = image.write(whole[offset:offset + CHUNK], offset)
-                    progress.update(n)
-            return size
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    offset = 0
-    while True:
-        n = readinto_full(src.readinto, view, src)  # type: ignore[attr-defined]
-        if n == 0:
-            break
-        if size is None:
-            image.resize(offset + n)  # unknown size: grow as data arrives
-        elif offset + n > size:
-            raise errors.InvalidArgument(f"{src.name!r} grew while it was read")
-        image.write(view[:n], offset)
-        offset += n
-        progress.update(n)
-    if size is not None and offset != size:
-        raise errors.InvalidArgument(
-            f"{getattr(src, 'name', 'input')!r} ended at {offset} of {size} bytes")
-    return offset
+def _source(src: BinaryIO, size: Optional[int]) -> Union[BinaryIO, Iterator[memoryview]]:
+    """What put uploads: a regular file mapped, in pieces the upload passes
+    to the socket with no copy (only a last piece shorter than a chunk is
+    gathered into a buffer); anything else as the file it is."""
+    if not size:
+        return src
+    try:
+        mapped = mmap.mmap(src.fileno(), size, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return src  # not mappable: read it
+    # The mapping is not closed here: views of it may be held until the
+    # upload's threads let go of them; it goes with the last of them.
+    whole = memoryview(mapped)
+    return (whole[offset:offset + CHUNK] for offset in range(0, size, CHUNK))
 
 
 def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
@@ -298,6 +285,50 @@ def cmd_rm(args: argparse.Namespace, backend: Backend) -> int:
     return 0
 
 
+def cmd_reclaim(args: argparse.Namespace, backend: Backend) -> int:
+    try:
+        older_than = incomplete.parse_age(args.older_than)
+    except errors.InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
+    if older_than < incomplete.MIN_STALE_AGE:
+        raise UsageError(f"--older-than must be at least {incomplete.MIN_STALE_AGE:g}s: a live "
+                         f"upload refreshes its mark every {incomplete.HEARTBEAT_INTERVAL:g}s")
+    rows: list[dict] = []
+    now = time.time()
+
+    def show(entry: incomplete.Incomplete, error: Optional[Exception]) -> None:
+        action = "would delete" if args.dry_run else "deleted" if error is None else "failed"
+        mark = entry.mark
+        row = {"name": entry.name, "vid": entry.vid, "size": entry.size,
+               "started": mark.started, "heartbeat": mark.heartbeat, "age": entry.age,
+               "host": mark.host, "pid": mark.pid, "action": action,
+               "error": None if error is None else str(error)}
+        rows.append(row)
+        if not args.json:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mark.started))
+            line = (f"{action:<12} {entry.name:<32} {human(entry.size):>10} {entry.vid:>8x}  "
+                    f"started {started}, heartbeat {_duration(entry.age)} ago, "
+                    f"writer {mark.host} pid {mark.pid}")
+            print(line + (f": {error}" if error is not None else ""), flush=True)
+
+    report = incomplete.reclaim_incomplete(backend, older_than, dry_run=args.dry_run, now=now,
+                                           on_result=show)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    elif not args.quiet and not rows:
+        print(f"no incomplete VDIs with a heartbeat older than {args.older_than}",
+              file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def cmd_demo(args: argparse.Namespace, backend: Optional[Backend]) -> int:
     from sheepfast import demo
 
@@ -367,6 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("rm", help="delete a VDI (its objects are reclaimed)")
     rm.add_argument("name", metavar="NAME")
     rm.set_defaults(func=cmd_rm)
+
+    reclaim = sub.add_parser(
+        "reclaim", help="delete VDIs left half-written by uploads whose writer died")
+    reclaim.add_argument("--older-than", dest="older_than", required=True, metavar="AGE",
+                         help="only marks whose heartbeat is older than AGE: 90s, 15m, 1h, "
+                              f"2d (at least {incomplete.MIN_STALE_AGE:g}s)")
+    reclaim.add_argument("--dry-run", action="store_true",
+                         help="list what would be deleted, delete nothing")
+    reclaim.add_argument("--json", action="store_true")
+    reclaim.set_defaults(func=cmd_reclaim)
 
     bench = sub.add_parser("bench", help="run the benchmark harness (from a source checkout; "
                                          "its options after --, e.g. bench -- --sizes 1G)")

@@ -27,6 +27,7 @@ __all__ = [
     "ProtocolError",
     "ServerError",
     "ObjectNotFound",
+    "AttributeNotFound",
     "VdiNotFound",
     "SnapshotNotFound",
     "VdiExists",
@@ -96,6 +97,14 @@ class ServerError(SheepfastError):
 
 class ObjectNotFound(ServerError):
     """NO_OBJ: the object does not exist."""
+
+
+class AttributeNotFound(ObjectNotFound, KeyError):
+    """The VDI has no attribute (metadata key) of that name. A KeyError, as
+    a missing key of a mapping is; sheep answers NO_OBJ for it."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)  # the message, not KeyError's repr of it
 
 
 class VdiNotFound(ServerError, LookupError):

@@ -877,12 +877,13 @@ class Store(glance_store.driver.Store):
         """Deletes a partial image; a failure is logged, never raised (the
         error that made the upload fail is the one that matters)."""
         try:
-            image.delete()
-        except errors.VdiNotFound:
-            pass
+            gone = image.discard()
         except Exception:
-            LOG.exception("Could not delete the partial Sheepdog image %s; "
-                          "delete it by hand (dog vdi delete)", image.name)
+            LOG.exception("Could not delete the partial Sheepdog image %s", image.name)
+            gone = False
+        if not gone:
+            LOG.error("The partial Sheepdog image %s could not be deleted now; "
+                      "it is left for reclaiming (sheepfast reclaim)", image.name)
 
     @capabilities.check
     def delete(self, location, context=None):

@@ -31,6 +31,7 @@ import threading
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 from sheepfast.errors import InvalidArgument, InvalidSource, OutOfRange
+from sheepfast.incomplete import UploadMark
 
 try:  # the CLI backend works without the extension
     from sheepfast._native import Vdi as _NativeVdi
@@ -278,6 +279,13 @@ class SheepdogImage:
         self._drop_handle()
         self.backend.delete(self.name)
 
+    def discard(self) -> bool:
+        """Deletes this VDI as the cleanup of a failed upload, within a short
+        budget of its own (backends.CLEANUP_TIMEOUT); True once it is gone,
+        False when it could not be deleted now (it is left for reclaiming)."""
+        self._drop_handle()
+        return self.backend.discard(self.name)
+
     def exist(self) -> bool:
         return self.backend.exists(self.name)
 
@@ -363,6 +371,13 @@ class SheepdogImage:
         On any error (the source, a consumer, a write), no further write or
         consumer call starts, the threads are joined, and the first error is
         raised; the partial VDI is left for the caller to delete.
+
+        While it runs the VDI carries the upload mark (sheepfast.incomplete:
+        set before the first write, its heartbeat refreshed every
+        HEARTBEAT_INTERVAL seconds, removed once every byte is stored), so a
+        VDI whose writer died can be found and reclaimed. A failed upload
+        leaves the mark: if the caller cannot delete the VDI, it stays
+        findable.
         """
         declared = check_size(size)
         if buffers < 1:
@@ -370,8 +385,14 @@ class SheepdogImage:
         handle = self.open()
         object_size = handle.object_size
         chunk = -(-self.chunk_size // object_size) * object_size
-        pipe = _Pipeline(handle, buffers, consumers, grow=declared == 0,
-                         skip_zero=self._thin and not hasattr(handle, "thin"))
+        mark = UploadMark(handle)
+        mark.start()
+        try:
+            pipe = _Pipeline(handle, buffers, consumers, grow=declared == 0,
+                             skip_zero=self._thin and not hasattr(handle, "thin"))
+        except BaseException:
+            mark.stop()
+            raise
         total = 0
         try:
             for token, data in _chunks(source, chunk, pipe.take):
@@ -389,7 +410,9 @@ class SheepdogImage:
             pipe.finish()
         except BaseException:
             pipe.abort()
+            mark.stop()
             raise
+        mark.clear()
         return total
 
 

@@ -54,7 +54,7 @@ int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_in
     return rc;
 }
 
-int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
+static int sf_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
                   const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
 {
     static const sf_create_options no_options;
@@ -131,7 +131,7 @@ int sf_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t nam
     return rc;
 }
 
-int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
+static int sf_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
                 sf_error *err)
 {
     sf_conn *conn = NULL;
@@ -200,7 +200,7 @@ out:
     return rc;
 }
 
-int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+static int sf_vdi_delete_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
     sf_vdi_info info;
     sf_conn *conn = NULL;
@@ -332,7 +332,7 @@ static int by_name_then_snap(const void *a, const void *b)
     return x->snap_id < y->snap_id ? -1 : x->snap_id > y->snap_id;
 }
 
-int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
+static int sf_vdi_list_in_call(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
 {
     list_ctx l;
     memset(&l, 0, sizeof(l));
@@ -382,4 +382,40 @@ out:
     free(in_use);
     free(deleted);
     return rc;
+}
+
+/* ------------------------------------------------- public calls, each with one deadline */
+
+int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
+                  const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
+{
+    int64_t scope = sf_call_begin(cl);
+    int result = sf_vdi_create_in_call(cl, name, name_len, size, opt, vid_out, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
+                sf_error *err)
+{
+    int64_t scope = sf_call_begin(cl);
+    int result = sf_vdi_stat_in_call(cl, name, name_len, out, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+{
+    int64_t scope = sf_call_begin(cl);
+    int result = sf_vdi_delete_in_call(cl, name, name_len, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
+{
+    int64_t scope = sf_call_begin(cl);
+    int result = sf_vdi_list_in_call(cl, out, count, err);
+    sf_deadline_end(scope);
+    return result;
 }

@@ -23,11 +23,14 @@ sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
 {
     sf_conn *conn;
     pthread_mutex_lock(&cl->lock);
+    int64_t now = sf_now_ms();
     while ((conn = cl->idle) != NULL) {
         cl->idle = conn->next_idle;
         cl->nr_idle--;
         conn->next_idle = NULL;
-        if (idle_conn_alive(conn))
+        /* a gateway that just timed out may be stopped: its idle
+         * connections look healthy but would hang the next call */
+        if (idle_conn_alive(conn) && cl->down_until_ms[conn->gateway] <= now)
             break;
         sf_conn_close(conn);
     }
@@ -159,13 +162,33 @@ static uint32_t learn_gateway(sf_cluster *cl, const uint8_t *record)
     return found;
 }
 
-/* Takes in the node list just read: learns each node's gateway and, when
- * routing, replaces the ring with one built from the list. */
-static void take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t count)
+uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch)
+{
+    uint32_t seen = __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
+    while (epoch > seen &&
+           !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        ;
+    return epoch > seen ? epoch : seen;
+}
+
+uint32_t sf_cluster_epoch(sf_cluster *cl)
+{
+    return __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
+}
+
+/* Takes in the node list just read (at epoch): learns each node's gateway
+ * and builds the ring it describes when routing or when want_ring is set.
+ * When routing, that ring replaces the cluster's. Returns it with a
+ * reference when want_ring is set. */
+static sf_ring *take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t count,
+                               uint32_t epoch, int want_ring)
 {
     sf_error ignored;
-    /* NULL when not routing, or out of memory: then route by load */
-    sf_ring *ring = cl->route ? sf_ring_build(records, count, &ignored) : NULL;
+    /* NULL when not wanted, or out of memory: then route by load */
+    sf_ring *ring = (cl->route || want_ring) && !cl->disk_mode
+                        ? sf_ring_build(records, count, &ignored)
+                        : NULL;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t gw = learn_gateway(cl, records + (size_t)i * SF_NODE_RECORD_SIZE);
         if (ring == NULL)
@@ -178,14 +201,19 @@ static void take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t coun
             ring->lane_gateways[ring->nr_lane_gateways++] = gw;
     }
     if (ring == NULL)
-        return;
-    ring->refs = 1;
+        return NULL;
+    ring->epoch = epoch;
+    ring->refs = want_ring ? 1 : 0;
+    if (!cl->route)
+        return ring;
+    ring->refs++;
     pthread_mutex_lock(&cl->lock);
     sf_ring *old = cl->ring;
     cl->ring = ring;
     cl->ring_time_ms = sf_now_ms();
     pthread_mutex_unlock(&cl->lock);
     sf_ring_put(cl, old);
+    return want_ring ? ring : NULL;
 }
 
 sf_ring *sf_ring_get(sf_cluster *cl)
@@ -211,7 +239,7 @@ void sf_ring_put(sf_cluster *cl, sf_ring *ring)
 
 /* GET_NODE_LIST: lets the client fail over to gateways it was not told of,
  * and tells it where objects live. */
-static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_error *err)
+static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_ring **out, sf_error *err)
 {
     /* sheep copies the list into our buffer without a bounds check, so the
      * buffer is always sized for the largest cluster. */
@@ -231,23 +259,37 @@ static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_error *err)
         if (n > SF_MAX_NODES || (uint64_t)n * SF_NODE_RECORD_SIZE > op.rsp.data_length)
             rc = sf_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
                          op.rsp.data_length);
-        else
-            take_node_list(cl, buf, n);
+        else {
+            sf_ring *ring = take_node_list(cl, buf, n, op.rsp.epoch, out != NULL);
+            if (out != NULL && (*out = ring) == NULL)
+                rc = sf_fail(err, cl->disk_mode ? SF_E_UNSUPPORTED : SF_E_NOMEM,
+                             cl->disk_mode ? "object placement is not known on a disk-mode cluster"
+                                           : "out of memory for the node ring");
+        }
     }
     free(buf);
     return rc;
 }
 
+sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err)
+{
+    sf_ring *ring = NULL;
+    if (refresh_nodes(cl, conn, &ring, err) != SF_OK)
+        return NULL;
+    return ring;
+}
+
 void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn)
 {
     pthread_mutex_lock(&cl->lock);
-    int stale = cl->route && sf_now_ms() - cl->ring_time_ms >= SF_RING_REFRESH_MS;
+    int stale = cl->route && (sf_now_ms() - cl->ring_time_ms >= SF_RING_REFRESH_MS ||
+                              (cl->ring != NULL && cl->ring->epoch < sf_cluster_epoch(cl)));
     if (stale)
         cl->ring_time_ms = sf_now_ms(); /* one refresher at a time */
     pthread_mutex_unlock(&cl->lock);
     sf_error ignored;
     if (stale)
-        refresh_nodes(cl, conn, &ignored); /* a failure keeps the old ring */
+        refresh_nodes(cl, conn, NULL, &ignored); /* a failure keeps the old ring */
 }
 
 /* STAT_CLUSTER: the cluster flags. A disk-mode cluster places objects by
@@ -268,8 +310,10 @@ static int check_placement_mode(sf_cluster *cl, sf_conn **conn, sf_error *err)
     if (op.rsp.data_length < sizeof(record))
         return sf_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
                        op.rsp.data_length, sizeof(record));
-    if (sf_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE)
+    if (sf_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE) {
+        cl->disk_mode = 1;
         cl->route = 0;
+    }
     return SF_OK;
 }
 
@@ -314,16 +358,21 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     cl->nr_configured = cl->nr_gateways = (unsigned)n;
     cl->route = !opt->no_routing;
 
+    int64_t scope = sf_call_begin(cl);
     sf_conn *conn = sf_connect_any(cl, 0, err);
-    if (conn == NULL)
-        goto fail;
-    /* The defaults double as the "is this a formatted sheep?" check. */
-    if (fetch_defaults(cl, &conn, err) != SF_OK ||
-        (cl->route && check_placement_mode(cl, &conn, err) != SF_OK) ||
-        refresh_nodes(cl, &conn, err) != SF_OK) {
-        sf_conn_close(conn);
+    if (conn == NULL) {
+        sf_deadline_end(scope);
         goto fail;
     }
+    /* The defaults double as the "is this a formatted sheep?" check. */
+    if (fetch_defaults(cl, &conn, err) != SF_OK ||
+        check_placement_mode(cl, &conn, err) != SF_OK ||
+        refresh_nodes(cl, &conn, NULL, err) != SF_OK) {
+        sf_conn_close(conn);
+        sf_deadline_end(scope);
+        goto fail;
+    }
+    sf_deadline_end(scope);
     sf_pool_put(cl, conn);
     return cl;
 fail:

@@ -120,6 +120,40 @@ void sf_gateway_format(const sf_gateway *gw, char *out, size_t len)
         snprintf(out, len, "%s:%s", gw->host, gw->port);
 }
 
+/* --------------------------------------------------------------- deadlines */
+
+/* One deadline per call: every wait inside a public call (connecting, each
+ * reply, a resend elsewhere, checking copies) shares what is left of it.
+ * Scopes nest, and an inner one never extends an outer one. 0: none. */
+static __thread int64_t call_deadline_ms;
+
+int64_t sf_deadline_begin(int timeout_ms)
+{
+    int64_t saved = call_deadline_ms;
+    int64_t mine = sf_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (saved == 0 || mine < saved)
+        call_deadline_ms = mine;
+    return saved;
+}
+
+void sf_deadline_end(int64_t saved)
+{
+    call_deadline_ms = saved;
+}
+
+int64_t sf_call_begin(const sf_cluster *cl)
+{
+    return sf_deadline_begin(cl->io_timeout_ms);
+}
+
+int sf_time_left_ms(const sf_cluster *cl)
+{
+    if (call_deadline_ms == 0)
+        return cl->io_timeout_ms;
+    int64_t left = call_deadline_ms - sf_now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
 /* -------------------------------------------------------------- connecting */
 
 static int wait_fd(int fd, short events, int timeout_ms)
@@ -191,6 +225,18 @@ sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
     int timeout_ms = cl->connect_timeout_ms;
     if (gw_index >= cl->nr_configured && timeout_ms > SF_LEARNED_CONNECT_MS)
         timeout_ms = SF_LEARNED_CONNECT_MS;
+    int left = sf_time_left_ms(cl);
+    if (left < timeout_ms)
+        timeout_ms = left;
+    if (timeout_ms <= 0) {
+        freeaddrinfo(res);
+        char where[300];
+        sf_gateway_format(gw, where, sizeof(where));
+        sf_fail_errno(err, SF_E_TIMEOUT, ETIMEDOUT,
+                      "no time left to connect to sheep at %s (io_timeout %d ms)", where,
+                      cl->io_timeout_ms);
+        return NULL;
+    }
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
         fd = connect_addr(ai, timeout_ms, &errnum);
     freeaddrinfo(res);
@@ -221,10 +267,22 @@ sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
     pthread_mutex_lock(&cl->lock);
     unsigned n = cl->nr_gateways;
     pthread_mutex_unlock(&cl->lock);
-    for (unsigned i = 0; i < n; i++) {
-        sf_conn *conn = sf_connect_gateway(cl, (first + i) % n, err);
-        if (conn != NULL)
-            return conn;
+    /* gateways that recently refused or timed out are tried last */
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t now = sf_now_ms();
+        for (unsigned i = 0; i < n; i++) {
+            unsigned gw = (first + i) % n;
+            pthread_mutex_lock(&cl->lock);
+            int down = cl->down_until_ms[gw] > now;
+            pthread_mutex_unlock(&cl->lock);
+            if (down != pass)
+                continue;
+            sf_conn *conn = sf_connect_gateway(cl, gw, err);
+            if (conn != NULL)
+                return conn;
+            if (err->category == SF_E_TIMEOUT && sf_time_left_ms(cl) == 0)
+                return NULL;
+        }
     }
     return NULL;
 }
@@ -376,7 +434,7 @@ static int lane_send(lane *l, sf_error *err)
     return SF_OK;
 }
 
-static int lane_reply_header(lane *l, sf_error *err)
+static int lane_reply_header(engine *e, lane *l, sf_error *err)
 {
     sf_rsp rsp;
     sf_op *op = NULL;
@@ -401,6 +459,7 @@ static int lane_reply_header(lane *l, sf_error *err)
         return sf_fail(err, SF_E_PROTOCOL, "%s reply carries %u bytes, at most %u expected",
                        sf_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
     op->rsp = rsp;
+    sf_cluster_saw_epoch(e->cl, rsp.epoch);
     l->rop = op;
     l->rpay_got = 0;
     return SF_OK;
@@ -452,7 +511,7 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
         }
         if (l->rop == NULL) {
             l->rhdr_got += (size_t)n;
-            if (l->rhdr_got == SF_HEADER_SIZE && lane_reply_header(l, err) != SF_OK)
+            if (l->rhdr_got == SF_HEADER_SIZE && lane_reply_header(e, l, err) != SF_OK)
                 return SF_ERR;
         } else {
             l->rpay_got += (size_t)n;
@@ -464,7 +523,7 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
  * move them to a fresh connection (next gateway first) and start over. */
 static int lane_reconnect(engine *e, lane *l, sf_error *err)
 {
-    if (l->reconnects >= SF_MAX_RECONNECTS)
+    if (l->reconnects >= SF_MAX_RECONNECTS || sf_time_left_ms(e->cl) == 0)
         return SF_ERR;
     for (unsigned i = 0; i < l->nr_inflight; i++)
         if (!l->inflight[i]->retryable)
@@ -484,8 +543,10 @@ static int lane_reconnect(engine *e, lane *l, sf_error *err)
     l->send_head = l->send_count = 0;
     l->rop = NULL;
     l->rhdr_got = 0;
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
+        pending[i]->resent = 1;
         lane_enqueue(l, pending[i]);
+    }
     sf_error_clear(err);
     return SF_OK;
 }
@@ -523,18 +584,32 @@ static int engine_wait(engine *e, sf_error *err)
         pfd[i].revents = 0;
     }
     for (;;) {
-        int r = poll(pfd, e->nr_lanes, e->cl->io_timeout_ms);
+        int r = poll(pfd, e->nr_lanes, sf_time_left_ms(e->cl));
         if (r > 0)
             return SF_OK;
         if (r < 0 && errno == EINTR)
             continue;
-        for (unsigned i = 0; i < e->nr_lanes; i++)
-            if (e->lanes[i].nr_inflight)
-                e->lanes[i].conn->broken = 1; /* replies may still come: never reuse */
+        char where[300] = "";
+        int64_t down_until = sf_now_ms() + SF_GATEWAY_DOWN_MS;
+        for (unsigned i = 0; i < e->nr_lanes; i++) {
+            lane *l = &e->lanes[i];
+            if (!l->nr_inflight)
+                continue;
+            l->conn->broken = 1; /* replies may still come: never reuse */
+            if (r == 0) {
+                /* the next attempt (a cleanup, a retry) goes elsewhere first */
+                pthread_mutex_lock(&e->cl->lock);
+                e->cl->down_until_ms[l->conn->gateway] = down_until;
+                pthread_mutex_unlock(&e->cl->lock);
+                if (where[0] == '\0')
+                    sf_gateway_format(&e->cl->gateways[l->conn->gateway], where, sizeof(where));
+            }
+        }
         if (r < 0)
             return sf_fail_errno(err, SF_E_IO, errno, "poll failed");
-        return sf_fail(err, SF_E_TIMEOUT, "no reply from sheep within %d ms (%u request(s) in flight)",
-                       e->cl->io_timeout_ms, e->nr_inflight);
+        return sf_fail(err, SF_E_TIMEOUT,
+                       "no reply from sheep at %s within the %d ms io_timeout (%u request(s) in flight)",
+                       where, e->cl->io_timeout_ms, e->nr_inflight);
     }
 }
 

@@ -35,6 +35,13 @@ int sf_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sf_error_clear(sf_error *err);
 
+/* ---- deadlines (sf_conn.c) ---- */
+/* Opens the scope of one public call: its io_timeout, or less when an
+ * enclosing scope ends sooner. Returns what sf_deadline_end restores. */
+int64_t sf_call_begin(const struct sf_cluster *cl);
+/* What is left of the current call's deadline (io_timeout outside one). */
+int sf_time_left_ms(const struct sf_cluster *cl);
+
 /* ---- addresses and connections (sf_conn.c) ---- */
 typedef struct sf_gateway {
     char host[256];
@@ -64,6 +71,7 @@ typedef struct sf_op {
     uint8_t route_copies; /* replicated object with this many copies: send it
                              to a sheep holding one (0: any lane) */
     uint8_t routed;       /* set by the engine: it went to a holder */
+    uint8_t resent;       /* set by the engine: sent again after a connection loss */
     sf_rsp rsp;          /* filled when the reply arrives */
     /* engine */
     uint8_t wire_header[SF_HEADER_SIZE];
@@ -120,6 +128,7 @@ typedef struct sf_ring_node {
 /* Immutable once built; shared by reference count under the cluster lock. */
 typedef struct sf_ring {
     unsigned refs;
+    uint32_t epoch; /* of the node list it was built from */
     uint32_t nr_nodes;
     sf_ring_node *nodes;
     uint32_t nr_vnodes;
@@ -154,16 +163,27 @@ struct sf_cluster {
     sf_cluster_defaults defaults;
     uint32_t request_size; /* most bytes per object request */
     int route;             /* send object requests to sheep holding the object */
+    int disk_mode;         /* objects are placed by disk: the node list cannot say where */
     sf_ring *ring;         /* the cluster's placement, or NULL when unknown */
     int64_t ring_time_ms;  /* when it was read */
+    uint32_t epoch;        /* the newest membership epoch any reply carried (atomic) */
 };
+
+/* Records the epoch a reply carried; returns the newest one seen. */
+uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch);
+uint32_t sf_cluster_epoch(sf_cluster *cl);
 
 /* The current ring with a reference (NULL when routing is off or the
  * placement is unknown); sf_ring_put drops it. */
 sf_ring *sf_ring_get(sf_cluster *cl);
 void sf_ring_put(sf_cluster *cl, sf_ring *ring);
-/* Reads the node list again when the ring is older than SF_RING_REFRESH_MS. */
+/* Reads the node list again when the ring is older than SF_RING_REFRESH_MS,
+ * or older than the newest epoch a reply carried. */
 void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn);
+/* Reads the node list now and returns the placement it gives, with a
+ * reference, whether or not routing is on (NULL with err set on a disk-mode
+ * cluster or a failure). Installs it as the routing ring when routing. */
+sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err);
 
 sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err);
 void sf_pool_put(sf_cluster *cl, sf_conn *conn);

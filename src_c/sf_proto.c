@@ -21,6 +21,7 @@ enum sf_union_kind sf_union_of(uint8_t opcode)
     case SF_OP_RELEASE_VDI:
     case SF_OP_GET_VDI_INFO:
     case SF_OP_DEL_VDI:
+    case SF_OP_GET_VDI_ATTR:
         return SF_UNION_VDI;
     case SF_OP_STAT_CLUSTER:
         return SF_UNION_CLUSTER;
@@ -171,6 +172,7 @@ const char *sf_opcode_name(uint8_t opcode)
     case SF_OP_GET_CLUSTER_DEFAULT: return "GET_CLUSTER_DEFAULT";
     case SF_OP_GET_NODE_LIST: return "GET_NODE_LIST";
     case SF_OP_STAT_CLUSTER: return "STAT_CLUSTER";
+    case SF_OP_GET_VDI_ATTR: return "GET_VDI_ATTR";
     case SF_OP_CLUSTER_INFO: return "CLUSTER_INFO";
     case SF_OP_READ_DEL_VDIS: return "READ_DEL_VDIS";
     default: return "UNKNOWN_OP";
@@ -234,6 +236,29 @@ const char *sf_check_name(const char *name, size_t len)
     if (memchr(name, '\0', len) != NULL)
         return "VDI name contains a NUL byte";
     return NULL;
+}
+
+const char *sf_check_attr_key(const char *key, size_t len)
+{
+    if (key == NULL || len == 0)
+        return "attribute key is empty";
+    if (len > SF_ATTR_KEY_MAX)
+        return "attribute key is longer than 255 bytes";
+    if (memchr(key, '\0', len) != NULL)
+        return "attribute key contains a NUL byte";
+    return NULL;
+}
+
+void sf_attr_encode(uint8_t *out, const char *name, size_t name_len, const char *key,
+                    size_t key_len, const void *value, uint32_t value_len)
+{
+    /* tag empty and snap_id 0: the working VDI; ctime is sheep's to fill */
+    memset(out, 0, SF_ATTR_OBJ_SIZE);
+    memcpy(out + SF_ATTR_NAME_OFF, name, name_len);
+    memcpy(out + SF_ATTR_KEY_OFF, key, key_len);
+    sf_put_le32(out + SF_ATTR_VALUE_LEN_OFF, value_len);
+    if (value_len > 0)
+        memcpy(out + SF_ATTR_VALUE_OFF, value, value_len);
 }
 
 const char *sf_check_copy_policy(uint8_t policy)

@@ -30,6 +30,7 @@ enum sf_opcode {
     SF_OP_GET_CLUSTER_DEFAULT = 0x18,
     SF_OP_GET_NODE_LIST = 0x82,
     SF_OP_STAT_CLUSTER = 0x87,
+    SF_OP_GET_VDI_ATTR = 0x89,
     SF_OP_CLUSTER_INFO = 0xBE,
     SF_OP_READ_DEL_VDIS = 0xC9,
 };
@@ -37,9 +38,15 @@ enum sf_opcode {
 #define SF_FLAG_WRITE 0x0001
 #define SF_FLAG_COW 0x0002
 #define SF_FLAG_DIRECT 0x0008
+/* GET_VDI_ATTR only: write the attribute (create or replace it), fail with
+ * VDI_EXIST if it exists, or blank it out */
+#define SF_FLAG_ATTR_CREAT 0x0100
+#define SF_FLAG_ATTR_EXCL 0x0200
+#define SF_FLAG_ATTR_DEL 0x0400
 
 /* Object ids (PROTOCOL.md section 4.1) */
 #define SF_VDI_BIT (UINT64_C(1) << 63)
+#define SF_VDI_ATTR_BIT (UINT64_C(1) << 61)
 #define SF_VID_SHIFT 32
 #define SF_VID_MASK UINT32_C(0x00FFFFFF)
 #define SF_MAX_VID SF_VID_MASK
@@ -51,6 +58,13 @@ static inline uint64_t sf_data_oid(uint32_t vid, uint32_t idx)
 static inline uint64_t sf_inode_oid(uint32_t vid)
 {
     return SF_VDI_BIT | ((uint64_t)(vid & SF_VID_MASK) << SF_VID_SHIFT);
+}
+
+/* An attribute object: name_hash is the vdi_id GET_VDI_ATTR answers (the
+ * hash of the VDI's name, not its vid), attr_id its attr_id. */
+static inline uint64_t sf_attr_oid(uint32_t name_hash, uint32_t attr_id)
+{
+    return SF_VDI_ATTR_BIT | ((uint64_t)(name_hash & SF_VID_MASK) << SF_VID_SHIFT) | attr_id;
 }
 
 /* Inode layout (section 5) */
@@ -73,6 +87,18 @@ static inline uint64_t sf_inode_oid(uint32_t vid)
 #define SF_BTREE_MAGIC 0x6274
 
 #define SF_NAME_FIELD 256u
+
+/* The attribute record GET_VDI_ATTR carries and an attribute object holds
+ * (sheep's struct sheepdog_vdi_attr): always sent and read whole. */
+#define SF_ATTR_OBJ_SIZE 66320u
+#define SF_ATTR_NAME_OFF 0u
+#define SF_ATTR_TAG_OFF 256u
+#define SF_ATTR_CTIME_OFF 512u
+#define SF_ATTR_SNAP_ID_OFF 520u
+#define SF_ATTR_VALUE_LEN_OFF 524u
+#define SF_ATTR_KEY_OFF 528u
+#define SF_ATTR_KEY_FIELD 256u
+#define SF_ATTR_VALUE_OFF 784u
 #define SF_NODE_RECORD_SIZE 80u
 #define SF_STAT_CLUSTER_RECORD 48u /* one epoch-log record */
 #define SF_STAT_CLUSTER_FLAGS_OFF 30u
@@ -149,6 +175,15 @@ const char *sf_check_name(const char *name, size_t len);
 const char *sf_check_copy_policy(uint8_t policy);
 /* The largest flat VDI for an object size: 2^20 objects. */
 uint64_t sf_max_flat_size(uint8_t block_size_shift);
+
+/* 1..SF_ATTR_KEY_MAX bytes, no NUL (sheep compares keys as C strings).
+ * Returns NULL when valid, else why not. */
+const char *sf_check_attr_key(const char *key, size_t len);
+/* Fills out[SF_ATTR_OBJ_SIZE] with the record for the working VDI's (name,
+ * key) and value; name and key must have passed their checks and value_len
+ * be at most SF_ATTR_VALUE_MAX. */
+void sf_attr_encode(uint8_t *out, const char *name, size_t name_len, const char *key,
+                    size_t key_len, const void *value, uint32_t value_len);
 
 /* Little-endian field access, used for inode and node records too. */
 static inline uint16_t sf_get_le16(const uint8_t *p)

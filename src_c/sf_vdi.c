@@ -8,8 +8,10 @@
  * index entries are written afterwards in batches, one index write in flight
  * at a time so that two batches can never overwrite each other out of order.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sf_internal.h"
 
@@ -131,7 +133,7 @@ static void vdi_free(sf_vdi *vdi)
     free(vdi);
 }
 
-sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+static sf_vdi *sf_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
     sf_error_clear(err);
     sf_vdi *vdi = calloc(1, sizeof(*vdi));
@@ -233,7 +235,7 @@ uint64_t sf_vdi_size(sf_vdi *vdi)
     return size;
 }
 
-int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
+static int sf_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
 {
     sf_error_clear(err);
     *used_bytes = *shared_bytes = 0;
@@ -286,6 +288,8 @@ typedef struct piece {
     uint32_t entry;  /* index entry when planned */
     uint8_t *buf;    /* caller memory */
     uint32_t issued; /* bytes already sent in requests */
+    uint8_t suspect; /* written across a membership change: its copies may differ */
+    uint8_t differs; /* a copy was found not to hold what was written */
 } piece;
 
 typedef struct transfer {
@@ -312,6 +316,11 @@ typedef struct transfer {
     int failed;
     sf_error err;
     uint64_t nr_routed;
+    /* the membership epoch the transfer started in; a reply from another
+     * one, or a resend, makes what it wrote suspect */
+    uint32_t epoch;
+    uint32_t nr_suspect;
+    int index_suspect;
 } transfer;
 
 /* Replicated objects can go straight to a sheep holding them; erasure-coded
@@ -492,6 +501,17 @@ static sf_op *transfer_next(void *ctx)
     return op;
 }
 
+/* Sheep 1.0 can acknowledge a write that reached the gateway around a
+ * membership change and still leave a copy without it (recovery of the
+ * object on its new holder races with the write). What such a write
+ * touched is checked copy by copy before the call returns. */
+static int crossed_membership_change(transfer *t, const sf_op *op)
+{
+    if (t->epoch == 0)
+        t->epoch = op->rsp.epoch;
+    return op->resent || op->rsp.epoch != t->epoch;
+}
+
 static void transfer_complete(void *ctx, sf_op *op)
 {
     transfer *t = ctx;
@@ -499,6 +519,15 @@ static void transfer_complete(void *ctx, sf_op *op)
     t->free_slots[t->nr_free++] = op->tag;
     t->nr_routed += op->routed;
 
+    if (t->writing && crossed_membership_change(t, op)) {
+        if (op->req.oid == sf_inode_oid(vdi->info.vid)) {
+            t->index_suspect = 1;
+        } else {
+            piece *p = &t->pieces[t->slot_piece[op->tag]];
+            t->nr_suspect += !p->suspect;
+            p->suspect = 1;
+        }
+    }
     if (op->req.opcode == SF_OP_WRITE_OBJ && op->req.oid == sf_inode_oid(vdi->info.vid)) {
         t->index_write_busy = 0;
         t->nr_batch = 0;
@@ -584,6 +613,313 @@ static void index_created_after_loss(transfer *t, sf_conn **lanes, unsigned nr_l
     sf_run(cl, conn, &src, 1, &ignored);
 }
 
+/* ------------------------------------------ settling after a membership change */
+
+/* Check-and-rewrite passes before a write whose copies keep differing fails. */
+#define SETTLE_ROUNDS 3
+/* How long a check that could not reach a copy waits for the cluster to
+ * agree on its members before looking again. */
+#define SETTLE_PAUSE_MS 500
+
+/* Reads back every suspect piece from one copy (the one on ring node
+ * `node`; with no ring, whatever copy the gateway picks) and marks the
+ * pieces that copy does not hold exactly. */
+typedef struct copy_check {
+    transfer *t;
+    const sf_ring *ring; /* NULL: placement unknown (disk mode) or erasure coded */
+    unsigned node;
+    uint32_t next_piece, at;
+    uint8_t *scratch; /* one request_size buffer per slot */
+    sf_op *ops;
+    uint32_t *slot_piece;
+    unsigned *free_slots, nr_free;
+    uint64_t nr_checked;
+} copy_check;
+
+static int ring_node_holds(const sf_ring *ring, unsigned node, uint64_t oid, unsigned copies)
+{
+    unsigned holders[SF_MAX_COPIES];
+    unsigned n = sf_ring_locate(ring, oid, copies, holders);
+    for (unsigned i = 0; i < n; i++)
+        if (holders[i] == node)
+            return 1;
+    return 0;
+}
+
+static sf_op *check_next(void *ctx)
+{
+    copy_check *c = ctx;
+    transfer *t = c->t;
+    sf_vdi *vdi = t->vdi;
+    while (c->next_piece < t->nr_pieces) {
+        piece *p = &t->pieces[c->next_piece];
+        uint64_t oid = sf_data_oid(vdi->info.vid, p->idx);
+        if (!p->suspect || p->differs || c->at >= p->len ||
+            (c->ring != NULL && !ring_node_holds(c->ring, c->node, oid, vdi->info.copies))) {
+            c->next_piece++;
+            c->at = 0;
+            continue;
+        }
+        if (c->nr_free == 0)
+            return NULL;
+        unsigned slot = c->free_slots[--c->nr_free];
+        uint32_t len = p->len - c->at < t->request_size ? p->len - c->at : t->request_size;
+        sf_op *op = &c->ops[slot];
+        sf_op_read(op, oid, p->offset + c->at, c->scratch + (size_t)slot * t->request_size, len);
+        /* never resent elsewhere: another sheep would answer from another copy */
+        op->retryable = 0;
+        op->tag = slot;
+        c->slot_piece[slot] = c->next_piece;
+        if (c->at == 0)
+            c->nr_checked++;
+        c->at += len;
+        return op;
+    }
+    return NULL;
+}
+
+static void check_complete(void *ctx, sf_op *op)
+{
+    copy_check *c = ctx;
+    piece *p = &c->t->pieces[c->slot_piece[op->tag]];
+    uint32_t at = op->req.offset - p->offset;
+    if (op->rsp.result != SF_RES_SUCCESS || op->rsp.data_length != op->req.data_length ||
+        memcmp(op->reply_buf, p->buf + at, op->req.data_length) != 0)
+        p->differs = 1;
+    c->free_slots[c->nr_free++] = op->tag;
+}
+
+/* One pass of check_next over the copy on `node`, through that sheep. */
+static int check_one_copy(copy_check *c, const sf_ring *ring, unsigned node, sf_error *err)
+{
+    sf_cluster *cl = c->t->vdi->cl;
+    sf_conn *conn;
+    c->ring = ring;
+    c->node = node;
+    c->next_piece = c->at = 0;
+    if (ring == NULL) {
+        conn = sf_pool_get(cl, err);
+    } else {
+        uint32_t gw = ring->nodes[node].gateway;
+        if (gw == SF_RING_NO_GATEWAY)
+            return sf_fail(err, SF_E_CONNECT,
+                           "cannot check a copy of VDI '%s': a sheep holding one has no usable address",
+                           c->t->vdi->info.name);
+        conn = sf_connect_gateway(cl, gw, err);
+    }
+    if (conn == NULL)
+        return SF_ERR;
+    sf_source src = {c, check_next, check_complete};
+    int rc = sf_run(cl, &conn, &src, cl->depth, err);
+    sf_pool_put(cl, conn);
+    return rc;
+}
+
+/* Marks, on each suspect piece, whether some copy differs from what was
+ * written. Replicated objects are read copy by copy from the sheep holding
+ * each (a sheep reads its own copy); without a placement, or for erasure
+ * coded objects, one read through a gateway is all there is. */
+static int check_data_copies(transfer *t, const sf_ring *ring, uint64_t *nr_checked, sf_error *err)
+{
+    sf_cluster *cl = t->vdi->cl;
+    copy_check c;
+    memset(&c, 0, sizeof(c));
+    c.t = t;
+    c.scratch = malloc((size_t)cl->depth * t->request_size);
+    c.ops = calloc(cl->depth, sizeof(sf_op));
+    c.slot_piece = malloc(cl->depth * sizeof(uint32_t));
+    c.free_slots = malloc(cl->depth * sizeof(unsigned));
+    int rc = SF_OK;
+    if (!c.scratch || !c.ops || !c.slot_piece || !c.free_slots) {
+        rc = sf_fail(err, SF_E_NOMEM, "out of memory for checking copies");
+        goto out;
+    }
+    for (unsigned i = 0; i < cl->depth; i++)
+        c.free_slots[c.nr_free++] = i;
+    if (ring == NULL || t->vdi->info.copy_policy != 0) {
+        rc = check_one_copy(&c, NULL, 0, err);
+    } else {
+        for (unsigned node = 0; node < ring->nr_nodes && rc == SF_OK; node++)
+            rc = check_one_copy(&c, ring, node, err);
+    }
+    *nr_checked += c.nr_checked;
+out:
+    free(c.scratch);
+    free(c.ops);
+    free(c.slot_piece);
+    free(c.free_slots);
+    return rc;
+}
+
+/* The index entries of every piece, on every copy of the inode, must name
+ * this VDI. A copy that lost one gets it written again: sheep changes no
+ * reference count when an entry is rewritten with the value it holds. */
+static int check_index_copies(transfer *t, const sf_ring *ring, int *rewrote, sf_error *err)
+{
+    sf_vdi *vdi = t->vdi;
+    sf_cluster *cl = vdi->cl;
+    uint64_t inode = sf_inode_oid(vdi->info.vid);
+    uint32_t lo = t->pieces[0].idx, hi = t->pieces[t->nr_pieces - 1].idx;
+    uint32_t n = hi - lo + 1;
+    uint8_t *raw = malloc((size_t)n * 4);
+    uint8_t *missing = calloc(n, 1);
+    int rc = SF_OK;
+    *rewrote = 0;
+    if (raw == NULL || missing == NULL) {
+        rc = sf_fail(err, SF_E_NOMEM, "out of memory for checking the index");
+        goto out;
+    }
+    for (unsigned node = 0; ring != NULL && node < ring->nr_nodes && rc == SF_OK; node++) {
+        if (!ring_node_holds(ring, node, inode, vdi->info.copies))
+            continue;
+        uint32_t gw = ring->nodes[node].gateway;
+        sf_conn *conn = gw == SF_RING_NO_GATEWAY ? NULL : sf_connect_gateway(cl, gw, err);
+        if (conn == NULL) {
+            rc = SF_ERR;
+            break;
+        }
+        sf_op op;
+        sf_op_read(&op, inode, SF_INODE_INDEX_OFF + 4 * lo, raw, 4 * n);
+        op.retryable = 0; /* this copy, not another */
+        rc = sf_call(cl, &conn, &op, err);
+        if (rc == SF_OK && op.rsp.data_length != 4 * n)
+            rc = sf_fail(err, SF_E_PROTOCOL, "index read of VDI '%s' returned %u of %u bytes",
+                         vdi->info.name, op.rsp.data_length, 4 * n);
+        sf_pool_put(cl, conn);
+        for (uint32_t i = 0; i < t->nr_pieces && rc == SF_OK; i++)
+            if (sf_get_le32(raw + 4 * (t->pieces[i].idx - lo)) != vdi->info.vid)
+                missing[t->pieces[i].idx - lo] = 1;
+    }
+    for (uint32_t i = 0; i < n && rc == SF_OK; i++) {
+        if (!missing[i])
+            continue;
+        uint8_t entry[4];
+        sf_put_le32(entry, vdi->info.vid);
+        sf_op op;
+        memset(&op, 0, sizeof(op));
+        sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+        op.req.flags = SF_FLAG_WRITE;
+        op.req.oid = inode;
+        op.req.copies = vdi->info.copies;
+        op.req.copy_policy = vdi->info.copy_policy;
+        op.req.offset = SF_INODE_INDEX_OFF + 4 * (lo + i);
+        op.req.data_length = 4;
+        op.payload = entry;
+        op.retryable = 1;
+        sf_conn *conn = sf_pool_get(cl, err);
+        rc = conn ? sf_call(cl, &conn, &op, err) : SF_ERR;
+        sf_pool_put(cl, conn);
+        *rewrote = 1;
+    }
+out:
+    free(raw);
+    free(missing);
+    return rc;
+}
+
+/* A write that crossed a membership change returns only once every copy
+ * of what it wrote holds it: on the placement of the cluster's current
+ * epoch, each suspect object is read back from every copy and rewritten
+ * where one differs, until all agree or SETTLE_ROUNDS passes are spent. */
+static int settle_writes(transfer *t, sf_conn **lanes, unsigned nr_lanes, sf_error *err)
+{
+    sf_vdi *vdi = t->vdi;
+    sf_cluster *cl = vdi->cl;
+    uint64_t nr_checked = 0, nr_rewritten = 0;
+    int rc = SF_ERR;
+    enum { SF_AGAIN = 1 }; /* rewritten, not yet checked */
+
+    for (unsigned round = 0; round < SETTLE_ROUNDS; round++) {
+        sf_conn *conn = sf_pool_get(cl, err);
+        if (conn == NULL)
+            break;
+        sf_error ring_err;
+        sf_ring *ring = sf_cluster_read_ring(cl, &conn, &ring_err);
+        sf_pool_put(cl, conn);
+        if (ring == NULL && !cl->disk_mode) {
+            *err = ring_err;
+            break;
+        }
+        t->epoch = ring ? ring->epoch : sf_cluster_epoch(cl);
+        for (uint32_t i = 0; i < t->nr_pieces; i++)
+            t->pieces[i].differs = 0;
+        int index_rewrote = 0;
+        rc = check_data_copies(t, ring, &nr_checked, err);
+        if (rc == SF_OK && t->index_suspect && ring != NULL)
+            rc = check_index_copies(t, ring, &index_rewrote, err);
+        sf_ring_put(cl, ring);
+        if (rc != SF_OK) {
+            /* a sheep went away meanwhile, or the node list still named
+             * one that left: look again on the next epoch's placement */
+            int left = sf_time_left_ms(cl);
+            if (left <= SETTLE_PAUSE_MS)
+                break;
+            struct timespec pause = {0, SETTLE_PAUSE_MS * 1000000L};
+            nanosleep(&pause, NULL);
+            continue;
+        }
+        uint32_t differing = 0;
+        for (uint32_t i = 0; i < t->nr_pieces; i++) {
+            piece *p = &t->pieces[i];
+            p->suspect = p->differs;
+            p->issued = p->differs ? 0 : p->len;
+            if (p->differs)
+                p->entry = vdi->info.vid; /* created and indexed by now */
+            p->differs = 0;
+            differing += p->suspect;
+        }
+        t->index_suspect = index_rewrote;
+        if (differing == 0 && !index_rewrote)
+            goto done;
+        if (differing == 0) {
+            rc = SF_AGAIN; /* the index was mended: check it once more */
+            continue;
+        }
+        /* Write the differing objects again, whole, as this call wrote them. */
+        nr_rewritten += differing;
+        t->next_piece = 0;
+        t->nr_ready = t->ready_head = 0;
+        for (unsigned i = 0; i < nr_lanes; i++) {
+            sf_pool_put(cl, lanes[i]);
+            lanes[i] = NULL;
+        }
+        unsigned got = sf_pool_get_lanes(cl, lanes, SF_MAX_LANES, err);
+        if (got == 0) {
+            rc = SF_ERR;
+            break;
+        }
+        sf_source src = {t, transfer_next, transfer_complete};
+        rc = sf_run_lanes(cl, lanes, got, &src, cl->depth, err);
+        for (unsigned i = 0; i < got; i++) {
+            sf_pool_put(cl, lanes[i]);
+            lanes[i] = NULL;
+        }
+        if (rc == SF_OK && t->failed) {
+            *err = t->err;
+            rc = SF_ERR;
+            break;
+        }
+        if (rc != SF_OK)
+            break;
+        /* what was just rewritten stays suspect: the next round checks it */
+        rc = SF_AGAIN;
+    }
+    if (rc == SF_AGAIN || rc == SF_OK)
+        rc = sf_fail(err, SF_E_IO,
+                     "the copies of VDI '%s' still differ after %u rewrites (the cluster changed "
+                     "membership during the write); the data is not safely stored",
+                     vdi->info.name, SETTLE_ROUNDS);
+    goto out;
+done:
+    rc = SF_OK;
+out:
+    pthread_mutex_lock(&vdi->lock);
+    vdi->stats.objects_checked += nr_checked;
+    vdi->stats.objects_rewritten += nr_rewritten;
+    pthread_mutex_unlock(&vdi->lock);
+    return rc;
+}
+
 /* Splits [offset, offset+len) at object boundaries and plans each piece. */
 static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t offset, piece *out)
 {
@@ -599,6 +935,7 @@ static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t of
         out[n].len = (uint32_t)take;
         out[n].buf = buf;
         out[n].issued = 0;
+        out[n].suspect = out[n].differs = 0;
         n++;
         buf += take;
         offset += take;
@@ -615,6 +952,7 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     memset(&t, 0, sizeof(t));
     t.vdi = vdi;
     t.writing = writing;
+    t.epoch = sf_cluster_epoch(cl);
     int rc = SF_ERR;
     sf_conn *lanes[SF_MAX_LANES] = {NULL};
     unsigned nr_lanes = 0;
@@ -692,6 +1030,8 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
         *err = t.err;
         rc = SF_ERR;
     }
+    if (rc == SF_OK && writing && (t.nr_suspect > 0 || t.index_suspect))
+        rc = settle_writes(&t, lanes, nr_lanes, err);
     if (allocating)
         pthread_mutex_unlock(&vdi->alloc_lock);
 
@@ -715,7 +1055,7 @@ out:
     return rc;
 }
 
-int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sf_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
 {
     sf_error_clear(err);
     if (check_range(vdi, "read", len, offset, err) != SF_OK)
@@ -725,7 +1065,7 @@ int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error 
     return run_transfer(vdi, 0, buf, len, offset, err);
 }
 
-int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sf_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
 {
     sf_error_clear(err);
     if (check_range(vdi, "write", len, offset, err) != SF_OK)
@@ -741,7 +1081,7 @@ int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf
     return run_transfer(vdi, 1, (uint8_t *)(uintptr_t)buf, len, offset, err);
 }
 
-int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
+static int sf_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 {
     sf_error_clear(err);
     if (new_size < vdi->info.size)
@@ -792,3 +1132,47 @@ int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
     pthread_mutex_unlock(&vdi->alloc_lock);
     return rc;
 }
+
+/* ------------------------------------------------- public calls, each with one deadline */
+
+sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+{
+    int64_t scope = sf_call_begin(cl);
+    sf_vdi * result = sf_vdi_open_in_call(cl, name, name_len, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_read_in_call(vdi, buf, len, offset, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_write_in_call(vdi, buf, len, offset, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_usage_in_call(vdi, used_bytes, shared_bytes, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_resize_in_call(vdi, new_size, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+

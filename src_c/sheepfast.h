@@ -98,6 +98,10 @@ typedef struct sf_cluster_defaults {
 
 #define SF_NAME_MAX 255
 #define SF_TAG_MAX 255
+/* VDI attributes: a key is a C string in a 256-byte field, a value at most
+ * 64 KiB of any bytes (sheep's SD_MAX_VDI_ATTR_KEY_LEN / VALUE_LEN). */
+#define SF_ATTR_KEY_MAX 255
+#define SF_ATTR_VALUE_MAX 65536
 
 typedef struct sf_vdi_info {
     char name[SF_NAME_MAX + 1];
@@ -125,6 +129,13 @@ typedef struct sf_vdi sf_vdi;
 
 SF_EXPORT const char *sf_version(void);
 SF_EXPORT const char *sf_result_name(uint32_t result);
+
+/* Every call that talks to the cluster ends within its cluster's io_timeout,
+ * retries and cleanup included. A scope shortens that for all the calls the
+ * calling thread makes inside it (nesting: the earliest deadline wins).
+ * begin returns what end must be given back. */
+SF_EXPORT int64_t sf_deadline_begin(int timeout_ms);
+SF_EXPORT void sf_deadline_end(int64_t saved);
 
 SF_EXPORT sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err);
 SF_EXPORT void sf_cluster_close(sf_cluster *cl);
@@ -171,6 +182,21 @@ SF_EXPORT int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_b
 /* Grow only: shrinking leaks objects in sheep 1.0 and is refused. */
 SF_EXPORT int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err);
 
+/* VDI attributes (Sheepdog's key/value pairs, `dog vdi setattr/getattr`)
+ * of the VDI's name. sheep keeps them by name, not by vid: they outlive a
+ * delete of the VDI and a new VDI of the same name sees them again. Keys
+ * are 1..SF_ATTR_KEY_MAX bytes with no NUL; values any bytes, at most
+ * SF_ATTR_VALUE_MAX. A missing key is SF_E_SERVER with result
+ * SF_RES_NO_OBJ; a VDI gone since open, SF_RES_NO_VDI. */
+/* Creates the attribute, or replaces its value. */
+SF_EXPORT int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+                              size_t value_len, sf_error *err);
+/* Copies the value into value (value_cap bytes; SF_ATTR_VALUE_MAX always
+ * suffice) and its length into *value_len. */
+SF_EXPORT int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value,
+                              size_t value_cap, size_t *value_len, sf_error *err);
+SF_EXPORT int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err);
+
 /* Counters since the handle was opened; for tests and benchmarks. */
 typedef struct sf_vdi_stats {
     uint64_t read_requests;
@@ -179,6 +205,10 @@ typedef struct sf_vdi_stats {
     uint64_t index_updates;
     uint64_t zero_objects_skipped;
     uint64_t routed_requests; /* object requests sent to a sheep holding the object */
+    /* writes that crossed a membership change: objects read back copy by
+     * copy, and objects written again because a copy differed */
+    uint64_t objects_checked;
+    uint64_t objects_rewritten;
 } sf_vdi_stats;
 SF_EXPORT void sf_vdi_get_stats(const sf_vdi *vdi, sf_vdi_stats *out);
 

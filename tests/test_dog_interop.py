@@ -137,3 +137,77 @@ def test_placement_agrees_with_dog(cluster, new_name, dog):
         expected = re.findall(r"\S+:\d+", tail)
         oid = inode_oid if idx is None else (info.vid << 32) | idx
         assert cluster.locate(oid, info.copies) == expected, (idx, out)
+
+
+# ------------------------------------------------------------- attributes
+
+def _dog_status(target, *args):
+    """(exit status, stdout, stderr) of dog, for runs expected to fail."""
+    import subprocess
+
+    done = subprocess.run(["dog", *args, *target.dog_args()], capture_output=True, timeout=120)
+    return done.returncode, done.stdout, done.stderr.decode(errors="replace")
+
+
+def test_attributes_set_by_one_are_read_by_the_other(cluster, target, new_name, dog):
+    name = new_name("sf-attr")
+    cluster.create(name, MiB)
+    with cluster.open(name) as vdi:
+        vdi.metadata_set("from-sheepfast", "sheepfast value")
+        vdi.metadata_set("binary", b"\x01\xff\x7f")
+        assert dog("vdi", "getattr", name, "from-sheepfast") == b"sheepfast value"
+        assert dog("vdi", "getattr", name, "binary") == b"\x01\xff\x7f"
+        dog("vdi", "setattr", name, "from-dog", "dog value")
+        assert vdi.metadata_get("from-dog") == b"dog value"
+        dog("vdi", "setattr", name, "from-sheepfast", "replaced by dog")
+        assert vdi.metadata_get("from-sheepfast") == b"replaced by dog"
+        dog("vdi", "setattr", "-d", name, "from-dog")
+        with pytest.raises(sheepfast.AttributeNotFound):
+            vdi.metadata_get("from-dog")
+        vdi.metadata_remove("binary")
+        status, _, err = _dog_status(target, "vdi", "getattr", name, "binary")
+        assert status == 5 and "Attribute 'binary' not found" in err
+        # EXCL (dog setattr -x) sees what sheepfast set
+        status, _, err = _dog_status(target, "vdi", "setattr", "-x", name, "from-sheepfast", "x")
+        assert status == 3 and "already exists" in err
+
+
+def test_attributes_survive_a_delete_of_the_vdi(cluster, target, new_name, dog):
+    """sheep keeps attributes by name: once the VDI is deleted none can be
+    reached, and a new VDI of that name, made by dog, has the old ones."""
+    name = new_name("sf-attr")
+    cluster.create(name, MiB)
+    with cluster.open(name) as vdi:
+        vdi.metadata_set("k", "from the first VDI")
+    cluster.delete(name)
+    status, _, err = _dog_status(target, "vdi", "getattr", name, "k")
+    assert status == 5 and "VDI not found" in err
+    dog("vdi", "create", name, "1M")
+    assert dog("vdi", "getattr", name, "k") == b"from the first VDI"
+    with cluster.open(name) as vdi:
+        assert vdi.metadata_get("k") == b"from the first VDI"
+
+
+def test_dog_sees_the_upload_mark(cluster, target, new_name, dog):
+    """The mark of an upload under way is a plain attribute dog can read."""
+    import json as json_module
+
+    from sheepfast.image import SheepdogImage, parse_address
+    from sheepfast.incomplete import MARK_KEY
+
+    name = new_name("sf-mark")
+    size = 9 * MiB
+    cluster.create(name, size)
+    seen = []
+
+    def pieces():
+        yield os.urandom(4 * MiB)
+        seen.append(json_module.loads(dog("vdi", "getattr", name, MARK_KEY)))
+        yield os.urandom(size - 4 * MiB)
+
+    host, port = parse_address(cluster.addresses.split(",")[0])
+    with SheepdogImage(host, port, name, 4 * MiB) as image:
+        assert image.upload(pieces(), size) == size
+    assert seen[0]["pid"] == os.getpid() and seen[0]["vid"] == cluster.stat(name).vid
+    status, _, err = _dog_status(target, "vdi", "getattr", name, MARK_KEY)
+    assert status == 5 and "not found" in err  # complete: the mark is gone

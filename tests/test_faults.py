@@ -164,3 +164,95 @@ def test_connection_lost_for_good_mid_write_leaves_no_unindexed_object(fake, fcl
     assert owned == indexed
     fcluster.delete(name)
     assert not {o for o in fake.object_ids() if (o >> 32) & 0xFFFFFF == vid}
+
+
+def test_write_that_crossed_a_membership_change_is_checked_and_mended(fake, fcluster):
+    """A write acknowledged around an epoch change but missing from a copy
+    (sheep 1.0's recovery race) is found by reading the copies back and is
+    written again before the call returns."""
+    name = _name("diverge")
+    fcluster.create(name, 16 * MiB, block_size_shift=20)
+    data = os.urandom(16 * MiB)
+    with fcluster.open(name) as vdi:
+        vdi.write(b"\x07" * (16 * MiB), 0)  # every object exists: plain writes follow
+        fake.diverge_nth(9, opcode=w.OP_WRITE_OBJ)
+        vdi.write(data, 0)
+        stats = vdi.stats
+        assert stats["objects_checked"] > 0
+        assert stats["objects_rewritten"] >= 1
+        assert vdi.read(0, 16 * MiB) == data
+    assert fake.vdi(name) is not None
+    for i in range(16):
+        assert fake.object_data(w.data_oid(fake.vdi(name).vid, i)) == data[i * MiB:(i + 1) * MiB]
+    fcluster.delete(name)
+
+
+def test_write_without_a_membership_change_reads_nothing_back(fake, fcluster):
+    name = _name("steady")
+    fcluster.create(name, 8 * MiB, block_size_shift=20)
+    with fcluster.open(name) as vdi:
+        vdi.write(os.urandom(8 * MiB), 0)
+        assert vdi.stats["objects_checked"] == 0
+        assert vdi.stats["objects_rewritten"] == 0
+    fcluster.delete(name)
+
+
+def test_dropped_connection_mid_write_is_checked(fake, fcluster):
+    """A resend after a lost connection makes what it carried suspect: the
+    copies are read back before the write reports success."""
+    name = _name("dropcheck")
+    fcluster.create(name, 8 * MiB, block_size_shift=20)
+    data = os.urandom(8 * MiB)
+    with fcluster.open(name) as vdi:
+        vdi.write(b"\x01" * (8 * MiB), 0)
+        fake.drop_nth(3, opcode=w.OP_WRITE_OBJ)
+        vdi.write(data, 0)
+        assert vdi.stats["objects_checked"] > 0, vdi.stats
+        assert vdi.read(0, 8 * MiB) == data
+    fcluster.delete(name)
+
+
+def test_one_deadline_per_call_even_while_other_lanes_progress(fake):
+    """A reply that never comes fails the call within about io_timeout,
+    although requests on other connections keep completing meanwhile."""
+    import time
+
+    c = sheepfast.connect(fake.address, io_timeout=1.0)
+    name = _name("deadline")
+    c.create(name, 32 * MiB, block_size_shift=20)
+    vdi = c.open(name)
+    vdi.write(b"\x02" * (32 * MiB), 0)
+    fake.set_delay(30.0, opcode=w.OP_WRITE_OBJ)
+    t0 = time.monotonic()
+    with pytest.raises(sheepfast.TimeoutError, match="within the 1000 ms io_timeout"):
+        vdi.write(os.urandom(32 * MiB), 0)
+    elapsed = time.monotonic() - t0
+    fake.clear_faults()
+    vdi.close()
+    c.close()
+    assert elapsed < 3.0, elapsed
+    with sheepfast.connect(fake.address) as again:
+        again.delete(name)
+
+
+def test_deadline_scope_shortens_every_call_inside_it(fake, fcluster):
+    import time
+
+    name = _name("scope")
+    fcluster.create(name, MiB)
+    with fcluster.open(name) as vdi:
+        vdi.write(b"x", 0)
+        fake.set_delay(10.0, opcode=w.OP_READ_OBJ)
+        t0 = time.monotonic()
+        with sheepfast.deadline(0.5):
+            with pytest.raises(sheepfast.TimeoutError):
+                vdi.read(0, 1)
+        assert time.monotonic() - t0 < 2.0
+    fake.clear_faults()
+    fcluster.delete(name)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf"), "x"])
+def test_deadline_refuses_what_is_not_a_duration(seconds):
+    with pytest.raises((sheepfast.InvalidArgument, ValueError)):
+        sheepfast.deadline(seconds)

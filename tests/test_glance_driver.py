@@ -442,7 +442,7 @@ def test_failing_cleanup_does_not_mask_the_error(multi, new_name, monkeypatch, c
     def broken_delete(self):
         raise sheepfast.ConnectionError("gateway went away during cleanup")
 
-    monkeypatch.setattr(driver.SheepdogImage, "delete", broken_delete)
+    monkeypatch.setattr(driver.SheepdogImage, "discard", broken_delete)
     with caplog.at_level(logging.ERROR, logger="sheepfast.glance"):
         with pytest.raises(exceptions.Invalid, match="declared"):
             multi.add(image_id, io.BytesIO(image_bytes(SIZE)), SIZE + 1)

@@ -13,6 +13,9 @@ write              ``dog vdi write -- NAME OFFSET LENGTH``, bytes on stdin
 resize             ``dog vdi resize -- NAME SIZE``
 delete             ``dog vdi delete -- NAME`` (zeroes the index first, so
                    sheep reclaims the objects: no zombie VDI)
+metadata_get       ``dog vdi getattr -- NAME KEY``, the value on stdout
+metadata_set       ``dog vdi setattr -- NAME KEY VALUE``
+metadata_remove    ``dog vdi setattr -d -- NAME KEY``
 =================  ===========================================================
 
 Processes run without a shell, from argument lists, with ``--`` before the
@@ -59,6 +62,10 @@ MAX_NAME_BYTES = 255
 MIN_BLOCK_SIZE_SHIFT, MAX_BLOCK_SIZE_SHIFT = 20, 31
 MAX_COPIES = 31
 MAX_FLAT_OBJECTS = 1 << 20  # entries in a flat inode index
+# VDI attributes, as sheep stores them (the native backend's ATTR_KEY_MAX /
+# ATTR_VALUE_MAX; a test checks they agree)
+MAX_ATTR_KEY_BYTES = 255
+MAX_ATTR_VALUE_BYTES = 65536
 
 # dog's exit statuses (Sheepdog's include/exits.h).
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_SYSFAIL = 0, 1, 2
@@ -124,6 +131,8 @@ _NAMED_MESSAGES = (
 )
 # dog read the vid of the working VDI but not its inode (read_vdi_obj)
 _INODE_UNREADABLE = "Failed to read a vdi <name>"
+
+_ATTR_MISSING = re.compile(r"^Attribute '.*' not found$", re.MULTILINE | re.DOTALL)
 _PAST_END_LINES = ("Read offset is beyond the end of the VDI",
                    "Write offset is beyond the end of the VDI")
 
@@ -159,6 +168,25 @@ def _check_name(raw: bytes) -> None:
         raise errors.InvalidArgument("VDI name is longer than 255 bytes")
     if b"\0" in raw:
         raise errors.InvalidArgument("VDI name contains a NUL byte")
+
+
+def _attr_bytes(value: object, what: str) -> bytes:
+    """An attribute key or value as bytes: str is UTF-8, bytes-like as it is."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"attribute {what} must be str or bytes, not {type(value).__name__}")
+
+
+def _check_attr_key(key: bytes) -> None:
+    # refused here: dog would cut a long key and stop a key at a NUL
+    if not key:
+        raise errors.InvalidArgument("attribute key is empty")
+    if len(key) > MAX_ATTR_KEY_BYTES:
+        raise errors.InvalidArgument(f"attribute key is longer than {MAX_ATTR_KEY_BYTES} bytes")
+    if b"\0" in key:
+        raise errors.InvalidArgument("attribute key contains a NUL byte")
 
 
 def _uint64(value: int, what: str) -> int:
@@ -454,6 +482,11 @@ def _classify(outcome: _Outcome, what: str, name: Optional[bytes]) -> Exception:
     said = f" (dog: {lines[0]})" if lines else ""
     if _unreachable(lines):
         return _oserror(errors.ConnectionError, f"{what}: {lines[0]}", _errno.ECONNREFUSED)
+    # vdi getattr/setattr; the key is quoted as it is, newlines and all
+    if outcome.returncode == EXIT_MISSING and _ATTR_MISSING.search(outcome.stderr):
+        return errors.AttributeNotFound(f"{what}: no such attribute", 0x02)
+    if "VDI not found" in lines and name is not None:
+        return errors.VdiNotFound(f"VDI {_name_str(name)!r} not found", 0x08)
     for line in lines:
         if line.startswith(_NETWORK_PREFIXES):
             return _oserror(errors.ConnectionError, f"{what}: {line}", _errno.EIO)
@@ -505,7 +538,7 @@ class _Dog:
         self.env = env
 
     def run(self, what: str, subcommand: str, options: Sequence[str] = (),
-            name: Optional[bytes] = None, args: Sequence[str] = (), *,
+            name: Optional[bytes] = None, args: Sequence[_Arg] = (), *,
             feed: Optional[memoryview] = None, sink: Optional[memoryview] = None,
             idempotent: bool = False, benign: Optional[re.Pattern[str]] = None) -> _Outcome:
         """Runs ``dog vdi SUBCOMMAND OPTIONS -a H -p P [-- NAME ARGS]`` on the
@@ -728,6 +761,47 @@ class CliImage:
                 f"VDI {self.info.name!r} not found (vid {self.info.vid:#x} was deleted)",
                 0x08) from failure
 
+    # Attributes: sheep keeps them by VDI name (dog vdi setattr/getattr).
+
+    def _attr_key(self, key: object) -> bytes:
+        if self._closed:
+            raise errors.InvalidArgument("I/O operation on a closed VDI")
+        raw = _attr_bytes(key, "key")
+        _check_attr_key(raw)
+        return raw
+
+    def metadata_get(self, key: Union[str, bytes]) -> bytes:
+        """The value of attribute key; AttributeNotFound if unset."""
+        raw = self._attr_key(key)
+        what = f"reading attribute {_name_str(raw)!r} of VDI {self.info.name!r}"
+        outcome = self._dog.run(what, "getattr", (), self._raw_name, (raw,), idempotent=True)
+        if len(outcome.stdout) > MAX_ATTR_VALUE_BYTES:
+            raise errors.ProtocolError(f"{what}: dog printed {len(outcome.stdout)} bytes")
+        return outcome.stdout
+
+    def metadata_set(self, key: Union[str, bytes], value: Union[str, bytes]) -> None:
+        """Creates attribute key or replaces its value. The value travels as
+        a command-line argument, so it cannot hold a NUL byte here."""
+        raw = self._attr_key(key)
+        data = _attr_bytes(value, "value")
+        if len(data) > MAX_ATTR_VALUE_BYTES:
+            raise errors.InvalidArgument(
+                f"attribute value of {len(data)} bytes is over the "
+                f"{MAX_ATTR_VALUE_BYTES}-byte limit")
+        if b"\0" in data:
+            raise errors.InvalidArgument(
+                "attribute value contains a NUL byte, which dog cannot pass on "
+                "(use the native backend)")
+        what = f"setting attribute {_name_str(raw)!r} of VDI {self.info.name!r}"
+        # the same value again: safe to resend
+        self._dog.run(what, "setattr", (), self._raw_name, (raw, data), idempotent=True)
+
+    def metadata_remove(self, key: Union[str, bytes]) -> None:
+        """Removes attribute key; AttributeNotFound if it was not set."""
+        raw = self._attr_key(key)
+        what = f"removing attribute {_name_str(raw)!r} of VDI {self.info.name!r}"
+        self._dog.run(what, "setattr", ("-d",), self._raw_name, (raw,))
+
     def resize(self, new_size: int) -> None:
         if self._closed:
             raise errors.InvalidArgument("I/O operation on a closed VDI")
@@ -850,5 +924,24 @@ class CliBackend:
         raw = self._name(name)
         self._dog.run(f"deleting VDI {_name_str(raw)!r}", "delete", (), raw)
 
+    def discard(self, name: Union[str, bytes]) -> bool:
+        """Deletes a partial VDI after a failed call: True once it is gone.
+        (dog's own timeout bounds it: a dog that makes no progress for
+        ``timeout`` seconds is killed.)"""
+        try:
+            self.delete(name)
+        except errors.VdiNotFound:
+            return True
+        except errors.SheepfastError:
+            return False
+        return True
+
     def open(self, name: Union[str, bytes]) -> CliImage:
         return CliImage(self._dog, self._working(self._name(name)))
+
+    def open_listed(self, info: VdiInfo) -> CliImage:
+        """A handle on a VDI that list() just returned, without looking it
+        up again (each lookup is a `dog vdi list` reading every inode)."""
+        if self._closed:
+            raise errors.InvalidArgument("I/O operation on a closed cluster")
+        return CliImage(self._dog, info)

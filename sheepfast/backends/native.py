@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sheepfast._native import Cluster, Vdi
+from sheepfast import errors
+from sheepfast._native import Cluster, Vdi, deadline
 from sheepfast.types import VdiInfo
 
 __all__ = ["NativeBackend"]
@@ -32,6 +33,25 @@ class NativeBackend:
 
     def delete(self, name: str) -> None:
         self.cluster.delete(name)
+
+    def discard(self, name: str) -> bool:
+        """Deletes a partial VDI after a failed call: True once it is gone.
+
+        One budget (CLEANUP_TIMEOUT, or io_timeout if shorter) covers every
+        attempt; a gateway that timed out is tried last by the next one, so
+        the second attempt goes through another sheep."""
+        from sheepfast.backends import CLEANUP_TIMEOUT
+
+        with deadline(min(CLEANUP_TIMEOUT, self.cluster.io_timeout)):
+            for _ in range(2):
+                try:
+                    self.cluster.delete(name)
+                except errors.VdiNotFound:
+                    return True
+                except (errors.TimeoutError, errors.ConnectionError):
+                    continue
+                return True
+        return False
 
     def list(self) -> list[VdiInfo]:
         return self.cluster.list()

@@ -51,7 +51,7 @@ _INVALID = Reply(w.RES_INVALID_PARMS)
 # (aborts) when their data exceeds CLUSTER_OP_MAX_DATA (section 12). Section
 # 6.11 calls GET_VDI_INFO a cluster op too, so it is included.
 _CLUSTER_OPS = frozenset({w.OP_NEW_VDI, w.OP_DEL_VDI, w.OP_LOCK_VDI,
-                          w.OP_RELEASE_VDI, w.OP_GET_VDI_INFO})
+                          w.OP_RELEASE_VDI, w.OP_GET_VDI_INFO, w.OP_GET_VDI_ATTR})
 
 # FakeSheep's per-node disk size (STAT_SHEEP, node records)
 NODE_SPACE = 64 << 30
@@ -89,9 +89,10 @@ class Handlers:
             w.OP_STAT_CLUSTER: self.stat_cluster,
             w.OP_CLUSTER_INFO: self.cluster_info,
             w.OP_READ_DEL_VDIS: self.read_del_vdis,
+            w.OP_GET_VDI_ATTR: self.get_vdi_attr,
         }
         # Not implemented, answered INVALID_PARMS like unknown opcodes:
-        # GET_VDI_ATTR, GET_VDI_COPIES, peer and admin ops.
+        # GET_VDI_COPIES, peer and admin ops.
 
     def handle(self, req: w.RequestHeader, payload: Optional[bytearray]) -> Reply:
         """Execute one request. payload is None when FLAG_WRITE was not set."""
@@ -213,6 +214,27 @@ class Handlers:
             return _error(result)
         return Reply(w.RES_SUCCESS, w.VdiResult(vid))   # copies and bss are 0
 
+    def get_vdi_attr(self, req, data) -> Reply:
+        # sheep reads the record's fields at fixed offsets and writes
+        # data_length bytes into a fixed-size object: anything but a whole
+        # record reads or writes past a buffer
+        if req.data_length != w.ATTR_OBJ_SIZE:
+            return self._hazard(req, f"GET_VDI_ATTR with {req.data_length} bytes, not the "
+                                     f"{w.ATTR_OBJ_SIZE}-byte attribute record")
+        if w.cstr(data[:w.NAME_SIZE]) is None or w.cstr(data[w.NAME_SIZE:2 * w.NAME_SIZE]) is None \
+                or w.cstr(data[w.ATTR_KEY_OFFSET:w.ATTR_VALUE_OFFSET]) is None:
+            return self._hazard(req, "GET_VDI_ATTR name, tag or key without a NUL "
+                                     "(sheep runs strcmp past the field)")
+        value_len = int.from_bytes(data[w.ATTR_VALUE_LEN_OFFSET:w.ATTR_KEY_OFFSET], "little")
+        if value_len > w.ATTR_VALUE_MAX:
+            # FakeSheep choice: sheep stores it; dog would then print past the value
+            return self._hazard(req, f"GET_VDI_ATTR value_len {value_len} over the "
+                                     f"{w.ATTR_VALUE_MAX}-byte value field")
+        result, args = self.store.vdi_attr(
+            data, req.vdi.snapid, create=bool(req.flags & w.FLAG_ATTR_CREAT),
+            excl=bool(req.flags & w.FLAG_ATTR_EXCL), delete=bool(req.flags & w.FLAG_ATTR_DEL))
+        return Reply(result, args)
+
     def _bitmap(self, req, deleted: bool) -> Reply:
         if req.data_length != w.VDI_BITMAP_SIZE:
             return _INVALID
@@ -283,5 +305,5 @@ class Handlers:
 # ops that read their request data (the rest ignore it)
 _CONSUMES_DATA = frozenset({
     w.OP_CREATE_AND_WRITE_OBJ, w.OP_WRITE_OBJ, w.OP_NEW_VDI, w.OP_LOCK_VDI,
-    w.OP_GET_VDI_INFO, w.OP_DEL_VDI,
+    w.OP_GET_VDI_INFO, w.OP_DEL_VDI, w.OP_GET_VDI_ATTR,
 })

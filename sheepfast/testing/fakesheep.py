@@ -72,8 +72,12 @@ class RequestLogEntry(NamedTuple):
     data_length: int
 
 
+# A forced result that stands for "acknowledge, but do not apply".
+_DIVERGE = -1
+
+
 class _Fault(NamedTuple):
-    kind: str           # "fail" or "drop"
+    kind: str           # "fail", "drop" or "diverge"
     n: int
     opcode: Optional[int]
     result: int
@@ -228,7 +232,10 @@ class _Connection:
                     if fault is not None and fault.kind == "drop":
                         self.abort()
                         return
-                    batch.append((req, payload, fault.result if fault else None))
+                    forced = None
+                    if fault is not None:
+                        forced = _DIVERGE if fault.kind == "diverge" else fault.result
+                    batch.append((req, payload, forced))
                     if not self.sheep._faults.reorder or len(batch) >= REORDER_MAX_BATCH \
                             or not self._more_waiting():
                         break
@@ -504,7 +511,11 @@ class FakeSheep:
             conn.queue_reply(buffers, self._faults.delay_for(opcode))
 
     def _execute(self, req: w.RequestHeader, payload, forced: Optional[int]) -> list:
-        if forced is not None:
+        if forced == _DIVERGE:
+            with self._lock:
+                self.epoch += 1
+            reply = Reply(w.RES_SUCCESS)
+        elif forced is not None:
             reply = Reply(forced)
         else:
             try:
@@ -553,6 +564,12 @@ class FakeSheep:
         result = self.store.delete_working(raw)
         if result != w.RES_SUCCESS:
             raise LookupError(f"FakeSheep: cannot delete VDI {raw!r}: result 0x{result:02x}")
+
+    def diverge_nth(self, n: int, opcode: Optional[int] = None) -> None:
+        """The n-th matching request from now is answered SUCCESS but not
+        executed, and the cluster epoch moves on: what sheep 1.0 can do to
+        a write that crosses a membership change (a copy misses it)."""
+        self._faults.arm(_Fault("diverge", n, opcode, 0))
 
     def set_reorder(self, enabled: bool) -> None:
         """Answer requests that arrive together in reverse order."""

@@ -68,6 +68,10 @@ FLAG_DIRECT = 0x0008
 FLAG_PIGGYBACK = 0x0010
 FLAG_TGT = 0x0020
 FLAG_FWD = 0x0040
+# GET_VDI_ATTR only: write the attribute, refuse an existing one, blank it
+FLAG_ATTR_CREAT = 0x0100
+FLAG_ATTR_EXCL = 0x0200
+FLAG_ATTR_DEL = 0x0400
 
 # --------------------------------------------------------------------------
 # Result codes (section 10)
@@ -145,6 +149,16 @@ GREF_OFFSET = INDEX_OFFSET + INDEX_SIZE        # 4,198,968
 GREF_SIZE = 8 * MAX_OBJECTS_FLAT
 INODE_SIZE = GREF_OFFSET + GREF_SIZE           # 12,587,576
 ATTR_OBJ_SIZE = 66320
+# the attribute record (struct sheepdog_vdi_attr): name[256] tag[256]
+# ctime u64 snap_id u32 value_len u32 key[256] value[65536]
+ATTR_KEY_SIZE = 256
+ATTR_VALUE_MAX = 65536
+ATTR_CTIME_OFFSET = 512
+ATTR_SNAP_ID_OFFSET = 520
+ATTR_VALUE_LEN_OFFSET = 524
+ATTR_KEY_OFFSET = 528
+ATTR_VALUE_OFFSET = 784
+assert ATTR_VALUE_OFFSET + ATTR_VALUE_MAX == ATTR_OBJ_SIZE
 BTREE_NODE_SIZE = 4 * 1024 * 1024
 NODE_RECORD_SIZE = 80
 MAX_NODES = 6144
@@ -259,6 +273,27 @@ def _name_bytes(name: Union[str, bytes]) -> bytes:
 def fnv1a_vid(name: Union[str, bytes]) -> int:
     """The vid sheep tries first for `name` (the slot may already be taken)."""
     return fnv1a_64(_name_bytes(name)) & VID_MASK
+
+
+def attr_record(name: Union[str, bytes], key: Union[str, bytes], value: bytes = b"", *,
+                tag: Union[str, bytes] = b"", snap_id: int = 0) -> bytes:
+    """The ATTR_OBJ_SIZE-byte record GET_VDI_ATTR carries (ctime left 0:
+    sheep fills it in)."""
+    if len(value) > ATTR_VALUE_MAX:
+        raise ValueError(f"attribute value of {len(value)} bytes is over {ATTR_VALUE_MAX}")
+    head = pad_name(name) + pad_name(tag, TAG_SIZE) + struct.pack(
+        "<QII", 0, snap_id, len(value)) + pad_name(key, ATTR_KEY_SIZE)
+    return (head + bytes(value)).ljust(ATTR_OBJ_SIZE, b"\0")
+
+
+def attr_hash(record: bytes) -> int:
+    """The attr_id sheep tries first: FNV-1a-64 over the whole name, tag,
+    snap_id and key fields (every byte, NULs and what follows them
+    included), cut to 32 bits."""
+    fields = (bytes(record[:ATTR_CTIME_OFFSET])
+              + bytes(record[ATTR_SNAP_ID_OFFSET:ATTR_VALUE_LEN_OFFSET])
+              + bytes(record[ATTR_KEY_OFFSET:ATTR_VALUE_OFFSET]))
+    return fnv1a_64(fields) & 0xFFFFFFFF
 
 
 def pad_name(name: Union[str, bytes], size: int = NAME_SIZE) -> bytes:

@@ -897,6 +897,40 @@ static void test_check_name(void)
     check(why != NULL && strstr(why, "NUL") != NULL);
 }
 
+static void test_attr_key_and_record(void)
+{
+    char key[SF_ATTR_KEY_MAX + 2];
+    memset(key, 'k', sizeof(key));
+    test("sf_check_attr_key: 1..255 bytes, no NUL");
+    check(sf_check_attr_key(NULL, 0) != NULL);
+    check(sf_check_attr_key("", 0) != NULL);
+    check(sf_check_attr_key("a", 1) == NULL);
+    check(sf_check_attr_key(key, SF_ATTR_KEY_MAX) == NULL);
+    const char *why = sf_check_attr_key(key, SF_ATTR_KEY_MAX + 1);
+    check(why != NULL && strstr(why, "255") != NULL);
+    why = sf_check_attr_key("a\0b", 3);
+    check(why != NULL && strstr(why, "NUL") != NULL);
+
+    test("sf_attr_encode: sheep's attribute record, working VDI");
+    check_eq(SF_ATTR_OBJ_SIZE, SF_ATTR_VALUE_OFF + SF_ATTR_VALUE_MAX);
+    check_eq(SF_ATTR_KEY_OFF + SF_ATTR_KEY_FIELD, SF_ATTR_VALUE_OFF);
+    check_eq(sf_attr_oid(0x7f588f, 3), UINT64_C(0x207f588f00000003));
+    uint8_t *rec = malloc(SF_ATTR_OBJ_SIZE);
+    if (!check(rec != NULL))
+        return;
+    memset(rec, 0xAA, SF_ATTR_OBJ_SIZE); /* every byte must be set */
+    sf_attr_encode(rec, "img", 3, "k1", 2, "v\0z", 3);
+    check(memcmp(rec, "img", 4) == 0);
+    check(memcmp(rec + SF_ATTR_KEY_OFF, "k1", 3) == 0);
+    check_eq(sf_get_le32(rec + SF_ATTR_VALUE_LEN_OFF), 3);
+    check(memcmp(rec + SF_ATTR_VALUE_OFF, "v\0z", 3) == 0);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < SF_ATTR_OBJ_SIZE; i++)
+        nonzero += rec[i] != 0;
+    check_eq(nonzero, 3 + 2 + 1 + 2); /* name, key, value_len, value ("v", "z") */
+    free(rec);
+}
+
 static void test_check_copy_policy(void)
 {
     test("sf_check_copy_policy: 0 or ((d/2)<<4)|p, d in 2,4,8,16, p in 1..15");
@@ -2364,6 +2398,7 @@ int main(int argc, char **argv)
 
     test_oids();
     test_check_name();
+    test_attr_key_and_record();
     test_check_copy_policy();
     test_max_flat_size();
     test_is_zero();

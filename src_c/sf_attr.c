@@ -1,0 +1,162 @@
+/*
+ * VDI attributes: Sheepdog's key/value pairs (GET_VDI_ATTR, PROTOCOL.md
+ * sections 2.2, 4.1, 4.2).
+ *
+ * One GET_VDI_ATTR carries a whole attribute record (66,320 bytes: sheep
+ * reads its fields at fixed offsets, so a shorter request would make it read
+ * past the buffer). sheep looks the working VDI up by name, then finds the
+ * attribute object by a hash of (name, tag, snap_id, key), probing onward on
+ * a collision. Its reply names the object (name hash, attr_id); reading a
+ * value is a READ_OBJ of that object. With CREAT the record is written (a new
+ * object, or the old one replaced), with DEL the stored name is blanked so
+ * the key no longer matches.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sf_internal.h"
+
+/* The checks every call makes before anything is sent. */
+static int check_key(const char *key, size_t key_len, sf_error *err)
+{
+    const char *why = sf_check_attr_key(key, key_len);
+    return why == NULL ? SF_OK : sf_fail(err, SF_E_INVALID, "%s", why);
+}
+
+/* Rewrites a server error with the VDI and key it was about. */
+static int attr_failed(sf_error *err, const char *doing, const char *name, size_t name_len,
+                       const char *key, size_t key_len)
+{
+    if (err->category != SF_E_SERVER)
+        return SF_ERR;
+    if (err->result == SF_RES_NO_VDI)
+        return sf_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
+    if (err->result == SF_RES_NO_OBJ)
+        return sf_fail_result(err, SF_RES_NO_OBJ, "VDI '%.*s' has no attribute '%.*s'",
+                              (int)name_len, name, (int)key_len, key);
+    return sf_fail_result(err, err->result, "%s attribute '%.*s' of VDI '%.*s'", doing,
+                          (int)key_len, key, (int)name_len, name);
+}
+
+/* One GET_VDI_ATTR on *conn; *oid_out (when not NULL) gets the object. */
+static int attr_request(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                        const char *key, size_t key_len, const void *value, uint32_t value_len,
+                        uint16_t flags, uint64_t *oid_out, sf_error *err)
+{
+    uint8_t *record = malloc(SF_ATTR_OBJ_SIZE);
+    if (record == NULL)
+        return sf_fail(err, SF_E_NOMEM, "out of memory");
+    sf_attr_encode(record, name, name_len, key, key_len, value, value_len);
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sf_req_init(&op.req, SF_OP_GET_VDI_ATTR);
+    op.req.flags = SF_FLAG_WRITE | flags; /* the record is a payload */
+    op.req.data_length = SF_ATTR_OBJ_SIZE;
+    op.payload = record;
+    /* A resent lookup or write does the same again; a resent delete would
+     * find the key already gone and answer NO_OBJ for our own success. */
+    op.retryable = !(flags & SF_FLAG_ATTR_DEL);
+    int rc = sf_call(cl, conn, &op, err);
+    free(record);
+    if (rc != SF_OK)
+        return SF_ERR;
+    if (op.rsp.vdi_id > SF_MAX_VID)
+        return sf_fail(err, SF_E_PROTOCOL, "GET_VDI_ATTR returned name hash 0x%x", op.rsp.vdi_id);
+    if (oid_out != NULL)
+        *oid_out = sf_attr_oid(op.rsp.vdi_id, op.rsp.attr_id);
+    return SF_OK;
+}
+
+int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+                    size_t value_len, sf_error *err)
+{
+    sf_cluster *cl = vdi->cl;
+    const char *name = vdi->info.name;
+    size_t name_len = strlen(name);
+    sf_error_clear(err);
+    if (check_key(key, key_len, err) != SF_OK)
+        return SF_ERR;
+    if (value_len > SF_ATTR_VALUE_MAX)
+        return sf_fail(err, SF_E_INVALID, "attribute value of %zu bytes is over the %u-byte limit",
+                       value_len, (unsigned)SF_ATTR_VALUE_MAX);
+    if (value_len > 0 && value == NULL)
+        return sf_fail(err, SF_E_INVALID, "attribute value is NULL");
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    /* CREAT without EXCL: sheep creates the attribute or replaces it */
+    int rc = attr_request(cl, &conn, name, name_len, key, key_len, value, (uint32_t)value_len,
+                          SF_FLAG_ATTR_CREAT, NULL, err);
+    sf_pool_put(cl, conn);
+    if (rc != SF_OK)
+        return attr_failed(err, "setting", name, name_len, key, key_len);
+    return SF_OK;
+}
+
+int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
+                    size_t *value_len, sf_error *err)
+{
+    sf_cluster *cl = vdi->cl;
+    const char *name = vdi->info.name;
+    size_t name_len = strlen(name);
+    sf_error_clear(err);
+    if (check_key(key, key_len, err) != SF_OK)
+        return SF_ERR;
+    uint8_t *record = malloc(SF_ATTR_OBJ_SIZE);
+    if (record == NULL)
+        return sf_fail(err, SF_E_NOMEM, "out of memory");
+    uint64_t oid = 0;
+    sf_conn *conn = sf_pool_get(cl, err);
+    int rc = conn == NULL ? SF_ERR : SF_OK;
+    if (rc == SF_OK)
+        rc = attr_request(cl, &conn, name, name_len, key, key_len, NULL, 0, 0, &oid, err);
+    if (rc == SF_OK)
+        rc = sf_read_exact(cl, &conn, oid, 0, record, SF_ATTR_OBJ_SIZE, err);
+    sf_pool_put(cl, conn);
+    if (rc != SF_OK) {
+        rc = attr_failed(err, "reading", name, name_len, key, key_len);
+        goto out;
+    }
+    /* What the object says must be the attribute that was asked for. */
+    uint32_t stored_len = sf_get_le32(record + SF_ATTR_VALUE_LEN_OFF);
+    const uint8_t *stored_key = record + SF_ATTR_KEY_OFF;
+    const uint8_t *stored_name = record + SF_ATTR_NAME_OFF;
+    if (stored_len > SF_ATTR_VALUE_MAX) {
+        rc = sf_fail(err, SF_E_PROTOCOL, "attribute object %016llx has a %u-byte value",
+                     (unsigned long long)oid, stored_len);
+    } else if (memcmp(stored_key, key, key_len) != 0 || stored_key[key_len] != 0 ||
+               memcmp(stored_name, name, name_len) != 0 || stored_name[name_len] != 0) {
+        rc = sf_fail(err, SF_E_PROTOCOL,
+                     "attribute object %016llx does not hold attribute '%.*s' of VDI '%.*s'",
+                     (unsigned long long)oid, (int)key_len, key, (int)name_len, name);
+    } else if (stored_len > value_cap) {
+        rc = sf_fail(err, SF_E_INVALID, "attribute value of %u bytes does not fit in %zu",
+                     stored_len, value_cap);
+    } else {
+        if (stored_len > 0)
+            memcpy(value, record + SF_ATTR_VALUE_OFF, stored_len);
+        *value_len = stored_len;
+    }
+out:
+    free(record);
+    return rc;
+}
+
+int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
+{
+    sf_cluster *cl = vdi->cl;
+    const char *name = vdi->info.name;
+    size_t name_len = strlen(name);
+    sf_error_clear(err);
+    if (check_key(key, key_len, err) != SF_OK)
+        return SF_ERR;
+    sf_conn *conn = sf_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = attr_request(cl, &conn, name, name_len, key, key_len, NULL, 0, SF_FLAG_ATTR_DEL,
+                          NULL, err);
+    sf_pool_put(cl, conn);
+    if (rc != SF_OK)
+        return attr_failed(err, "deleting", name, name_len, key, key_len);
+    return SF_OK;
+}
