@@ -879,11 +879,12 @@ class Store(glance_store.driver.Store):
         try:
             gone = image.discard()
         except Exception:
-            LOG.exception("Could not delete the partial Sheepdog image %s", image.name)
-            gone = False
+            LOG.exception("Could not delete the partial Sheepdog image %s; it keeps "
+                          "its upload mark, for 'sheepfast reclaim' to find", image.name)
+            return
         if not gone:
-            LOG.error("The partial Sheepdog image %s could not be deleted now; "
-                      "it is left for reclaiming (sheepfast reclaim)", image.name)
+            LOG.error("Could not delete the partial Sheepdog image %s now; it keeps "
+                      "its upload mark, for 'sheepfast reclaim' to find", image.name)
 
     @capabilities.check
     def delete(self, location, context=None):
