@@ -20,6 +20,7 @@ __all__ = [
     "SheepdogError",
     "InvalidArgument",
     "OutOfRange",
+    "InvalidSource",
     "Unsupported",
     "ConnectionError",
     "TimeoutError",
@@ -58,6 +59,12 @@ class InvalidArgument(SheepfastError, ValueError):
 
 class OutOfRange(InvalidArgument):
     """An offset or length lies outside the VDI."""
+
+
+class InvalidSource(InvalidArgument):
+    """An upload source broke the file protocol: read() gave None or a str,
+    readinto() a count outside 0..len(buffer), an iterable a non-bytes piece.
+    Nothing it gave is trusted (the upload stops)."""
 
 
 class Unsupported(SheepfastError, NotImplementedError):

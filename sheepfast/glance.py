@@ -53,6 +53,7 @@ from sheepfast.image import (
     check_host,
     check_name,
     check_port,
+    check_size,
     format_address,
     parse_address,
 )
@@ -433,10 +434,16 @@ class StoreLocation(glance_store.location.StoreLocation):
     port: Any = None
 
     def process_specs(self):
-        self.image = self.specs.get('image')
-        self.addr = self.specs.get('addr')
-        port = self.specs.get('port')
-        self.port = int(port) if port is not None else None
+        """Takes image, addr and port from the specs (absent ones stay None,
+        for parse_uri to fill); BadStoreUri if one is not what a location
+        can hold."""
+        image, addr, port = (self.specs.get(k) for k in ('image', 'addr', 'port'))
+        try:
+            self.image = None if image is None else check_name(image)
+            self.addr = None if addr is None else check_host(addr)
+            self.port = None if port is None else check_port(port)
+        except errors.InvalidArgument as exc:
+            raise _bad_uri(f"{PREFIX}{addr}:{port}:{image}", str(exc)) from exc
 
     def get_uri(self):
         return "%s%s:%s" % (PREFIX, format_address(self.addr, self.port), self.image)
@@ -445,6 +452,8 @@ class StoreLocation(glance_store.location.StoreLocation):
         return _StoreOptions(self.conf, self.backend_group)
 
     def parse_uri(self, uri):
+        if not isinstance(uri, str):
+            raise _bad_uri(uri, f"a location is a str, not {type(uri).__name__}")
         self.validate_schemas(uri, valid_schemas=(PREFIX,))
         rest = uri[len(PREFIX):]
         if ":" not in rest and not rest.startswith("["):
@@ -756,10 +765,14 @@ class Store(glance_store.driver.Store):
         except BaseException:
             image.close()
             raise
-        start = min(max(0, int(offset or 0)), size)
-        length = size - start
-        if chunk_size:
-            length = min(int(chunk_size), length)
+        try:
+            start = min(check_size(offset or 0, "offset"), size)
+            length = size - start
+            if chunk_size:
+                length = min(check_size(chunk_size, "chunk_size"), length)
+        except errors.InvalidArgument as exc:
+            image.close()
+            raise exceptions.Invalid(message=f"Sheepdog image {image.name}: {exc}") from exc
         return (ImageIterator(image, offset=start, length=length,
                               chunk_size=self.READ_CHUNKSIZE, close=True),
                 length)
@@ -811,12 +824,11 @@ class Store(glance_store.driver.Store):
             check_name(name)
         except errors.InvalidArgument as exc:
             raise exceptions.Invalid(message=f"image id {name!r}: {exc}") from exc
-        if image_size is None:
-            image_size = 0
-        if (isinstance(image_size, bool) or not isinstance(image_size, (int, float))
-                or image_size < 0 or int(image_size) != image_size):
-            raise exceptions.Forbidden(f"Size is not a number of bytes: {image_size!r}")
-        image_size = int(image_size)
+        try:
+            image_size = check_size(0 if image_size is None else image_size, "image_size")
+        except errors.InvalidArgument as exc:
+            # Forbidden, as the removed driver answered a size it could not use
+            raise exceptions.Forbidden(f"Size is not a number of bytes: {exc}") from exc
 
         os_hash_value = utils.get_hasher(hashing_algo, False)
         checksum = utils.get_hasher('md5', False)

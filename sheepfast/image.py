@@ -20,6 +20,7 @@ into glance_store exceptions is the driver's job (sheepfast.glance).
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import math
 import mmap
@@ -29,7 +30,7 @@ import re
 import threading
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
-from sheepfast.errors import InvalidArgument, OutOfRange
+from sheepfast.errors import InvalidArgument, InvalidSource, OutOfRange
 from sheepfast.incomplete import UploadMark
 
 try:  # the CLI backend works without the extension
@@ -44,8 +45,10 @@ __all__ = [
     "check_name",
     "check_host",
     "check_port",
+    "check_size",
     "format_address",
     "parse_address",
+    "readinto_full",
 ]
 
 DEFAULT_PORT = 7000
@@ -167,7 +170,7 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Tuple[str, int
     return check_host(host), check_port(port)
 
 
-def _check_size(size: object, what: str = "size") -> int:
+def check_size(size: object, what: str = "size") -> int:
     """size as a non-negative int; a float is taken when it is whole (the old
     driver accepted floats), anything else is InvalidArgument."""
     if isinstance(size, float):
@@ -275,7 +278,7 @@ class SheepdogImage:
                block_size_shift: int = 0) -> None:
         """Creates the VDI with size bytes; VdiExists if the name is taken
         (sheep checks and creates in one step: no check-then-create race)."""
-        size = _check_size(size)
+        size = check_size(size)
         self.backend.create(self.name, size, copies=copies, block_size_shift=block_size_shift)
 
     def delete(self) -> None:
@@ -304,8 +307,8 @@ class SheepdogImage:
         backend refills bytes objects in it that nothing else references
         any more instead of allocating (see sheepfast.Vdi.read).
         """
-        offset = _check_size(offset, "offset")
-        count = _check_size(count, "count")
+        offset = check_size(offset, "offset")
+        count = check_size(count, "count")
         handle = self.open()
         size = handle.size
         if offset >= size or count == 0:
@@ -318,7 +321,7 @@ class SheepdogImage:
     def readinto(self, buffer: Any, offset: int) -> int:
         """Fills buffer from offset, up to the end of the VDI; returns the
         bytes read."""
-        offset = _check_size(offset, "offset")
+        offset = check_size(offset, "offset")
         view = memoryview(buffer).cast("B")
         handle = self.open()
         n = max(0, min(len(view), handle.size - offset))
@@ -329,9 +332,9 @@ class SheepdogImage:
     def write(self, data: Any, offset: int, count: Optional[int] = None) -> int:
         """Writes the first count bytes of data (all of it by default) at
         offset; returns count. The range must lie inside the VDI."""
-        offset = _check_size(offset, "offset")
+        offset = check_size(offset, "offset")
         view = memoryview(data).cast("B")
-        count = len(view) if count is None else _check_size(count, "count")
+        count = len(view) if count is None else check_size(count, "count")
         if count > len(view):
             raise InvalidArgument(f"count {count} is more than the {len(view)} bytes given")
         if count == 0:
@@ -340,7 +343,7 @@ class SheepdogImage:
 
     def resize(self, size: int) -> None:
         """Grows the VDI to size bytes (sheep cannot shrink one)."""
-        self.open().resize(_check_size(size))
+        self.open().resize(check_size(size))
 
     # ------------------------------------------------------------ streaming upload
 
@@ -350,7 +353,8 @@ class SheepdogImage:
         written.
 
         source: a file-like object (readinto is used when it has one, else
-        read) or an iterable of bytes-like pieces. size: the bytes declared
+        read) or an iterable of bytes-like pieces; InvalidSource when it
+        gives what no blocking binary file may (see _chunks). size: the bytes declared
         (the VDI must have been created with that size), or 0 for unknown:
         the VDI then grows chunk by chunk and ends exactly as long as the
         data. SizeMismatch when the data is longer or shorter than a
@@ -382,7 +386,7 @@ class SheepdogImage:
         leaves the mark: if the caller cannot delete the VDI, it stays
         findable.
         """
-        declared = _check_size(size)
+        declared = check_size(size)
         if buffers < 1:
             raise InvalidArgument(f"buffers must be at least 1 (got {buffers})")
         handle = self.open()
@@ -579,6 +583,71 @@ def _chunk_buffer(size: int) -> Any:
     return buf
 
 
+def _checked_count(count: object, room: int, source: Any) -> int:
+    """What readinto() returned, if a file may return it: a count in 0..room,
+    as io.BufferedReader demands of a raw stream (None, "no data now", only
+    a non-blocking stream may give, and an upload cannot wait on one)."""
+    if count is None:
+        raise InvalidSource(
+            f"image source {_describe(source)} is non-blocking: readinto() returned None "
+            "(no data now); uploads need a blocking source")
+    try:
+        n = operator.index(count)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidSource(
+            f"image source {_describe(source)}: readinto() returned {type(count).__name__} "
+            f"{count!r}, not a byte count") from None
+    if not 0 <= n <= room:
+        raise InvalidSource(
+            f"image source {_describe(source)}: readinto() returned {n} for a {room}-byte "
+            f"buffer (a count must be 0..{room})")
+    return n
+
+
+def _describe(source: Any) -> str:
+    name = getattr(source, "name", None)
+    return repr(name) if isinstance(name, (str, bytes, int)) else type(source).__name__
+
+
+def readinto_full(readinto: Callable[[Any], Any], view: memoryview, source: Any = None) -> int:
+    """Fills view by calling readinto (short reads from pipes and sockets
+    included) until it is full or readinto returns 0; returns the bytes
+    filled. InvalidSource if readinto returns what no file may."""
+    filled, room = 0, len(view)
+    while filled < room:
+        n = _checked_count(readinto(view[filled:]), room - filled, source)
+        if n == 0:
+            break
+        filled += n
+    return filled
+
+
+def _has_readinto(source: Any) -> bool:
+    """True if source implements readinto. An io.RawIOBase subclass that
+    only defines read() inherits a readinto that raises NotImplementedError
+    (io.BufferedReader fails on it too); such a source is read with read()."""
+    method = getattr(type(source), "readinto", None)
+    if method is None:
+        return getattr(source, "readinto", None) is not None  # set on the instance
+    return method is not io.RawIOBase.readinto
+
+
+def _piece_view(piece: Any, how: str, source: Any) -> memoryview:
+    """piece, a bytes-like object that read() or iteration gave, as bytes."""
+    if piece is None:
+        raise InvalidSource(f"image source {_describe(source)}: {how} gave None, not bytes")
+    if isinstance(piece, str):
+        raise InvalidSource(
+            f"image source {_describe(source)}: {how} gave str, not bytes "
+            "(open the source in binary mode)")
+    try:
+        return memoryview(piece).cast("B")
+    except (TypeError, ValueError) as exc:
+        raise InvalidSource(
+            f"image source {_describe(source)}: {how} gave {type(piece).__name__}, "
+            f"not a contiguous bytes-like object ({exc})") from None
+
+
 def _chunks(source: Any, chunk: int,
             take: Callable[[], Optional[bytearray]]) -> Iterator[Tuple[Optional[bytearray], Any]]:
     """Cuts source into chunk-byte pieces (the last may be shorter), as
@@ -589,22 +658,21 @@ def _chunks(source: Any, chunk: int,
     buffer. Otherwise a piece from read()/iteration that covers a whole
     chunk is passed on as it is (no copy); smaller pieces are gathered into
     the buffer, so every write but the last is a whole chunk.
+
+    What a source gives is checked as the io module checks a raw stream:
+    InvalidSource for a count outside the buffer, None (a non-blocking
+    source with no data: waiting would spin) or a piece that is not bytes.
+    read() returning b"" is the end; an iterable ends only when exhausted
+    (its empty pieces are skipped).
     """
-    readinto = getattr(source, "readinto", None)
-    if readinto is not None:
+    if _has_readinto(source):
+        readinto = source.readinto
         while True:
             buf = take()
             if buf is None:
                 buf = _chunk_buffer(chunk)
             view = memoryview(buf)
-            filled = 0
-            while filled < chunk:
-                n = readinto(view[filled:])
-                if n is None:
-                    raise InvalidArgument("the image source is non-blocking (readinto gave None)")
-                if n == 0:
-                    break
-                filled += n
+            filled = readinto_full(readinto, view, source)
             if filled:
                 yield buf, view[:filled]
             if filled < chunk:
@@ -612,26 +680,34 @@ def _chunks(source: Any, chunk: int,
 
     read = getattr(source, "read", None)
     if read is not None:
-        def next_piece(want: int) -> Any:
+        def next_piece(want: int) -> Tuple[Any, memoryview]:
             # Bounded asks: WSGI servers decode chunked request bodies piece by
             # piece, and some (cheroot; Glance's own uwsgi reader) slow down
             # quadratically when one read spans many client chunks — a 64 MiB
             # read() of 64 KiB client chunks ran at 2 MiB/s instead of 94.
-            return read(min(want, READ_PIECE))
+            piece = read(min(want, READ_PIECE))
+            if piece is None:
+                raise InvalidSource(
+                    f"image source {_describe(source)} is non-blocking: read() returned None "
+                    "(no data now); uploads need a blocking source")
+            return piece, _piece_view(piece, "read()", source)  # empty: the end
     else:
         pieces = iter(source)
 
-        def next_piece(want: int) -> Any:
-            return next(pieces, b"")
+        def next_piece(want: int) -> Tuple[Any, memoryview]:
+            for piece in pieces:
+                pv = _piece_view(piece, "iteration", source)
+                if pv:
+                    return piece, pv
+            return b"", memoryview(b"")
 
     gather: Optional[bytearray] = None   # the buffer being filled from pieces
     view = memoryview(b"")
     filled = 0
     while True:
-        piece = next_piece(chunk - filled)
-        if not piece:
+        piece, pv = next_piece(chunk - filled)
+        if not pv:
             break
-        pv = memoryview(piece).cast("B")
         pos, end = 0, len(pv)
         while pos < end:
             if gather is None and end - pos >= chunk:

@@ -115,7 +115,20 @@ int sf_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t nam
         return SF_ERR;
     if (sf_lookup_vid(cl, conn, name, name_len, &vid, err) != SF_OK)
         return SF_ERR;
-    return sf_read_inode_header(cl, conn, vid, info, err);
+    /* A delete can land between the lookup and the inode read. sheep then
+     * leaves the inode with its name and size zeroed (or, where the object
+     * is lost, none at all): either way this name no longer has that VDI,
+     * which is NO_VDI, not a missing object or a zero-byte image. */
+    int rc = sf_read_inode_header(cl, conn, vid, info, err);
+    if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
+        return sf_fail_result(err, SF_RES_NO_VDI,
+                              "VDI '%.*s' not found (vid 0x%x has no inode: deleted)",
+                              (int)name_len, name, vid);
+    if (rc == SF_OK && (strlen(info->name) != name_len || memcmp(info->name, name, name_len) != 0))
+        return sf_fail_result(err, SF_RES_NO_VDI,
+                              "VDI '%.*s' not found (vid 0x%x was deleted%s)", (int)name_len,
+                              name, vid, info->name[0] ? " and reused" : "");
+    return rc;
 }
 
 static int sf_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,

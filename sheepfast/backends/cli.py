@@ -129,6 +129,9 @@ _NAMED_MESSAGES = (
     "Failed to open VDI {} (snapshot id: ", "Failed to create VDI {}: ",
     "Failed to delete {}: ", "Failed to read a vdi {}",
 )
+# dog read the vid of the working VDI but not its inode (read_vdi_obj)
+_INODE_UNREADABLE = "Failed to read a vdi <name>"
+
 _ATTR_MISSING = re.compile(r"^Attribute '.*' not found$", re.MULTILINE | re.DOTALL)
 _PAST_END_LINES = ("Read offset is beyond the end of the VDI",
                    "Write offset is beyond the end of the VDI")
@@ -139,6 +142,7 @@ _Arg = Union[str, bytes]
 _PIPE_CHUNK = 1 << 20   # bytes per write() into dog's stdin
 _PIPE_SIZE = 1 << 20    # asked of the kernel for data pipes: fewer wake-ups
 _STDERR_LIMIT = 64 << 10
+_DRAIN_POLL = 0.01      # seconds between looks at whether dog has read its input
 
 
 # ------------------------------------------------------------------ helpers
@@ -321,6 +325,21 @@ def _grow_pipe(fd: int) -> None:
         pass  # only an optimisation
 
 
+def _unread(fd: int) -> Optional[int]:
+    """Bytes written to the pipe fd and not yet read from it (None where the
+    system cannot tell)."""
+    try:
+        import array
+        import fcntl
+        import termios
+
+        count = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+    except (ImportError, AttributeError, OSError):
+        return None
+    return count[0]
+
+
 class _Process:
     """One dog run: feed goes to its stdin, its stdout into sink (or is
     collected), its stderr is collected; all three pipes are pumped at once
@@ -362,11 +381,15 @@ class _Process:
                 os.set_blocking(fd, False)
                 sel.register(fd, selectors.EVENT_WRITE if fd == stdin_fd else selectors.EVENT_READ)
             deadline = time.monotonic() + timeout
+            # Once the feed is in the pipe, stdin stays open until dog has read
+            # it all: a dog that exits 0 with input left unread (it saw a
+            # smaller VDI than we did) wrote less than it was given.
+            draining = False
             while sel.get_map():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _Hung()
-                for key, _events in sel.select(left):
+                for key, _events in sel.select(min(left, _DRAIN_POLL) if draining else left):
                     try:
                         moved = pumps[key.fd](key.fd)
                     except BlockingIOError:
@@ -374,10 +397,20 @@ class _Process:
                     if moved is None:  # that stream is over
                         sel.unregister(key.fd)
                         if key.fd == stdin_fd:
-                            assert proc.stdin is not None
-                            proc.stdin.close()  # EOF for dog
+                            draining = not self.stdin_broken and _unread(stdin_fd) is not None
+                            if not draining:
+                                assert proc.stdin is not None
+                                proc.stdin.close()  # EOF for dog
                     if moved != 0:
                         deadline = time.monotonic() + timeout
+                if draining and _unread(stdin_fd) == 0:
+                    assert proc.stdin is not None
+                    proc.stdin.close()  # all read: EOF for dog
+                    draining = False
+            if draining:  # dog closed its output before reading all its input
+                self.stdin_broken = _unread(stdin_fd) != 0
+                assert proc.stdin is not None
+                proc.stdin.close()
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -457,6 +490,10 @@ def _classify(outcome: _Outcome, what: str, name: Optional[bytes]) -> Exception:
     for line in lines:
         if line.startswith(_NETWORK_PREFIXES):
             return _oserror(errors.ConnectionError, f"{what}: {line}", _errno.EIO)
+    if _INODE_UNREADABLE in lines and any(line.endswith(" No object found") for line in lines):
+        # dog found the vid, then no inode behind it: deleted in between
+        shown = repr(_name_str(name)) if name is not None else "named"
+        return errors.VdiNotFound(f"VDI {shown} not found (deleted while dog opened it)", 0x08)
     for line in lines:
         for text, result in _RESULT_TEXTS.items():
             if line == text or line.endswith(" " + text):
@@ -589,6 +626,16 @@ class _ObjectRanges:
                 self._cond.notify_all()
 
 
+def _working_vdi(dog: _Dog, raw: bytes) -> VdiInfo:
+    """VdiInfo of the working VDI called raw, or VdiNotFound."""
+    outcome = dog.run(f"looking up VDI {_name_str(raw)!r}", "list", ("-r",), raw,
+                      idempotent=True, benign=_LIST_VANISHED)
+    for info in parse_vdi_list(outcome.stdout):
+        if not info.snapshot and _name_bytes(info.name) == raw:
+            return info
+    raise errors.VdiNotFound(f"VDI {_name_str(raw)!r} not found", 0x08)
+
+
 class CliImage:
     """An open VDI reached through dog; one process per read or write.
 
@@ -664,11 +711,12 @@ class CliImage:
         if not view:
             return 0
         what = f"reading VDI {self.info.name!r}"
-        outcome = self._dog.run(what, "read", (), self._raw_name, (str(offset), str(len(view))),
-                                sink=view, idempotent=True)
-        if outcome.stdout_count != len(view):
-            raise errors.ProtocolError(
-                f"{what}: dog returned {outcome.stdout_count} of {len(view)} bytes")
+        with self._deletion_explained():
+            outcome = self._dog.run(what, "read", (), self._raw_name,
+                                    (str(offset), str(len(view))), sink=view, idempotent=True)
+            if outcome.stdout_count != len(view):
+                raise errors.ProtocolError(
+                    f"{what}: dog returned {outcome.stdout_count} of {len(view)} bytes")
         return len(view)
 
     def write(self, data: ReadableBuffer, offset: int) -> int:
@@ -678,14 +726,40 @@ class CliImage:
             return 0
         what = f"writing VDI {self.info.name!r}"
         shift = self.info.block_size_shift
-        with self._writing.hold(offset >> shift, (offset + len(view) - 1) >> shift):
-            # the same bytes at the same place: safe to resend on another gateway
-            outcome = self._dog.run(what, "write", (), self._raw_name,
-                                    (str(offset), str(len(view))), feed=view, idempotent=True)
-        if outcome.stdin_broken:
-            raise errors.ProtocolError(
-                f"{what}: dog stopped reading its input but reported success")
+        with self._deletion_explained():
+            with self._writing.hold(offset >> shift, (offset + len(view) - 1) >> shift):
+                # the same bytes at the same place: safe to resend on another gateway
+                outcome = self._dog.run(what, "write", (), self._raw_name,
+                                        (str(offset), str(len(view))), feed=view,
+                                        idempotent=True)
+            if outcome.stdin_broken:
+                raise errors.ProtocolError(
+                    f"{what}: dog stopped reading its input but reported success")
         return len(view)
+
+    @contextmanager
+    def _deletion_explained(self) -> Iterator[None]:
+        """Turns the ways a delete shows up in a dog read or write into
+        VdiNotFound. dog looks the name up, then reads the inode; a delete
+        in between leaves it an inode without name or size, so it refuses
+        the range as past the end (this range lies inside the size seen at
+        open, and VDIs never shrink) or moves no bytes at all. Only when a
+        fresh lookup confirms that the VDI opened is gone (the name is free
+        or names another vid); otherwise the error stands."""
+        try:
+            yield
+        except (errors.OutOfRange, errors.ProtocolError) as failure:
+            try:
+                current = _working_vdi(self._dog, self._raw_name)
+            except errors.VdiNotFound:
+                current = None
+            except errors.SheepfastError:
+                raise failure from None
+            if current is not None and current.vid == self.info.vid:
+                raise failure
+            raise errors.VdiNotFound(
+                f"VDI {self.info.name!r} not found (vid {self.info.vid:#x} was deleted)",
+                0x08) from failure
 
     # Attributes: sheep keeps them by VDI name (dog vdi setattr/getattr).
 
@@ -823,12 +897,7 @@ class CliBackend:
         self._dog.run(f"creating VDI {_name_str(raw)!r}", "create", options, raw, (str(size),))
 
     def _working(self, raw: bytes) -> VdiInfo:
-        outcome = self._dog.run(f"looking up VDI {_name_str(raw)!r}", "list", ("-r",), raw,
-                                idempotent=True, benign=_LIST_VANISHED)
-        for info in parse_vdi_list(outcome.stdout):
-            if not info.snapshot and _name_bytes(info.name) == raw:
-                return info
-        raise errors.VdiNotFound(f"VDI {_name_str(raw)!r} not found", 0x08)
+        return _working_vdi(self._dog, raw)
 
     def stat(self, name: Union[str, bytes]) -> VdiInfo:
         """VdiInfo of the working VDI called name (dog reads every inode)."""

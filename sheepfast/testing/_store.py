@@ -505,6 +505,21 @@ class Store:
             inode.zero(w.INDEX_OFFSET, w.INDEX_SIZE)
             return w.RES_SUCCESS, vid
 
+    def delete_working(self, name: bytes) -> int:
+        """What a client's delete does to the working VDI called name: the
+        flat index zeroed (objects reclaimed), then DEL_VDI. Returns the
+        result code."""
+        with self.lock:
+            result, hdr = self._lookup(name, b"", 0)
+            if result:
+                return result
+            vid = hdr.vdi_id
+            inode = self.inodes[vid]
+            if hdr.store_policy != w.STORE_POLICY_HYPER:
+                for idx in self._index_entries(inode):
+                    self._write_inode(vid, inode, w.index_entry_offset(idx), bytes(4))
+            return self.del_vdi(name, b"", 0)[0]
+
     def vdi_attr(self, record: bytearray, snapid: int, *, create: bool, excl: bool,
                  delete: bool) -> Tuple[int, Optional[w.VdiResult]]:
         """GET_VDI_ATTR, as sheep 1.0 runs it: (result, reply union).

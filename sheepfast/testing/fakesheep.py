@@ -53,7 +53,7 @@ import time
 import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, NamedTuple, Optional, Set
+from typing import Callable, Dict, List, NamedTuple, Optional, Set
 
 from . import wire as w
 from ._ops import NODE_SPACE, Handlers, Reply
@@ -102,6 +102,7 @@ class _Faults:
         self._lock = threading.Lock()
         self._delays: Dict[Optional[int], float] = {}
         self._armed: List[List] = []     # [fault, matching requests seen so far]
+        self._actions: List[List] = []   # [n, opcode, action, matching requests executed]
         self.reorder = False
 
     def set_delay(self, seconds: float, opcode: Optional[int]) -> None:
@@ -146,10 +147,32 @@ class _Faults:
         with self._lock:
             return len(self._armed)
 
+    def arm_action(self, n: int, opcode: Optional[int], action: Callable[[], None]) -> None:
+        if n < 1:
+            raise ValueError("n counts from 1")
+        with self._lock:
+            self._actions.append([n, opcode, action, 0])
+
+    def actions_after(self, opcode: int) -> List[Callable[[], None]]:
+        """Count this executed request against every armed action; return
+        those it fires."""
+        fired = []
+        with self._lock:
+            for slot in list(self._actions):
+                n, wanted, action, _seen = slot
+                if wanted is not None and wanted != opcode:
+                    continue
+                slot[3] += 1
+                if slot[3] == n:
+                    self._actions.remove(slot)
+                    fired.append(action)
+        return fired
+
     def clear(self) -> None:
         with self._lock:
             self._delays.clear()
             self._armed.clear()
+            self._actions.clear()
             self.reorder = False
 
 
@@ -531,6 +554,11 @@ class FakeSheep:
                 reply = Reply(w.RES_SYSTEM_ERROR)
             if fault is not None and fault.kind == "fail_after":
                 reply = Reply(fault.result)
+            for action in self._faults.actions_after(req.opcode):
+                try:
+                    action()
+                except Exception:
+                    self.internal_errors.append(traceback.format_exc())
         header = w.pack_response(req.opcode, reply.result, epoch=self.epoch, id=req.id,
                                  data_length=reply.data_length, args=reply.args)
         return [header, *reply.data]
@@ -555,6 +583,21 @@ class FakeSheep:
     def drop_nth(self, n: int, opcode: Optional[int] = None) -> None:
         """On the n-th matching request from now, reset its connection unanswered."""
         self._faults.arm(_Fault("drop", n, opcode, 0))
+
+    def after_nth(self, n: int, action: Callable[[], None], opcode: Optional[int] = None) -> None:
+        """Once the n-th matching request from now has been executed, and
+        before its reply is sent, call action() (on a server thread): what
+        another client did between two of this one's requests, e.g.
+        delete_vdi() between a lookup and the inode read that follows it."""
+        self._faults.arm_action(n, opcode, action)
+
+    def delete_vdi(self, name) -> None:
+        """Deletes the working VDI called name as a client would: index
+        zeroed, then DEL_VDI (the inode keeps its vid, name and size zeroed)."""
+        raw = name.encode() if isinstance(name, str) else bytes(name)
+        result = self.store.delete_working(raw)
+        if result != w.RES_SUCCESS:
+            raise LookupError(f"FakeSheep: cannot delete VDI {raw!r}: result 0x{result:02x}")
 
     def diverge_nth(self, n: int, opcode: Optional[int] = None) -> None:
         """The n-th matching request from now is answered SUCCESS but not
