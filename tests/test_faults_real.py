@@ -18,7 +18,8 @@ What must hold afterwards (DESIGN.md, "Success means stored"):
 Every scenario runs ``SHEEPFAST_FAULT_RUNS`` times (default 1). Set
 ``SHEEPFAST_FAULT_RECORD=path`` to append one JSON line per run (outcome,
 how long the call took, when the fault hit, every symptom and the sheep log
-lines around it) for a report.
+lines around it) for a report, and ``SHEEPFAST_FAULT_SHEEP_LOG=debug`` to
+have sheep log every request (the lines naming a wrong object are recorded).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Optional
 
 import pytest
 
@@ -45,6 +46,7 @@ MiB = 1 << 20
 LOCAL_SHEEP_ENV = "SHEEPFAST_TEST_SHEEP"
 RUNS_ENV = "SHEEPFAST_FAULT_RUNS"
 RECORD_ENV = "SHEEPFAST_FAULT_RECORD"
+LOG_LEVEL_ENV = "SHEEPFAST_FAULT_SHEEP_LOG"  # e.g. "debug": sheep logs every request
 
 if os.environ.get(LOCAL_SHEEP_ENV) != "1":
     pytest.skip(f"fault injection needs sheep processes of its own: set {LOCAL_SHEEP_ENV}=1 "
@@ -85,7 +87,8 @@ def sheep():
 
     if not available():
         pytest.fail(f"{LOCAL_SHEEP_ENV}=1 but sheep/dog are not on PATH")
-    with LocalSheep(nodes=NODES, copies=COPIES) as local:
+    with LocalSheep(nodes=NODES, copies=COPIES,
+                    log_level=os.environ.get(LOG_LEVEL_ENV) or None) as local:
         yield local
 
 
@@ -354,6 +357,7 @@ OPS: dict = {
 }
 WRITES = {"raw-write", "add-known", "add-unknown"}
 ADDS = {"add-known", "add-unknown"}
+GLANCE_OPS = ADDS | {"get"}
 
 
 # ---------------------------------------------------------------- a run
@@ -382,6 +386,8 @@ class Run:
     vdi_listed: Optional[bool] = None
     problems: list = field(default_factory=list)
     log: dict = field(default_factory=dict)
+    oid_log: dict = field(default_factory=dict)  # wrong object -> sheep -> lines naming it
+    phases: dict = field(default_factory=dict)   # seconds each step of the run took
 
 
 class Context:
@@ -447,8 +453,11 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
     record = Run(scenario, run_index, fault_kind, victim, gateways, io_timeout)
     rng = random.Random(f"{scenario}/{run_index}/{time.time_ns()}")
     fault = Fault(sheep, victim, fault_kind)
+    # The store is set up here, before the call: importing and configuring
+    # glance_store on the call's thread once took longer than CALL_BOUND.
+    glance = glance_factory(gateways, io_timeout) if op in GLANCE_OPS else None
     ctx = Context(sheep, image, names, _addresses(sheep, gateways), io_timeout, fault, rng,
-                  lambda: glance_factory(gateways, io_timeout))
+                  lambda: glance)
     marks = sheep.log_marks()
     survivors = [i for i in range(NODES) if i != victim]
     reader = survivors[0]
@@ -505,9 +514,18 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
         record.detail = " ".join(filter(None, (record.detail, outcome["trace"])))
     record.wrong_returned = list(ctx.returned_mismatches)
 
+    clock = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        record.phases[name] = round(now - clock, 2)
+        clock = now
+
     if fault_kind == "kill" and fault.hit_at is not None:
         # The cluster must have noticed before "while down" means anything.
         sheep.wait_for_nodes(survivors, timeout=CLUSTER_BOUND)
+    phase("noticed")
 
     expected_there = op not in ADDS or call is not None
     listed = ctx.name in sheep.vdi_names(node=reader)
@@ -531,45 +549,57 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
             if not down.ok:
                 record.wrong_while_down = [str(down)]
                 record.problems.append(f"while sheep {victim} was down: {down}")
-                _diagnose(record, sheep, down, image)
+                _diagnose(record, sheep, down, image, marks)
+    phase("read while down")
     if fault_kind == "kill":
         sheep.start_node(victim)
     elif fault.armed and not sheep.running(victim):
         sheep.resume_node(victim)
     sheep.wait_for_nodes(range(NODES), timeout=CLUSTER_BOUND)
     sheep.wait_for_recovery(timeout=CLUSTER_BOUND)
+    phase("back and recovered")
     if must_be_right and expected_there:
         after = sheep.compare_vdi(ctx.name, image, via=victim, object_size=OBJECT_SIZE)
         if not after.ok:
             record.wrong_after = [str(after)]
             record.problems.append(f"after sheep {victim} was back and recovered: {after}")
-            _diagnose(record, sheep, after, image)
+            _diagnose(record, sheep, after, image, marks)
         with sheepfast.connect(",".join(sheep.addresses), io_timeout=30) as cluster:
             with cluster.open(ctx.name) as vdi:
                 back = hashlib.sha256(vdi.read(0, len(image))).hexdigest()
         if back != digests["sha256"]:
             record.wrong_sheepfast = back
             record.problems.append("sheepfast read back other bytes after recovery")
+    phase("read after")
     if op in ADDS and call is None and not listed:
         assert ctx.name not in sheep.vdi_names(), "the VDI reappeared after recovery"
     _finish(record, sheep, marks)
     return record
 
 
-def _diagnose(record: Run, sheep, comparison, image: bytes) -> None:
-    """For each wrong object: what every sheep holds of it on disk."""
+def _diagnose(record: Run, sheep, comparison, image: bytes, marks) -> None:
+    """For each wrong object: what every sheep holds of it on disk, and the
+    log lines that name it."""
     from sheepfast.testing.localsheep import ObjectMismatch
 
     vid = _vid(sheep, comparison.name)
+    logs = sheep.log_since(marks)
     for mismatch in comparison.bad_objects[:4]:
         oid = (vid << 32) | mismatch.index
         want = image[mismatch.index * OBJECT_SIZE:(mismatch.index + 1) * OBJECT_SIZE]
         copies = sheep.object_files(oid)
-        record.problems.append(
-            f"  object {mismatch.index} (oid {oid:016x}) on disk: " + (", ".join(
-                f"sheep {node}: {len(data)} bytes, "
-                f"{ObjectMismatch.of(mismatch.index, want, data).right_prefix} right from "
-                "the start" for node, data in sorted(copies.items())) or "no copy"))
+        record.problems.append(f"  object {mismatch.index} (oid {oid:016x}) on disk:")
+        for node in range(NODES):
+            if node not in copies:
+                record.problems.append(f"    sheep {node}: no copy")
+            elif copies[node] == want:
+                record.problems.append(f"    sheep {node}: right")
+            else:
+                record.problems.append(
+                    f"    sheep {node}: {ObjectMismatch.of(mismatch.index, want, copies[node])}")
+        named = {str(node): [line for line in lines if f"{oid:016x}" in line][:30]
+                 for node, lines in logs.items()}
+        record.oid_log[f"{oid:016x}"] = named
 
 
 def _vid(sheep, name: str) -> int:
@@ -616,10 +646,11 @@ KNOWN_BUG: dict = {}
 
 
 def _params(fault_kind: str, ops, victims, gateway_sets):
-    for op in ops:
-        for victim in victims:
-            for gateways in gateway_sets:
-                for run in range(RUNS):
+    # Round by round, so that a run cut short has seen every scenario.
+    for run in range(RUNS):
+        for op in ops:
+            for victim in victims:
+                for gateways in gateway_sets:
                     who = "gateway" if victim == GATEWAY else "other"
                     key = f"{fault_kind}-{who}-{op}-{gateways}"
                     marks = [pytest.mark.xfail(strict=False, reason=KNOWN_BUG[key])] \

@@ -48,6 +48,10 @@ def _read_full(stream, n: int) -> bytes:
     return b"".join(parts)
 
 
+#: The unit in which ObjectMismatch reports wrong ranges (sheep's block size).
+MISMATCH_GRAIN = 4096
+
+
 @dataclass
 class ObjectMismatch:
     """One object that did not read back as expected."""
@@ -57,6 +61,8 @@ class ObjectMismatch:
     right_prefix: int     # bytes equal to the expected ones from its start
     rest_zero: bool       # everything after that prefix reads as zeros
     expected_zero: bool   # the expected object is all zeros
+    # (start, end, "zeros" or "other") of each wrong run, in MISMATCH_GRAIN blocks
+    wrong: list = field(default_factory=list)
 
     @classmethod
     def of(cls, index: int, want: bytes, got: bytes) -> "ObjectMismatch":
@@ -68,16 +74,29 @@ class ObjectMismatch:
                 lo = mid
             else:
                 hi = mid - 1
+        wrong: list = []
+        for start in range(0, max(len(want), len(got)), MISMATCH_GRAIN):
+            a = want[start:start + MISMATCH_GRAIN]
+            b = got[start:start + MISMATCH_GRAIN]
+            if a == b:
+                continue
+            kind = "zeros" if b.count(0) == len(b) else "other"
+            end = start + max(len(a), len(b))
+            if wrong and wrong[-1][1] == start and wrong[-1][2] == kind:
+                wrong[-1] = (wrong[-1][0], end, kind)
+            else:
+                wrong.append((start, end, kind))
         return cls(index=index, length=len(got), right_prefix=lo,
                    rest_zero=got[lo:].count(0) == len(got) - lo,
-                   expected_zero=want.count(0) == len(want))
+                   expected_zero=want.count(0) == len(want), wrong=wrong)
 
     def __str__(self) -> str:
         what = "then zeros" if self.rest_zero else "then other bytes"
         if self.expected_zero:
             what += " (expected all zeros)"
+        runs = ", ".join(f"{a // 1024}-{b // 1024} KiB {kind}" for a, b, kind in self.wrong[:6])
         return (f"object {self.index}: {self.right_prefix} of {self.length} bytes right "
-                f"({self.right_prefix / 1024:.0f} KiB), {what}")
+                f"({self.right_prefix / 1024:.0f} KiB), {what}; wrong: {runs}")
 
 
 @dataclass
@@ -125,12 +144,14 @@ class LocalSheep:
 
     host = "127.0.0.1"
 
-    def __init__(self, nodes: int = 3, copies: int = 2, *, start_timeout: float = 30.0):
+    def __init__(self, nodes: int = 3, copies: int = 2, *, start_timeout: float = 30.0,
+                 log_level: str | None = None):
         if not available():
             raise LocalSheepError("sheep and dog must be on PATH")
         self.nodes = nodes
         self.copies = copies
         self.start_timeout = start_timeout
+        self.log_level = log_level  # sheep's own names: "debug", "info", ...
         self.ports: list[int] = []
         self.base_dir = ""
         self._procs: list[subprocess.Popen | None] = []
@@ -162,6 +183,7 @@ class LocalSheep:
             "-b", self.host, "-y", self.host,
             "-p", str(self.ports[i]),
             "-z", str(i),             # one zone per node, or copies can't spread
+            *(["-l", f"level={self.log_level}"] if self.log_level else []),
             "-c", "local:" + os.path.join(self.base_dir, "shm"),  # own driver file
             node_dir,
         ]
