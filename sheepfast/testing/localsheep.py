@@ -350,20 +350,42 @@ class LocalSheep:
                    settled, timeout)
         return next(iter(found.values()))[1]
 
-    def recovering(self, node: int = 0) -> list[int]:
-        """Which sheep report recovery under way (``dog node recovery``)."""
+    def recovery_progress(self, node: int = 0) -> dict:
+        """Sheep -> (objects recovered, objects to recover) for every sheep
+        that reports recovery under way (``dog node recovery``)."""
         out = self.dog("node", "recovery", "-r", node=node).stdout.decode()
         by_address = {a: i for i, a in enumerate(self.addresses)}
-        busy = []
+        busy = {}
         for line in out.splitlines():
             fields = line.split()  # "<id> host:port <vnodes> <zone> <done> <total>"
-            if len(fields) >= 2:
-                busy.append(by_address.get(fields[1], -1))
+            if len(fields) >= 6:
+                busy[by_address.get(fields[1], -1)] = (int(fields[4]), int(fields[5]))
         return busy
+
+    def recovering(self, node: int = 0) -> list[int]:
+        """Which sheep report recovery under way."""
+        return sorted(self.recovery_progress(node))
 
     def wait_for_recovery(self, *, via: int = 0, timeout: float | None = None) -> None:
         """Waits until no sheep in the cluster is recovering objects."""
-        self._wait("recovery to finish", lambda: self.recovering(via) == [], timeout)
+        seen: dict = {}
+
+        def done() -> bool:
+            seen.clear()
+            seen.update(self.recovery_progress(via))
+            return not seen
+
+        try:
+            self._wait("recovery to finish", done, timeout)
+        except LocalSheepError as exc:
+            raise LocalSheepError(f"{exc}; still recovering (sheep: (done, total)): {seen}\n"
+                                  f"{self._log_tails(12)}") from None
+
+    def restart_cluster(self) -> None:
+        """Throws the whole cluster away and starts a fresh one (new ports,
+        new directories): for going on after a cluster that no longer heals."""
+        self.stop()
+        self.start()
 
     def vdi_names(self, node: int = 0) -> set:
         """The names of the working (not snapshot) VDIs, as dog vdi list gives them."""
