@@ -141,6 +141,14 @@ void sf_deadline_end(int64_t saved)
     call_deadline_ms = saved;
 }
 
+int64_t sf_grace_begin(const sf_cluster *cl)
+{
+    int64_t saved = call_deadline_ms;
+    int ms = cl->io_timeout_ms < SF_GRACE_MS ? cl->io_timeout_ms : SF_GRACE_MS;
+    call_deadline_ms = sf_now_ms() + ms;
+    return saved;
+}
+
 int64_t sf_call_begin(const sf_cluster *cl)
 {
     return sf_deadline_begin(cl->io_timeout_ms);

@@ -39,6 +39,11 @@ void sf_error_clear(sf_error *err);
 /* Opens the scope of one public call: its io_timeout, or less when an
  * enclosing scope ends sooner. Returns what sf_deadline_end restores. */
 int64_t sf_call_begin(const struct sf_cluster *cl);
+/* A call that failed still owes the index its created objects, or nothing
+ * would reclaim them; that bookkeeping gets this long of its own (at most
+ * io_timeout), even when the call's deadline is spent. */
+#define SF_GRACE_MS 2000
+int64_t sf_grace_begin(const struct sf_cluster *cl);
 /* What is left of the current call's deadline (io_timeout outside one). */
 int sf_time_left_ms(const struct sf_cluster *cl);
 

@@ -1068,8 +1068,11 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
 
     sf_source src = {&t, transfer_next, transfer_complete};
     rc = sf_run_lanes(cl, lanes, nr_lanes, &src, depth, err);
-    if (writing && (rc != SF_OK || (t.failed && (t.nr_created > 0 || t.nr_uncertain > 0))))
+    if (writing && (rc != SF_OK || (t.failed && (t.nr_created > 0 || t.nr_uncertain > 0)))) {
+        int64_t scope = sf_grace_begin(cl);
         index_created_after_loss(&t, lanes, nr_lanes);
+        sf_deadline_end(scope);
+    }
     if (rc == SF_OK && t.failed) {
         *err = t.err;
         rc = SF_ERR;

@@ -359,14 +359,10 @@ def test_a_mangled_reply_is_a_clear_error_never_a_wrong_byte(upstream, proxy, ta
             owned, indexed = _owned(upstream, outcome["vid"]), _indexed(upstream, name)
             assert indexed <= owned, "an index entry names an object that does not exist"
             # Failed or not, every object the write created is indexed, except
-            # in two cases pinned by strict xfails until the engine handles
-            # them: the server carried on with requests the client had given
-            # up on (test_a_create_applied_after_the_client_gave_up_is_indexed),
-            # or the write timed out (test_lost_replies.
-            # test_a_write_that_times_out_leaves_its_objects_indexed)
-            known = error is not None and (
-                proxy.fired[1].then == "carry on" or
-                isinstance(error, sheepfast.TimeoutError))
+            # when the server carried on with requests the client had given
+            # up on (pinned by the strict xfail
+            # test_a_create_applied_after_the_client_gave_up_is_indexed)
+            known = error is not None and proxy.fired[1].then == "carry on"
             if not known:
                 assert owned == indexed, "objects created but not indexed"
         assert upstream.hazards == []

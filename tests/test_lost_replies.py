@@ -222,12 +222,6 @@ def test_a_create_that_failed_after_creating_is_indexed(sheep):
     assert_consistent(sheep, "createfail", vid)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sf_vdi.c index_created_after_loss under one deadline per call (946d001): when "
-    "the write times out, the deadline is spent, so neither the probes of the CREATEs "
-    "in flight nor the index writes for the objects already created go out; every "
-    "object the write created stays unindexed and delete never reclaims it (before, "
-    "the cleanup ran on fresh timeouts and indexed them)"))
 def test_a_write_that_times_out_leaves_its_objects_indexed(sheep):
     """Sheep applies every CREATE at once but answers late: the write fails
     with a timeout, and the objects it made must still be in the index."""
