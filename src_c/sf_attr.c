@@ -67,7 +67,7 @@ static int attr_request(sf_cluster *cl, sf_conn **conn, const char *name, size_t
     return SF_OK;
 }
 
-int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+static int sf_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
                     size_t value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
@@ -93,7 +93,7 @@ int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *va
     return SF_OK;
 }
 
-int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
+static int sf_vdi_attr_get_in_call(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
                     size_t *value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
@@ -142,7 +142,7 @@ out:
     return rc;
 }
 
-int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
+static int sf_vdi_attr_delete_in_call(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;
@@ -159,4 +159,32 @@ int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *e
     if (rc != SF_OK)
         return attr_failed(err, "deleting", name, name_len, key, key_len);
     return SF_OK;
+}
+
+/* ------------------------------------------------- public calls, each with one deadline */
+
+int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+                    size_t value_len, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_attr_set_in_call(vdi, key, key_len, value, value_len, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
+                    size_t *value_len, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_attr_get_in_call(vdi, key, key_len, value, value_cap, value_len, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
+{
+    int64_t scope = sf_call_begin(vdi->cl);
+    int result = sf_vdi_attr_delete_in_call(vdi, key, key_len, err);
+    sf_deadline_end(scope);
+    return result;
 }

@@ -23,6 +23,8 @@ from typing import Optional
 import pytest
 
 import sheepfast
+from sheepfast.backends import native_available, open_backend
+from sheepfast.backends.cli import CliBackend
 from sheepfast.testing import FakeSheep
 
 REAL_CLUSTER_ENV = "SHEEPFAST_TEST_CLUSTER"
@@ -139,3 +141,29 @@ def dog(target):
         return done.stdout
 
     return run
+
+
+FAKEDOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakedog", "dog")
+
+
+def dog_command(target) -> str:
+    """The dog the CLI backend runs: the stand-in on FakeSheep, the real one
+    on a real cluster (skipped without it)."""
+    if target.is_fake:
+        return FAKEDOG
+    found = shutil.which("dog")
+    if found is None:
+        pytest.skip("dog is not on PATH (needed for the CLI backend on a real cluster)")
+    return found
+
+
+@pytest.fixture(params=["native", "cli"])
+def backend(request, target):
+    if request.param == "native":
+        if not native_available():
+            pytest.skip("the native extension is not built")
+        be = open_backend(target.address, "native", io_timeout=30)
+    else:
+        be = CliBackend(target.address, dog_command=dog_command(target), timeout=60)
+    yield be
+    be.close()

@@ -31,25 +31,13 @@ from sheepfast.incomplete import (MARK_KEY, Mark, UploadMark, find_incomplete, p
 from sheepfast.testing import FakeSheep
 from sheepfast.testing import wire as w
 
-from test_attributes import dog_command
+from conftest import dog_command  # noqa: F401  (the backend fixture is in conftest)
 
 MiB = 1 << 20
 HOUR = 3600.0
 ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(sheepfast.__file__)))
 ENV.pop("SHEEPFAST_CLUSTER", None)
 COMMAND = [sys.executable, "-m", "sheepfast"]
-
-
-@pytest.fixture(params=["native", "cli"])
-def backend(request, target):
-    if request.param == "native":
-        if not native_available():
-            pytest.skip("the native extension is not built")
-        be = open_backend(target.address, "native", io_timeout=30)
-    else:
-        be = CliBackend(target.address, dog_command=dog_command(target), timeout=60)
-    yield be
-    be.close()
 
 
 def image_for(backend, name, chunk=MiB):
