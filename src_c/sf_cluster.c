@@ -169,12 +169,20 @@ uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch)
            !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED))
         ;
+    if (epoch > seen && seen != 0) /* the first reply only tells where we start */
+        __atomic_store_n(&cl->epoch_changed_ms, sf_now_ms(), __ATOMIC_RELAXED);
     return epoch > seen ? epoch : seen;
 }
 
 uint32_t sf_cluster_epoch(sf_cluster *cl)
 {
     return __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
+}
+
+int sf_cluster_recovering(sf_cluster *cl)
+{
+    int64_t changed = __atomic_load_n(&cl->epoch_changed_ms, __ATOMIC_RELAXED);
+    return changed != 0 && sf_now_ms() - changed < SF_RECOVERY_WINDOW_MS;
 }
 
 /* Takes in the node list just read (at epoch): learns each node's gateway

@@ -172,11 +172,19 @@ struct sf_cluster {
     sf_ring *ring;         /* the cluster's placement, or NULL when unknown */
     int64_t ring_time_ms;  /* when it was read */
     uint32_t epoch;        /* the newest membership epoch any reply carried (atomic) */
+    int64_t epoch_changed_ms; /* when a reply first carried it (0: no change seen) */
 };
+
+/* Sheep recovers the objects a membership change moved for a while after
+ * it, and a write to an object being recovered can be lost on its new copy.
+ * For this long after a change, overwrites are checked copy by copy too. */
+#define SF_RECOVERY_WINDOW_MS 60000
 
 /* Records the epoch a reply carried; returns the newest one seen. */
 uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch);
 uint32_t sf_cluster_epoch(sf_cluster *cl);
+/* Whether a membership change was seen less than SF_RECOVERY_WINDOW_MS ago. */
+int sf_cluster_recovering(sf_cluster *cl);
 
 /* The current ring with a reference (NULL when routing is off or the
  * placement is unknown); sf_ring_put drops it. */

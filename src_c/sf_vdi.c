@@ -345,6 +345,7 @@ typedef struct transfer {
     uint32_t epoch;
     uint32_t nr_suspect;
     int index_suspect;
+    int recovering; /* started soon after a membership change: overwrites are suspect */
 } transfer;
 
 /* Replicated objects can go straight to a sheep holding them; erasure-coded
@@ -533,7 +534,13 @@ static int crossed_membership_change(transfer *t, const sf_op *op)
 {
     if (t->epoch == 0)
         t->epoch = op->rsp.epoch;
-    return op->resent || op->rsp.epoch != t->epoch;
+    if (op->resent || op->rsp.epoch != t->epoch)
+        return 1;
+    /* While sheep may still be recovering, an object that existed before
+     * this call can lose a write on its new copy; one this call created is
+     * not in any recovery list. */
+    return t->recovering && op->req.oid != sf_inode_oid(t->vdi->info.vid) &&
+           t->pieces[t->slot_piece[op->tag]].entry == t->vdi->info.vid;
 }
 
 static void transfer_complete(void *ctx, sf_op *op)
@@ -996,6 +1003,7 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     t.vdi = vdi;
     t.writing = writing;
     t.epoch = sf_cluster_epoch(cl);
+    t.recovering = writing && sf_cluster_recovering(cl);
     int rc = SF_ERR;
     sf_conn *lanes[SF_MAX_LANES] = {NULL};
     unsigned nr_lanes = 0;

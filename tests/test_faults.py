@@ -256,3 +256,21 @@ def test_deadline_scope_shortens_every_call_inside_it(fake, fcluster):
 def test_deadline_refuses_what_is_not_a_duration(seconds):
     with pytest.raises((sheepfast.InvalidArgument, ValueError)):
         sheepfast.deadline(seconds)
+
+
+def test_overwrites_soon_after_a_membership_change_are_checked(fake, fcluster):
+    """Sheep recovers moved objects for a while after a change, and a write
+    to one being recovered can be lost on its new copy: overwrites in that
+    window are read back too; objects the call creates are not (no recovery
+    list holds them)."""
+    name = _name("window")
+    fcluster.create(name, 8 * MiB, block_size_shift=20)
+    with fcluster.open(name) as vdi:
+        vdi.write(b"\x03" * (4 * MiB), 0)     # objects 0-3 exist
+        fake.epoch += 1                        # a membership change ...
+        vdi.read(0, 1)                         # ... that the client has seen
+        vdi.write(os.urandom(4 * MiB), 4 * MiB)
+        assert vdi.stats["objects_checked"] == 0  # fresh objects: nothing to check
+        vdi.write(os.urandom(4 * MiB), 0)
+        assert vdi.stats["objects_checked"] == 4
+    fcluster.delete(name)
