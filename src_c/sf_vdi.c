@@ -539,8 +539,11 @@ static int crossed_membership_change(transfer *t, const sf_op *op)
     /* While sheep may still be recovering, an object that existed before
      * this call can lose a write on its new copy; one this call created is
      * not in any recovery list. */
-    return t->recovering && op->req.oid != sf_inode_oid(t->vdi->info.vid) &&
-           t->pieces[t->slot_piece[op->tag]].entry == t->vdi->info.vid;
+    if (!t->recovering)
+        return 0;
+    if (op->req.oid == sf_inode_oid(t->vdi->info.vid))
+        return 1; /* the inode always exists before the call */
+    return t->pieces[t->slot_piece[op->tag]].entry == t->vdi->info.vid;
 }
 
 static void transfer_complete(void *ctx, sf_op *op)
