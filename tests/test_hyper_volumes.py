@@ -85,7 +85,10 @@ def test_the_largest_hyper_volume_opens_and_reads_without_crashing():
         print("ok")
     ''')
     env = dict(os.environ, MALLOC_ARENA_MAX="2")
-    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)],
+    # run from tests/: from the checkout's root, "-c" would import the
+    # unbuilt source tree instead of the installed package
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", code, here], cwd=here,
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), \
         f"status {done.returncode}: {done.stderr[-2000:]}"
