@@ -68,7 +68,7 @@ static int attr_request(sf_cluster *cl, sf_conn **conn, const char *name, size_t
 }
 
 static int sf_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
-                    size_t value_len, sf_error *err)
+                                   size_t value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;
@@ -94,7 +94,7 @@ static int sf_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len,
 }
 
 static int sf_vdi_attr_get_in_call(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
-                    size_t *value_len, sf_error *err)
+                                   size_t *value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;

@@ -55,7 +55,7 @@ int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_in
 }
 
 static int sf_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
-                  const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
+                                 const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
 {
     static const sf_create_options no_options;
     const char *why;
@@ -132,7 +132,7 @@ int sf_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t nam
 }
 
 static int sf_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
-                sf_error *err)
+                               sf_error *err)
 {
     sf_conn *conn = NULL;
     sf_error_clear(err);
