@@ -41,10 +41,10 @@ CASES = [
          timed="Store.get(location) (glance_store.multi_backend.get) and full "
                "iteration of its chunks"),
     Case("cli-write", "write", "cli", sheepfast=True,
-         timed="CliBackend: open + write in 64 MiB chunks from a preallocated "
+         timed="DogBackend: open + write in 64 MiB chunks from a preallocated "
                "buffer + close (VDI created before, untimed)"),
     Case("cli-read", "read", "cli", writer="cli-write", sheepfast=True,
-         timed="CliBackend: open + readinto a reused 64 MiB buffer chunk by chunk + close"),
+         timed="DogBackend: open + readinto a reused 64 MiB buffer chunk by chunk + close"),
     Case("old-add", "write", "old",
          timed="the removed driver's add: list -r, create, one 'dog vdi write' "
                "process per 64 MiB chunk via processutils, md5 + sha512"),

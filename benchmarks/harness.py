@@ -96,10 +96,10 @@ def availability(dog: Optional[str]) -> dict[str, Optional[str]]:
     except ImportError as exc:
         why["store"] = f"sheepfast.glance not available ({exc})"
     try:
-        import sheepfast.backends.cli  # noqa: F401
+        import sheepfast.backends.dog  # noqa: F401
         why["cli"] = None if dog else "dog is not on PATH (give --dog)"
     except ImportError as exc:
-        why["cli"] = f"sheepfast.backends.cli not available ({exc})"
+        why["cli"] = f"sheepfast.backends.dog not available ({exc})"
     why["dog"] = None if dog else "dog is not on PATH (give --dog PATH)"
     why["old"] = why["dog"]
     if dog:

@@ -233,7 +233,7 @@ def cli_read(spec: dict) -> dict:
                 for off in range(0, size, CHUNK):
                     total += image.readinto(view[:min(CHUNK, size - off)], off)
     if total != size:
-        raise RuntimeError(f"CliBackend read {total} of {size} bytes")
+        raise RuntimeError(f"DogBackend read {total} of {size} bytes")
     return {"meter": m}
 
 

@@ -24,7 +24,7 @@ import pytest
 
 import sheepfast
 from sheepfast.backends import native_available, open_backend
-from sheepfast.backends.cli import CliBackend
+from sheepfast.backends.dog import DogBackend
 from sheepfast.testing import FakeSheep
 
 REAL_CLUSTER_ENV = "SHEEPFAST_TEST_CLUSTER"
@@ -164,6 +164,6 @@ def backend(request, target):
             pytest.skip("the native extension is not built")
         be = open_backend(target.address, "native", io_timeout=30)
     else:
-        be = CliBackend(target.address, dog_command=dog_command(target), timeout=60)
+        be = DogBackend(target.address, dog_command=dog_command(target), timeout=60)
     yield be
     be.close()

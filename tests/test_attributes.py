@@ -19,8 +19,8 @@ import pytest
 import sheepfast
 from sheepfast import errors
 from sheepfast.backends import native_available, open_backend
-from sheepfast.backends import cli as cli_module
-from sheepfast.backends.cli import CliBackend, parse_addresses
+from sheepfast.backends import dog as dog_module
+from sheepfast.backends.dog import DogBackend, parse_addresses
 from sheepfast.testing import wire as w
 
 MiB = 1 << 20
@@ -41,7 +41,7 @@ def test_limits_are_sheeps_in_both_backends():
     from sheepfast import _native
 
     assert (_native.ATTR_KEY_MAX, _native.ATTR_VALUE_MAX) == (KEY_MAX, VALUE_MAX)
-    assert (cli_module.MAX_ATTR_KEY_BYTES, cli_module.MAX_ATTR_VALUE_BYTES) == (KEY_MAX, VALUE_MAX)
+    assert (dog_module.MAX_ATTR_KEY_BYTES, dog_module.MAX_ATTR_VALUE_BYTES) == (KEY_MAX, VALUE_MAX)
     # the record FakeSheep and fakedog build has room for exactly these
     assert w.ATTR_KEY_SIZE == KEY_MAX + 1 and w.ATTR_VALUE_MAX == VALUE_MAX
 
@@ -128,7 +128,7 @@ def test_each_backend_reads_what_the_other_wrote(target, new_name):
     name = new_name("sf-attr")
     with sheepfast.connect(target.address) as cluster:
         cluster.create(name, MiB)
-        cli = CliBackend(target.address, dog_command=dog_command(target), timeout=60)
+        cli = DogBackend(target.address, dog_command=dog_command(target), timeout=60)
         with cluster.open(name) as native_vdi, cli.open(name) as cli_vdi:
             native_vdi.metadata_set("from-native", "n")
             cli_vdi.metadata_set("from-cli", "c")

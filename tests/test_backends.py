@@ -1,4 +1,4 @@
-"""The backend contract: NativeBackend and CliBackend behave alike.
+"""The backend contract: NativeBackend and DogBackend behave alike.
 
 Every contract test runs for each backend ("native", "cli") on each target
 of conftest's ``target`` fixture:
@@ -33,8 +33,8 @@ import pytest
 
 from sheepfast import errors
 from sheepfast.backends import Backend, BackendImage, native_available, open_backend
-from sheepfast.backends import cli as cli_module
-from sheepfast.backends.cli import CliBackend, parse_addresses, parse_vdi_list
+from sheepfast.backends import dog as dog_module
+from sheepfast.backends.dog import DogBackend, parse_addresses, parse_vdi_list
 from sheepfast.testing import FakeSheep
 from sheepfast.testing import wire as w
 
@@ -78,7 +78,7 @@ def make_backend(kind: str, target, fakedog_dir: str, **options):
         if command is None:
             pytest.skip(NO_REAL_DOG)
     options.setdefault("timeout", 60.0)
-    return CliBackend(target.address, dog_command=command, **options)
+    return DogBackend(target.address, dog_command=command, **options)
 
 
 @pytest.fixture(params=["native", "cli"])
@@ -565,7 +565,7 @@ def test_cli_hung_cluster_times_out(backend, target, fakedog_dir, vdi_name):
         pytest.skip("needs FakeSheep's fault knobs")
     name = vdi_name()
     backend.create(name, MiB)
-    slow = CliBackend(target.address, dog_command=os.path.join(fakedog_dir, "dog"), timeout=0.7)
+    slow = DogBackend(target.address, dog_command=os.path.join(fakedog_dir, "dog"), timeout=0.7)
     target.fake.set_delay(10.0)
     try:
         started = time.monotonic()
@@ -582,7 +582,7 @@ def test_cli_hung_dog_is_killed(tmp_path):
     pidfile = tmp_path / "pids"
     # a wrapper that starts a child and waits: both must die on timeout
     dog = _script(tmp_path, "dog", f"sleep 60 & echo $$ $! > {shlex.quote(str(pidfile))}; wait")
-    backend = CliBackend("127.0.0.1:7000", dog_command=dog, timeout=0.5)
+    backend = DogBackend("127.0.0.1:7000", dog_command=dog, timeout=0.5)
     started = time.monotonic()
     with pytest.raises(errors.TimeoutError):
         backend.list()
@@ -608,17 +608,17 @@ def _gone(pid: int) -> bool:
 def test_cli_missing_dog(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(errors.InvalidArgument, match="'dog' not found") as info:
-        CliBackend("127.0.0.1:7000")
+        DogBackend("127.0.0.1:7000")
     assert "PATH" in str(info.value)
     with pytest.raises(errors.InvalidArgument, match="not found"):
         open_backend("127.0.0.1:7000", "cli", dog_command="collie")
     with pytest.raises(errors.InvalidArgument, match="not found"):
-        CliBackend("127.0.0.1:7000", dog_command=str(tmp_path / "nowhere" / "dog"))
+        DogBackend("127.0.0.1:7000", dog_command=str(tmp_path / "nowhere" / "dog"))
 
 
 def test_cli_dog_vanishing_later(tmp_path):
     dog = _script(tmp_path, "dog", "exit 0")
-    backend = CliBackend("127.0.0.1:7000", dog_command=dog)
+    backend = DogBackend("127.0.0.1:7000", dog_command=dog)
     os.unlink(dog)
     with pytest.raises(errors.InvalidArgument, match="cannot run"):
         backend.list()
@@ -659,7 +659,7 @@ def recording_dog(tmp_path):
                                   "-r", "-x y"])
 def test_cli_names_never_become_options(recording_dog, name):
     dog, calls = recording_dog
-    backend = CliBackend("10.1.2.3:7001,[::1]:7002", dog_command=dog)
+    backend = DogBackend("10.1.2.3:7001,[::1]:7002", dog_command=dog)
     backend.create(name, MiB, copies=2, block_size_shift=21)
     backend.stat(name)
     with backend.open(name) as image:
@@ -680,7 +680,7 @@ def test_cli_names_never_become_options(recording_dog, name):
 
 def test_cli_bad_input_runs_no_process(recording_dog):
     dog, calls = recording_dog
-    backend = CliBackend("127.0.0.1:7000", dog_command=dog)
+    backend = DogBackend("127.0.0.1:7000", dog_command=dog)
     for call in (lambda: backend.create("", MiB), lambda: backend.stat("a\0"),
                  lambda: backend.create("x", MiB, block_size_shift=32),
                  lambda: backend.create("x", -5)):
@@ -699,13 +699,13 @@ def test_cli_fails_over_to_the_next_gateway(backend, target, vdi_name):
     name = vdi_name()
     backend.create(name, MiB)
     dead = "127.0.0.1:1"
-    via_dead = CliBackend(f"{dead},{target.address}", dog_command=backend.dog_command[0])
+    via_dead = DogBackend(f"{dead},{target.address}", dog_command=backend.dog_command[0])
     assert via_dead.stat(name).size == MiB
     with via_dead.open(name) as image:
         image.write(b"over", 0)
         assert image.read(0, 4) == b"over"
     with pytest.raises(errors.ConnectionError, match="no gateway answered") as info:
-        CliBackend(f"{dead},127.0.0.1:2", dog_command=backend.dog_command[0]).stat(name)
+        DogBackend(f"{dead},127.0.0.1:2", dog_command=backend.dog_command[0]).stat(name)
     assert isinstance(info.value, ConnectionError)
     assert "Connection refused" in str(info.value)
 
@@ -716,7 +716,7 @@ def test_cli_collie(backend, target, fakedog_dir, monkeypatch, vdi_name):
         monkeypatch.setenv("PATH", fakedog_dir + os.pathsep + os.environ.get("PATH", ""))
     elif shutil.which("collie") is None:
         pytest.skip("collie is not on PATH")
-    collie = CliBackend(target.address, dog_command="collie")
+    collie = DogBackend(target.address, dog_command="collie")
     assert os.path.basename(collie.dog_command[0]) == "collie"
     name = vdi_name()
     collie.create(name, MiB)
@@ -729,7 +729,7 @@ def test_cli_ipv6(fakedog_dir):
     except OSError:
         pytest.skip("no IPv6 loopback")
     with sheep:
-        backend = CliBackend(sheep.address, dog_command=os.path.join(fakedog_dir, "dog"))
+        backend = DogBackend(sheep.address, dog_command=os.path.join(fakedog_dir, "dog"))
         assert sheep.address.startswith("[::1]:")
         backend.create("v6", MiB)
         with backend.open("v6") as image:
@@ -935,8 +935,8 @@ REAL_DOG_FAILURES = [
 
 @pytest.mark.parametrize("stderr,status,cls,result", REAL_DOG_FAILURES)
 def test_dog_messages_map_to_error_classes(stderr, status, cls, result):
-    outcome = cli_module._Outcome(status, b"", 0, stderr, False)
-    exc = cli_module._classify(outcome, "doing it", b"x")
+    outcome = dog_module._Outcome(status, b"", 0, stderr, False)
+    exc = dog_module._classify(outcome, "doing it", b"x")
     assert type(exc) is cls or (cls is errors.SheepfastError and isinstance(exc, cls))
     if result is not None:
         assert exc.result == result
@@ -946,12 +946,12 @@ def test_names_in_dog_messages_cannot_fool_the_mapping():
     # a VDI named like one of dog's messages: still "exists", not "not found"
     name = "x: No VDI found\nfailed to connect to 1.2.3.4:5: Connection refused"
     stderr = f"Failed to create VDI {name}: VDI exists already\n"
-    exc = cli_module._classify(
-        cli_module._Outcome(1, b"", 0, stderr, False), "creating", name.encode())
+    exc = dog_module._classify(
+        dog_module._Outcome(1, b"", 0, stderr, False), "creating", name.encode())
     assert type(exc) is errors.VdiExists
-    assert not cli_module._unreachable(cli_module._dog_lines(stderr, name.encode()))
+    assert not dog_module._unreachable(dog_module._dog_lines(stderr, name.encode()))
     # and a one-letter name does not eat the message around it
-    exc = cli_module._classify(cli_module._Outcome(
+    exc = dog_module._classify(dog_module._Outcome(
         0, b"", 0, "Failed to open VDI a (snapshot id: 0 snapshot tag: ): No VDI found\n", False),
         "deleting", b"a")
     assert type(exc) is errors.VdiNotFound and str(exc) == "VDI 'a' not found"
@@ -975,9 +975,9 @@ def test_parse_bad_addresses(text):
 def test_blank_address_and_timeout_refused(tmp_path):
     dog = _script(tmp_path, "dog", "exit 0")
     with pytest.raises(errors.InvalidArgument):
-        CliBackend(" ", dog_command=dog)
+        DogBackend(" ", dog_command=dog)
     with pytest.raises(errors.InvalidArgument, match="positive"):
-        CliBackend("h:1", dog_command=dog, timeout=0)
+        DogBackend("h:1", dog_command=dog, timeout=0)
 
 
 def test_open_backend_selects_cli(tmp_path, monkeypatch):

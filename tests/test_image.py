@@ -41,9 +41,9 @@ from sheepfast.image import (
 @pytest.fixture
 def backend(target, kind):
     if kind == "cli":
-        from sheepfast.backends.cli import CliBackend
+        from sheepfast.backends.dog import DogBackend
 
-        be = CliBackend(target.address, dog_command=dog_command(target), timeout=30)
+        be = DogBackend(target.address, dog_command=dog_command(target), timeout=30)
     else:
         be = open_backend(target.address, "native", io_timeout=30)
     yield be

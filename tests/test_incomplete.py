@@ -24,7 +24,7 @@ import pytest
 import sheepfast
 from sheepfast import errors, incomplete
 from sheepfast.backends import native_available, open_backend
-from sheepfast.backends.cli import CliBackend
+from sheepfast.backends.dog import DogBackend
 from sheepfast.image import SheepdogImage, parse_address
 from sheepfast.incomplete import (MARK_KEY, Mark, UploadMark, find_incomplete, parse_age,
                                   reclaim_incomplete)
@@ -315,7 +315,7 @@ def test_find_works_through_the_dog_backend(target, cluster, new_name):
     name = new_name("sf-pop")
     cluster.create(name, MiB)
     put_mark(cluster, name, age=2 * HOUR)
-    with CliBackend(target.address, dog_command=dog_command(target), timeout=60) as cli:
+    with DogBackend(target.address, dog_command=dog_command(target), timeout=60) as cli:
         found = [e for e in find_incomplete(cli, HOUR) if e.name == name]
     assert len(found) == 1 and found[0].vid == cluster.stat(name).vid
 

@@ -37,7 +37,7 @@ from oslo_config import cfg
 
 from sheepfast import errors
 from sheepfast import glance as driver
-from sheepfast.backends import cli as cli_module
+from sheepfast.backends import dog as dog_module
 from sheepfast.backends import open_backend
 from sheepfast.image import SheepdogImage
 from sheepfast.testing import wire as w
@@ -353,15 +353,15 @@ def test_dog_finding_no_inode_is_not_found(fake, target, new_name):
 def test_dog_inode_read_failures_map_by_their_reason():
     """The mapping itself: dog's inode-read failure with NO_OBJ is
     VdiNotFound; its other messages keep their classes."""
-    gone = cli_module._Outcome(1, b"", 0, "Failed to read object 8012345600000000 No object "
+    gone = dog_module._Outcome(1, b"", 0, "Failed to read object 8012345600000000 No object "
                                "found\nFailed to read a vdi x\n", False)
-    assert type(cli_module._classify(gone, "reading", b"x")) is errors.VdiNotFound
-    eio = cli_module._Outcome(1, b"", 0, "Failed to read object 8012345600000000 I/O error\n"
+    assert type(dog_module._classify(gone, "reading", b"x")) is errors.VdiNotFound
+    eio = dog_module._Outcome(1, b"", 0, "Failed to read object 8012345600000000 I/O error\n"
                               "Failed to read a vdi x\n", False)
-    assert type(cli_module._classify(eio, "reading", b"x")) is errors.ServerError
-    data = cli_module._Outcome(1, b"", 0, "Failed to read object 0012345600000000 No object "
+    assert type(dog_module._classify(eio, "reading", b"x")) is errors.ServerError
+    data = dog_module._Outcome(1, b"", 0, "Failed to read object 0012345600000000 No object "
                                "found\nFailed to read VDI\n", False)
-    assert type(cli_module._classify(data, "reading", b"x")) is errors.ObjectNotFound
+    assert type(dog_module._classify(data, "reading", b"x")) is errors.ObjectNotFound
 
 
 def test_driver_get_of_a_vdi_deleted_under_it_is_not_found(fake, multi, new_name):
@@ -415,7 +415,7 @@ def test_dog_leaving_its_input_unread_is_a_failed_write(tmp_path, length):
     dog = tmp_path / "dog"
     dog.write_text(LAZY_DOG)
     dog.chmod(0o755)
-    backend = cli_module.CliBackend("127.0.0.1:7000", dog_command=str(dog))
+    backend = dog_module.DogBackend("127.0.0.1:7000", dog_command=str(dog))
     with backend.open("img") as image:
         image.resize(4 * MiB)
         with pytest.raises(errors.ProtocolError, match="stopped reading its input"):

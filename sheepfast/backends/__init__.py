@@ -101,6 +101,6 @@ def open_backend(addresses: Union[str, Sequence[str]], kind: Optional[str] = Non
 
         return NativeBackend(addresses, connect_timeout=connect_timeout,
                              io_timeout=io_timeout, depth=depth)
-    from sheepfast.backends.cli import CliBackend
+    from sheepfast.backends.dog import DogBackend
 
-    return CliBackend(addresses, dog_command=dog_command, timeout=io_timeout)
+    return DogBackend(addresses, dog_command=dog_command, timeout=io_timeout)

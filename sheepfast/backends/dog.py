@@ -55,7 +55,7 @@ from sheepfast.types import VdiInfo
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["CliBackend", "CliImage", "parse_vdi_list", "parse_addresses", "DEFAULT_PORT"]
+__all__ = ["DogBackend", "DogImage", "parse_vdi_list", "parse_addresses", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 7000
 MAX_NAME_BYTES = 255
@@ -636,7 +636,7 @@ def _working_vdi(dog: _Dog, raw: bytes) -> VdiInfo:
     raise errors.VdiNotFound(f"VDI {_name_str(raw)!r} not found", 0x08)
 
 
-class CliImage:
+class DogImage:
     """An open VDI reached through dog; one process per read or write.
 
     Ranges are checked against the size seen at open (or set by resize),
@@ -676,14 +676,14 @@ class CliImage:
     def close(self) -> None:
         self._closed = True  # nothing is held between calls
 
-    def __enter__(self) -> "CliImage":
+    def __enter__(self) -> "DogImage":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<CliImage {self.info.name!r} vid={self.info.vid:#x} size={self._size}>"
+        return f"<DogImage {self.info.name!r} vid={self.info.vid:#x} size={self._size}>"
 
     def _check(self, what: str, offset: int, length: int) -> int:
         if self._closed:
@@ -823,7 +823,7 @@ class CliImage:
             self._size = new_size
 
 
-class CliBackend:
+class DogBackend:
     """A Backend that drives ``dog`` (or ``collie``), one process per call.
 
     addresses: "host:port[,host:port...]" (IPv6 as "[addr]:port"); dog is
@@ -856,14 +856,14 @@ class CliBackend:
     def close(self) -> None:
         self._closed = True  # images opened before stay usable, as native
 
-    def __enter__(self) -> "CliBackend":
+    def __enter__(self) -> "DogBackend":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<CliBackend {self.addresses!r} via {self._dog.command[0]!r}>"
+        return f"<DogBackend {self.addresses!r} via {self._dog.command[0]!r}>"
 
     def _name(self, name: Union[str, bytes]) -> bytes:
         if self._closed:
@@ -936,12 +936,12 @@ class CliBackend:
             return False
         return True
 
-    def open(self, name: Union[str, bytes]) -> CliImage:
-        return CliImage(self._dog, self._working(self._name(name)))
+    def open(self, name: Union[str, bytes]) -> DogImage:
+        return DogImage(self._dog, self._working(self._name(name)))
 
-    def open_listed(self, info: VdiInfo) -> CliImage:
+    def open_listed(self, info: VdiInfo) -> DogImage:
         """A handle on a VDI that list() just returned, without looking it
         up again (each lookup is a `dog vdi list` reading every inode)."""
         if self._closed:
             raise errors.InvalidArgument("I/O operation on a closed cluster")
-        return CliImage(self._dog, info)
+        return DogImage(self._dog, info)
