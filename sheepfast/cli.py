@@ -27,12 +27,11 @@ import signal
 import stat
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Optional, Union
 
 import sheepfast
 from sheepfast import errors, incomplete
-from sheepfast.backends import KINDS, Backend, BackendImage, open_backend
+from sheepfast.backends import KINDS, Backend, open_backend
 from sheepfast.image import SheepdogImage, check_name, is_zero, parse_address
 
 CLUSTER_ENV = "SHEEPFAST_CLUSTER"
@@ -166,7 +165,8 @@ def _source(src: BinaryIO, size: Optional[int]) -> Union[BinaryIO, Iterator[memo
 
 
 def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
-    with backend.open(args.name) as image:
+    host, port = parse_address(backend.addresses.split(",")[0])
+    with SheepdogImage(host, port, args.name, CHUNK, backend=backend) as image:
         size = image.size
         to_stdout = args.file == "-"
         dst: BinaryIO = sys.stdout.buffer if to_stdout else open(args.file, "wb")
@@ -176,8 +176,11 @@ def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
             # all-zero chunks become holes, but only where seeking is possible
             sparse = not to_stdout and stat.S_ISREG(os.fstat(dst.fileno()).st_mode)
             progress = Progress(f"get {args.name}", size, args.progress)
-            hole = image.object_size  # the granularity sheep allocates in
-            for view in _read_ahead(image, size):
+            hole = image.open().object_size  # the granularity sheep allocates in
+            # the read engine the glance driver uses: the next chunk is read
+            # while this one is written out
+            for chunk in image.chunks(0, size):
+                view = memoryview(chunk)
                 if not sparse:
                     dst.write(view)
                 else:
@@ -188,33 +191,12 @@ def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
                         else:
                             dst.write(piece)
                 progress.update(len(view))
+                del view, chunk  # let the engine refill it
             if sparse:
                 dst.truncate(size)  # a trailing hole still counts
             dst.flush()
             progress.finish()
     return 0
-
-
-def _read_ahead(image: BackendImage, size: int) -> Iterator[memoryview]:
-    """The image in chunks, the next one read (GIL released) while the caller
-    writes out the current one. Two buffers, reused."""
-    if size == 0:
-        return
-    buffers = [bytearray(min(CHUNK, size)) for _ in range(2)]
-    offsets = range(0, size, len(buffers[0]))
-
-    def fill(i: int) -> memoryview:
-        view = memoryview(buffers[i % 2])[:min(len(buffers[0]), size - offsets[i])]
-        image.readinto(view, offsets[i])
-        return view
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fill, 0)
-        for i in range(len(offsets)):
-            view = pending.result()
-            if i + 1 < len(offsets):
-                pending = pool.submit(fill, i + 1)
-            yield view
 
 
 def _info_dict(info: sheepfast.VdiInfo, used: Optional[int] = None,

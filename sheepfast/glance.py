@@ -27,9 +27,7 @@ leaves a partial VDI behind.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
-import functools
 import ipaddress
 import logging
 import shutil
@@ -50,6 +48,7 @@ from sheepfast.backends import KINDS, native_available, open_backend
 from sheepfast.image import (
     DEFAULT_PORT,
     SheepdogImage,
+    read_chunks,
     check_host,
     check_name,
     check_port,
@@ -519,39 +518,10 @@ class ImageIterator(object):
 
     def __iter__(self):
         image = self.image
-        # One chunk is read ahead (the native read releases the GIL) while the
-        # caller sends the current one, so the cluster never waits on the
-        # client and the client never waits on a whole chunk's round trips.
-        ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        # Chunks the caller has let go of are filled again rather than
-        # allocated anew: fresh memory costs the kernel a page zeroing and
-        # fault per page, more than receiving into it. Three take turns (the
-        # one the caller holds, the one being read, the one it just dropped).
-        read = image.read
-        if isinstance(image, SheepdogImage):
-            read = functools.partial(image.read, recycle=[])
         try:
             with _translated(image.name):
-                pos = self.offset
-                if self.length is None:
-                    end = image.get_size()
-                else:
-                    end = pos + self.length
-                pending = ahead.submit(read, pos, min(self.chunk_size, end - pos)) \
-                    if pos < end else None
-                while pending is not None:
-                    data = pending.result()
-                    if not data:
-                        raise exceptions.BackendException(
-                            f"Sheepdog image {image.name} ended at byte {pos}, "
-                            f"before the {end} expected")
-                    pos += len(data)
-                    pending = ahead.submit(read, pos, min(self.chunk_size, end - pos)) \
-                        if pos < end else None
-                    yield data
-                    del data  # our reference must not keep a dropped chunk from reuse
+                yield from read_chunks(image, self.offset, self.length, self.chunk_size)
         finally:
-            ahead.shutdown(wait=True, cancel_futures=True)
             if self._close:
                 image.close()
 

@@ -20,6 +20,8 @@ into glance_store exceptions is the driver's job (sheepfast.glance).
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import io
 import ipaddress
 import math
@@ -30,7 +32,7 @@ import re
 import threading
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
-from sheepfast.errors import InvalidArgument, InvalidSource, OutOfRange
+from sheepfast.errors import InvalidArgument, InvalidSource, OutOfRange, SheepfastError
 from sheepfast.incomplete import UploadMark
 
 try:  # the CLI backend works without the extension
@@ -318,6 +320,12 @@ class SheepdogImage:
             return handle.read(offset, count, recycle=recycle)
         return handle.read(offset, count)
 
+    def chunks(self, offset: int = 0, length: Optional[int] = None,
+               chunk_size: Optional[int] = None) -> Iterator[bytes]:
+        """The image from offset, length bytes (to the end when None), in
+        chunk_size pieces (default self.chunk_size); see read_chunks."""
+        return read_chunks(self, offset, length, chunk_size)
+
     def readinto(self, buffer: Any, offset: int) -> int:
         """Fills buffer from offset, up to the end of the VDI; returns the
         bytes read."""
@@ -424,6 +432,48 @@ class SheepdogImage:
 
 
 # ---------------------------------------------------------------- upload internals
+
+
+def read_chunks(image: Any, offset: int = 0, length: Optional[int] = None,
+                chunk_size: Optional[int] = None) -> Iterator[bytes]:
+    """The one read engine (the driver's ImageIterator, ``sheepfast get``):
+    image's bytes from offset, length of them (to its end when None), in
+    chunk_size pieces (default image.chunk_size). image: a SheepdogImage, or
+    anything with name, chunk_size, read(offset, count) and get_size().
+
+    The next chunk is read (the native read releases the GIL) while the
+    caller handles the current one, so the cluster never waits on the caller
+    and the caller never waits on a whole chunk's round trips. Chunks the
+    caller let go of are refilled rather than allocated anew: fresh memory
+    costs the kernel a page zeroing and fault per page. Three take turns
+    (the one the caller holds, the one being read, the one it just dropped).
+    A SheepfastError, never a loop, when the image turns out shorter.
+    """
+    pos = check_size(offset, "offset")
+    end = image.get_size() if length is None else pos + check_size(length, "length")
+    step = image.chunk_size if chunk_size is None else _whole(chunk_size, "chunk_size")
+    if step < 1:
+        raise InvalidArgument(f"chunk_size must be positive (got {chunk_size!r})")
+    read = image.read
+    if isinstance(image, SheepdogImage):
+        read = functools.partial(image.read, recycle=[])
+    if pos >= end:
+        return
+    ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        pending: Optional[concurrent.futures.Future[bytes]] = ahead.submit(
+            read, pos, min(step, end - pos))
+        while pending is not None:
+            data = pending.result()
+            if not data:
+                raise SheepfastError(f"Sheepdog image {image.name} ended at byte {pos}, "
+                                     f"before the {end} expected")
+            pos += len(data)
+            pending = ahead.submit(read, pos, min(step, end - pos)) if pos < end else None
+            yield data
+            del data  # our reference must not keep a dropped chunk from reuse
+    finally:
+        ahead.shutdown(wait=True, cancel_futures=True)
 
 
 def _is_zero_py(view: memoryview) -> bool:
