@@ -39,7 +39,18 @@ from sheepfast.errors import (
 from sheepfast.incomplete import find_incomplete, reclaim_incomplete
 from sheepfast.types import ClusterDefaults, VdiInfo
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version's one home is pyproject.toml, read through the installed metadata."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(__name__)
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 try:
     # DEFAULT_REQUEST_SIZE: bytes per object request, below the 512 KiB from

@@ -61,9 +61,7 @@ void sf_error_clear(sf_error *err)
 
 const char *sf_version(void)
 {
-#define SF_STR2(x) #x
-#define SF_STR(x) SF_STR2(x)
-    return SF_STR(SF_VERSION_MAJOR) "." SF_STR(SF_VERSION_MINOR) "." SF_STR(SF_VERSION_PATCH);
+    return SF_VERSION_STRING;
 }
 
 void sf_free(void *p)

@@ -19,9 +19,10 @@
 extern "C" {
 #endif
 
-#define SF_VERSION_MAJOR 0
-#define SF_VERSION_MINOR 1
-#define SF_VERSION_PATCH 0
+/* The version has one home, pyproject.toml: setup.py and src_c/Makefile pass it. */
+#ifndef SF_VERSION_STRING
+#error "SF_VERSION_STRING is not defined: build with setup.py or src_c/Makefile"
+#endif
 
 #if defined(__GNUC__)
 #define SF_EXPORT __attribute__((visibility("default")))

@@ -848,10 +848,7 @@ static void test_codec_unused_bytes_zero(void)
     check_str(sf_result_name(SF_RES_READONLY), "READONLY");
     check_str(sf_result_name(0x95), "COLLECTING_CINFO");
     check_str(sf_result_name(0x12345), "UNKNOWN_RESULT");
-    char version[32];
-    snprintf(version, sizeof(version), "%d.%d.%d", SF_VERSION_MAJOR, SF_VERSION_MINOR,
-             SF_VERSION_PATCH);
-    check_str(sf_version(), version);
+    check_str(sf_version(), SF_VERSION_STRING);
 }
 
 /* ------------------------------------------------------------- helpers */
