@@ -38,8 +38,7 @@ def object_has_data(pattern: str, index: int) -> bool:
     return pattern == "dense" or index % 4 == 0
 
 
-def make_image(directory: str, size: int, pattern: str, object_size: int,
-               seed: int = 0) -> Image:
+def make_image(directory: str, size: int, pattern: str, object_size: int, seed: int = 0) -> Image:
     """Writes the image file (real zeros, not holes: an upload reads them)."""
     if pattern not in PATTERNS:
         raise ValueError(f"pattern must be one of {', '.join(PATTERNS)}")
@@ -68,7 +67,7 @@ def load(path: str, size: int) -> bytearray:
     with open(path, "rb", buffering=0) as f:
         got = 0
         while got < size:
-            n = f.readinto(view[got:got + _WRITE_STEP])
+            n = f.readinto(view[got : got + _WRITE_STEP])
             if not n:
                 raise EOFError(f"{path} ended at {got} of {size} bytes")
             got += n

@@ -15,9 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-import sheepfast
-
 import benchmarks
+import sheepfast
 from benchmarks.cases import BY_NAME, CASES, Case
 from benchmarks.data import Image, make_image
 
@@ -27,7 +26,7 @@ NAME_PREFIX = "sfbench-"
 
 @dataclass
 class Cluster:
-    kind: str       #: "embedded" or "real"
+    kind: str  #: "embedded" or "real"
     address: str
     description: str
     nodes: list = field(default_factory=list)
@@ -48,14 +47,22 @@ def cluster(address: Optional[str]) -> Iterator[Cluster]:
             sheep = stack.enter_context(FakeSheep(nodes=3))
             address = ",".join(sheep.addresses)
             kind = "embedded"
-            description = ("embedded FakeSheep (in-process Python server, memory-backed, "
-                           "in the harness's own process): figures describe the client "
-                           "plus a Python server, not a real cluster; the targets are "
-                           "for a real cluster (--cluster host:port)")
+            description = (
+                "embedded FakeSheep (in-process Python server, memory-backed, "
+                "in the harness's own process): figures describe the client "
+                "plus a Python server, not a real cluster; the targets are "
+                "for a real cluster (--cluster host:port)"
+            )
         with sheepfast.connect(address) as c:
             d = c.defaults
-            info = Cluster(kind, address, description, nodes=list(c.nodes),
-                           copies=d.copies, object_size=1 << d.block_size_shift)
+            info = Cluster(
+                kind,
+                address,
+                description,
+                nodes=list(c.nodes),
+                copies=d.copies,
+                object_size=1 << d.block_size_shift,
+            )
         yield info
 
 
@@ -86,17 +93,21 @@ def availability(dog: Optional[str]) -> dict[str, Optional[str]]:
     why: dict[str, Optional[str]] = {"none": None}
     try:
         import sheepfast._native  # noqa: F401
+
         why["native"] = None
     except ImportError as exc:
         why["native"] = f"sheepfast's extension is not built ({exc})"
     try:
         import glance_store  # noqa: F401
+
         import sheepfast.glance  # noqa: F401
+
         why["store"] = None
     except ImportError as exc:
         why["store"] = f"sheepfast.glance not available ({exc})"
     try:
         import sheepfast.backends.dog  # noqa: F401
+
         why["cli"] = None if dog else "dog is not on PATH (give --dog)"
     except ImportError as exc:
         why["cli"] = f"sheepfast.backends.dog not available ({exc})"
@@ -115,8 +126,10 @@ def child_env() -> dict[str, str]:
     """The same sheepfast and benchmarks the parent imported, whatever the
     working directory (children run in the scratch directory, so a source
     tree without a built extension cannot shadow an installed sheepfast)."""
-    roots = [os.path.dirname(os.path.dirname(os.path.abspath(sheepfast.__file__))),
-             os.path.dirname(os.path.dirname(os.path.abspath(benchmarks.__file__)))]
+    roots = [
+        os.path.dirname(os.path.dirname(os.path.abspath(sheepfast.__file__))),
+        os.path.dirname(os.path.dirname(os.path.abspath(benchmarks.__file__))),
+    ]
     if os.environ.get("PYTHONPATH"):
         roots.append(os.environ["PYTHONPATH"])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(roots)))
@@ -127,9 +140,16 @@ def child_env() -> dict[str, str]:
 class Runner:
     """Runs cases one at a time, each in a fresh interpreter."""
 
-    def __init__(self, cluster: Cluster, workdir: str, dog: Optional[str],
-                 timeout: float, log=sys.stderr, options: Optional[dict] = None,
-                 sync: bool = False):
+    def __init__(
+        self,
+        cluster: Cluster,
+        workdir: str,
+        dog: Optional[str],
+        timeout: float,
+        log=sys.stderr,
+        options: Optional[dict] = None,
+        sync: bool = False,
+    ):
         self.cluster = cluster
         #: flush dirty pages before each case (untimed): a local cluster's
         #: sheep write every upload into the page cache, and the writeback
@@ -150,11 +170,20 @@ class Runner:
         self._seq += 1
         spec_path = os.path.join(self.workdir, f"spec-{self._seq}.json")
         result_path = os.path.join(self.workdir, f"result-{self._seq}.json")
-        spec = {"case": case.name, "address": self.cluster.address, "name": name,
-                "size": image.size, "path": image.path, "md5": image.md5,
-                "pattern": image.pattern, "dog": self.dog,
-                "unknown_size": case.unknown_size, "result": result_path,
-                **self.options, **extra}
+        spec = {
+            "case": case.name,
+            "address": self.cluster.address,
+            "name": name,
+            "size": image.size,
+            "path": image.path,
+            "md5": image.md5,
+            "pattern": image.pattern,
+            "dog": self.dog,
+            "unknown_size": case.unknown_size,
+            "result": result_path,
+            **self.options,
+            **extra,
+        }
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         t0 = time.monotonic()
@@ -166,8 +195,11 @@ class Runner:
             return {"ok": False, "error": f"timed out after {self.timeout:.0f} s"}
         if code != 0 or not os.path.exists(result_path):
             lines = stderr.strip().splitlines()
-            return {"ok": False, "error": lines[-1] if lines else f"exit {code}",
-                    "stderr": "\n".join(lines[-30:])}
+            return {
+                "ok": False,
+                "error": lines[-1] if lines else f"exit {code}",
+                "stderr": "\n".join(lines[-30:]),
+            }
         with open(result_path) as f:
             result = json.load(f)
         os.unlink(result_path)
@@ -175,7 +207,6 @@ class Runner:
         result["ok"] = True
         result["child_wall_s"] = time.monotonic() - t0
         return result
-
 
     def _spawn(self, spec_path: str) -> tuple[Optional[int], str, dict]:
         """Runs the case; samples the RSS of the child and of the helper
@@ -188,11 +219,16 @@ class Runner:
         env = dict(self.env, **{PIDS_FD_ENV: str(wfd)})
         err_path = spec_path + ".stderr"
         with open(err_path, "w+b") as err:
-            proc = subprocess.Popen([*self.wrap, sys.executable, "-m", "benchmarks.runner",
-                                     spec_path],
-                                    cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=err, stderr=err, pass_fds=(wfd,),
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [*self.wrap, sys.executable, "-m", "benchmarks.runner", spec_path],
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                pass_fds=(wfd,),
+                start_new_session=True,
+            )
             os.close(wfd)
             helpers: set[int] = set()
             seen = 0
@@ -231,9 +267,15 @@ class Runner:
             err.seek(0)
             stderr = err.read().decode(errors="replace")
         os.unlink(err_path)
-        return code, stderr, {"rss_tree_peak_kib": peak_tree // 1024,
-                              "rss_helpers_peak_kib": peak_helpers // 1024,
-                              "helper_processes": seen}
+        return (
+            code,
+            stderr,
+            {
+                "rss_tree_peak_kib": peak_tree // 1024,
+                "rss_helpers_peak_kib": peak_helpers // 1024,
+                "helper_processes": seen,
+            },
+        )
 
 
 SAMPLE_INTERVAL = 0.02  # seconds between RSS samples of a running case
@@ -296,8 +338,14 @@ def plan(selected: list[str]) -> list[tuple[str, Optional[str]]]:
     return steps
 
 
-def run_all(runner: Runner, images: list[Image], selected: list[str], repeat: int,
-            why_not: dict[str, Optional[str]], progress=sys.stderr) -> list[dict]:
+def run_all(
+    runner: Runner,
+    images: list[Image],
+    selected: list[str],
+    repeat: int,
+    why_not: dict[str, Optional[str]],
+    progress=sys.stderr,
+) -> list[dict]:
     """Every selected case × image × repetition, interleaved so that drift in
     the cluster hits all cases alike. Returns one record per measured run."""
     records: list[dict] = []
@@ -357,22 +405,30 @@ def _say(out, rec: dict) -> None:
         return
     what = f"{rec['case']:<18} {rec['size'] >> 20:>6} MiB {rec['pattern']:<6} #{rec['rep'] + 1}"
     if rec.get("ok"):
-        print(f"  {what}  {rec['mib_s']:9.1f} MiB/s  cpu {rec['cpu_s']:.2f} s  "
-              f"rss {rec['rss_mib']:.0f} MiB", file=out, flush=True)
+        print(
+            f"  {what}  {rec['mib_s']:9.1f} MiB/s  cpu {rec['cpu_s']:.2f} s  "
+            f"rss {rec['rss_mib']:.0f} MiB",
+            file=out,
+            flush=True,
+        )
     else:
         print(f"  {what}  FAILED: {rec.get('error')}", file=out, flush=True)
 
 
-def make_images(workdir: str, sizes: list[int], patterns: list[str], object_size: int,
-                progress=sys.stderr) -> list[Image]:
+def make_images(
+    workdir: str, sizes: list[int], patterns: list[str], object_size: int, progress=sys.stderr
+) -> list[Image]:
     images = []
     for size in sizes:
         for pattern in patterns:
             t0 = time.monotonic()
             images.append(make_image(workdir, size, pattern, object_size))
             if progress is not None:
-                print(f"  image {pattern} {size >> 20} MiB made in "
-                      f"{time.monotonic() - t0:.1f} s", file=progress, flush=True)
+                print(
+                    f"  image {pattern} {size >> 20} MiB made in {time.monotonic() - t0:.1f} s",
+                    file=progress,
+                    flush=True,
+                )
     return images
 
 

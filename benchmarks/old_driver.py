@@ -33,8 +33,7 @@ CHUNK_SIZE = 64 << 20  # sheepdog_store_chunk_size's default, 64 MiB
 class OldImage:
     """One image, driven one ``dog vdi`` process per call."""
 
-    def __init__(self, dog: str, addr: str, port: int, name: str,
-                 chunk_size: int = CHUNK_SIZE):
+    def __init__(self, dog: str, addr: str, port: int, name: str, chunk_size: int = CHUNK_SIZE):
         self.dog = dog
         self.addr = addr
         self.port = port
@@ -44,8 +43,17 @@ class OldImage:
     def _run(self, command: str, data: Optional[bytes], *params: str) -> bytes:
         from oslo_concurrency import processutils
 
-        cmd = [self.dog, "vdi", *command.split(" "),
-               "-a", self.addr, "-p", str(self.port), self.name, *params]
+        cmd = [
+            self.dog,
+            "vdi",
+            *command.split(" "),
+            "-a",
+            self.addr,
+            "-p",
+            str(self.port),
+            self.name,
+            *params,
+        ]
         return processutils.execute(*cmd, process_input=data, binary=True)[0]
 
     def exists(self) -> bool:
@@ -70,8 +78,9 @@ class OldImage:
         self._run("delete", None)
 
 
-def add(image: OldImage, image_file, image_size: int,
-        hashing_algo: str = "sha512") -> tuple[int, str, str]:
+def add(
+    image: OldImage, image_file, image_size: int, hashing_algo: str = "sha512"
+) -> tuple[int, str, str]:
     """Stores image_file; returns (bytes written, md5 hex, multihash hex)."""
     from glance_store.common.utils import chunkreadable
 

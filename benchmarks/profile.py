@@ -47,9 +47,9 @@ def _sheep_cpu() -> float:
                 stat = f.read()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         if comm == "sheep":
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             total += int(fields[11]) + int(fields[12])
     return total / _TICK
 
@@ -66,15 +66,22 @@ def _disk_written() -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("case", choices=NAMES)
     p.add_argument("--cluster", help="host:port (default: an embedded FakeSheep)")
     p.add_argument("--size", default="1G")
     p.add_argument("--pattern", choices=PATTERNS, default="dense")
     p.add_argument("--dog", help="the dog command (default: on PATH)")
-    p.add_argument("--py-spy", dest="py_spy", metavar="OUT",
-                   help="record the client with py-spy (collapsed stacks to OUT)")
+    p.add_argument(
+        "--py-spy",
+        dest="py_spy",
+        metavar="OUT",
+        help="record the client with py-spy (collapsed stacks to OUT)",
+    )
     p.add_argument("--perf", metavar="OUT", help="perf record -a -g the whole machine to OUT")
     p.add_argument("--rate", type=int, default=250, help="samples per second (default 250)")
     args = p.parse_args(argv)
@@ -103,17 +110,43 @@ def main(argv: Optional[list[str]] = None) -> int:
                     name = harness.vdi_name(writer, name, w)
                 if args.py_spy:
                     spy = shutil.which("py-spy") or shutil.which(
-                        "py-spy", path=os.path.dirname(sys.executable))
+                        "py-spy", path=os.path.dirname(sys.executable)
+                    )
                     if not spy:
                         raise SystemExit("py-spy is not installed (pip install py-spy)")
-                    runner.wrap = [spy, "record", "--format", "raw", "--threads",
-                                   "--native", "--idle", "--subprocesses", "-r",
-                                   str(args.rate), "-o", args.py_spy, "--"]
+                    runner.wrap = [
+                        spy,
+                        "record",
+                        "--format",
+                        "raw",
+                        "--threads",
+                        "--native",
+                        "--idle",
+                        "--subprocesses",
+                        "-r",
+                        str(args.rate),
+                        "-o",
+                        args.py_spy,
+                        "--",
+                    ]
                 perf = None
                 if args.perf:
-                    perf = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock",
-                                             "-F", str(args.rate), "-o", args.perf],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    perf = subprocess.Popen(
+                        [
+                            "perf",
+                            "record",
+                            "-a",
+                            "-g",
+                            "-e",
+                            "cpu-clock",
+                            "-F",
+                            str(args.rate),
+                            "-o",
+                            args.perf,
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     time.sleep(1.0)
                 m0, s0, d0, t0 = _machine(), _sheep_cpu(), _disk_written(), time.monotonic()
                 result = runner.run(case, image, name, **extra)
@@ -134,16 +167,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     busy = user + nice + system + irq + softirq + steal
     sheep = s1 - s0
     client = result["cpu_s"]
-    print(f"{case.name} {args.size} {args.pattern} on {cluster.kind} cluster: "
-          f"{result['seconds']:.2f} s timed = {size / (1 << 20) / result['seconds']:.0f} MiB/s")
-    print(f"  timed region: client CPU {client:.2f} s (its own {result['cpu_self_s']:.2f}, "
-          f"dog processes {result['cpu_children_s']:.2f})")
+    print(
+        f"{case.name} {args.size} {args.pattern} on {cluster.kind} cluster: "
+        f"{result['seconds']:.2f} s timed = {size / (1 << 20) / result['seconds']:.0f} MiB/s"
+    )
+    print(
+        f"  timed region: client CPU {client:.2f} s (its own {result['cpu_self_s']:.2f}, "
+        f"dog processes {result['cpu_children_s']:.2f})"
+    )
     print(f"  whole child ({t1 - t0:.2f} s wall, imports and setup included), machine CPU:")
-    print(f"    busy {busy:.2f} s of {(t1 - t0) * (os.cpu_count() or 1):.2f} "
-          f"(user {user:.2f}, sys {system:.2f}, softirq {softirq:.2f}, steal {steal:.2f}); "
-          f"idle {idle:.2f}, iowait {iowait:.2f}")
-    print(f"    sheep daemons {sheep:.2f} s; the rest (client setup, other processes) "
-          f"{busy - sheep:.2f} s")
+    print(
+        f"    busy {busy:.2f} s of {(t1 - t0) * (os.cpu_count() or 1):.2f} "
+        f"(user {user:.2f}, sys {system:.2f}, softirq {softirq:.2f}, steal {steal:.2f}); "
+        f"idle {idle:.2f}, iowait {iowait:.2f}"
+    )
+    print(
+        f"    sheep daemons {sheep:.2f} s; the rest (client setup, other processes) "
+        f"{busy - sheep:.2f} s"
+    )
     print(f"  block devices written: {(d1 - d0) / (1 << 20):.0f} MiB")
     if "stats" in result:
         print(f"  Vdi.stats: {result['stats']}")

@@ -19,20 +19,27 @@ def summarize(records: list[dict]) -> list[dict]:
     rows = []
     for (case, size, pattern), recs in groups.items():
         ok = [r for r in recs if r.get("ok")]
-        row: dict = {"case": case, "size": size, "pattern": pattern,
-                     "runs": len(recs), "ok": len(ok)}
+        row: dict = {
+            "case": case,
+            "size": size,
+            "pattern": pattern,
+            "runs": len(recs),
+            "ok": len(ok),
+        }
         if len(ok) < len(recs):
             row["error"] = next(r.get("error") for r in recs if not r.get("ok"))
         if ok:
             rates = [r["mib_s"] for r in ok]
-            row.update({
-                "median_mib_s": statistics.median(rates),
-                "min_mib_s": min(rates),
-                "max_mib_s": max(rates),
-                "median_s": statistics.median(r["seconds"] for r in ok),
-                "cpu_s_per_gib": statistics.median(r["cpu_s_per_gib"] for r in ok),
-                "rss_mib": max(r["rss_mib"] for r in ok),
-            })
+            row.update(
+                {
+                    "median_mib_s": statistics.median(rates),
+                    "min_mib_s": min(rates),
+                    "max_mib_s": max(rates),
+                    "median_s": statistics.median(r["seconds"] for r in ok),
+                    "cpu_s_per_gib": statistics.median(r["cpu_s_per_gib"] for r in ok),
+                    "rss_mib": max(r["rss_mib"] for r in ok),
+                }
+            )
             if any("allocated" in r for r in ok):
                 row["allocated"] = max((r.get("allocated") or 0) for r in ok)
                 row["expected_allocation"] = ok[0].get("expected_allocation")
@@ -55,8 +62,10 @@ def _size(n: int) -> str:
 
 
 def table(rows: list[dict], skipped: dict[str, str]) -> str:
-    head = (f"{'case':<18} {'size':>5} {'pattern':<7} {'MiB/s':>8} {'min-max':>15} "
-            f"{'x dog':>6} {'x old':>6} {'CPU s/GiB':>9} {'RSS MiB':>8}")
+    head = (
+        f"{'case':<18} {'size':>5} {'pattern':<7} {'MiB/s':>8} {'min-max':>15} "
+        f"{'x dog':>6} {'x old':>6} {'CPU s/GiB':>9} {'RSS MiB':>8}"
+    )
     lines = [head, "-" * len(head)]
     last = None
     for r in rows:
@@ -65,22 +74,26 @@ def table(rows: list[dict], skipped: dict[str, str]) -> str:
             lines.append("")
         last = key
         if not r["ok"]:
-            lines.append(f"{r['case']:<18} {_size(r['size']):>5} {r['pattern']:<7} "
-                         f"FAILED: {r.get('error')}")
+            lines.append(
+                f"{r['case']:<18} {_size(r['size']):>5} {r['pattern']:<7} FAILED: {r.get('error')}"
+            )
             continue
         spread = f"{r['min_mib_s']:.0f}-{r['max_mib_s']:.0f}"
         dog = f"{r['ratio_dog']:.2f}" if "ratio_dog" in r else "-"
         old = f"{r['ratio_old']:.2f}" if "ratio_old" in r else "-"
         note = f"  ({r['runs'] - r['ok']} failed: {r['error']})" if r["ok"] < r["runs"] else ""
-        lines.append(f"{r['case']:<18} {_size(r['size']):>5} {r['pattern']:<7} "
-                     f"{r['median_mib_s']:8.1f} {spread:>15} {dog:>6} {old:>6} "
-                     f"{r['cpu_s_per_gib']:9.2f} {r['rss_mib']:8.0f}{note}")
+        lines.append(
+            f"{r['case']:<18} {_size(r['size']):>5} {r['pattern']:<7} "
+            f"{r['median_mib_s']:8.1f} {spread:>15} {dog:>6} {old:>6} "
+            f"{r['cpu_s_per_gib']:9.2f} {r['rss_mib']:8.0f}{note}"
+        )
     for name, why in skipped.items():
         lines.append(f"{name:<18} skipped: {why}")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ targets
+
 
 def _pick_size(rows: list[dict], want: int) -> Optional[int]:
     sizes = sorted({r["size"] for r in rows})
@@ -118,23 +131,38 @@ def targets(rows: list[dict], cluster_kind: str) -> list[dict]:
             add(name, None, f"not measured ({case if not a else ref} missing)")
             return
         x = a["median_mib_s"] / b["median_mib_s"]
-        add(name, x >= need, f"{a['median_mib_s']:.0f} vs {b['median_mib_s']:.0f} MiB/s = "
-                             f"{x:.2f}x (need >= {need}x){_at(size, GiB)}")
+        add(
+            name,
+            x >= need,
+            f"{a['median_mib_s']:.0f} vs {b['median_mib_s']:.0f} MiB/s = "
+            f"{x:.2f}x (need >= {need}x){_at(size, GiB)}",
+        )
 
     ratio("raw write >= 2.0x dog vdi write", "raw-write", "dog-write", 2.0)
     ratio("raw read >= 1.2x dog vdi read", "raw-read", "dog-read", 1.2)
     ratio("Store.add >= 2.5x old driver", "store-add", "old-add", 2.5)
-    ratio("Store.add, unknown size >= 2.5x old driver (same)", "store-add-unknown",
-          "old-add-unknown", 2.5)
+    ratio(
+        "Store.add, unknown size >= 2.5x old driver (same)",
+        "store-add-unknown",
+        "old-add-unknown",
+        2.5,
+    )
 
     a, h = _row(rows, "store-add", size), _row(rows, "hashes", size)
     if a and h:
         extra = a["cpu_s_per_gib"] - h["cpu_s_per_gib"]
-        add("Store.add CPU <= hashes + 0.3 s/GiB", extra <= 0.3,
+        add(
+            "Store.add CPU <= hashes + 0.3 s/GiB",
+            extra <= 0.3,
             f"{a['cpu_s_per_gib']:.2f} s/GiB vs md5+sha512 alone {h['cpu_s_per_gib']:.2f} "
-            f"s/GiB: +{extra:.2f} (need <= +0.30){_at(size, GiB)}")
+            f"s/GiB: +{extra:.2f} (need <= +0.30){_at(size, GiB)}",
+        )
     else:
-        add("Store.add CPU <= hashes + 0.3 s/GiB", None, "not measured (store-add or hashes missing)")
+        add(
+            "Store.add CPU <= hashes + 0.3 s/GiB",
+            None,
+            "not measured (store-add or hashes missing)",
+        )
 
     ratio("Store.get >= 5x old driver", "store-get", "old-get", 5.0)
 
@@ -144,8 +172,7 @@ def targets(rows: list[dict], cluster_kind: str) -> list[dict]:
         if not r:
             add(name, None, f"not measured ({case} missing)")
         else:
-            add(name, r["rss_mib"] < 150,
-                f"{r['rss_mib']:.0f} MiB{_at(big, 4 * GiB)}")
+            add(name, r["rss_mib"] < 150, f"{r['rss_mib']:.0f} MiB{_at(big, 4 * GiB)}")
 
     for case in ("store-add", "raw-write"):
         dense, sparse = _row(rows, case, size), _row(rows, case, size, "sparse")
@@ -156,10 +183,13 @@ def targets(rows: list[dict], cluster_kind: str) -> list[dict]:
         share = sparse["median_s"] / dense["median_s"]
         alloc, want = sparse.get("allocated"), sparse.get("expected_allocation")
         exact = alloc is not None and alloc == want
-        add(name, share <= 0.35 and exact,
+        add(
+            name,
+            share <= 0.35 and exact,
             f"{sparse['median_s']:.2f} s vs {dense['median_s']:.2f} s = {share:.0%} "
             f"(need <= 35%); allocated {_mib(alloc)} of {_mib(want)} non-zero"
-            f"{_at(size, GiB)}")
+            f"{_at(size, GiB)}",
+        )
     if cluster_kind != "real":
         for t in out:
             t["detail"] += " [embedded FakeSheep: indicative only]"
@@ -180,6 +210,7 @@ def targets_text(checks: list[dict]) -> str:
 
 # --------------------------------------------------------------------- plot
 
+
 def plot(rows: list[dict], path: str, title: str) -> Optional[str]:
     """Writes a PNG of median throughput (min-max bars); returns why not."""
     try:
@@ -195,8 +226,13 @@ def plot(rows: list[dict], path: str, title: str) -> Optional[str]:
     cases = [n for n in NAMES if any(r["case"] == n for r in ok)]
     if not ok:
         return "no successful runs to plot"
-    fig, axes = plt.subplots(1, len(patterns), figsize=(6 + 3 * len(sizes) * len(patterns), 5),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        len(patterns),
+        figsize=(6 + 3 * len(sizes) * len(patterns), 5),
+        squeeze=False,
+        sharey=True,
+    )
     width = 0.8 / max(len(cases), 1)
     colours = plt.get_cmap("tab20")
     for ax, pattern in zip(axes[0], patterns):
@@ -210,8 +246,15 @@ def plot(rows: list[dict], path: str, title: str) -> Optional[str]:
                     lo.append(r["median_mib_s"] - r["min_mib_s"])
                     hi.append(r["max_mib_s"] - r["median_mib_s"])
             if xs:
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=case,
-                       color=colours(NAMES.index(case) % 20))
+                ax.bar(
+                    xs,
+                    ys,
+                    width,
+                    yerr=[lo, hi],
+                    capsize=2,
+                    label=case,
+                    color=colours(NAMES.index(case) % 20),
+                )
         ax.set_xticks(range(len(sizes)), [_size(s) for s in sizes])
         ax.set_title(pattern)
         ax.set_xlabel("image size")

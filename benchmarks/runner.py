@@ -39,7 +39,7 @@ def peak_rss_kib() -> int:
 class Meter:
     """Wall time and CPU (self + waited-for children) of a with-block."""
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         self._s0 = resource.getrusage(resource.RUSAGE_SELF)
         self.rss_before_kib = peak_rss_kib()  # imports, buffers: the floor
         self._c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -65,6 +65,7 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 # ------------------------------------------------------------ sheepfast raw
+
 
 def raw_write(spec: dict) -> dict:
     import sheepfast
@@ -105,11 +106,12 @@ def _spot_check(path: str, buf) -> None:
         for i in range(64):
             off = (size - 4096) * i // 63 // 4096 * 4096
             f.seek(off)
-            if f.read(4096) != bytes(buf[off:off + 4096]):
+            if f.read(4096) != bytes(buf[off : off + 4096]):
                 raise RuntimeError(f"data read back differs from the image at {off}")
 
 
 # ------------------------------------------------------------ glance_store
+
 
 def _store(address: str):
     """The Store as Glance builds it: enabled_backends = sd:sheepdog through
@@ -118,8 +120,8 @@ def _store(address: str):
     is not registered (an uninstalled checkout)."""
     import logging
 
-    from oslo_config import cfg
     from glance_store import location, multi_backend
+    from oslo_config import cfg
 
     logging.getLogger("glance_store").setLevel(logging.ERROR)
     logging.getLogger("stevedore").setLevel(logging.ERROR)
@@ -141,10 +143,18 @@ def _store(address: str):
         conf.set_override("sheepdog_store_port", port, group="sd")
         store = Store(conf, backend="sd")
         store.configure()
-        location.register_scheme_backend_map({
-            scheme: {"sd": {"store": store, "store_entry": "sheepdog",
-                            "location_class": store.get_store_location_class()}}
-            for scheme in store.get_schemes()})
+        location.register_scheme_backend_map(
+            {
+                scheme: {
+                    "sd": {
+                        "store": store,
+                        "store_entry": "sheepdog",
+                        "location_class": store.get_store_location_class(),
+                    }
+                }
+                for scheme in store.get_schemes()
+            }
+        )
         return store, "sheepfast.glance.Store constructed directly (entry point not registered)"
     conf.set_override("sheepdog_store_port", port, group="sd")
     if not multi_backend.create_multi_stores(conf):
@@ -181,10 +191,12 @@ def store_add(spec: dict) -> dict:
         source = _upload_source(spec, f)
         with Meter() as m:
             uri, written, checksum, multihash, meta = store.add(
-                spec["name"], source, size, "sha512", context=None, verifier=None)
+                spec["name"], source, size, "sha512", context=None, verifier=None
+            )
     if written != spec["size"] or checksum != spec["md5"]:
-        raise RuntimeError(f"Store.add returned size {written}, md5 {checksum}; "
-                           f"want {spec['size']}, {spec['md5']}")
+        raise RuntimeError(
+            f"Store.add returned size {written}, md5 {checksum}; want {spec['size']}, {spec['md5']}"
+        )
     return {"meter": m, "uri": uri, "store_loaded": how}
 
 
@@ -204,6 +216,7 @@ def store_get(spec: dict) -> dict:
 
 # -------------------------------------------------------------- CLI backend
 
+
 def cli_write(spec: dict) -> dict:
     from benchmarks.data import load
     from sheepfast.backends import open_backend
@@ -216,7 +229,7 @@ def cli_write(spec: dict) -> dict:
         with Meter() as m:
             with backend.open(spec["name"]) as image:
                 for off in range(0, size, CHUNK):
-                    image.write(view[off:off + CHUNK], off)
+                    image.write(view[off : off + CHUNK], off)
     return {"meter": m}
 
 
@@ -231,13 +244,14 @@ def cli_read(spec: dict) -> dict:
         with Meter() as m:
             with backend.open(spec["name"]) as image:
                 for off in range(0, size, CHUNK):
-                    total += image.readinto(view[:min(CHUNK, size - off)], off)
+                    total += image.readinto(view[: min(CHUNK, size - off)], off)
     if total != size:
         raise RuntimeError(f"DogBackend read {total} of {size} bytes")
     return {"meter": m}
 
 
 # ------------------------------------------------------ the removed driver
+
 
 def _old_image(spec: dict):
     from benchmarks.old_driver import OldImage
@@ -276,13 +290,17 @@ def old_get(spec: dict) -> dict:
 
 # ---------------------------------------------------------------------- dog
 
+
 def _dog(spec: dict, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
     host, port = _host_port(spec["address"])
-    done = subprocess.run([spec["dog"], "vdi", *args, "-a", host, "-p", str(port)],
-                          stderr=subprocess.PIPE, **kwargs)
+    done = subprocess.run(
+        [spec["dog"], "vdi", *args, "-a", host, "-p", str(port)], stderr=subprocess.PIPE, **kwargs
+    )
     if done.returncode:
-        raise RuntimeError(f"dog vdi {' '.join(args)}: exit {done.returncode}: "
-                           f"{done.stderr.decode(errors='replace').strip()}")
+        raise RuntimeError(
+            f"dog vdi {' '.join(args)}: exit {done.returncode}: "
+            f"{done.stderr.decode(errors='replace').strip()}"
+        )
     return done
 
 
@@ -302,6 +320,7 @@ def dog_read(spec: dict) -> dict:
 
 # ------------------------------------------------------------------ hashes
 
+
 def hashes(spec: dict) -> dict:
     from benchmarks.data import load
 
@@ -310,19 +329,26 @@ def hashes(spec: dict) -> dict:
     with Meter() as m:
         md5, sha = hashlib.md5(), hashlib.sha512()
         for off in range(0, len(buf), CHUNK):
-            md5.update(view[off:off + CHUNK])
-            sha.update(view[off:off + CHUNK])
+            md5.update(view[off : off + CHUNK])
+            sha.update(view[off : off + CHUNK])
     if md5.hexdigest() != spec["md5"]:
         raise RuntimeError("md5 of the loaded image differs from the file's")
     return {"meter": m}
 
 
 RUN = {
-    "raw-write": raw_write, "raw-read": raw_read,
-    "store-add": store_add, "store-add-unknown": store_add, "store-get": store_get,
-    "cli-write": cli_write, "cli-read": cli_read,
-    "old-add": old_add, "old-add-unknown": old_add, "old-get": old_get,
-    "dog-write": dog_write, "dog-read": dog_read,
+    "raw-write": raw_write,
+    "raw-read": raw_read,
+    "store-add": store_add,
+    "store-add-unknown": store_add,
+    "store-get": store_get,
+    "cli-write": cli_write,
+    "cli-read": cli_read,
+    "old-add": old_add,
+    "old-add-unknown": old_add,
+    "old-get": old_get,
+    "dog-write": dog_write,
+    "dog-read": dog_read,
     "hashes": hashes,
 }
 
