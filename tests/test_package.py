@@ -108,14 +108,25 @@ def build_requirements_met() -> bool:
     return True
 
 
+#: left out of the copy the sdist is built from: builds, caches, environments
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", "*.egg-info", "build", "dist", ".venv", "__pycache__", "*.so", "*.o",
+    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis",
+)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tarfile.TarFile]:
+    """The sdist of a copy of the tree: setuptools also packs whatever an old
+    sheepfast.egg-info/SOURCES.txt lists, which would hide a MANIFEST.in gap."""
     pytest.importorskip("build")
+    tree = tmp_path_factory.mktemp("tree") / "sheepfast"
+    shutil.copytree(ROOT, tree, ignore=NOT_COPIED, symlinks=True)
     out = tmp_path_factory.mktemp("sdist")
     argv = [sys.executable, "-m", "build", "--sdist", "--outdir", str(out)]
     if build_requirements_met():
         argv.append("--no-isolation")  # seconds instead of an install of setuptools and Cython
-    done = subprocess.run(argv + [str(ROOT)], capture_output=True, text=True)
+    done = subprocess.run(argv + [str(tree)], capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
     (path,) = out.glob("*.tar.gz")
     with tarfile.open(path) as tar:
