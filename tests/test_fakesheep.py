@@ -969,7 +969,7 @@ def test_hyper_volume_depth_two_delete(sheep, client):
 
 
 def test_erasure_coded_vdis_need_enough_zones(sheep, client):
-    rsp = client.new_vdi("ec", 12 * MIB, copy_policy=w.ec_policy(2, 1))
+    rsp = client.new_vdi("ec", 12 * MIB, copies=3, copy_policy=w.ec_policy(2, 1))
     assert rsp.result == 0 and rsp.vdi.copies == 3
     vid = rsp.vdi.vdi_id
     # one node is one zone: 2 data strips cannot be placed
@@ -980,7 +980,7 @@ def test_erasure_coded_vdis_need_enough_zones(sheep, client):
         vid = c.new_vdi("ec", 12 * MIB, copies=3, copy_policy=0x11).vdi.vdi_id
         c.put_object(vid, 0, b"ec data", offset=100)
         assert c.read(w.data_oid(vid, 0), 7, 100) == (0, b"ec data")
-        vid42 = c.new_vdi("ec42", 12 * MIB, copy_policy=0x22).vdi.vdi_id
+        vid42 = c.new_vdi("ec42", 12 * MIB, copies=6, copy_policy=0x22).vdi.vdi_id
         assert c.create(w.data_oid(vid42, 0), b"x") == w.RES_SYSTEM_ERROR
         c.close()
 
@@ -989,17 +989,21 @@ def test_erasure_coded_vdis_need_enough_zones(sheep, client):
 # hazards
 
 def test_hazards_are_recorded_and_refused(sheep, client):
-    rsp = client.new_vdi("panic", MIB, copy_policy=0x10)
+    rsp = client.new_vdi("panic", MIB, copies=1, copy_policy=0x10)
     assert rsp.result == w.RES_INVALID_PARMS
     assert "0x10" in take_hazards(sheep)[0] and client.lookup("panic").result == w.RES_NO_VDI
     vid = client.new_vdi("fine", MIB).vdi.vdi_id
     assert client.create(w.data_oid(vid, 0), b"x", copy_policy=0x20) == w.RES_INVALID_PARMS
     assert "parity" in take_hazards(sheep)[0]
     big = w.CLUSTER_OP_MAX_DATA + 1
-    for opcode in (w.OP_NEW_VDI, w.OP_GET_VDI_INFO, w.OP_DEL_VDI):
+    for opcode in (w.OP_NEW_VDI, w.OP_DEL_VDI):
         rsp, _ = client.call(opcode, w.VdiArgs(), b"big".ljust(big, b"\0"))
         assert rsp.result == w.RES_INVALID_PARMS
-    assert all("131072" in h for h in take_hazards(sheep, 3))
+    assert all("131072" in h for h in take_hazards(sheep, 2))
+    # a lookup's request data stays on the gateway: refused, not a hazard
+    rsp, _ = client.call(w.OP_GET_VDI_INFO, w.VdiArgs(), b"big".ljust(big, b"\0"))
+    assert rsp.result == w.RES_INVALID_PARMS
+    take_hazards(sheep, 0)
     rsp, _ = client.call(w.OP_GET_NODE_LIST, data_length=79)
     assert rsp.result == w.RES_INVALID_PARMS and rsp.data_length == 0
     assert "nr_nodes*80" in take_hazards(sheep)[0]

@@ -47,11 +47,10 @@ def _error(result: int) -> Reply:
 
 _INVALID = Reply(w.RES_INVALID_PARMS)
 
-# The ops whose request travels through the cluster driver: sheep asserts
-# (aborts) when their data exceeds CLUSTER_OP_MAX_DATA (section 12). Section
-# 6.11 calls GET_VDI_INFO a cluster op too, so it is included.
-_CLUSTER_OPS = frozenset({w.OP_NEW_VDI, w.OP_DEL_VDI, w.OP_LOCK_VDI,
-                          w.OP_RELEASE_VDI, w.OP_GET_VDI_INFO, w.OP_GET_VDI_ATTR})
+# The ops whose request data travels through the cluster driver: sheep
+# asserts (aborts) when it exceeds CLUSTER_OP_MAX_DATA (docs/PROTOCOL.md
+# section 12). GET_VDI_INFO and GET_VDI_ATTR pass only their reply on.
+_CLUSTER_OPS = frozenset({w.OP_NEW_VDI, w.OP_DEL_VDI, w.OP_LOCK_VDI, w.OP_RELEASE_VDI})
 
 # FakeSheep's per-node disk size (STAT_SHEEP, node records)
 NODE_SPACE = 64 << 30
@@ -108,8 +107,9 @@ class Handlers:
             return self._hazard(req, "cluster-op data_length above 131072-96 "
                                      "(sheep asserts)")
         if req.opcode in w.OBJ_OPCODES or req.opcode == w.OP_NEW_VDI:
+            # a NEW_VDI without copies takes the cluster's policy instead
             policy = req.obj.copy_policy if req.opcode in w.OBJ_OPCODES \
-                else req.vdi.copy_policy
+                else req.vdi.copy_policy if req.vdi.copies else 0
             if w.is_fatal_policy(policy):
                 return self._hazard(req, f"copy_policy 0x{policy:02x} has a zero "
                                          "parity nibble (sheep panics)")

@@ -439,7 +439,9 @@ class Store:
 
     def _create_inode(self, vid, name, args, base, working, named) -> w.VdiResult:
         now = _now_ctime()
-        policy = args.copy_policy
+        # as sheep does (sheep/ops.c): a request without copies takes the
+        # cluster's redundancy, its copy policy included, whatever it asked
+        policy = args.copy_policy if args.copies else self.default_copy_policy
         data_strips, parity = w.ec_split(policy)
         copies = data_strips + parity if policy else (args.copies or self.default_copies)
         bss = args.block_size_shift or self.default_bss
