@@ -51,7 +51,7 @@ class BuildNative(build_ext):
             script = os.path.join(self.build_temp, "_native.exports")
             init = "PyInit_" + ext.name.rpartition(".")[2]
             with open(script, "w") as f:
-                f.write("{ global: %s; local: *; };\n" % init)
+                f.write(f"{{ global: {init}; local: *; }};\n")
             ext.extra_link_args.append("-Wl,--version-script=" + script)
         super().build_extension(ext)
 

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-USER_CODE = textwrap.dedent('''
+USER_CODE = textwrap.dedent("""
     import sheepfast
     from sheepfast import VdiInfo
 
@@ -26,7 +26,7 @@ USER_CODE = textwrap.dedent('''
                     n = a.readinto(memoryview(buf)[: min(len(buf), a.size - off)], off)
                     b.write(memoryview(buf)[:n], off)
             return len(cluster.list())
-''')
+""")
 
 
 def test_user_code_typechecks(tmp_path):
@@ -34,7 +34,17 @@ def test_user_code_typechecks(tmp_path):
     user = tmp_path / "user.py"
     user.write_text(USER_CODE)
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent",
-         str(user)],
-        capture_output=True, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--follow-imports=silent",
+            str(user),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
