@@ -99,7 +99,8 @@ def _object_size_shift(text: str) -> int:
     shift = size.bit_length() - 1
     if size <= 0 or size != 1 << shift or not 20 <= shift <= 31:
         raise argparse.ArgumentTypeError(
-            f"--object-size must be a power of two from 1M to 2G (got {text})")
+            f"--object-size must be a power of two from 1M to 2G (got {text})"
+        )
     return shift
 
 
@@ -110,7 +111,8 @@ def _copies(text: str) -> int:
         n = -1
     if not 0 <= n <= MAX_COPIES:
         raise argparse.ArgumentTypeError(
-            f"--copies must be 0 (the cluster's default) to {MAX_COPIES} (got {text})")
+            f"--copies must be 0 (the cluster's default) to {MAX_COPIES} (got {text})"
+        )
     return n
 
 
@@ -120,8 +122,9 @@ def _timeout(text: str) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < 1e6:
-        raise argparse.ArgumentTypeError(f"--timeout must be a positive number of seconds "
-                                         f"(got {text})")
+        raise argparse.ArgumentTypeError(
+            f"--timeout must be a positive number of seconds (got {text})"
+        )
     return seconds
 
 
@@ -143,8 +146,11 @@ class Progress:
             def format_dict(self) -> dict[str, Any]:
                 d = dict(super().format_dict)
                 rate = d.get("rate") or (d["n"] / d["elapsed"] if d.get("elapsed") else 0)
-                d.update(done=format_size(d["n"]), speed=f"{format_size(rate)}/s",
-                         whole=format_size(d["total"] or 0))
+                d.update(
+                    done=format_size(d["n"]),
+                    speed=f"{format_size(rate)}/s",
+                    whole=format_size(d["total"] or 0),
+                )
                 return d
 
         if total:
@@ -157,8 +163,16 @@ class Progress:
             known = False
         # a terminal that reports no width (some ptys) gets 80 columns
         width: dict[str, Any] = {"dynamic_ncols": True} if known else {"ncols": 80}
-        self._bar = Bar(total=total or None, desc=label, file=sys.stderr, mininterval=0.1,
-                        smoothing=0.1, leave=True, bar_format=fmt, **width)
+        self._bar = Bar(
+            total=total or None,
+            desc=label,
+            file=sys.stderr,
+            mininterval=0.1,
+            smoothing=0.1,
+            leave=True,
+            bar_format=fmt,
+            **width,
+        )
 
     def update(self, n: int) -> None:
         bar = self._bar
@@ -198,7 +212,7 @@ class _Counted:
 
 
 def _image(backend: Backend, name: str, *, thin: bool = True) -> SheepdogImage:
-    host, port = parse_address(backend.addresses.split(",")[0])  # type: ignore[attr-defined]
+    host, port = parse_address(backend.addresses.split(",")[0])
     return SheepdogImage(host, port, name, CHUNK, backend=backend, thin=thin)
 
 
@@ -214,8 +228,14 @@ def _open_source(path: str) -> tuple[BinaryIO, Optional[int], bool]:
     return src, (st.st_size if stat.S_ISREG(st.st_mode) else None), True
 
 
-def _upload(backend: Backend, name: str, source: Any, size: Optional[int],
-            args: argparse.Namespace, label: str) -> int:
+def _upload(
+    backend: Backend,
+    name: str,
+    source: Any,
+    size: Optional[int],
+    args: argparse.Namespace,
+    label: str,
+) -> int:
     """Creates VDI name and streams source into it; on any failure, Ctrl-C
     included, deletes it again (when that fails too, its upload mark lets
     'reclaim' find it)."""
@@ -238,8 +258,11 @@ def _upload(backend: Backend, name: str, source: Any, size: Optional[int],
             gone = image.discard()
         image.close()
         if not gone:
-            print(f"sheepfast: the partial VDI {name} could not be deleted; 'sheepfast "
-                  "reclaim' finds it once its writer is gone", file=sys.stderr)
+            print(
+                f"sheepfast: the partial VDI {name} could not be deleted; 'sheepfast "
+                "reclaim' finds it once its writer is gone",
+                file=sys.stderr,
+            )
         raise
     progress.close()
     image.close()
@@ -285,8 +308,7 @@ def cmd_put(args: argparse.Namespace, backend: Backend) -> int:
     return 0
 
 
-def _replace(backend: Backend, name: str, temp: str, size: int,
-             args: argparse.Namespace) -> None:
+def _replace(backend: Backend, name: str, temp: str, size: int, args: argparse.Namespace) -> None:
     try:
         backend.delete(name)
         with _image(backend, temp) as image:
@@ -296,12 +318,17 @@ def _replace(backend: Backend, name: str, temp: str, size: int,
         raise ReplaceFailed(
             f"replacing {name} failed after the old image was deleted ({why}); the new "
             f"image is complete in VDI {temp}: 'sheepfast get {temp} - | sheepfast put "
-            f"--force - {name}' finishes the job, then 'sheepfast rm {temp}'", exc) from None
+            f"--force - {name}' finishes the job, then 'sheepfast rm {temp}'",
+            exc,
+        ) from None
     try:
         backend.delete(temp)
     except errors.SheepfastError as exc:
-        raise ReplaceFailed(f"{name} is replaced, but the temporary VDI {temp} could not be "
-                            f"deleted ({_describe(exc)}): 'sheepfast rm {temp}'", exc) from None
+        raise ReplaceFailed(
+            f"{name} is replaced, but the temporary VDI {temp} could not be "
+            f"deleted ({_describe(exc)}): 'sheepfast rm {temp}'",
+            exc,
+        ) from None
 
 
 def _source(src: BinaryIO, size: Optional[int]) -> Union[BinaryIO, Iterator[memoryview]]:
@@ -317,7 +344,7 @@ def _source(src: BinaryIO, size: Optional[int]) -> Union[BinaryIO, Iterator[memo
     # The mapping is not closed here: views of it may be held until the
     # upload's threads let go of them; it goes with the last of them.
     whole = memoryview(mapped)
-    return (whole[offset:offset + CHUNK] for offset in range(0, size, CHUNK))
+    return (whole[offset : offset + CHUNK] for offset in range(0, size, CHUNK))
 
 
 def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
@@ -369,18 +396,20 @@ def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
     return 0
 
 
-def _download(image: SheepdogImage, size: int, dst: BinaryIO, args: argparse.Namespace, *,
-              sparse: bool) -> None:
+def _download(
+    image: SheepdogImage, size: int, dst: BinaryIO, args: argparse.Namespace, *, sparse: bool
+) -> None:
     """All-zero objects become holes when dst is a regular file (sparse)."""
     progress = Progress(f"get {image.name}", size, args.progress)
     try:
-        step = image.open().object_size  # the granularity sheep allocates in
+        # the granularity sheep allocates in
+        step = image.open().object_size  # type: ignore[no-untyped-call]
         # the read engine the glance driver uses: the next chunk is read
         # while this one is written out
         for chunk in image.chunks(0, size):
             view = memoryview(chunk)
             for start in range(0, len(view), step):
-                piece = view[start:start + step]
+                piece = view[start : start + step]
                 if sparse and is_zero(piece):
                     dst.seek(len(piece), os.SEEK_CUR)
                 else:
@@ -394,8 +423,9 @@ def _download(image: SheepdogImage, size: int, dst: BinaryIO, args: argparse.Nam
         progress.close()
 
 
-def _info_dict(info: sheepfast.VdiInfo, used: Optional[int] = None,
-               shared: Optional[int] = None) -> dict[str, Any]:
+def _info_dict(
+    info: sheepfast.VdiInfo, used: Optional[int] = None, shared: Optional[int] = None
+) -> dict[str, Any]:
     d: dict[str, Any] = {
         "name": info.name,
         "vid": info.vid,
@@ -426,8 +456,10 @@ def cmd_ls(args: argparse.Namespace, backend: Backend) -> int:
     print(f"{'NAME':<32} {'TYPE':<8} {'SIZE':>12} {'VID':>8} {'COPIES':>6} {'OBJECT':>8}  TAG")
     for v in vdis:
         kind = "snapshot" if v.snapshot else ("clone" if v.parent_vid and v.snap_id == 1 else "")
-        print(f"{v.name:<32} {kind:<8} {human(v.size):>12} {format_vid(v.vid):>8} "
-              f"{v.redundancy:>6} {human(v.object_size):>8}  {v.tag}")
+        print(
+            f"{v.name:<32} {kind:<8} {human(v.size):>12} {format_vid(v.vid):>8} "
+            f"{v.redundancy:>6} {human(v.object_size):>8}  {v.tag}"
+        )
     return 0
 
 
@@ -479,34 +511,47 @@ def cmd_reclaim(args: argparse.Namespace, backend: Backend) -> int:
     except errors.InvalidArgument as exc:
         raise UsageError(str(exc)) from None
     if older_than < incomplete.MIN_STALE_AGE:
-        raise UsageError(f"--older-than must be at least {incomplete.MIN_STALE_AGE:g}s: a live "
-                         f"upload refreshes its mark every {incomplete.HEARTBEAT_INTERVAL:g}s")
+        raise UsageError(
+            f"--older-than must be at least {incomplete.MIN_STALE_AGE:g}s: a live "
+            f"upload refreshes its mark every {incomplete.HEARTBEAT_INTERVAL:g}s"
+        )
     rows: list[dict[str, Any]] = []
     now = time.time()
 
     def show(entry: incomplete.Incomplete, error: Optional[Exception]) -> None:
         action = "would delete" if args.dry_run else "deleted" if error is None else "failed"
         mark = entry.mark
-        row = {"name": entry.name, "vid": entry.vid, "vid_hex": format_vid(entry.vid),
-               "size": entry.size, "started": mark.started, "heartbeat": mark.heartbeat,
-               "age": entry.age, "host": mark.host, "pid": mark.pid, "action": action,
-               "error": None if error is None else str(error)}
+        row = {
+            "name": entry.name,
+            "vid": entry.vid,
+            "vid_hex": format_vid(entry.vid),
+            "size": entry.size,
+            "started": mark.started,
+            "heartbeat": mark.heartbeat,
+            "age": entry.age,
+            "host": mark.host,
+            "pid": mark.pid,
+            "action": action,
+            "error": None if error is None else str(error),
+        }
         rows.append(row)
         if not args.json:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mark.started))
-            line = (f"{action:<12} {entry.name:<32} {human(entry.size):>10} "
-                    f"{format_vid(entry.vid):>8}  started {started}, heartbeat "
-                    f"{_duration(entry.age)} ago, writer {mark.host} pid {mark.pid}")
+            line = (
+                f"{action:<12} {entry.name:<32} {human(entry.size):>10} "
+                f"{format_vid(entry.vid):>8}  started {started}, heartbeat "
+                f"{_duration(entry.age)} ago, writer {mark.host} pid {mark.pid}"
+            )
             print(line + (f": {error}" if error is not None else ""), flush=True)
 
-    report = incomplete.reclaim_incomplete(backend, older_than, dry_run=args.dry_run, now=now,
-                                           on_result=show)
+    report = incomplete.reclaim_incomplete(
+        backend, older_than, dry_run=args.dry_run, now=now, on_result=show
+    )
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
     elif not args.quiet and not rows:
-        print(f"no incomplete VDIs with a heartbeat older than {args.older_than}",
-              file=sys.stderr)
+        print(f"no incomplete VDIs with a heartbeat older than {args.older_than}", file=sys.stderr)
     return 1 if report.failed else 0
 
 
@@ -550,60 +595,95 @@ def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
     before the command name."""
     kw: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     g = p.add_argument_group("options (before or after the command)")
-    g.add_argument("--cluster", metavar="HOST:PORT[,...]", **({"default": None} | kw),
-                   help=f"the cluster (default: ${CLUSTER_ENV}, else {DEFAULT_CLUSTER})")
-    g.add_argument("--embedded", action="store_true", **kw,
-                   help="use a throwaway in-process FakeSheep (gone when the command exits)")
-    g.add_argument("--backend", choices=KINDS, **({"default": None} | kw),
-                   help="native (the C client), cli (runs dog), or auto (default: "
-                        "$SHEEPFAST_BACKEND, else auto: native when built)")
-    g.add_argument("--timeout", type=_timeout, metavar="SECONDS", **({"default": None} | kw),
-                   help="give up on connecting or on a reply after SECONDS (default: 10 to "
-                        "connect, 60 for a reply)")
-    g.add_argument("-q", "--quiet", action="store_true", **kw,
-                   help="no progress bar or summary")
+    g.add_argument(
+        "--cluster",
+        metavar="HOST:PORT[,...]",
+        **({"default": None} | kw),
+        help=f"the cluster (default: ${CLUSTER_ENV}, else {DEFAULT_CLUSTER})",
+    )
+    g.add_argument(
+        "--embedded",
+        action="store_true",
+        **kw,
+        help="use a throwaway in-process FakeSheep (gone when the command exits)",
+    )
+    g.add_argument(
+        "--backend",
+        choices=KINDS,
+        **({"default": None} | kw),
+        help="native (the C client), cli (runs dog), or auto (default: "
+        "$SHEEPFAST_BACKEND, else auto: native when built)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=_timeout,
+        metavar="SECONDS",
+        **({"default": None} | kw),
+        help="give up on connecting or on a reply after SECONDS (default: 10 to "
+        "connect, 60 for a reply)",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", **kw, help="no progress bar or summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="sheepfast", description=__doc__, epilog=EPILOG,
-                                formatter_class=fmt)
+    p = argparse.ArgumentParser(
+        prog="sheepfast", description=__doc__, epilog=EPILOG, formatter_class=fmt
+    )
     p.add_argument("--version", action="version", version=f"sheepfast {sheepfast.__version__}")
     _add_common(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, description: str = "") -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help, description=description or help,
-                           formatter_class=fmt)
+        c = sub.add_parser(name, help=help, description=description or help, formatter_class=fmt)
         _add_common(c, top=False)
         return c
 
-    put = command("put", "upload FILE (or - for stdin) as VDI NAME",
-                  "Upload FILE (or - for stdin) as a new VDI NAME.\n\n"
-                  + EPILOG.split("\n\n")[0])
+    put = command(
+        "put",
+        "upload FILE (or - for stdin) as VDI NAME",
+        "Upload FILE (or - for stdin) as a new VDI NAME.\n\n" + EPILOG.split("\n\n")[0],
+    )
     put.add_argument("file", metavar="FILE")
     put.add_argument("name", metavar="NAME")
-    put.add_argument("--force", action="store_true",
-                     help="replace NAME if it exists (safely: see above)")
-    put.add_argument("--copies", type=_copies, default=0,
-                     help=f"replicas, 1 to {MAX_COPIES} (default: the cluster's)")
-    put.add_argument("--object-size", dest="bss", type=_object_size_shift, default=0,
-                     metavar="SIZE",
-                     help="object size, a power of two from 1M to 2G (default: the cluster's)")
-    put.add_argument("--no-thin", action="store_true",
-                     help="write all-zero objects too (default: skip them)")
+    put.add_argument(
+        "--force", action="store_true", help="replace NAME if it exists (safely: see above)"
+    )
+    put.add_argument(
+        "--copies",
+        type=_copies,
+        default=0,
+        help=f"replicas, 1 to {MAX_COPIES} (default: the cluster's)",
+    )
+    put.add_argument(
+        "--object-size",
+        dest="bss",
+        type=_object_size_shift,
+        default=0,
+        metavar="SIZE",
+        help="object size, a power of two from 1M to 2G (default: the cluster's)",
+    )
+    put.add_argument(
+        "--no-thin", action="store_true", help="write all-zero objects too (default: skip them)"
+    )
     put.set_defaults(func=cmd_put)
 
-    get = command("get", "download VDI NAME to FILE (or - for stdout)",
-                  "Download VDI NAME to FILE (or - for stdout).\n\n" + EPILOG.split("\n\n")[1])
+    get = command(
+        "get",
+        "download VDI NAME to FILE (or - for stdout)",
+        "Download VDI NAME to FILE (or - for stdout).\n\n" + EPILOG.split("\n\n")[1],
+    )
     get.add_argument("name", metavar="NAME")
     get.add_argument("file", metavar="FILE")
     get.add_argument("--force", action="store_true", help="replace FILE if it exists")
     get.set_defaults(func=cmd_get)
 
-    ls = command("ls", "list VDIs",
-                 "List VDIs. Vids are written in hex, as dog shows them; --json gives each "
-                 "as an integer (vid) and in that hex (vid_hex).")
+    ls = command(
+        "ls",
+        "list VDIs",
+        "List VDIs. Vids are written in hex, as dog shows them; --json gives each "
+        "as an integer (vid) and in that hex (vid_hex).",
+    )
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
 
@@ -612,25 +692,36 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
-    rm = command("rm", "delete VDIs (their objects are reclaimed)",
-                 "Delete each NAME; a failure is reported and the others are still deleted "
-                 "(exit status 1 if any failed).")
+    rm = command(
+        "rm",
+        "delete VDIs (their objects are reclaimed)",
+        "Delete each NAME; a failure is reported and the others are still deleted "
+        "(exit status 1 if any failed).",
+    )
     rm.add_argument("names", metavar="NAME", nargs="+")
     rm.set_defaults(func=cmd_rm)
 
-    reclaim = command("reclaim",
-                      "delete VDIs left half-written by uploads whose writer died")
-    reclaim.add_argument("--older-than", dest="older_than", required=True, metavar="AGE",
-                         help="only marks whose heartbeat is older than AGE: 90s, 15m, 1h, "
-                              f"2d (at least {incomplete.MIN_STALE_AGE:g}s)")
-    reclaim.add_argument("--dry-run", action="store_true",
-                         help="list what would be deleted, delete nothing")
+    reclaim = command("reclaim", "delete VDIs left half-written by uploads whose writer died")
+    reclaim.add_argument(
+        "--older-than",
+        dest="older_than",
+        required=True,
+        metavar="AGE",
+        help="only marks whose heartbeat is older than AGE: 90s, 15m, 1h, "
+        f"2d (at least {incomplete.MIN_STALE_AGE:g}s)",
+    )
+    reclaim.add_argument(
+        "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
+    )
     reclaim.add_argument("--json", action="store_true")
     reclaim.set_defaults(func=cmd_reclaim)
 
-    demo = command("demo", "the README's main job through glance_store (needs "
-                           "sheepfast[glance]); on an embedded FakeSheep unless a cluster "
-                           "is given")
+    demo = command(
+        "demo",
+        "the README's main job through glance_store (needs "
+        "sheepfast[glance]); on an embedded FakeSheep unless a cluster "
+        "is given",
+    )
     demo.add_argument("--size-mib", type=int, default=256)
     demo.set_defaults(func=cmd_demo, own_cluster=True)
     return p
@@ -663,7 +754,8 @@ def _backend_kind(args: argparse.Namespace) -> Optional[str]:
     if shutil.which("dog") is None:
         raise errors.SheepfastError(
             f"{missing}, and dog is not on PATH for the cli backend: build the extension "
-            "(python -m pip install . from the source checkout) or install dog")
+            "(python -m pip install . from the source checkout) or install dog"
+        )
     if not args.quiet:
         print(f"sheepfast: {missing}; using dog", file=sys.stderr)
     return "cli"
@@ -684,11 +776,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         if getattr(args, "own_cluster", False):
             # demo picks (or starts) its cluster itself
             return int(args.func(args, None))
-        timeouts = {} if args.timeout is None else {
-            "connect_timeout": args.timeout, "io_timeout": args.timeout}
+        timeouts = (
+            {}
+            if args.timeout is None
+            else {"connect_timeout": args.timeout, "io_timeout": args.timeout}
+        )
         kind = _backend_kind(args)
-        with cluster_address(args) as address, \
-                open_backend(address, kind, **timeouts) as backend:
+        with cluster_address(args) as address, open_backend(address, kind, **timeouts) as backend:
             return int(args.func(args, backend))
     except UsageError as exc:
         parser.print_usage(sys.stderr)

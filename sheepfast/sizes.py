@@ -21,8 +21,9 @@ from fractions import Fraction
 __all__ = ["SizeError", "parse_size", "format_size"]
 
 _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
-_SIZE = re.compile(r"(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[KMGTP]?)(?P<suffix>i?B?)",
-                   re.IGNORECASE)
+_SIZE = re.compile(
+    r"(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[KMGTP]?)(?P<suffix>i?B?)", re.IGNORECASE
+)
 
 
 class SizeError(ValueError):
@@ -40,8 +41,10 @@ def parse_size(text: str, what: str = "size") -> int:
     if suffix.upper() == "B" and unit:
         # 4MB: dog's 4 MiB or SI's 4 000 000? Ask rather than guess.
         n = m["num"]
-        raise SizeError(f"{what}: {text!r} is ambiguous: write {n}{unit} or {n}{unit}iB for "
-                        f"{n} x 2^{_UNITS[unit]} bytes, or the byte count")
+        raise SizeError(
+            f"{what}: {text!r} is ambiguous: write {n}{unit} or {n}{unit}iB for "
+            f"{n} x 2^{_UNITS[unit]} bytes, or the byte count"
+        )
     value = Fraction(m["num"]) * (1 << _UNITS[unit])
     if value.denominator != 1:
         raise SizeError(f"{what}: {text!r} is not a whole number of bytes ({float(value):g})")

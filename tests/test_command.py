@@ -34,8 +34,14 @@ COMMAND = [sys.executable, "-m", "sheepfast"]
 
 
 def run(target, *args, input=None, check=True, timeout=120):
-    done = subprocess.run([*COMMAND, "--cluster", target.address, *args], input=input,
-                          capture_output=True, timeout=timeout, cwd="/", env=ENV)
+    done = subprocess.run(
+        [*COMMAND, "--cluster", target.address, *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        cwd="/",
+        env=ENV,
+    )
     if check:
         assert done.returncode == 0, done.stderr.decode(errors="replace")
     return done
@@ -99,12 +105,15 @@ def test_no_thin_writes_zero_objects(target, new_name, tmp_path):
     assert used(thin) == 0 and used(thick) == 8 * MiB
 
 
-@pytest.mark.parametrize("args,message", [
-    (("get", "sf-no-such-vdi", "-"), "not found"),
-    (("rm", "sf-no-such-vdi"), "not found"),
-    (("info", "sf-no-such-vdi"), "not found"),
-    (("put", "/nonexistent/file", "x"), "no such file"),
-    ])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("get", "sf-no-such-vdi", "-"), "not found"),
+        (("rm", "sf-no-such-vdi"), "not found"),
+        (("info", "sf-no-such-vdi"), "not found"),
+        (("put", "/nonexistent/file", "x"), "no such file"),
+    ],
+)
 def test_errors_are_one_line(target, args, message):
     done = run(target, *args, check=False)
     err = done.stderr.decode()
@@ -126,8 +135,13 @@ def test_existing_vdi_needs_force(target, new_name, tmp_path):
 
 
 def test_unreachable_cluster(tmp_path):
-    done = subprocess.run([*COMMAND, "--cluster", "127.0.0.1:1", "ls"],
-                          capture_output=True, cwd="/", env=ENV, timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "--cluster", "127.0.0.1:1", "ls"],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert b"cannot connect" in done.stderr and b"Traceback" not in done.stderr
 
@@ -149,8 +163,9 @@ def test_no_cluster_given_means_the_local_sheep(monkeypatch):
 
 
 def test_embedded_cluster():
-    done = subprocess.run([*COMMAND, "--embedded", "ls", "--json"],
-                          capture_output=True, cwd="/", env=ENV, timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "--embedded", "ls", "--json"], capture_output=True, cwd="/", env=ENV, timeout=60
+    )
     assert done.returncode == 0 and json.loads(done.stdout) == []
 
 
@@ -158,9 +173,14 @@ def test_ctrl_c_during_put_leaves_no_vdi(target, new_name):
     name = new_name()
     # A shell starts background jobs with SIGINT ignored, and Python installs
     # no KeyboardInterrupt handler where it is: give the child the default.
-    proc = subprocess.Popen([*COMMAND, "--cluster", target.address, "put", "-", name],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=ENV,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [*COMMAND, "--cluster", target.address, "put", "-", name],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     proc.stdin.write(os.urandom(8 * MiB))  # more than nothing, less than the end
     proc.stdin.flush()
     with sheepfast.connect(target.address) as cluster:
@@ -181,8 +201,12 @@ def test_progress_bar_only_on_a_terminal(target, new_name, image_file, columns):
     name = new_name()
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    proc = subprocess.Popen([*COMMAND, "--cluster", target.address, "put", str(path), name],
-                            stderr=follower, cwd="/", env=ENV)
+    proc = subprocess.Popen(
+        [*COMMAND, "--cluster", target.address, "put", str(path), name],
+        stderr=follower,
+        cwd="/",
+        env=ENV,
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -243,8 +267,16 @@ def _assert_old_intact(target, name):
     assert not [v for v in _vdis(target) if v.startswith(name + ".put-")]  # no temporary left
 
 
-@pytest.mark.parametrize("bad", [["--copies", "99"], ["--copies", "x"], ["--object-size", "3M"],
-                                 ["--object-size", "4MB"], ["--timeout", "0"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--copies", "99"],
+        ["--copies", "x"],
+        ["--object-size", "3M"],
+        ["--object-size", "4MB"],
+        ["--timeout", "0"],
+    ],
+)
 def test_force_with_bad_options_keeps_the_old_image(target, old_image, bad):
     name, new, _ = old_image
     done = run(target, "put", "--force", str(new), name, *bad, check=False)
@@ -332,8 +364,9 @@ def test_force_with_short_input_keeps_the_old_image(target, old_image, monkeypat
     _assert_old_intact(target, name)
 
 
-def test_force_interrupted_during_upload_keeps_the_old_image(target, old_image, monkeypatch,
-                                                            capsys):
+def test_force_interrupted_during_upload_keeps_the_old_image(
+    target, old_image, monkeypatch, capsys
+):
     name, _, _ = old_image
     source = _Source(2 * MiB, KeyboardInterrupt())
     assert _put_in_process(target, monkeypatch, name, source, None) == 130
@@ -343,7 +376,8 @@ def test_force_interrupted_during_upload_keeps_the_old_image(target, old_image, 
 
 @pytest.mark.parametrize("fail", [KeyboardInterrupt(), sheepfast.SheepfastError("lost")])
 def test_force_failing_after_the_old_is_gone_names_the_complete_temporary(
-        target, old_image, monkeypatch, capsys, fail):
+    target, old_image, monkeypatch, capsys, fail
+):
     name, new, data = old_image
 
     def chunks(self, offset=0, length=None, chunk_size=None):
@@ -389,8 +423,9 @@ def test_get_to_a_device_writes_in_place(target, old_image):
 
 @pytest.mark.parametrize("fail", [KeyboardInterrupt(), sheepfast.SheepfastError("lost")])
 @pytest.mark.parametrize("existing", [False, True])
-def test_failed_get_leaves_no_partial_file(target, new_name, tmp_path, monkeypatch, capsys,
-                                           fail, existing):
+def test_failed_get_leaves_no_partial_file(
+    target, new_name, tmp_path, monkeypatch, capsys, fail, existing
+):
     name = new_name()
     src = tmp_path / "src"
     src.write_bytes(os.urandom(3 * MiB))
@@ -423,22 +458,51 @@ def test_options_after_the_command(target, new_name, tmp_path):
     name = new_name()
     small = tmp_path / "small"
     small.write_bytes(b"abc")
-    done = subprocess.run([*COMMAND, "put", str(small), name, "--quiet", "--cluster",
-                           target.address, "--timeout", "30"],
-                          capture_output=True, cwd="/", env=ENV, timeout=60)
+    done = subprocess.run(
+        [
+            *COMMAND,
+            "put",
+            str(small),
+            name,
+            "--quiet",
+            "--cluster",
+            target.address,
+            "--timeout",
+            "30",
+        ],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stderr == b"", done.stderr
-    done = subprocess.run([*COMMAND, "ls", "--json", "--cluster", target.address],
-                          capture_output=True, cwd="/", env=ENV, timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "ls", "--json", "--cluster", target.address],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=60,
+    )
     assert name in [v["name"] for v in json.loads(done.stdout)]
     # given both before and after: the later one counts, as with any option
-    done = subprocess.run([*COMMAND, "--cluster", "127.0.0.1:1", "info", name, "--cluster",
-                           target.address], capture_output=True, cwd="/", env=ENV, timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "--cluster", "127.0.0.1:1", "info", name, "--cluster", target.address],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
 
 def test_cluster_and_embedded_conflict():
-    done = subprocess.run([*COMMAND, "ls", "--embedded", "--cluster", "127.0.0.1:1"],
-                          capture_output=True, cwd="/", env=ENV, timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "ls", "--embedded", "--cluster", "127.0.0.1:1"],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=60,
+    )
     assert done.returncode == 2 and b"do not go together" in done.stderr
 
 
@@ -450,9 +514,13 @@ def test_timeout_applies_to_a_peer_that_never_answers():
         quiet.listen(8)  # connections are accepted by the kernel, never answered
         address = f"127.0.0.1:{quiet.getsockname()[1]}"
         start = time.monotonic()
-        done = subprocess.run([*COMMAND, "--backend", "native", "--timeout", "1", "ls",
-                               "--cluster", address], capture_output=True, cwd="/", env=ENV,
-                              timeout=60)
+        done = subprocess.run(
+            [*COMMAND, "--backend", "native", "--timeout", "1", "ls", "--cluster", address],
+            capture_output=True,
+            cwd="/",
+            env=ENV,
+            timeout=60,
+        )
         took = time.monotonic() - start
     assert done.returncode == 1 and b"Traceback" not in done.stderr, done.stderr
     assert took < 15, took
@@ -471,18 +539,26 @@ def test_rm_several_names_reports_each_failure(target, new_name, tmp_path):
     assert a not in _vdis(target) and b not in _vdis(target)
 
 
-@pytest.mark.parametrize("args", [
-    ["put", "/dev/null", "x", "--copies", "32"],
-    ["put", "/dev/null", "x", "--object-size", "1.5G"],
-    ["put", "/dev/null", "-x"],
-    ["get", "bad name", "-"],
-    ["rm"],
-    ["--timeout", "-1", "ls"],
-    ["bench"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["put", "/dev/null", "x", "--copies", "32"],
+        ["put", "/dev/null", "x", "--object-size", "1.5G"],
+        ["put", "/dev/null", "-x"],
+        ["get", "bad name", "-"],
+        ["rm"],
+        ["--timeout", "-1", "ls"],
+        ["bench"],
+    ],
+)
 def test_usage_errors_exit_2(args):
-    done = subprocess.run([*COMMAND, "--cluster", "127.0.0.1:1", *args], capture_output=True,
-                          cwd="/", env=ENV, timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "--cluster", "127.0.0.1:1", *args],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=60,
+    )
     assert done.returncode == 2, done.stderr
     assert b"Traceback" not in done.stderr and b"usage:" in done.stderr
 
@@ -494,9 +570,13 @@ def test_closed_pipe_exits_quietly_as_dog_does(target, new_name, tmp_path):
     src.write_bytes(os.urandom(32 * MiB))  # more than the pipe holds: head leaves first
     run(target, "put", str(src), name)
     command = " ".join([*COMMAND, "--cluster", target.address, "get", name, "-"])
-    done = subprocess.run(["bash", "-c", f"{command} | head -c 10 >/dev/null; "
-                           'echo "${PIPESTATUS[0]}" >&2'], capture_output=True, cwd="/",
-                          env=ENV, timeout=60)
+    done = subprocess.run(
+        ["bash", "-c", f'{command} | head -c 10 >/dev/null; echo "${{PIPESTATUS[0]}}" >&2'],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=60,
+    )
     assert done.stderr == b"141\n"
 
 
@@ -504,18 +584,19 @@ def test_bench_is_not_offered_and_never_imports_from_cwd(tmp_path):
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "__init__.py").write_text("raise SystemExit(99)\n")
     (tmp_path / "benchmarks" / "__main__.py").write_text("raise SystemExit(99)\n")
-    done = subprocess.run([*COMMAND, "bench"], capture_output=True, cwd=tmp_path, env=ENV,
-                          timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "bench"], capture_output=True, cwd=tmp_path, env=ENV, timeout=60
+    )
     assert done.returncode == 2 and b"invalid choice" in done.stderr
-    helped = subprocess.run([*COMMAND, "--help"], capture_output=True, cwd=tmp_path, env=ENV,
-                            timeout=60)
+    helped = subprocess.run(
+        [*COMMAND, "--help"], capture_output=True, cwd=tmp_path, env=ENV, timeout=60
+    )
     assert b"python -m benchmarks" in helped.stdout
 
 
 def test_help_is_plain_text():
     for args in (["--help"], ["put", "--help"], ["get", "--help"], ["rm", "--help"]):
-        done = subprocess.run([*COMMAND, *args], capture_output=True, cwd="/", env=ENV,
-                              timeout=60)
+        done = subprocess.run([*COMMAND, *args], capture_output=True, cwd="/", env=ENV, timeout=60)
         text = done.stdout.decode()
         assert done.returncode == 0 and "usage: sheepfast" in text
         assert "``" not in text and ":class:" not in text and "::" not in text
@@ -536,19 +617,39 @@ def test_missing_extension_and_dog_is_said_plainly(monkeypatch, capsys):
 # ------------------------------------------------------------------- sizes and vids
 
 
-@pytest.mark.parametrize("text,size", [
-    ("1048576", 1048576), ("512k", 512 << 10), ("512K", 512 << 10), ("4M", 4 << 20),
-    ("4MiB", 4 << 20), ("1.5G", 3 << 29), ("1.5GiB", 3 << 29), ("2T", 2 << 40),
-    (" 7 ", 7), ("100B", 100), (".5k", 512),
-])
+@pytest.mark.parametrize(
+    "text,size",
+    [
+        ("1048576", 1048576),
+        ("512k", 512 << 10),
+        ("512K", 512 << 10),
+        ("4M", 4 << 20),
+        ("4MiB", 4 << 20),
+        ("1.5G", 3 << 29),
+        ("1.5GiB", 3 << 29),
+        ("2T", 2 << 40),
+        (" 7 ", 7),
+        ("100B", 100),
+        (".5k", 512),
+    ],
+)
 def test_parse_size(text, size):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text,message", [
-    ("4MB", "ambiguous"), ("1GB", "ambiguous"), ("0.3k", "whole number"), ("", "bad size"),
-    ("-1", "bad size"), ("4X", "bad size"), ("4iB", "bad size"), ("1e6", "bad size"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("4MB", "ambiguous"),
+        ("1GB", "ambiguous"),
+        ("0.3k", "whole number"),
+        ("", "bad size"),
+        ("-1", "bad size"),
+        ("4X", "bad size"),
+        ("4iB", "bad size"),
+        ("1e6", "bad size"),
+    ],
+)
 def test_parse_size_refuses(text, message):
     with pytest.raises(SizeError, match=message):
         parse_size(text, "--what")
@@ -557,8 +658,13 @@ def test_parse_size_refuses(text, message):
 
 
 def test_format_size():
-    assert [format_size(n) for n in (0, 1023, 1024, 3 << 29, 5 << 40)] == \
-        ["0 B", "1023 B", "1.0 KiB", "1.5 GiB", "5.0 TiB"]
+    assert [format_size(n) for n in (0, 1023, 1024, 3 << 29, 5 << 40)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 GiB",
+        "5.0 TiB",
+    ]
 
 
 def test_vid_is_written_the_same_way_in_the_table_and_json(target, old_image):
@@ -566,8 +672,11 @@ def test_vid_is_written_the_same_way_in_the_table_and_json(target, old_image):
     listed = {v["name"]: v for v in json.loads(run(target, "ls", "--json").stdout)}
     mine = listed[name]
     assert mine["vid_hex"] == f"{mine['vid']:x}"
-    row = [line.split() for line in run(target, "ls").stdout.decode().splitlines()
-           if line.startswith(name + " ")][0]
+    row = [
+        line.split()
+        for line in run(target, "ls").stdout.decode().splitlines()
+        if line.startswith(name + " ")
+    ][0]
     assert mine["vid_hex"] in row
     info = json.loads(run(target, "info", name, "--json").stdout)
     assert info["vid_hex"] == mine["vid_hex"]
