@@ -373,7 +373,10 @@ def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
             raise FileExistsError(17, "file exists (use --force to replace it)", path)
         folder, base = os.path.split(os.path.abspath(path))
         temp = os.path.join(folder, f".{base}.sheepfast-{secrets.token_hex(4)}.part")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileNotFoundError:
+            raise FileNotFoundError(2, "no such directory", folder) from None
         try:
             with open(fd, "wb") as dst:
                 _download(image, size, dst, args, sparse=True)
@@ -789,8 +792,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"sheepfast: error: {exc}", file=sys.stderr)
         return 2
     except ReplaceFailed as exc:
-        print(f"\nsheepfast: error: {exc}", file=sys.stderr)
-        return 128 + signal.SIGINT if isinstance(exc.cause, KeyboardInterrupt) else 1
+        interrupted = isinstance(exc.cause, KeyboardInterrupt)
+        lead = "\n" if interrupted else ""  # ends the ^C line
+        print(f"{lead}sheepfast: error: {exc}", file=sys.stderr)
+        return 128 + signal.SIGINT if interrupted else 1
     except KeyboardInterrupt:
         print("\nsheepfast: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
@@ -810,7 +815,10 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, errors.VdiExists):
         return f"{exc} (use --force to replace it)"
     if isinstance(exc, FileNotFoundError) and not isinstance(exc, errors.SheepfastError):
-        return f"no such file: {exc.filename}"
+        return (
+            f"no such {'directory' if exc.strerror == 'no such directory' else 'file'}: "
+            f"{exc.filename}"
+        )
     if isinstance(exc, OSError) and not isinstance(exc, errors.SheepfastError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc)

@@ -680,3 +680,41 @@ def test_vid_is_written_the_same_way_in_the_table_and_json(target, old_image):
     assert mine["vid_hex"] in row
     info = json.loads(run(target, "info", name, "--json").stdout)
     assert info["vid_hex"] == mine["vid_hex"]
+
+
+def test_ctrl_c_during_put_force_keeps_the_old_image(target, old_image):
+    name, _, _ = old_image
+    proc = subprocess.Popen(
+        [*COMMAND, "--cluster", target.address, "put", "--force", "-", name],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    proc.stdin.write(os.urandom(8 * MiB))
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not [v for v in _vdis(target) if v.startswith(name + ".put-")]:  # upload started
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    _assert_old_intact(target, name)
+
+
+def test_temporary_name_fits_even_for_a_longest_name():
+    from sheepfast.image import NAME_MAX, check_name
+
+    for name in ("a" * NAME_MAX, "é" * (NAME_MAX // 2), "img"):
+        temp = check_name(cli._temp_name(name))
+        assert len(temp.encode()) <= NAME_MAX and ".put-" in temp and temp != name
+    assert cli._temp_name("img") != cli._temp_name("img")
+
+
+def test_get_into_a_missing_directory_says_so(target, old_image, tmp_path):
+    name, _, _ = old_image
+    done = run(target, "get", name, str(tmp_path / "nowhere" / "out"), check=False)
+    assert done.returncode == 1
+    assert f"no such directory: {tmp_path / 'nowhere'}".encode() in done.stderr

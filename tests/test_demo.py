@@ -48,3 +48,20 @@ def test_demo_on_the_real_cluster(target):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "deleted OK" in done.stdout
+
+
+def test_demo_through_the_command_with_options_after_it(target):
+    pytest.importorskip("glance_store")
+    if not target.is_fake:
+        pytest.skip("the real cluster is covered above")
+    done = subprocess.run(
+        [sys.executable, "-m", "sheepfast", "demo", "--size-mib", "8", "--cluster", target.address],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=ENV,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"cluster  {target.address}" in done.stdout and "embedded" not in done.stdout
+    assert "deleted OK" in done.stdout
