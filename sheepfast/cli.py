@@ -158,11 +158,14 @@ class Progress:
         else:
             fmt = "{desc} {done}  {speed}  {elapsed}"
         try:
-            known = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+            shape = os.get_terminal_size(sys.stderr.fileno())
         except OSError:
-            known = False
-        # a terminal that reports no width (some ptys) gets 80 columns
-        width: dict[str, Any] = {"dynamic_ncols": True} if known else {"ncols": 80}
+            shape = os.terminal_size((0, 0))
+        # A terminal that reports no size (script(1), some ptys) gets 80x24:
+        # tqdm hides its bar below a screen height of 0.
+        width: dict[str, Any] = {"dynamic_ncols": True} if shape.columns else {"ncols": 80}
+        if not shape.lines:
+            width["nrows"] = 24
         self._bar = Bar(
             total=total or None,
             desc=label,
