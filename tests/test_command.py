@@ -200,7 +200,8 @@ def test_progress_bar_only_on_a_terminal(target, new_name, image_file, columns):
     path, _ = image_file
     name = new_name()
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24 if columns else 0, columns, 0, 0))
+    rows = 24 if columns else 0  # a pty that reports no size at all
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     proc = subprocess.Popen(
         [*COMMAND, "--cluster", target.address, "put", str(path), name],
         stderr=follower,
