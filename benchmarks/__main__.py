@@ -36,11 +36,11 @@ MiB = 1 << 20
 
 
 def _sizes(text: str) -> list[int]:
-    from sheepfast.cli import UsageError, parse_size
+    from sheepfast.sizes import SizeError, parse_size
 
     try:
         sizes = [parse_size(s) for s in text.split(",") if s.strip()]
-    except UsageError as exc:
+    except SizeError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if not sizes or min(sizes) < MiB:
         raise argparse.ArgumentTypeError("sizes must be at least 1M")

@@ -1,18 +1,25 @@
-"""The ``sheepfast`` command: move images in and out of a Sheepdog cluster.
+"""The sheepfast command: move images in and out of a Sheepdog cluster.
 
-    sheepfast put FILE NAME        upload (FILE may be - for stdin)
-    sheepfast get NAME FILE        download (FILE may be - for stdout)
-    sheepfast ls [--json]          list VDIs
-    sheepfast info NAME [--json]   size, used, object size, copies, vid, snapshot
-    sheepfast rm NAME              delete
-    sheepfast reclaim --older-than AGE [--dry-run]
-                                   delete VDIs left half-written by uploads that died
-    sheepfast bench                the benchmark harness
-    sheepfast demo                 the README's main job
+  sheepfast put FILE NAME        upload FILE (- for stdin) as VDI NAME
+  sheepfast get NAME FILE        download VDI NAME to FILE (- for stdout)
+  sheepfast ls [--json]          list VDIs
+  sheepfast info NAME [--json]   size, used, object size, copies, vid, snapshot
+  sheepfast rm NAME [NAME...]    delete VDIs
+  sheepfast reclaim --older-than AGE [--dry-run]
+                                 delete VDIs left half-written by uploads that died
+  sheepfast demo                 the README's main job, through glance_store
 
-The cluster comes from --cluster host:port[,host:port...] or
-$SHEEPFAST_CLUSTER; --embedded runs an in-process FakeSheep instead.
-Errors are one line on stderr and a non-zero exit status.
+The cluster is --cluster host:port[,host:port...], else $SHEEPFAST_CLUSTER,
+else 127.0.0.1:7000 (as dog). --embedded runs a throwaway in-process
+FakeSheep instead. The options above the commands may be given before or
+after the command: 'sheepfast put f img --quiet' works.
+
+Sizes: a byte count, or a number with K, M, G, T (powers of 1024, as in dog
+and rbd) or KiB, MiB, GiB, TiB: 1048576, 512K, 4M, 1.5G, 4MiB. 4MB is
+refused as ambiguous.
+
+Errors are one line on stderr. Exit status: 0 done, 1 failed, 2 bad command
+line, 130 interrupted, 141 when the reader of stdout went away (as dog).
 """
 
 from __future__ import annotations
@@ -22,130 +29,309 @@ import contextlib
 import json
 import mmap
 import os
-import re
+import secrets
+import shutil
 import signal
 import stat
 import sys
 import time
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Union
 
 import sheepfast
 from sheepfast import errors, incomplete
-from sheepfast.backends import KINDS, Backend, open_backend
-from sheepfast.image import SheepdogImage, check_name, is_zero, parse_address
+from sheepfast.backends import KINDS, Backend, native_available, open_backend
+from sheepfast.image import NAME_MAX, SheepdogImage, check_name, is_zero, parse_address
+from sheepfast.sizes import SizeError, format_size, parse_size
 
 CLUSTER_ENV = "SHEEPFAST_CLUSTER"
+DEFAULT_CLUSTER = "127.0.0.1:7000"
+MAX_COPIES = 31  # sheep's SD_MAX_COPIES
 MiB = 1 << 20
-CHUNK = 64 * MiB  # bytes moved per call: bounds memory, paces the progress bar
+CHUNK = 64 * MiB  # bytes moved per call: bounds memory
+
+__all__ = ["main", "build_parser", "UsageError", "parse_size"]
 
 
 class UsageError(Exception):
     """A mistake on the command line (exit status 2)."""
 
 
+class ReplaceFailed(Exception):
+    """put --force lost the old image and could not finish the new one in
+    its place; the new one is complete in a temporary VDI (see cmd_put)."""
+
+    def __init__(self, message: str, cause: BaseException):
+        super().__init__(message)
+        self.cause = cause
+
+
 # ------------------------------------------------------------------ helpers
-
-_SIZE = re.compile(r"(\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'4M', '1GiB', '512k', '1048576' -> bytes (binary units)."""
-    m = _SIZE.fullmatch(text.strip())
-    if not m:
-        raise UsageError(f"bad size {text!r} (want e.g. 4M, 1G or a byte count)")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-def object_size_shift(text: str) -> int:
-    size = parse_size(text)
-    shift = size.bit_length() - 1
-    if size <= 0 or size != 1 << shift or not 20 <= shift <= 31:
-        raise UsageError(f"object size must be a power of two from 1M to 2G (got {text})")
-    return shift
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
+    return format_size(n)
+
+
+def format_vid(vid: int) -> str:
+    """A vid as dog shows it (hex, no prefix): the table, info and --json."""
+    return f"{vid:x}"
+
+
+def _vdi_name(text: str) -> str:
+    try:
+        return check_name(text)
+    except errors.InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _size_arg(what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return parse_size(text, what)
+        except SizeError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _object_size_shift(text: str) -> int:
+    size = _size_arg("--object-size")(text)
+    shift = size.bit_length() - 1
+    if size <= 0 or size != 1 << shift or not 20 <= shift <= 31:
+        raise argparse.ArgumentTypeError(
+            f"--object-size must be a power of two from 1M to 2G (got {text})"
+        )
+    return shift
+
+
+def _copies(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_COPIES:
+        raise argparse.ArgumentTypeError(
+            f"--copies must be 0 (the cluster's default) to {MAX_COPIES} (got {text})"
+        )
+    return n
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e6:
+        raise argparse.ArgumentTypeError(
+            f"--timeout must be a positive number of seconds (got {text})"
+        )
+    return seconds
 
 
 class Progress:
-    """Bytes, rate and ETA on stderr, redrawn in place; silent unless stderr
-    is a terminal and --quiet was not given."""
+    """A tqdm bar on stderr: fits the terminal (re-measured as it changes),
+    redrawn in place at most ten times a second, its last line drawn once
+    when closed. Disabled unless stderr is a terminal and not --quiet."""
 
     def __init__(self, label: str, total: Optional[int], enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = 0.0
+        self._bar: Any = None
+        if not enabled:
+            return
+        from tqdm import tqdm
+
+        class Bar(tqdm):  # type: ignore[type-arg]
+            # sizes as the rest of the command prints them (tqdm's own say
+            # "MB" for MiB)
+            @property
+            def format_dict(self) -> dict[str, Any]:
+                d = dict(super().format_dict)
+                rate = d.get("rate") or (d["n"] / d["elapsed"] if d.get("elapsed") else 0)
+                d.update(
+                    done=format_size(d["n"]),
+                    speed=f"{format_size(rate)}/s",
+                    whole=format_size(d["total"] or 0),
+                )
+                return d
+
+        if total:
+            fmt = "{desc} {percentage:3.0f}%|{bar}| {done} / {whole}  {speed}  ETA {remaining}"
+        else:
+            fmt = "{desc} {done}  {speed}  {elapsed}"
+        try:
+            shape = os.get_terminal_size(sys.stderr.fileno())
+        except OSError:
+            shape = os.terminal_size((0, 0))
+        # A terminal that reports no size (script(1), some ptys) gets 80x24:
+        # tqdm hides its bar below a screen height of 0.
+        width: dict[str, Any] = {"dynamic_ncols": True} if shape.columns else {"ncols": 80}
+        if not shape.lines:
+            width["nrows"] = 24
+        self._bar = Bar(
+            total=total or None,
+            desc=label,
+            file=sys.stderr,
+            mininterval=0.1,
+            smoothing=0.1,
+            leave=True,
+            bar_format=fmt,
+            **width,
+        )
 
     def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or self.done == self.total):
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
-        line = f"{self.label} {human(self.done)}"
-        if self.total:
-            pct = 100.0 * self.done / self.total
-            eta = (self.total - self.done) / rate if rate > 0 else 0
-            line += f" / {human(self.total)} ({pct:3.0f}%)  {human(rate)}/s  ETA {eta:4.0f} s"
+        bar = self._bar
+        if bar is None:
+            return
+        if bar.total and bar.n + n >= bar.total:
+            bar.n += n  # drawn by close(): the last line once
         else:
-            line += f"  {human(rate)}/s"
-        sys.stderr.write("\r" + line.ljust(78)[:100])
-        sys.stderr.flush()
+            bar.update(n)
 
-    def finish(self) -> None:
-        if self.enabled:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+    def close(self) -> None:
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.close()
+
+
+class _Counted:
+    """A file the upload reads through, telling the bar of every read (a
+    pipe gives a read per pipe buffer: the bar moves smoothly)."""
+
+    def __init__(self, f: BinaryIO, progress: Progress):
+        self._f, self._progress = f, progress
+
+    def readinto(self, buffer: Any) -> Optional[int]:
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._progress.update(n)
+        return n  # type: ignore[no-any-return]
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._progress.update(len(data))
+        return data
 
 
 # ----------------------------------------------------------------- commands
 
+
+def _image(backend: Backend, name: str, *, thin: bool = True) -> SheepdogImage:
+    host, port = parse_address(backend.addresses.split(",")[0])
+    return SheepdogImage(host, port, name, CHUNK, backend=backend, thin=thin)
+
+
+def _open_source(path: str) -> tuple[BinaryIO, Optional[int], bool]:
+    """(file, its size or None when unknown, whether we opened it)."""
+    if path == "-":
+        return sys.stdin.buffer, None, False
+    src = open(path, "rb")
+    st = os.fstat(src.fileno())
+    if stat.S_ISDIR(st.st_mode):
+        src.close()
+        raise IsADirectoryError(21, "is a directory", path)
+    return src, (st.st_size if stat.S_ISREG(st.st_mode) else None), True
+
+
+def _upload(
+    backend: Backend,
+    name: str,
+    source: Any,
+    size: Optional[int],
+    args: argparse.Namespace,
+    label: str,
+) -> int:
+    """Creates VDI name and streams source into it; on any failure, Ctrl-C
+    included, deletes it again (when that fails too, its upload mark lets
+    'reclaim' find it)."""
+    # atomic on the server: a taken name fails here, before any data moves
+    backend.create(name, size or 0, copies=args.copies, block_size_shift=args.bss)
+    progress = Progress(label, size, args.progress)
+    image = _image(backend, name, thin=not args.no_thin)
+    try:
+        if hasattr(source, "readinto") or hasattr(source, "read"):
+            source = _Counted(source, progress)
+            consumers: list[Callable[[Any], None]] = []
+        else:
+            consumers = [lambda chunk: progress.update(len(chunk))]
+        # the upload engine the glance driver uses: reading overlaps writing
+        written = image.upload(source, size or 0, consumers=consumers)
+    except BaseException:
+        progress.close()
+        gone = False
+        with contextlib.suppress(Exception):
+            gone = image.discard()
+        image.close()
+        if not gone:
+            print(
+                f"sheepfast: the partial VDI {name} could not be deleted; 'sheepfast "
+                "reclaim' finds it once its writer is gone",
+                file=sys.stderr,
+            )
+        raise
+    progress.close()
+    image.close()
+    return written
+
+
+def _temp_name(name: str) -> str:
+    """A sibling for put --force to upload into: NAME.put-XXXXXXXX."""
+    suffix = f".put-{secrets.token_hex(4)}"
+    room = NAME_MAX - len(suffix)
+    return name.encode()[:room].decode(errors="ignore") + suffix
+
+
 def cmd_put(args: argparse.Namespace, backend: Backend) -> int:
-    name = check_name(args.name)  # before anything is created
-    if args.file == "-":
-        src: BinaryIO = sys.stdin.buffer
-        size: Optional[int] = None
-    else:
-        src = open(args.file, "rb")
-        st = os.fstat(src.fileno())
-        size = st.st_size if stat.S_ISREG(st.st_mode) else None
+    """Sheep cannot rename a VDI, so put --force over an existing NAME goes
+    in three steps, the old image untouched until the new one is safe:
+
+    1. everything is checked (options, NAME, FILE readable) and the new
+       image is uploaded whole into a temporary VDI NAME.put-XXXXXXXX; any
+       failure here (short input, the cluster, Ctrl-C) deletes that and
+       leaves NAME as it was;
+    2. the old NAME is deleted and NAME created again;
+    3. the temporary VDI is copied into NAME (read back and written: the
+       data crosses the network twice more) and then deleted.
+
+    A failure in step 2 or 3 leaves the new image complete in the temporary
+    VDI and says so, with the command that finishes the job."""
+    name = _vdi_name(args.name)
+    src, size, opened = _open_source(args.file)
     with contextlib.ExitStack() as stack:
-        if src is not sys.stdin.buffer:
+        if opened:
             stack.enter_context(src)
-        if args.force and backend.exists(name):
-            backend.delete(name)
-        # atomic on the server: an existing VDI fails here, before any data moves
-        backend.create(name, size or 0, copies=args.copies, block_size_shift=args.bss)
-        host, port = parse_address(backend.addresses.split(",")[0])
-        image = stack.enter_context(
-            SheepdogImage(host, port, name, CHUNK, backend=backend, thin=not args.no_thin))
-        try:
-            progress = Progress(f"put {name}", size, args.progress)
-            # the upload engine the glance driver uses: reading overlaps writing
-            written = image.upload(_source(src, size), size or 0,
-                                   consumers=[lambda chunk: progress.update(len(chunk))])
-            progress.finish()
-        except BaseException:
-            # Ctrl-C, a short file, the cluster: never leave a partial VDI
-            # (if this delete fails, the upload mark lets `reclaim` find it)
-            with contextlib.suppress(Exception):
-                image.discard()
-            raise
+        source = _source(src, size)
+        replacing = args.force and backend.exists(name)
+        if not replacing:
+            written = _upload(backend, name, source, size, args, f"put {name}")
+        else:
+            temp = _temp_name(name)
+            written = _upload(backend, temp, source, size, args, f"put {name} (into {temp})")
+            _replace(backend, name, temp, written, args)
     if not args.quiet:
         print(f"{name}: {written} bytes", file=sys.stderr)
     return 0
+
+
+def _replace(backend: Backend, name: str, temp: str, size: int, args: argparse.Namespace) -> None:
+    try:
+        backend.delete(name)
+        with _image(backend, temp) as image:
+            _upload(backend, name, image.chunks(0, size), size, args, f"copy {temp} to {name}")
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else _describe(exc)
+        raise ReplaceFailed(
+            f"replacing {name} failed after the old image was deleted ({why}); the new "
+            f"image is complete in VDI {temp}: 'sheepfast get {temp} - | sheepfast put "
+            f"--force - {name}' finishes the job, then 'sheepfast rm {temp}'",
+            exc,
+        ) from None
+    try:
+        backend.delete(temp)
+    except errors.SheepfastError as exc:
+        raise ReplaceFailed(
+            f"{name} is replaced, but the temporary VDI {temp} could not be "
+            f"deleted ({_describe(exc)}): 'sheepfast rm {temp}'",
+            exc,
+        ) from None
 
 
 def _source(src: BinaryIO, size: Optional[int]) -> Union[BinaryIO, Iterator[memoryview]]:
@@ -161,49 +347,95 @@ def _source(src: BinaryIO, size: Optional[int]) -> Union[BinaryIO, Iterator[memo
     # The mapping is not closed here: views of it may be held until the
     # upload's threads let go of them; it goes with the last of them.
     whole = memoryview(mapped)
-    return (whole[offset:offset + CHUNK] for offset in range(0, size, CHUNK))
+    return (whole[offset : offset + CHUNK] for offset in range(0, size, CHUNK))
 
 
 def cmd_get(args: argparse.Namespace, backend: Backend) -> int:
-    host, port = parse_address(backend.addresses.split(",")[0])
-    with SheepdogImage(host, port, args.name, CHUNK, backend=backend) as image:
-        size = image.size
-        to_stdout = args.file == "-"
-        dst: BinaryIO = sys.stdout.buffer if to_stdout else open(args.file, "wb")
-        with contextlib.ExitStack() as stack:
-            if not to_stdout:
-                stack.enter_context(dst)
-            # all-zero chunks become holes, but only where seeking is possible
-            sparse = not to_stdout and stat.S_ISREG(os.fstat(dst.fileno()).st_mode)
-            progress = Progress(f"get {args.name}", size, args.progress)
-            hole = image.open().object_size  # the granularity sheep allocates in
-            # the read engine the glance driver uses: the next chunk is read
-            # while this one is written out
-            for chunk in image.chunks(0, size):
-                view = memoryview(chunk)
-                if not sparse:
-                    dst.write(view)
-                else:
-                    for start in range(0, len(view), hole):
-                        piece = view[start:start + hole]
-                        if is_zero(piece):
-                            dst.seek(len(piece), os.SEEK_CUR)
-                        else:
-                            dst.write(piece)
-                progress.update(len(view))
-                del view, chunk  # let the engine refill it
-            if sparse:
-                dst.truncate(size)  # a trailing hole still counts
-            dst.flush()
-            progress.finish()
+    """FILE is written as FILE's hidden sibling, flushed to disk and renamed
+    over FILE only once complete: a failed or interrupted download leaves
+    no partial FILE (and an old FILE as it was). An existing FILE is
+    replaced only with --force; devices and FIFOs are written in place."""
+    name = _vdi_name(args.name)
+    with _image(backend, name) as image:
+        size = image.size  # VdiNotFound here, before any file is made
+        if args.file == "-":
+            _download(image, size, sys.stdout.buffer, args, sparse=False)
+            return 0
+        path = args.file
+        try:
+            st: Optional[os.stat_result] = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(21, "is a directory", path)
+            with open(path, "wb") as dst:
+                _download(image, size, dst, args, sparse=False)
+            return 0
+        if st is not None and not args.force:
+            raise FileExistsError(17, "file exists (use --force to replace it)", path)
+        folder, base = os.path.split(os.path.abspath(path))
+        temp = os.path.join(folder, f".{base}.sheepfast-{secrets.token_hex(4)}.part")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileNotFoundError:
+            raise FileNotFoundError(2, "no such directory", folder) from None
+        try:
+            with open(fd, "wb") as dst:
+                _download(image, size, dst, args, sparse=True)
+                os.fsync(dst.fileno())
+            if args.force:
+                os.replace(temp, path)
+            else:
+                os.link(temp, path)  # fails, rather than replace, if FILE appeared meanwhile
+                os.unlink(temp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        with contextlib.suppress(OSError):  # the rename itself, durable
+            dirfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
     return 0
 
 
-def _info_dict(info: sheepfast.VdiInfo, used: Optional[int] = None,
-               shared: Optional[int] = None) -> dict:
-    d = {
+def _download(
+    image: SheepdogImage, size: int, dst: BinaryIO, args: argparse.Namespace, *, sparse: bool
+) -> None:
+    """All-zero objects become holes when dst is a regular file (sparse)."""
+    progress = Progress(f"get {image.name}", size, args.progress)
+    try:
+        # the granularity sheep allocates in
+        step = image.open().object_size  # type: ignore[no-untyped-call]
+        # the read engine the glance driver uses: the next chunk is read
+        # while this one is written out
+        for chunk in image.chunks(0, size):
+            view = memoryview(chunk)
+            for start in range(0, len(view), step):
+                piece = view[start : start + step]
+                if sparse and is_zero(piece):
+                    dst.seek(len(piece), os.SEEK_CUR)
+                else:
+                    dst.write(piece)
+                progress.update(len(piece))
+            del view, piece, chunk  # let the engine refill it
+        if sparse:
+            dst.truncate(size)  # a trailing hole still counts
+        dst.flush()
+    finally:
+        progress.close()
+
+
+def _info_dict(
+    info: sheepfast.VdiInfo, used: Optional[int] = None, shared: Optional[int] = None
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
         "name": info.name,
         "vid": info.vid,
+        "vid_hex": format_vid(info.vid),
         "size": info.size,
         "object_size": info.object_size,
         "copies": info.copies,
@@ -230,15 +462,18 @@ def cmd_ls(args: argparse.Namespace, backend: Backend) -> int:
     print(f"{'NAME':<32} {'TYPE':<8} {'SIZE':>12} {'VID':>8} {'COPIES':>6} {'OBJECT':>8}  TAG")
     for v in vdis:
         kind = "snapshot" if v.snapshot else ("clone" if v.parent_vid and v.snap_id == 1 else "")
-        print(f"{v.name:<32} {kind:<8} {human(v.size):>12} {v.vid:>8x} {v.redundancy:>6} "
-              f"{human(v.object_size):>8}  {v.tag}")
+        print(
+            f"{v.name:<32} {kind:<8} {human(v.size):>12} {format_vid(v.vid):>8} "
+            f"{v.redundancy:>6} {human(v.object_size):>8}  {v.tag}"
+        )
     return 0
 
 
 def cmd_info(args: argparse.Namespace, backend: Backend) -> int:
-    info = backend.stat(args.name)
+    name = _vdi_name(args.name)
+    info = backend.stat(name)
     used = shared = None
-    with backend.open(args.name) as image:
+    with backend.open(name) as image:
         if hasattr(image, "usage"):
             used, shared = image.usage()
     d = _info_dict(info, used, shared)
@@ -248,7 +483,7 @@ def cmd_info(args: argparse.Namespace, backend: Backend) -> int:
         return 0
     rows = [
         ("name", d["name"]),
-        ("vid", f"{info.vid:x}"),
+        ("vid", format_vid(info.vid)),
         ("size", f"{human(info.size)} ({info.size} bytes)"),
         ("used", "unknown" if used is None else f"{human(used)} ({used} bytes)"),
         ("shared", "unknown" if shared is None else f"{human(shared)} ({shared} bytes)"),
@@ -263,8 +498,17 @@ def cmd_info(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, backend: Backend) -> int:
-    backend.delete(args.name)
-    return 0
+    """Deletes every NAME it can; each failure is one line, and any makes
+    the exit status 1."""
+    names = [_vdi_name(n) for n in args.names]
+    failed = 0
+    for name in names:
+        try:
+            backend.delete(name)
+        except errors.SheepfastError as exc:
+            failed += 1
+            print(f"sheepfast: error: {name}: {_describe(exc)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_reclaim(args: argparse.Namespace, backend: Backend) -> int:
@@ -273,34 +517,47 @@ def cmd_reclaim(args: argparse.Namespace, backend: Backend) -> int:
     except errors.InvalidArgument as exc:
         raise UsageError(str(exc)) from None
     if older_than < incomplete.MIN_STALE_AGE:
-        raise UsageError(f"--older-than must be at least {incomplete.MIN_STALE_AGE:g}s: a live "
-                         f"upload refreshes its mark every {incomplete.HEARTBEAT_INTERVAL:g}s")
-    rows: list[dict] = []
+        raise UsageError(
+            f"--older-than must be at least {incomplete.MIN_STALE_AGE:g}s: a live "
+            f"upload refreshes its mark every {incomplete.HEARTBEAT_INTERVAL:g}s"
+        )
+    rows: list[dict[str, Any]] = []
     now = time.time()
 
     def show(entry: incomplete.Incomplete, error: Optional[Exception]) -> None:
         action = "would delete" if args.dry_run else "deleted" if error is None else "failed"
         mark = entry.mark
-        row = {"name": entry.name, "vid": entry.vid, "size": entry.size,
-               "started": mark.started, "heartbeat": mark.heartbeat, "age": entry.age,
-               "host": mark.host, "pid": mark.pid, "action": action,
-               "error": None if error is None else str(error)}
+        row = {
+            "name": entry.name,
+            "vid": entry.vid,
+            "vid_hex": format_vid(entry.vid),
+            "size": entry.size,
+            "started": mark.started,
+            "heartbeat": mark.heartbeat,
+            "age": entry.age,
+            "host": mark.host,
+            "pid": mark.pid,
+            "action": action,
+            "error": None if error is None else str(error),
+        }
         rows.append(row)
         if not args.json:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mark.started))
-            line = (f"{action:<12} {entry.name:<32} {human(entry.size):>10} {entry.vid:>8x}  "
-                    f"started {started}, heartbeat {_duration(entry.age)} ago, "
-                    f"writer {mark.host} pid {mark.pid}")
+            line = (
+                f"{action:<12} {entry.name:<32} {human(entry.size):>10} "
+                f"{format_vid(entry.vid):>8}  started {started}, heartbeat "
+                f"{_duration(entry.age)} ago, writer {mark.host} pid {mark.pid}"
+            )
             print(line + (f": {error}" if error is not None else ""), flush=True)
 
-    report = incomplete.reclaim_incomplete(backend, older_than, dry_run=args.dry_run, now=now,
-                                           on_result=show)
+    report = incomplete.reclaim_incomplete(
+        backend, older_than, dry_run=args.dry_run, now=now, on_result=show
+    )
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
     elif not args.quiet and not rows:
-        print(f"no incomplete VDIs with a heartbeat older than {args.older_than}",
-              file=sys.stderr)
+        print(f"no incomplete VDIs with a heartbeat older than {args.older_than}", file=sys.stderr)
     return 1 if report.failed else 0
 
 
@@ -320,84 +577,157 @@ def cmd_demo(args: argparse.Namespace, backend: Optional[Backend]) -> int:
     return demo.main(argv)
 
 
-def cmd_bench(args: argparse.Namespace, backend: Optional[Backend]) -> int:
-    # The harness is not installed with the package: it is found in the
-    # source checkout the command is run from.
-    if os.path.isdir(os.path.join(os.getcwd(), "benchmarks")) and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        from benchmarks.__main__ import main as bench_main  # type: ignore[import-not-found]
-    except ImportError:
-        raise UsageError("the benchmark harness lives in benchmarks/ of a source checkout; "
-                         "run 'sheepfast bench' from there") from None
-    argv = list(args.bench_args)
-    if args.cluster and "--cluster" not in argv:
-        argv += ["--cluster", args.cluster]
-    return bench_main(argv)
-
-
 # ------------------------------------------------------------------ parsing
 
+EPILOG = """\
+put --force over an existing NAME never loses the old image: sheep cannot
+rename a VDI, so the new image is first uploaded whole into a temporary VDI
+NAME.put-XXXXXXXX (a failure there leaves NAME as it was), then NAME is
+deleted, created again and filled from the temporary VDI, which is then
+deleted. Should that last step fail, the error names the temporary VDI,
+which holds the complete new image.
+
+get writes FILE under a hidden temporary name beside it and renames it once
+complete; an existing FILE is replaced only with --force.
+
+The benchmark harness is not part of the installed command: from a source
+checkout, run 'python -m benchmarks --help'.
+"""
+
+
+def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, before or after its name. On the
+    commands they default to SUPPRESS, so they do not undo what was given
+    before the command name."""
+    kw: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_argument_group("options (before or after the command)")
+    g.add_argument(
+        "--cluster",
+        metavar="HOST:PORT[,...]",
+        **({"default": None} | kw),
+        help=f"the cluster (default: ${CLUSTER_ENV}, else {DEFAULT_CLUSTER})",
+    )
+    g.add_argument(
+        "--embedded",
+        action="store_true",
+        **kw,
+        help="use a throwaway in-process FakeSheep (gone when the command exits)",
+    )
+    g.add_argument(
+        "--backend",
+        choices=KINDS,
+        **({"default": None} | kw),
+        help="native (the C client), cli (runs dog), or auto (default: "
+        "$SHEEPFAST_BACKEND, else auto: native when built)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=_timeout,
+        metavar="SECONDS",
+        **({"default": None} | kw),
+        help="give up on connecting or on a reply after SECONDS (default: 10 to "
+        "connect, 60 for a reply)",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", **kw, help="no progress bar or summary")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sheepfast", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="sheepfast", description=__doc__, epilog=EPILOG, formatter_class=fmt
+    )
     p.add_argument("--version", action="version", version=f"sheepfast {sheepfast.__version__}")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--cluster", default=os.environ.get(CLUSTER_ENV),
-                       help=f"host:port[,host:port...] (default ${CLUSTER_ENV})")
-    where.add_argument("--embedded", action="store_true",
-                       help="use an in-process FakeSheep (gone when the command exits)")
-    p.add_argument("--backend", choices=KINDS, default=None,
-                   help="native (C client), cli (dog), or auto (default: $SHEEPFAST_BACKEND or auto)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    _add_common(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    put = sub.add_parser("put", help="upload FILE (or - for stdin) as VDI NAME")
+    def command(name: str, help: str, description: str = "") -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=description or help, formatter_class=fmt)
+        _add_common(c, top=False)
+        return c
+
+    put = command(
+        "put",
+        "upload FILE (or - for stdin) as VDI NAME",
+        "Upload FILE (or - for stdin) as a new VDI NAME.\n\n" + EPILOG.split("\n\n")[0],
+    )
     put.add_argument("file", metavar="FILE")
     put.add_argument("name", metavar="NAME")
-    put.add_argument("--force", action="store_true", help="replace NAME if it exists")
-    put.add_argument("--copies", type=int, default=0, help="replicas (default: cluster's)")
-    put.add_argument("--object-size", dest="object_size", default=None,
-                     help="object size, a power of two from 1M to 2G (default: cluster's)")
-    put.add_argument("--no-thin", action="store_true",
-                     help="write all-zero objects too (default: skip them)")
+    put.add_argument(
+        "--force", action="store_true", help="replace NAME if it exists (safely: see above)"
+    )
+    put.add_argument(
+        "--copies",
+        type=_copies,
+        default=0,
+        help=f"replicas, 1 to {MAX_COPIES} (default: the cluster's)",
+    )
+    put.add_argument(
+        "--object-size",
+        dest="bss",
+        type=_object_size_shift,
+        default=0,
+        metavar="SIZE",
+        help="object size, a power of two from 1M to 2G (default: the cluster's)",
+    )
+    put.add_argument(
+        "--no-thin", action="store_true", help="write all-zero objects too (default: skip them)"
+    )
     put.set_defaults(func=cmd_put)
 
-    get = sub.add_parser("get", help="download VDI NAME to FILE (or - for stdout)")
+    get = command(
+        "get",
+        "download VDI NAME to FILE (or - for stdout)",
+        "Download VDI NAME to FILE (or - for stdout).\n\n" + EPILOG.split("\n\n")[1],
+    )
     get.add_argument("name", metavar="NAME")
     get.add_argument("file", metavar="FILE")
+    get.add_argument("--force", action="store_true", help="replace FILE if it exists")
     get.set_defaults(func=cmd_get)
 
-    ls = sub.add_parser("ls", help="list VDIs")
+    ls = command(
+        "ls",
+        "list VDIs",
+        "List VDIs. Vids are written in hex, as dog shows them; --json gives each "
+        "as an integer (vid) and in that hex (vid_hex).",
+    )
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
 
-    info = sub.add_parser("info", help="describe one VDI")
+    info = command("info", "describe one VDI")
     info.add_argument("name", metavar="NAME")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
-    rm = sub.add_parser("rm", help="delete a VDI (its objects are reclaimed)")
-    rm.add_argument("name", metavar="NAME")
+    rm = command(
+        "rm",
+        "delete VDIs (their objects are reclaimed)",
+        "Delete each NAME; a failure is reported and the others are still deleted "
+        "(exit status 1 if any failed).",
+    )
+    rm.add_argument("names", metavar="NAME", nargs="+")
     rm.set_defaults(func=cmd_rm)
 
-    reclaim = sub.add_parser(
-        "reclaim", help="delete VDIs left half-written by uploads whose writer died")
-    reclaim.add_argument("--older-than", dest="older_than", required=True, metavar="AGE",
-                         help="only marks whose heartbeat is older than AGE: 90s, 15m, 1h, "
-                              f"2d (at least {incomplete.MIN_STALE_AGE:g}s)")
-    reclaim.add_argument("--dry-run", action="store_true",
-                         help="list what would be deleted, delete nothing")
+    reclaim = command("reclaim", "delete VDIs left half-written by uploads whose writer died")
+    reclaim.add_argument(
+        "--older-than",
+        dest="older_than",
+        required=True,
+        metavar="AGE",
+        help="only marks whose heartbeat is older than AGE: 90s, 15m, 1h, "
+        f"2d (at least {incomplete.MIN_STALE_AGE:g}s)",
+    )
+    reclaim.add_argument(
+        "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
+    )
     reclaim.add_argument("--json", action="store_true")
     reclaim.set_defaults(func=cmd_reclaim)
 
-    bench = sub.add_parser("bench", help="run the benchmark harness (from a source checkout; "
-                                         "its options after --, e.g. bench -- --sizes 1G)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER,
-                       help="passed to the harness (see sheepfast bench -- --help)")
-    bench.set_defaults(func=cmd_bench, own_cluster=True)
-
-    demo = sub.add_parser("demo", help="the README's main job on the embedded cluster")
+    demo = command(
+        "demo",
+        "the README's main job through glance_store (needs "
+        "sheepfast[glance]); on an embedded FakeSheep unless a cluster "
+        "is given",
+    )
     demo.add_argument("--size-mib", type=int, default=256)
     demo.set_defaults(func=cmd_demo, own_cluster=True)
     return p
@@ -411,39 +741,74 @@ def cluster_address(args: argparse.Namespace) -> Iterator[str]:
         with FakeSheep() as sheep:
             yield sheep.address
         return
-    if not args.cluster:
-        raise UsageError(f"no cluster: give --cluster host:port, set {CLUSTER_ENV}, "
-                         "or use --embedded")
-    yield args.cluster
+    yield args.cluster or os.environ.get(CLUSTER_ENV) or DEFAULT_CLUSTER
+
+
+def _backend_kind(args: argparse.Namespace) -> Optional[str]:
+    """The backend to open; says why when the extension is missing."""
+    kind = (args.backend or os.environ.get("SHEEPFAST_BACKEND") or "auto").lower()
+    if kind not in ("auto", "native") or native_available():
+        return kind
+    why = "it imports"
+    try:
+        import sheepfast._native  # noqa: F401
+    except ImportError as exc:
+        why = str(exc)
+    missing = f"the C extension is not built ({why})"
+    if kind == "native":
+        raise errors.SheepfastError(f"--backend native: {missing}")
+    if shutil.which("dog") is None:
+        raise errors.SheepfastError(
+            f"{missing}, and dog is not on PATH for the cli backend: build the extension "
+            "(python -m pip install . from the source checkout) or install dog"
+        )
+    if not args.quiet:
+        print(f"sheepfast: {missing}; using dog", file=sys.stderr)
+    return "cli"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.embedded and args.cluster:
+        parser.error("--cluster and --embedded do not go together")
     args.progress = not args.quiet and sys.stderr.isatty()
     try:
-        if getattr(args, "object_size", None):
-            args.bss = object_size_shift(args.object_size)
-        else:
-            args.bss = 0
+        # VDI names are checked before anything is touched
+        for attr in ("name", "names"):
+            value = getattr(args, attr, None)
+            for name in value if isinstance(value, list) else [value] if value else []:
+                _vdi_name(name)
         if getattr(args, "own_cluster", False):
-            # demo and bench pick (or start) their cluster themselves
-            return args.func(args, None)
-        with cluster_address(args) as address, \
-                open_backend(address, args.backend) as backend:
-            return args.func(args, backend)
+            # demo picks (or starts) its cluster itself
+            return int(args.func(args, None))
+        timeouts = (
+            {}
+            if args.timeout is None
+            else {"connect_timeout": args.timeout, "io_timeout": args.timeout}
+        )
+        kind = _backend_kind(args)
+        with cluster_address(args) as address, open_backend(address, kind, **timeouts) as backend:
+            return int(args.func(args, backend))
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"sheepfast: error: {exc}", file=sys.stderr)
         return 2
+    except ReplaceFailed as exc:
+        interrupted = isinstance(exc.cause, KeyboardInterrupt)
+        lead = "\n" if interrupted else ""  # ends the ^C line
+        print(f"{lead}sheepfast: error: {exc}", file=sys.stderr)
+        return 128 + signal.SIGINT if interrupted else 1
     except KeyboardInterrupt:
         print("\nsheepfast: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except BrokenPipeError:
-        # the reader of our stdout went away (e.g. '| head'): not an error to report
+        # The reader of stdout went away ('| head'). dog dies of SIGPIPE
+        # then, silently, and the shell reports 128 + SIGPIPE: so do we.
+        # stdout goes to devnull so that the flush at exit cannot fail again.
         with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")
-        return 1
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (errors.SheepfastError, OSError, MemoryError) as exc:
         print(f"sheepfast: error: {_describe(exc)}", file=sys.stderr)
         return 1
@@ -452,10 +817,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, errors.VdiExists):
         return f"{exc} (use --force to replace it)"
-    if isinstance(exc, FileNotFoundError):
-        return f"no such file: {exc.filename}"
+    if isinstance(exc, FileNotFoundError) and not isinstance(exc, errors.SheepfastError):
+        return (
+            f"no such {'directory' if exc.strerror == 'no such directory' else 'file'}: "
+            f"{exc.filename}"
+        )
     if isinstance(exc, OSError) and not isinstance(exc, errors.SheepfastError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc)
 
 

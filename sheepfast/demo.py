@@ -33,7 +33,7 @@ def _image(size: int) -> bytes:
     buf = bytearray(os.urandom(size))
     step = 4 * MiB
     for off in range(0, size, 4 * step):
-        buf[off:off + step] = bytes(min(step, size - off))
+        buf[off : off + step] = bytes(min(step, size - off))
     return bytes(buf)
 
 
@@ -47,7 +47,7 @@ class _Stream:
 
     def read(self, n: int = -1) -> bytes:
         n = self._piece if n is None or n < 0 else min(n, self._piece)
-        out = self._view[self._pos:self._pos + n].tobytes()
+        out = self._view[self._pos : self._pos + n].tobytes()
         self._pos += len(out)
         return out
 
@@ -55,8 +55,8 @@ class _Stream:
 @contextlib.contextmanager
 def _glance_store(address: str) -> Iterator[object]:
     """glance_store configured as Glance would from glance-api.conf."""
+    from glance_store import multi_backend  # type: ignore[import-untyped]
     from oslo_config import cfg
-    from glance_store import multi_backend
 
     from sheepfast.image import parse_address
 
@@ -64,10 +64,12 @@ def _glance_store(address: str) -> Iterator[object]:
     with tempfile.TemporaryDirectory() as tmp:
         conf_file = os.path.join(tmp, "glance-api.conf")
         with open(conf_file, "w") as f:
-            f.write("[DEFAULT]\nenabled_backends = sd:sheepdog\n"
-                    "[glance_store]\ndefault_backend = sd\n"
-                    f"[sd]\nsheepdog_store_address = {host}\n"
-                    f"sheepdog_store_port = {port}\nsheepdog_store_chunk_size = 32\n")
+            f.write(
+                "[DEFAULT]\nenabled_backends = sd:sheepdog\n"
+                "[glance_store]\ndefault_backend = sd\n"
+                f"[sd]\nsheepdog_store_address = {host}\n"
+                f"sheepdog_store_port = {port}\nsheepdog_store_chunk_size = 32\n"
+            )
         conf = cfg.CONF  # glance_store reads the process-wide config, as in Glance
         conf.register_opt(cfg.DictOpt("enabled_backends"))
         conf(args=["--config-file", conf_file], project="glance")
@@ -84,11 +86,15 @@ def run(address: str, size: int, out: TextIO = sys.stdout) -> None:
     want_md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
     want_sha512 = hashlib.sha512(data).hexdigest()
     with sheepfast.connect(address) as cluster, _glance_store(address) as conf:
-        print(f"cluster  {address}  nodes={','.join(cluster.nodes)}  "
-              f"object={1 << cluster.defaults.block_size_shift >> 20} MiB", file=out)
+        print(
+            f"cluster  {address}  nodes={','.join(cluster.nodes)}  "
+            f"object={1 << cluster.defaults.block_size_shift >> 20} MiB",
+            file=out,
+        )
         t0 = time.perf_counter()
         uri, stored, md5, sha512, meta = multi_backend.add_with_multihash(
-            conf, image_id, _Stream(data), 0, "sd", "sha512")
+            conf, image_id, _Stream(data), 0, "sd", "sha512"
+        )
         t1 = time.perf_counter()
         try:
             info = cluster.stat(image_id)
@@ -105,8 +111,11 @@ def run(address: str, size: int, out: TextIO = sys.stdout) -> None:
         finally:
             multi_backend.delete(uri, "sd")
         gone = not cluster.exists(image_id)
-    nonzero = sum(1 for off in range(0, size, 4 * MiB)
-                  if data[off:off + 4 * MiB].count(0) != min(4 * MiB, size - off))
+    nonzero = sum(
+        1
+        for off in range(0, size, 4 * MiB)
+        if data[off : off + 4 * MiB].count(0) != min(4 * MiB, size - off)
+    )
     checks = {
         "size": stored == size == length == got == info.size,
         "md5": md5 == want_md5,
@@ -115,25 +124,41 @@ def run(address: str, size: int, out: TextIO = sys.stdout) -> None:
         "deleted": gone,
     }
     print(f"store    {uri}  ({meta})", file=out)
-    print(f"add      {size >> 20} MiB, size unknown, in {t1 - t0:.3f} s = "
-          f"{size / MiB / (t1 - t0):8.1f} MiB/s  (md5 and sha512 computed on the way)", file=out)
-    print(f"get      {got >> 20} MiB in {t3 - t2:.3f} s = {got / MiB / (t3 - t2):8.1f} MiB/s",
-          file=out)
-    print(f"thin     {used >> 20} MiB of objects stored for {size >> 20} MiB "
-          f"({(size - used) >> 20} MiB of zeros not written)", file=out)
+    print(
+        f"add      {size >> 20} MiB, size unknown, in {t1 - t0:.3f} s = "
+        f"{size / MiB / (t1 - t0):8.1f} MiB/s  (md5 and sha512 computed on the way)",
+        file=out,
+    )
+    print(
+        f"get      {got >> 20} MiB in {t3 - t2:.3f} s = {got / MiB / (t3 - t2):8.1f} MiB/s",
+        file=out,
+    )
+    print(
+        f"thin     {used >> 20} MiB of objects stored for {size >> 20} MiB "
+        f"({(size - used) >> 20} MiB of zeros not written)",
+        file=out,
+    )
     print(f"sha512   {sha512[:32]}...  md5 {md5}", file=out)
-    print("checks   " + "  ".join(f"{k} {'OK' if ok else 'FAILED'}" for k, ok in checks.items()),
-          file=out)
+    print(
+        "checks   " + "  ".join(f"{k} {'OK' if ok else 'FAILED'}" for k, ok in checks.items()),
+        file=out,
+    )
     if not all(checks.values()):
         raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sheepfast.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cluster", default=os.environ.get("SHEEPFAST_CLUSTER"),
-                        help="host:port[,host:port...] of a real cluster "
-                             "(default: $SHEEPFAST_CLUSTER, else an embedded FakeSheep)")
+    parser = argparse.ArgumentParser(
+        prog="python -m sheepfast.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--cluster",
+        default=os.environ.get("SHEEPFAST_CLUSTER"),
+        help="host:port[,host:port...] of a real cluster "
+        "(default: $SHEEPFAST_CLUSTER, else an embedded FakeSheep)",
+    )
     parser.add_argument("--size-mib", type=int, default=256, help="image size (default 256)")
     args = parser.parse_args(argv)
     if args.size_mib <= 0:
@@ -141,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import glance_store  # noqa: F401
     except ImportError:
-        print("sheepfast demo: glance_store is not installed: pip install 'sheepfast[glance]'",
-              file=sys.stderr)
+        print(
+            "sheepfast demo: glance_store is not installed: pip install 'sheepfast[glance]'",
+            file=sys.stderr,
+        )
         return 1
     with contextlib.ExitStack() as stack:
         address = args.cluster
@@ -150,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             from sheepfast.testing import FakeSheep
 
             address = stack.enter_context(FakeSheep()).address
-            print("embedded FakeSheep (in-process, memory-backed); "
-                  "use --cluster host:port for a real cluster")
+            print(
+                "embedded FakeSheep (in-process, memory-backed); "
+                "use --cluster host:port for a real cluster"
+            )
         try:
             run(address, args.size_mib * MiB)
         except sheepfast.SheepfastError as exc:
