@@ -1,2 +1,2 @@
-"""sheepfast's benchmark harness: ``python -m benchmarks --help`` (or
-``sheepfast bench``) from a source checkout. See benchmarks/README.md."""
+"""sheepfast's benchmark harness: ``python -m benchmarks --help`` from a
+source checkout. See benchmarks/README.md."""

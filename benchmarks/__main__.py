@@ -3,7 +3,6 @@ driver, side by side on one cluster, each case in a fresh child process.
 
     python -m benchmarks                          # embedded FakeSheep, 256M and 1G
     python -m benchmarks --cluster 127.0.0.1:7000 --sizes 1G --json out.json --plot out.png
-    sheepfast bench -- --sizes 256M --repeat 1    # the same through the command
 
 Cases (--cases, comma-separated; default all):
   raw-write, raw-read            sheepfast's Vdi API from/into preallocated buffers
@@ -123,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     if argv and argv[0] == "--":
-        argv = argv[1:]  # 'sheepfast bench -- --sizes 1G' passes the separator on
+        argv = argv[1:]  # a leading '--' separator is allowed
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         raise SystemExit("benchmarks: --repeat must be at least 1")
