@@ -295,6 +295,13 @@ sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
     return NULL;
 }
 
+void sf_conn_peer(sf_cluster *cl, const sf_conn *conn, char *out, size_t len)
+{
+    pthread_mutex_lock(&cl->lock);
+    sf_gateway_format(&cl->gateways[conn->gateway], out, len);
+    pthread_mutex_unlock(&cl->lock);
+}
+
 void sf_conn_close(sf_conn *conn)
 {
     if (conn == NULL)
@@ -392,7 +399,7 @@ static void engine_enqueue(engine *e, sf_op *op)
 }
 
 /* Writes as much of the send queue as the socket takes. */
-static int lane_send(lane *l, sf_error *err)
+static int lane_send(engine *e, lane *l, sf_error *err)
 {
     while (l->send_count > 0) {
         struct iovec iov[64];
@@ -424,7 +431,12 @@ static int lane_send(lane *l, sf_error *err)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return SF_OK;
-            return sf_fail_errno(err, SF_E_IO, errno, "sending to sheep failed");
+        {
+            int errnum = errno;
+            char where[300];
+            sf_conn_peer(e->cl, l->conn, where, sizeof(where));
+            return sf_fail_errno(err, SF_E_IO, errnum, "sending to %s failed", where);
+        }
         }
         size_t left = (size_t)n;
         while (left > 0 && l->send_count > 0) {
@@ -442,6 +454,41 @@ static int lane_send(lane *l, sf_error *err)
     return SF_OK;
 }
 
+/* The printable text a refused reply header starts with, if it starts with
+ * at least SF_PEEK_MIN_TEXT such bytes (up to the first line end), or "". */
+#define SF_PEEK_MIN_TEXT 4
+static void reply_text(const uint8_t *hdr, char *out, size_t cap)
+{
+    size_t n = 0;
+    while (n + 1 < cap && n < SF_HEADER_SIZE && hdr[n] >= 0x20 && hdr[n] < 0x7f) {
+        out[n] = (char)hdr[n];
+        n++;
+    }
+    out[n >= SF_PEEK_MIN_TEXT ? n : 0] = '\0';
+}
+
+/* Refuses a reply header, naming the peer. A connection that has never
+ * carried a well-formed reply is most likely to some other service (an HTTP
+ * server answers a Sheepdog header with text), and the message says so. */
+static int bad_reply(engine *e, lane *l, sf_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int bad_reply(engine *e, lane *l, sf_error *err, const char *fmt, ...)
+{
+    char why[160], where[300], text[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    sf_conn_peer(e->cl, l->conn, where, sizeof(where));
+    if (l->conn->answered)
+        return sf_fail(err, SF_E_PROTOCOL, "sheep at %s broke the protocol: %s", where, why);
+    reply_text(l->rhdr, text, sizeof(text));
+    if (text[0] != '\0')
+        return sf_fail(err, SF_E_PROTOCOL,
+                       "%s is not a Sheepdog server: it answered \"%s\" (%s)", where, text, why);
+    return sf_fail(err, SF_E_PROTOCOL, "%s is not a Sheepdog server (%s)", where, why);
+}
+
 static int lane_reply_header(engine *e, lane *l, sf_error *err)
 {
     sf_rsp rsp;
@@ -455,17 +502,18 @@ static int lane_reply_header(engine *e, lane *l, sf_error *err)
         }
     }
     if (op == NULL)
-        return sf_fail(err, SF_E_PROTOCOL, "reply id %u matches no request in flight", rsp.id);
+        return bad_reply(e, l, err, "reply id %u matches no request in flight", rsp.id);
     if (op->sent != op_wire_size(op))
-        return sf_fail(err, SF_E_PROTOCOL, "reply to %s id %u before the request was sent",
-                       sf_opcode_name(op->req.opcode), rsp.id);
+        return bad_reply(e, l, err, "reply to %s id %u before the request was sent",
+                         sf_opcode_name(op->req.opcode), rsp.id);
     if (rsp.opcode != op->req.opcode)
-        return sf_fail(err, SF_E_PROTOCOL, "reply opcode 0x%02x to a %s request", rsp.opcode,
-                       sf_opcode_name(op->req.opcode));
+        return bad_reply(e, l, err, "reply opcode 0x%02x to a %s request", rsp.opcode,
+                         sf_opcode_name(op->req.opcode));
     /* Every length from the network is checked before anything is received. */
     if (rsp.data_length > op->reply_cap)
-        return sf_fail(err, SF_E_PROTOCOL, "%s reply carries %u bytes, at most %u expected",
-                       sf_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
+        return bad_reply(e, l, err, "%s reply carries %u bytes, at most %u expected",
+                         sf_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
+    l->conn->answered = 1;
     op->rsp = rsp;
     sf_cluster_saw_epoch(e->cl, rsp.epoch);
     l->rop = op;
@@ -507,15 +555,23 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
         else
             n = recv(l->conn->fd, (uint8_t *)l->rop->reply_buf + l->rpay_got,
                      l->rop->rsp.data_length - l->rpay_got, 0);
-        if (n == 0)
-            return sf_fail(err, SF_E_IO, "sheep closed the connection with %u request(s) in flight",
-                           l->nr_inflight);
+        if (n == 0) {
+            char where[300];
+            sf_conn_peer(e->cl, l->conn, where, sizeof(where));
+            return sf_fail(err, SF_E_IO, "%s closed the connection with %u request(s) in flight",
+                           where, l->nr_inflight);
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return SF_OK;
-            return sf_fail_errno(err, SF_E_IO, errno, "receiving from sheep failed");
+        {
+            int errnum = errno;
+            char where[300];
+            sf_conn_peer(e->cl, l->conn, where, sizeof(where));
+            return sf_fail_errno(err, SF_E_IO, errnum, "receiving from %s failed", where);
+        }
         }
         if (l->rop == NULL) {
             l->rhdr_got += (size_t)n;
@@ -568,7 +624,7 @@ static int engine_step(engine *e, int *progress, sf_error *err)
         lane *l = &e->lanes[i];
         int completed = 0;
         unsigned unsent = l->send_count;
-        if ((l->send_count > 0 && lane_send(l, err) != SF_OK) ||
+        if ((l->send_count > 0 && lane_send(e, l, err) != SF_OK) ||
             lane_recv(e, l, &completed, err) != SF_OK) {
             if (err->category == SF_E_IO && lane_reconnect(e, l, err) == SF_OK) {
                 *progress = 1;

@@ -60,6 +60,7 @@ void sf_gateway_format(const sf_gateway *gw, char *out, size_t len);
 typedef struct sf_conn {
     int fd;
     int broken;        /* an I/O or protocol error: never reuse */
+    int answered;      /* has carried a well-formed reply: the peer speaks Sheepdog */
     unsigned gateway;  /* index into the cluster's gateway list */
     uint32_t next_id;
     struct sf_conn *next_idle;
@@ -109,6 +110,8 @@ int sf_run_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_s
 /* One op, synchronously; a non-zero result becomes SF_E_SERVER. */
 int sf_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
 void sf_conn_close(sf_conn *conn);
+/* The "host:port" conn goes to, for messages. */
+void sf_conn_peer(struct sf_cluster *cl, const sf_conn *conn, char *out, size_t len);
 
 /* Request builders for the ops several modules send. */
 void sf_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len);
