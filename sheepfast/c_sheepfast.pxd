@@ -29,7 +29,18 @@ cdef extern from "sheepfast.h" nogil:
         unsigned depth
         int no_routing
         uint32_t request_size
+    int SF_DEFAULT_PORT
+    int SF_DEFAULT_CONNECT_TIMEOUT_MS
+    int SF_DEFAULT_IO_TIMEOUT_MS
+    unsigned SF_DEFAULT_DEPTH
+    unsigned SF_MAX_DEPTH
+    int SF_NAME_MAX
+    int SF_MAX_COPIES
+    int SF_DEFAULT_BLOCK_SIZE_SHIFT
+    int SF_MIN_BLOCK_SIZE_SHIFT
+    int SF_MAX_BLOCK_SIZE_SHIFT
     unsigned SF_DEFAULT_REQUEST_SIZE
+    unsigned SF_REQUEST_ALIGN
     unsigned SF_ATTR_KEY_MAX
     unsigned SF_ATTR_VALUE_MAX
     unsigned SF_RES_NO_OBJ
@@ -54,9 +65,9 @@ cdef extern from "sheepfast.h" nogil:
         uint8_t block_size_shift
 
     ctypedef struct sf_create_options:
-        uint8_t copies
-        uint8_t copy_policy
-        uint8_t block_size_shift
+        unsigned copies
+        unsigned copy_policy
+        unsigned block_size_shift
 
     ctypedef struct sf_vdi_stats:
         uint64_t read_requests

@@ -39,7 +39,7 @@ int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_in
         sf_inode_header_decode(buf, info);
         if (info->vid != vid)
             rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x names itself 0x%x", vid, info->vid);
-        else if (info->block_size_shift < SF_MIN_BSS || info->block_size_shift > SF_MAX_BSS)
+        else if (info->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT || info->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
             rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x has block_size_shift %u", vid,
                          info->block_size_shift);
         else if (info->store_policy > 1)
@@ -64,13 +64,20 @@ static int sf_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_l
         opt = &no_options;
     if ((why = sf_check_name(name, name_len)) != NULL)
         return sf_fail(err, SF_E_INVALID, "%s", why);
-    if ((why = sf_check_copy_policy(opt->copy_policy)) != NULL)
+    if (opt->copies > SF_MAX_COPIES)
+        return sf_fail(err, SF_E_INVALID, "copies must be 1..%d, or 0 for the cluster default (got %u)",
+                       SF_MAX_COPIES, opt->copies);
+    if (opt->copy_policy > UINT8_MAX)
+        return sf_fail(err, SF_E_INVALID, "copy_policy %u does not fit in a byte", opt->copy_policy);
+    if ((why = sf_check_copy_policy((uint8_t)opt->copy_policy)) != NULL)
         return sf_fail(err, SF_E_INVALID, "copy_policy 0x%02x: %s", opt->copy_policy, why);
     if (opt->block_size_shift != 0 &&
-        (opt->block_size_shift < SF_MIN_BSS || opt->block_size_shift > SF_MAX_BSS))
-        return sf_fail(err, SF_E_INVALID, "block_size_shift %u is outside %d..%d",
-                       opt->block_size_shift, SF_MIN_BSS, SF_MAX_BSS);
-    uint8_t bss = opt->block_size_shift ? opt->block_size_shift : cl->defaults.block_size_shift;
+        (opt->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT || opt->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT))
+        return sf_fail(err, SF_E_INVALID,
+                       "block_size_shift must be %d..%d, or 0 for the cluster default (got %u)",
+                       SF_MIN_BLOCK_SIZE_SHIFT, SF_MAX_BLOCK_SIZE_SHIFT, opt->block_size_shift);
+    uint8_t bss = opt->block_size_shift ? (uint8_t)opt->block_size_shift
+                                        : cl->defaults.block_size_shift;
     /* sheep would accept a larger flat VDI and then be unable to index it */
     if (size > sf_max_flat_size(bss))
         return sf_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit for %u-byte objects",
@@ -81,9 +88,9 @@ static int sf_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_l
     sf_op op;
     sf_op_named(&op, SF_OP_NEW_VDI, payload, sizeof(payload), name, name_len);
     op.req.vdi_size = size;
-    op.req.copies = opt->copies;
-    op.req.copy_policy = opt->copy_policy;
-    op.req.block_size_shift = opt->block_size_shift;
+    op.req.copies = (uint8_t)opt->copies; /* all three checked above */
+    op.req.copy_policy = (uint8_t)opt->copy_policy;
+    op.req.block_size_shift = (uint8_t)opt->block_size_shift;
     op.payload = payload;
     op.retryable = 0; /* a resend could answer VDI_EXIST for our own VDI */
 

@@ -336,9 +336,24 @@ static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
     cl->defaults.copies = op.rsp.default_copies;
     cl->defaults.copy_policy = op.rsp.default_copy_policy;
     cl->defaults.block_size_shift = op.rsp.default_bss;
-    if (cl->defaults.block_size_shift < SF_MIN_BSS || cl->defaults.block_size_shift > SF_MAX_BSS)
+    if (cl->defaults.block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT || cl->defaults.block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
         return sf_fail(err, SF_E_PROTOCOL, "cluster default block_size_shift %u is out of range",
                        cl->defaults.block_size_shift);
+    return SF_OK;
+}
+
+/* Every option is checked here, once: nothing is clamped or wrapped. */
+static int check_options(const sf_options *opt, sf_error *err)
+{
+    if (opt->connect_timeout_ms < 0 || opt->io_timeout_ms < 0)
+        return sf_fail(err, SF_E_INVALID, "timeouts must be positive (got connect %d ms, io %d ms)",
+                       opt->connect_timeout_ms, opt->io_timeout_ms);
+    if (opt->depth > SF_MAX_DEPTH)
+        return sf_fail(err, SF_E_INVALID, "depth must be 1..%u, or 0 for %u (got %u)", SF_MAX_DEPTH,
+                       SF_DEFAULT_DEPTH, opt->depth);
+    if (opt->request_size % SF_REQUEST_ALIGN != 0)
+        return sf_fail(err, SF_E_INVALID, "request_size must be a multiple of %u (got %u)",
+                       SF_REQUEST_ALIGN, opt->request_size);
     return SF_OK;
 }
 
@@ -352,14 +367,13 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     }
     pthread_mutex_init(&cl->lock, NULL);
     cl->refs = 1;
-    cl->connect_timeout_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : SF_DEFAULT_CONNECT_TIMEOUT_MS;
-    cl->io_timeout_ms = opt->io_timeout_ms > 0 ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
-    cl->depth = opt->depth == 0 ? SF_DEFAULT_DEPTH : (opt->depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : opt->depth);
-    cl->request_size = opt->request_size ? opt->request_size : SF_DEFAULT_REQUEST_SIZE;
-    if (cl->request_size % 4096 != 0) {
-        sf_fail(err, SF_E_INVALID, "request size %u is not a multiple of 4 KiB", opt->request_size);
+    if (check_options(opt, err) != SF_OK)
         goto fail;
-    }
+    cl->connect_timeout_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms
+                                                     : SF_DEFAULT_CONNECT_TIMEOUT_MS;
+    cl->io_timeout_ms = opt->io_timeout_ms ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
+    cl->depth = opt->depth ? opt->depth : SF_DEFAULT_DEPTH;
+    cl->request_size = opt->request_size ? opt->request_size : SF_DEFAULT_REQUEST_SIZE;
     int n = sf_parse_addresses(opt->addresses, cl->gateways, SF_MAX_GATEWAYS, err);
     if (n < 0)
         goto fail;

@@ -73,7 +73,7 @@ static int parse_one(const char *text, size_t len, sf_gateway *gw)
     memcpy(gw->host, host, host_len);
     gw->host[host_len] = '\0';
     if (port == NULL) {
-        snprintf(gw->port, sizeof(gw->port), "%s", SF_DEFAULT_PORT);
+        snprintf(gw->port, sizeof(gw->port), "%d", SF_DEFAULT_PORT);
         return 0;
     }
     return parse_port(port, port_len, gw);

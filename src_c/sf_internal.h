@@ -8,11 +8,6 @@
 #include "sf_proto.h"
 #include "sheepfast.h"
 
-#define SF_DEFAULT_PORT "7000"
-#define SF_DEFAULT_DEPTH 16u
-#define SF_MAX_DEPTH 256u
-#define SF_DEFAULT_CONNECT_TIMEOUT_MS 10000
-#define SF_DEFAULT_IO_TIMEOUT_MS 60000
 #define SF_MAX_GATEWAYS 64u
 #define SF_MAX_IDLE_CONNS 16u
 /* Connections one transfer spreads over, one per configured gateway. */
@@ -24,7 +19,6 @@
 #define SF_LEARNED_CONNECT_MS 2000
 /* How long a node ring is trusted before the node list is read again. */
 #define SF_RING_REFRESH_MS 30000
-#define SF_MAX_COPIES 31
 
 /* ---- errors (sf_error.c) ---- */
 int sf_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)

@@ -106,8 +106,6 @@ static inline uint64_t sf_attr_oid(uint32_t name_hash, uint32_t attr_id)
 #define SF_MAX_NODES 6144u
 #define SF_NODE_LIST_BUF (SF_MAX_NODES * SF_NODE_RECORD_SIZE) /* sheep does no bounds check */
 #define SF_VDI_BITMAP_SIZE (1u << 21)                         /* 2^24 bits */
-#define SF_MIN_BSS 20
-#define SF_MAX_BSS 31
 
 /* A request header in host form. One struct for every union variant: the
  * encoder picks which fields go on the wire from the opcode. */

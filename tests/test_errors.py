@@ -50,6 +50,17 @@ def test_bad_create_options(cluster, new_name):
         cluster.create(name, (1 << 20) * (4 * MiB) + 1)  # past the flat index
     with pytest.raises(sheepfast.OutOfRange):
         cluster.create(name, -1)
+    # the C core checks each range; nothing is truncated into its byte
+    for options, why in [
+        ({"copies": 32}, "copies must be 1..31"),
+        ({"copies": 256 + 2}, "copies must be 1..31"),
+        ({"copies": -1}, "copies must not be negative"),
+        ({"block_size_shift": 32}, "block_size_shift must be 20..31"),
+        ({"block_size_shift": 256 + 22}, "block_size_shift must be 20..31"),
+        ({"copy_policy": 256 + 0x12}, "does not fit in a byte"),
+    ]:
+        with pytest.raises(sheepfast.InvalidArgument, match=why):
+            cluster.create(name, MiB, **options)
     assert not cluster.exists(name)
 
 
@@ -219,3 +230,31 @@ def test_error_table():
     assert isinstance(errors.from_status(errors.SF_E_RANGE, 0, 0, "r"), ValueError)
     assert str(errors.from_status(errors.SF_E_IO, 104, 0, "reset by peer")) == "reset by peer"
     assert sheepfast.SheepdogError is sheepfast.SheepfastError
+
+
+# What each C error category (sf_errcat) becomes.
+CATEGORY_CLASSES = {
+    "SF_E_INVALID": sheepfast.InvalidArgument,
+    "SF_E_NOMEM": MemoryError,
+    "SF_E_RESOLVE": sheepfast.ConnectionError,
+    "SF_E_CONNECT": sheepfast.ConnectionError,
+    "SF_E_IO": sheepfast.ConnectionError,
+    "SF_E_TIMEOUT": sheepfast.TimeoutError,
+    "SF_E_PROTOCOL": sheepfast.ProtocolError,
+    "SF_E_SERVER": sheepfast.ServerError,
+    "SF_E_UNSUPPORTED": sheepfast.Unsupported,
+    "SF_E_RANGE": sheepfast.OutOfRange,
+}
+
+
+def test_every_c_error_category_maps_to_its_class():
+    native = pytest.importorskip("sheepfast._native")
+    c_categories = native.ERROR_CATEGORIES
+    assert set(c_categories) == set(CATEGORY_CLASSES)
+    python_side = {name for name in dir(errors) if name.startswith("SF_E_")}
+    assert python_side == set(c_categories), "errors.py and sheepfast.h disagree on the categories"
+    for name, value in c_categories.items():
+        assert getattr(errors, name) == value, name
+        exc = errors.from_status(value, 0, 0x99, f"a {name} failure")
+        assert type(exc) is CATEGORY_CLASSES[name], name
+        assert str(exc) == f"a {name} failure"

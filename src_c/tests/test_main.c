@@ -1032,7 +1032,7 @@ static void test_parse_addresses(void)
     check_str(gw[0].port, "7001");
     check_eq(sf_parse_addresses("sheep1", gw, 4, &err), 1);
     check_str(gw[0].host, "sheep1");
-    check_str(gw[0].port, SF_DEFAULT_PORT);
+    check_str(gw[0].port, "7000");
     check_eq(sf_parse_addresses("[::1]:7002", gw, 4, &err), 1);
     check_str(gw[0].host, "::1");
     check_str(gw[0].port, "7002");
