@@ -997,44 +997,144 @@ static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t of
     return n;
 }
 
+/* Allocates what a transfer of count objects with depth ops in flight needs. */
+static int transfer_init(transfer *t, sf_vdi *vdi, int writing, uint32_t count, sf_error *err)
+{
+    sf_cluster *cl = vdi->cl;
+    unsigned depth = cl->depth;
+    memset(t, 0, sizeof(*t));
+    t->vdi = vdi;
+    t->writing = writing;
+    t->epoch = sf_cluster_epoch(cl);
+    t->recovering = writing && sf_cluster_recovering(cl);
+    t->request_size = cl->request_size < vdi->object_size ? cl->request_size
+                                                           : (uint32_t)vdi->object_size;
+    t->pieces = malloc((size_t)count * sizeof(piece));
+    t->ops = calloc(depth, sizeof(sf_op));
+    t->slot_piece = malloc(depth * sizeof(uint32_t));
+    t->free_slots = malloc(depth * sizeof(unsigned));
+    if (writing) {
+        t->created = malloc((size_t)count * sizeof(uint32_t));
+        t->uncertain = malloc((size_t)count * sizeof(uint32_t));
+        t->ready = malloc((size_t)count * sizeof(uint32_t));
+        t->index_payload = malloc(INDEX_BATCH * sizeof(uint32_t));
+    }
+    if (!t->pieces || !t->ops || !t->slot_piece || !t->free_slots ||
+        (writing && (!t->created || !t->uncertain || !t->ready || !t->index_payload)))
+        return sf_fail(err, SF_E_NOMEM, "out of memory");
+    for (unsigned i = 0; i < depth; i++)
+        t->free_slots[t->nr_free++] = i;
+    return SF_OK;
+}
+
+static void transfer_release(transfer *t)
+{
+    free(t->pieces);
+    free(t->ops);
+    free(t->slot_piece);
+    free(t->free_slots);
+    free(t->ready);
+    free(t->created);
+    free(t->uncertain);
+    free(t->index_payload);
+}
+
+/* Copies each planned piece's index entry. Returns whether the write
+ * allocates objects: then it holds vdi->alloc_lock (until
+ * transfer_finish), and the entries are read again under it, since
+ * another thread may have created some of these objects meanwhile. */
+static int read_entries(transfer *t, uint32_t planned)
+{
+    sf_vdi *vdi = t->vdi;
+    int allocating = 0;
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = 0; i < planned; i++) {
+        t->pieces[i].entry = vdi->index[t->pieces[i].idx];
+        if (t->writing && t->pieces[i].entry != vdi->info.vid)
+            allocating = 1;
+    }
+    pthread_mutex_unlock(&vdi->lock);
+    if (!allocating)
+        return 0;
+    pthread_mutex_lock(&vdi->alloc_lock);
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = 0; i < planned; i++)
+        t->pieces[i].entry = vdi->index[t->pieces[i].idx];
+    pthread_mutex_unlock(&vdi->lock);
+    return 1;
+}
+
+/* Drops the pieces that need no request: holes on read (zero-filled here),
+ * and on write all-zero data aimed at an unallocated object (thin). Returns
+ * how many writes it skipped. */
+static uint32_t drop_needless_pieces(transfer *t, uint32_t planned)
+{
+    uint32_t kept = 0, zero_skipped = 0;
+    for (uint32_t i = 0; i < planned; i++) {
+        piece *p = &t->pieces[i];
+        if (p->entry == 0 && !t->writing) {
+            memset(p->buf, 0, p->len);
+            continue;
+        }
+        if (p->entry == 0 && t->writing && t->vdi->thin && sf_is_zero(p->buf, p->len)) {
+            zero_skipped++;
+            continue;
+        }
+        t->pieces[kept++] = *p;
+    }
+    t->nr_pieces = kept;
+    return zero_skipped;
+}
+
+/* After the run: a failed write still indexes what it created (in a grace
+ * period of its own), a Sheepdog error becomes the call's, and writes that
+ * crossed a membership change are checked copy by copy. */
+static int transfer_finish(transfer *t, int rc, sf_conn **lanes, unsigned nr_lanes, sf_error *err)
+{
+    sf_cluster *cl = t->vdi->cl;
+    if (t->writing && (rc != SF_OK || (t->failed && (t->nr_created > 0 || t->nr_uncertain > 0)))) {
+        int64_t scope = sf_grace_begin(cl);
+        index_created_after_loss(t, lanes, nr_lanes);
+        sf_deadline_end(scope);
+    }
+    if (rc == SF_OK && t->failed) {
+        *err = t->err;
+        rc = SF_ERR;
+    }
+    if (rc == SF_OK && t->writing && (t->nr_suspect > 0 || t->index_suspect))
+        rc = settle_writes(t, lanes, nr_lanes, err);
+    return rc;
+}
+
+static void count_requests(const transfer *t, uint32_t zero_skipped)
+{
+    sf_vdi *vdi = t->vdi;
+    pthread_mutex_lock(&vdi->lock);
+    vdi->stats.read_requests += t->nr_reads;
+    vdi->stats.write_requests += t->nr_writes;
+    vdi->stats.create_requests += t->nr_creates;
+    vdi->stats.zero_objects_skipped += zero_skipped;
+    vdi->stats.routed_requests += t->nr_routed;
+    pthread_mutex_unlock(&vdi->lock);
+}
+
+/* One read or write of len bytes at offset: plan a piece per object, drop
+ * those needing no request, run the rest over lanes to several gateways,
+ * then settle what a failure or a membership change left open. */
 static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint64_t offset,
                         sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     transfer t;
-    memset(&t, 0, sizeof(t));
-    t.vdi = vdi;
-    t.writing = writing;
-    t.epoch = sf_cluster_epoch(cl);
-    t.recovering = writing && sf_cluster_recovering(cl);
-    int rc = SF_ERR;
     sf_conn *lanes[SF_MAX_LANES] = {NULL};
     unsigned nr_lanes = 0;
     uint32_t first = (uint32_t)(offset >> vdi->info.block_size_shift);
     uint32_t last = (uint32_t)((offset + len - 1) >> vdi->info.block_size_shift);
     uint32_t count = last - first + 1;
-    unsigned depth = cl->depth;
-    int allocating = 0;
+    int rc = SF_ERR;
 
-    t.request_size = cl->request_size < vdi->object_size ? cl->request_size
-                                                          : (uint32_t)vdi->object_size;
-    t.pieces = malloc((size_t)count * sizeof(piece));
-    t.ops = calloc(depth, sizeof(sf_op));
-    t.slot_piece = malloc(depth * sizeof(uint32_t));
-    t.free_slots = malloc(depth * sizeof(unsigned));
-    if (writing) {
-        t.created = malloc((size_t)count * sizeof(uint32_t));
-        t.uncertain = malloc((size_t)count * sizeof(uint32_t));
-        t.ready = malloc((size_t)count * sizeof(uint32_t));
-        t.index_payload = malloc(INDEX_BATCH * 4);
-    }
-    if (!t.pieces || !t.ops || !t.slot_piece || !t.free_slots ||
-        (writing && (!t.created || !t.uncertain || !t.ready || !t.index_payload))) {
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+    if (transfer_init(&t, vdi, writing, count, err) != SF_OK)
         goto out;
-    }
-    for (unsigned i = 0; i < depth; i++)
-        t.free_slots[t.nr_free++] = i;
     /* several objects: spread them over the configured gateways */
     nr_lanes = sf_pool_get_lanes(cl, lanes, count > 1 ? SF_MAX_LANES : 1, err);
     if (nr_lanes == 0)
@@ -1043,74 +1143,18 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
         goto out;
 
     uint32_t planned = plan_pieces(vdi, buf, len, offset, t.pieces);
-    pthread_mutex_lock(&vdi->lock);
-    for (uint32_t i = 0; i < planned; i++) {
-        t.pieces[i].entry = vdi->index[t.pieces[i].idx];
-        if (writing && t.pieces[i].entry != vdi->info.vid)
-            allocating = 1;
-    }
-    pthread_mutex_unlock(&vdi->lock);
-    if (allocating) {
-        /* Re-plan under the allocation lock: another thread may have
-         * created some of these objects meanwhile. */
-        pthread_mutex_lock(&vdi->alloc_lock);
-        pthread_mutex_lock(&vdi->lock);
-        for (uint32_t i = 0; i < planned; i++)
-            t.pieces[i].entry = vdi->index[t.pieces[i].idx];
-        pthread_mutex_unlock(&vdi->lock);
-    }
-
-    /* Drop what needs no request: holes on read (zero-filled here), and
-     * on write all-zero data aimed at an unallocated object (thin). */
-    uint32_t kept = 0, zero_skipped = 0;
-    for (uint32_t i = 0; i < planned; i++) {
-        piece *p = &t.pieces[i];
-        if (p->entry == 0 && !writing) {
-            memset(p->buf, 0, p->len);
-            continue;
-        }
-        if (p->entry == 0 && writing && vdi->thin && sf_is_zero(p->buf, p->len)) {
-            zero_skipped++;
-            continue;
-        }
-        t.pieces[kept++] = *p;
-    }
-    t.nr_pieces = kept;
-
+    int allocating = read_entries(&t, planned);
+    uint32_t zero_skipped = drop_needless_pieces(&t, planned);
     sf_source src = {&t, transfer_next, transfer_complete};
-    rc = sf_run_lanes(cl, lanes, nr_lanes, &src, depth, err);
-    if (writing && (rc != SF_OK || (t.failed && (t.nr_created > 0 || t.nr_uncertain > 0)))) {
-        int64_t scope = sf_grace_begin(cl);
-        index_created_after_loss(&t, lanes, nr_lanes);
-        sf_deadline_end(scope);
-    }
-    if (rc == SF_OK && t.failed) {
-        *err = t.err;
-        rc = SF_ERR;
-    }
-    if (rc == SF_OK && writing && (t.nr_suspect > 0 || t.index_suspect))
-        rc = settle_writes(&t, lanes, nr_lanes, err);
+    rc = sf_run_lanes(cl, lanes, nr_lanes, &src, cl->depth, err);
+    rc = transfer_finish(&t, rc, lanes, nr_lanes, err);
     if (allocating)
         pthread_mutex_unlock(&vdi->alloc_lock);
-
-    pthread_mutex_lock(&vdi->lock);
-    vdi->stats.read_requests += t.nr_reads;
-    vdi->stats.write_requests += t.nr_writes;
-    vdi->stats.create_requests += t.nr_creates;
-    vdi->stats.zero_objects_skipped += zero_skipped;
-    vdi->stats.routed_requests += t.nr_routed;
-    pthread_mutex_unlock(&vdi->lock);
+    count_requests(&t, zero_skipped);
 out:
     for (unsigned i = 0; i < nr_lanes; i++)
         sf_pool_put(cl, lanes[i]);
-    free(t.pieces);
-    free(t.ops);
-    free(t.slot_piece);
-    free(t.free_slots);
-    free(t.ready);
-    free(t.created);
-    free(t.uncertain);
-    free(t.index_payload);
+    transfer_release(&t);
     return rc;
 }
 
