@@ -112,12 +112,15 @@ cdef inline int _check(int rc, sf_error *err) except -1:
     return 0
 
 
-cdef unsigned _c_uint(object value, str what) except? 0:
+cdef unsigned _c_uint(object value, str what, bint zero=True) except? 0:
     """value as a C unsigned: the C core checks its range; this refuses only
-    what the type cannot carry."""
+    what the type cannot carry, and 0 where C would read it as "the
+    default" (zero=False: Python spells that by leaving the argument out)."""
     value = operator.index(value)
     if value < 0:
         raise _errors.InvalidArgument(f"{what} must not be negative (got {value})")
+    if value == 0 and not zero:
+        raise _errors.InvalidArgument(f"{what} must be positive (got 0)")
     if value > UINT_MAX:
         raise _errors.InvalidArgument(f"{what} {value} is too large")
     return <unsigned>value
@@ -298,17 +301,16 @@ cdef class Cluster(_Handle):
         opt.addresses = addr
         opt.connect_timeout_ms = _timeout_ms(connect_timeout, "connect_timeout")
         opt.io_timeout_ms = _timeout_ms(io_timeout, "io_timeout")
-        opt.depth = _c_uint(depth, "depth")
+        opt.depth = _c_uint(depth, "depth", zero=False)
         opt.no_routing = not routing
-        opt.request_size = _c_uint(request_size, "request_size")
+        opt.request_size = _c_uint(request_size, "request_size", zero=False)
         with nogil:
             self._c = sf_cluster_open(&opt, &err)
         if self._c == NULL:
             _raise(&err)
         self.addresses = addresses
-        # 0 asks the C core for its default
-        self.depth = opt.depth or SF_DEFAULT_DEPTH
-        self.request_size = opt.request_size or SF_DEFAULT_REQUEST_SIZE
+        self.depth = opt.depth
+        self.request_size = opt.request_size
         self.io_timeout = opt.io_timeout_ms / 1000.0
         self.routing = bool(routing)
 
@@ -343,7 +345,7 @@ cdef class Cluster(_Handle):
     def nodes(self):
         """Gateways known to the client: configured ones first, then those
         the cluster's node list named."""
-        cdef char buf[20000]
+        cdef char buf[SF_ADDRESS_LIST_MAX]
         cdef sf_error err
         cdef int rc
         with self._guard:
@@ -358,7 +360,7 @@ cdef class Cluster(_Handle):
         not known (routing=False, or a disk-mode cluster)."""
         cdef uint64_t c_oid = _uint64(oid, "oid")
         cdef unsigned c_copies = _c_uint(copies, "copies")
-        cdef char buf[20000]
+        cdef char buf[SF_ADDRESS_LIST_MAX]
         cdef sf_error err
         cdef int rc
         with self._guard:

@@ -40,6 +40,7 @@ cdef extern from "sheepfast.h" nogil:
     int SF_MIN_BLOCK_SIZE_SHIFT
     int SF_MAX_BLOCK_SIZE_SHIFT
     unsigned SF_DEFAULT_REQUEST_SIZE
+    enum: SF_ADDRESS_LIST_MAX
     unsigned SF_REQUEST_ALIGN
     unsigned SF_ATTR_KEY_MAX
     unsigned SF_ATTR_VALUE_MAX

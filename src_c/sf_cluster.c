@@ -9,180 +9,18 @@
 
 #include "sf_internal.h"
 
-/* -------------------------------------------------------------------- pool */
-
-/* An idle connection has nothing to say; if it is readable, the peer
- * closed it (or broke the protocol) while it sat in the pool. */
-static int idle_conn_alive(const sf_conn *conn)
-{
-    struct pollfd pfd = {.fd = conn->fd, .events = POLLIN, .revents = 0};
-    return poll(&pfd, 1, 0) == 0;
-}
-
-sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
-{
-    sf_conn *conn;
-    pthread_mutex_lock(&cl->lock);
-    int64_t now = sf_now_ms();
-    while ((conn = cl->idle) != NULL) {
-        cl->idle = conn->next_idle;
-        cl->nr_idle--;
-        conn->next_idle = NULL;
-        /* a gateway that just timed out may be stopped: its idle
-         * connections look healthy but would hang the next call */
-        if (idle_conn_alive(conn) && cl->down_until_ms[conn->gateway] <= now)
-            break;
-        sf_conn_close(conn);
-    }
-    /* New connections go round the gateways so that parallel callers spread. */
-    unsigned first = cl->next_gateway;
-    cl->next_gateway = (cl->next_gateway + 1) % cl->nr_configured;
-    pthread_mutex_unlock(&cl->lock);
-    if (conn != NULL)
-        return conn;
-    return sf_connect_any(cl, first, err);
-}
-
-/* An idle, healthy connection to gateway gw, or NULL. */
-static sf_conn *take_idle_for(sf_cluster *cl, unsigned gw)
-{
-    pthread_mutex_lock(&cl->lock);
-    sf_conn **link = &cl->idle, *found = NULL;
-    while (*link != NULL) {
-        sf_conn *c = *link;
-        if (c->gateway != gw) {
-            link = &c->next_idle;
-            continue;
-        }
-        *link = c->next_idle;
-        cl->nr_idle--;
-        c->next_idle = NULL;
-        if (idle_conn_alive(c)) {
-            found = c;
-            break;
-        }
-        sf_conn_close(c);
-    }
-    pthread_mutex_unlock(&cl->lock);
-    return found;
-}
-
-/* The gateways a transfer's lanes go to: with a known ring, every sheep in
- * the node list, so each read can go to one holding its object; otherwise
- * the configured gateways. Returns how many. */
-static unsigned lane_gateways(sf_cluster *cl, unsigned *gws)
-{
-    unsigned nr = 0;
-    pthread_mutex_lock(&cl->lock);
-    if (cl->ring != NULL) {
-        nr = cl->ring->nr_lane_gateways;
-        memcpy(gws, cl->ring->lane_gateways, nr * sizeof(gws[0]));
-    }
-    if (nr < 2) { /* no ring, or nothing to spread over */
-        nr = 0;
-        for (unsigned i = 0; i < cl->nr_configured; i++)
-            gws[nr++] = i;
-    }
-    pthread_mutex_unlock(&cl->lock);
-    return nr;
-}
-
-unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err)
-{
-    unsigned gws[SF_MAX_GATEWAYS];
-    unsigned nr = lane_gateways(cl, gws);
-    pthread_mutex_lock(&cl->lock);
-    unsigned first = cl->next_lane++ % nr;
-    pthread_mutex_unlock(&cl->lock);
-    if (max <= 1 || nr <= 1) {
-        conns[0] = sf_pool_get(cl, err);
-        return conns[0] != NULL;
-    }
-    unsigned got = 0;
-    int64_t now = sf_now_ms();
-    for (unsigned i = 0; i < nr && got < max; i++) {
-        unsigned gw = gws[(first + i) % nr];
-        pthread_mutex_lock(&cl->lock);
-        int down = cl->down_until_ms[gw] > now;
-        pthread_mutex_unlock(&cl->lock);
-        if (down)
-            continue;
-        sf_conn *c = take_idle_for(cl, gw);
-        if (c == NULL) {
-            sf_error ignored;
-            /* a gateway that is down just means one lane fewer */
-            c = sf_connect_gateway(cl, gw, &ignored);
-        }
-        if (c != NULL)
-            conns[got++] = c;
-    }
-    if (got == 0 && (conns[0] = sf_pool_get(cl, err)) != NULL)
-        got = 1;
-    return got;
-}
-
-void sf_pool_put(sf_cluster *cl, sf_conn *conn)
-{
-    if (conn == NULL)
-        return;
-    if (!conn->broken) {
-        pthread_mutex_lock(&cl->lock);
-        if (cl->nr_idle < SF_MAX_IDLE_CONNS) {
-            conn->next_idle = cl->idle;
-            cl->idle = conn;
-            cl->nr_idle++;
-            conn = NULL;
-        }
-        pthread_mutex_unlock(&cl->lock);
-    }
-    sf_conn_close(conn);
-}
-
 /* ------------------------------------------------------------ open / close */
 
 /* The gateway a node record names, added to the list when new: its index,
  * or SF_RING_NO_GATEWAY (no usable address, or the list is full). */
 static uint32_t learn_gateway(sf_cluster *cl, const uint8_t *record)
 {
-    char text[300];
+    char text[SF_ADDRESS_TEXT_MAX];
     sf_gateway gw;
     if (sf_node_record_address(record, text, sizeof(text)) < 0 ||
         sf_parse_addresses(text, &gw, 1, NULL) != 1)
         return SF_RING_NO_GATEWAY;
-    uint32_t found = SF_RING_NO_GATEWAY;
-    pthread_mutex_lock(&cl->lock);
-    for (unsigned j = 0; j < cl->nr_gateways && found == SF_RING_NO_GATEWAY; j++)
-        if (strcmp(cl->gateways[j].host, gw.host) == 0 && strcmp(cl->gateways[j].port, gw.port) == 0)
-            found = j;
-    if (found == SF_RING_NO_GATEWAY && cl->nr_gateways < SF_MAX_GATEWAYS) {
-        cl->gateways[cl->nr_gateways] = gw;
-        found = cl->nr_gateways++;
-    }
-    pthread_mutex_unlock(&cl->lock);
-    return found;
-}
-
-uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch)
-{
-    uint32_t seen = __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
-    while (epoch > seen &&
-           !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED))
-        ;
-    if (epoch > seen && seen != 0) /* the first reply only tells where we start */
-        __atomic_store_n(&cl->epoch_changed_ms, sf_now_ms(), __ATOMIC_RELAXED);
-    return epoch > seen ? epoch : seen;
-}
-
-uint32_t sf_cluster_epoch(sf_cluster *cl)
-{
-    return __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
-}
-
-int sf_cluster_recovering(sf_cluster *cl)
-{
-    int64_t changed = __atomic_load_n(&cl->epoch_changed_ms, __ATOMIC_RELAXED);
-    return changed != 0 && sf_now_ms() - changed < SF_RECOVERY_WINDOW_MS;
+    return sf_pool_learn_gateway(cl, &gw);
 }
 
 /* Takes in the node list just read (at epoch): learns each node's gateway
@@ -222,27 +60,6 @@ static sf_ring *take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t 
     pthread_mutex_unlock(&cl->lock);
     sf_ring_put(cl, old);
     return want_ring ? ring : NULL;
-}
-
-sf_ring *sf_ring_get(sf_cluster *cl)
-{
-    pthread_mutex_lock(&cl->lock);
-    sf_ring *ring = cl->ring;
-    if (ring != NULL)
-        ring->refs++;
-    pthread_mutex_unlock(&cl->lock);
-    return ring;
-}
-
-void sf_ring_put(sf_cluster *cl, sf_ring *ring)
-{
-    if (ring == NULL)
-        return;
-    pthread_mutex_lock(&cl->lock);
-    unsigned left = --ring->refs;
-    pthread_mutex_unlock(&cl->lock);
-    if (left == 0)
-        sf_ring_free(ring);
 }
 
 /* GET_NODE_LIST: lets the client fail over to gateways it was not told of,
@@ -404,6 +221,13 @@ fail:
     return NULL;
 }
 
+void sf_cluster_ref(sf_cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    cl->refs++;
+    pthread_mutex_unlock(&cl->lock);
+}
+
 void sf_cluster_unref(sf_cluster *cl)
 {
     pthread_mutex_lock(&cl->lock);
@@ -412,11 +236,7 @@ void sf_cluster_unref(sf_cluster *cl)
     if (left > 0)
         return;
     sf_ring_free(cl->ring); /* no run holds it any more */
-    while (cl->idle != NULL) {
-        sf_conn *next = cl->idle->next_idle;
-        sf_conn_close(cl->idle);
-        cl->idle = next;
-    }
+    sf_pool_drain(cl);
     pthread_mutex_destroy(&cl->lock);
     free(cl);
 }
@@ -443,7 +263,7 @@ int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
     out[0] = '\0';
     pthread_mutex_lock(&cl->lock);
     for (unsigned i = 0; i < cl->nr_gateways; i++) {
-        char text[300];
+        char text[SF_ADDRESS_TEXT_MAX];
         sf_gateway_format(&cl->gateways[i], text, sizeof(text));
         int n = snprintf(out + used, out_len - used, "%s%s", i ? "," : "", text);
         if (n < 0 || (size_t)n >= out_len - used) {
@@ -474,7 +294,7 @@ int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out, 
     size_t used = 0;
     int rc = SF_OK;
     for (unsigned i = 0; i < n && rc == SF_OK; i++) {
-        char text[300] = "?";
+        char text[SF_ADDRESS_TEXT_MAX] = "?";
         uint32_t gw = ring->nodes[nodes[i]].gateway;
         if (gw != SF_RING_NO_GATEWAY)
             sf_gateway_format(&cl->gateways[gw], text, sizeof(text));

@@ -1,5 +1,5 @@
 /*
- * Sockets and the request engine.
+ * The request engine: pipelined requests over one or more connections.
  *
  * Sockets are non-blocking and driven by poll() so that one thread can keep
  * sending a large write while replies to earlier requests come back, and so
@@ -8,308 +8,14 @@
  * into the caller's buffer. Nothing on the data path is copied or allocated.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "sf_internal.h"
-
-/* ---------------------------------------------------------------- addresses */
-
-static int parse_port(const char *text, size_t len, sf_gateway *gw)
-{
-    unsigned long value = 0;
-    if (len == 0 || len > 5)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] < '0' || text[i] > '9')
-            return -1;
-        value = value * 10 + (unsigned long)(text[i] - '0');
-    }
-    if (value == 0 || value > 65535)
-        return -1;
-    snprintf(gw->port, sizeof(gw->port), "%lu", value);
-    return 0;
-}
-
-static int parse_one(const char *text, size_t len, sf_gateway *gw)
-{
-    const char *host = text, *port = NULL;
-    size_t host_len = len, port_len = 0;
-
-    if (len > 0 && text[0] == '[') { /* [v6addr] or [v6addr]:port */
-        const char *close = memchr(text, ']', len);
-        if (close == NULL)
-            return -1;
-        host = text + 1;
-        host_len = (size_t)(close - host);
-        size_t rest = len - (size_t)(close + 1 - text);
-        if (rest > 0) {
-            if (close[1] != ':')
-                return -1;
-            port = close + 2;
-            port_len = rest - 1;
-        }
-    } else {
-        const char *colon = memchr(text, ':', len);
-        /* exactly one colon: host:port; more than one: a bare IPv6 address */
-        if (colon != NULL && memchr(colon + 1, ':', len - (size_t)(colon + 1 - text)) == NULL) {
-            host_len = (size_t)(colon - text);
-            port = colon + 1;
-            port_len = len - host_len - 1;
-        }
-    }
-    if (host_len == 0 || host_len >= sizeof(gw->host))
-        return -1;
-    memcpy(gw->host, host, host_len);
-    gw->host[host_len] = '\0';
-    if (port == NULL) {
-        snprintf(gw->port, sizeof(gw->port), "%d", SF_DEFAULT_PORT);
-        return 0;
-    }
-    return parse_port(port, port_len, gw);
-}
-
-int sf_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error *err)
-{
-    unsigned count = 0;
-    const char *p = text;
-
-    if (text == NULL)
-        return sf_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
-    while (*p != '\0') {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        const char *item = p;
-        while (len > 0 && (*item == ' ' || *item == '\t'))
-            item++, len--;
-        while (len > 0 && (item[len - 1] == ' ' || item[len - 1] == '\t'))
-            len--;
-        if (len > 0) {
-            if (count == max)
-                return sf_fail(err, SF_E_RESOLVE, "more than %u cluster addresses", max), -1;
-            if (parse_one(item, len, &gw[count]) < 0)
-                return sf_fail(err, SF_E_RESOLVE, "bad cluster address '%.*s' (want host:port)",
-                               (int)(len > 200 ? 200 : len), item),
-                       -1;
-            count++;
-        }
-        if (end == NULL)
-            break;
-        p = end + 1;
-    }
-    if (count == 0)
-        return sf_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
-    return (int)count;
-}
-
-void sf_gateway_format(const sf_gateway *gw, char *out, size_t len)
-{
-    if (strchr(gw->host, ':') != NULL)
-        snprintf(out, len, "[%s]:%s", gw->host, gw->port);
-    else
-        snprintf(out, len, "%s:%s", gw->host, gw->port);
-}
-
-/* --------------------------------------------------------------- deadlines */
-
-/* One deadline per call: every wait inside a public call (connecting, each
- * reply, a resend elsewhere, checking copies) shares what is left of it.
- * Scopes nest, and an inner one never extends an outer one. 0: none. */
-static __thread int64_t call_deadline_ms;
-
-int64_t sf_deadline_begin(int timeout_ms)
-{
-    int64_t saved = call_deadline_ms;
-    int64_t mine = sf_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    if (saved == 0 || mine < saved)
-        call_deadline_ms = mine;
-    return saved;
-}
-
-void sf_deadline_end(int64_t saved)
-{
-    call_deadline_ms = saved;
-}
-
-int64_t sf_grace_begin(const sf_cluster *cl)
-{
-    int64_t saved = call_deadline_ms;
-    int ms = cl->io_timeout_ms < SF_GRACE_MS ? cl->io_timeout_ms : SF_GRACE_MS;
-    call_deadline_ms = sf_now_ms() + ms;
-    return saved;
-}
-
-int64_t sf_call_begin(const sf_cluster *cl)
-{
-    return sf_deadline_begin(cl->io_timeout_ms);
-}
-
-int sf_time_left_ms(const sf_cluster *cl)
-{
-    if (call_deadline_ms == 0)
-        return cl->io_timeout_ms;
-    int64_t left = call_deadline_ms - sf_now_ms();
-    return left > 0 ? (int)left : 0;
-}
-
-/* -------------------------------------------------------------- connecting */
-
-static int wait_fd(int fd, short events, int timeout_ms)
-{
-    struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
-    for (;;) {
-        int r = poll(&pfd, 1, timeout_ms);
-        if (r >= 0)
-            return r;
-        if (errno != EINTR)
-            return -1;
-    }
-}
-
-static int connect_addr(const struct addrinfo *ai, int timeout_ms, int *errnum)
-{
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-        *errnum = errno;
-        return -1;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        if (errno != EINPROGRESS) {
-            *errnum = errno;
-            close(fd);
-            return -1;
-        }
-        int r = wait_fd(fd, POLLOUT, timeout_ms);
-        if (r <= 0) {
-            *errnum = r == 0 ? ETIMEDOUT : errno;
-            close(fd);
-            return -1;
-        }
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-            *errnum = soerr ? soerr : errno;
-            close(fd);
-            return -1;
-        }
-    }
-    /* Requests are small headers followed by payloads we already batch. */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
-}
-
-int64_t sf_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
-{
-    const sf_gateway *gw = &cl->gateways[gw_index];
-    struct addrinfo hints, *res = NULL;
-    int errnum = 0, fd = -1;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(gw->host, gw->port, &hints, &res);
-    if (rc != 0) {
-        sf_fail(err, SF_E_RESOLVE, "cannot resolve %s: %s", gw->host, gai_strerror(rc));
-        return NULL;
-    }
-    int timeout_ms = cl->connect_timeout_ms;
-    if (gw_index >= cl->nr_configured && timeout_ms > SF_LEARNED_CONNECT_MS)
-        timeout_ms = SF_LEARNED_CONNECT_MS;
-    int left = sf_time_left_ms(cl);
-    if (left < timeout_ms)
-        timeout_ms = left;
-    if (timeout_ms <= 0) {
-        freeaddrinfo(res);
-        char where[300];
-        sf_gateway_format(gw, where, sizeof(where));
-        sf_fail_errno(err, SF_E_TIMEOUT, ETIMEDOUT,
-                      "no time left to connect to sheep at %s (io_timeout %d ms)", where,
-                      cl->io_timeout_ms);
-        return NULL;
-    }
-    for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-        fd = connect_addr(ai, timeout_ms, &errnum);
-    freeaddrinfo(res);
-    if (fd < 0) {
-        pthread_mutex_lock(&cl->lock);
-        cl->down_until_ms[gw_index] = sf_now_ms() + SF_GATEWAY_DOWN_MS;
-        pthread_mutex_unlock(&cl->lock);
-        char where[300];
-        sf_gateway_format(gw, where, sizeof(where));
-        sf_fail_errno(err, errnum == ETIMEDOUT ? SF_E_TIMEOUT : SF_E_CONNECT, errnum,
-                      "cannot connect to sheep at %s", where);
-        return NULL;
-    }
-    sf_conn *conn = calloc(1, sizeof(*conn));
-    if (conn == NULL) {
-        close(fd);
-        sf_fail(err, SF_E_NOMEM, "out of memory");
-        return NULL;
-    }
-    conn->fd = fd;
-    conn->gateway = gw_index;
-    conn->next_id = 1;
-    return conn;
-}
-
-sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
-{
-    pthread_mutex_lock(&cl->lock);
-    unsigned n = cl->nr_gateways;
-    pthread_mutex_unlock(&cl->lock);
-    /* gateways that recently refused or timed out are tried last */
-    for (int pass = 0; pass < 2; pass++) {
-        int64_t now = sf_now_ms();
-        for (unsigned i = 0; i < n; i++) {
-            unsigned gw = (first + i) % n;
-            pthread_mutex_lock(&cl->lock);
-            int down = cl->down_until_ms[gw] > now;
-            pthread_mutex_unlock(&cl->lock);
-            if (down != pass)
-                continue;
-            sf_conn *conn = sf_connect_gateway(cl, gw, err);
-            if (conn != NULL)
-                return conn;
-            if (err->category == SF_E_TIMEOUT && sf_time_left_ms(cl) == 0)
-                return NULL;
-        }
-    }
-    return NULL;
-}
-
-void sf_conn_peer(sf_cluster *cl, const sf_conn *conn, char *out, size_t len)
-{
-    pthread_mutex_lock(&cl->lock);
-    sf_gateway_format(&cl->gateways[conn->gateway], out, len);
-    pthread_mutex_unlock(&cl->lock);
-}
-
-void sf_conn_close(sf_conn *conn)
-{
-    if (conn == NULL)
-        return;
-    if (conn->fd >= 0)
-        close(conn->fd);
-    free(conn);
-}
 
 /* ------------------------------------------------------------------ engine */
 
@@ -398,13 +104,17 @@ static void engine_enqueue(engine *e, sf_op *op)
     e->nr_inflight++;
 }
 
+/* iovecs one sendmsg() carries: two per request (header, payload), so a
+ * burst of small requests goes out in one call; far below IOV_MAX. */
+#define SF_SEND_IOVS 64
+
 /* Writes as much of the send queue as the socket takes. */
 static int lane_send(engine *e, lane *l, sf_error *err)
 {
     while (l->send_count > 0) {
-        struct iovec iov[64];
+        struct iovec iov[SF_SEND_IOVS];
         int niov = 0;
-        for (unsigned i = 0; i < l->send_count && niov + 2 <= 64; i++) {
+        for (unsigned i = 0; i < l->send_count && niov + 2 <= SF_SEND_IOVS; i++) {
             sf_op *op = l->sendq[(l->send_head + i) % SF_MAX_DEPTH];
             size_t off = op->sent;
             if (off < SF_HEADER_SIZE) {
@@ -433,7 +143,7 @@ static int lane_send(engine *e, lane *l, sf_error *err)
                 return SF_OK;
         {
             int errnum = errno;
-            char where[300];
+            char where[SF_ADDRESS_TEXT_MAX];
             sf_conn_peer(e->cl, l->conn, where, sizeof(where));
             return sf_fail_errno(err, SF_E_IO, errnum, "sending to %s failed", where);
         }
@@ -556,7 +266,7 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
             n = recv(l->conn->fd, (uint8_t *)l->rop->reply_buf + l->rpay_got,
                      l->rop->rsp.data_length - l->rpay_got, 0);
         if (n == 0) {
-            char where[300];
+            char where[SF_ADDRESS_TEXT_MAX];
             sf_conn_peer(e->cl, l->conn, where, sizeof(where));
             return sf_fail(err, SF_E_IO, "%s closed the connection with %u request(s) in flight",
                            where, l->nr_inflight);
@@ -568,7 +278,7 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
                 return SF_OK;
         {
             int errnum = errno;
-            char where[300];
+            char where[SF_ADDRESS_TEXT_MAX];
             sf_conn_peer(e->cl, l->conn, where, sizeof(where));
             return sf_fail_errno(err, SF_E_IO, errnum, "receiving from %s failed", where);
         }
@@ -653,8 +363,7 @@ static int engine_wait(engine *e, sf_error *err)
             return SF_OK;
         if (r < 0 && errno == EINTR)
             continue;
-        char where[300] = "";
-        int64_t down_until = sf_now_ms() + SF_GATEWAY_DOWN_MS;
+        char where[SF_ADDRESS_TEXT_MAX] = "";
         for (unsigned i = 0; i < e->nr_lanes; i++) {
             lane *l = &e->lanes[i];
             if (!l->nr_inflight)
@@ -662,11 +371,9 @@ static int engine_wait(engine *e, sf_error *err)
             l->conn->broken = 1; /* replies may still come: never reuse */
             if (r == 0) {
                 /* the next attempt (a cleanup, a retry) goes elsewhere first */
-                pthread_mutex_lock(&e->cl->lock);
-                e->cl->down_until_ms[l->conn->gateway] = down_until;
-                pthread_mutex_unlock(&e->cl->lock);
+                sf_pool_mark_down(e->cl, l->conn->gateway);
                 if (where[0] == '\0')
-                    sf_gateway_format(&e->cl->gateways[l->conn->gateway], where, sizeof(where));
+                    sf_conn_peer(e->cl, l->conn, where, sizeof(where));
             }
         }
         if (r < 0)

@@ -8,7 +8,6 @@
 #include "sf_proto.h"
 #include "sheepfast.h"
 
-#define SF_MAX_GATEWAYS 64u
 #define SF_MAX_IDLE_CONNS 16u
 /* Connections one transfer spreads over, one per configured gateway. */
 #define SF_MAX_LANES 8u
@@ -29,7 +28,8 @@ int sf_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sf_error_clear(sf_error *err);
 
-/* ---- deadlines (sf_conn.c) ---- */
+/* ---- deadlines (sf_deadline.c) ---- */
+int64_t sf_now_ms(void); /* monotonic */
 /* Opens the scope of one public call: its io_timeout, or less when an
  * enclosing scope ends sooner. Returns what sf_deadline_end restores. */
 int64_t sf_call_begin(const struct sf_cluster *cl);
@@ -41,7 +41,7 @@ int64_t sf_grace_begin(const struct sf_cluster *cl);
 /* What is left of the current call's deadline (io_timeout outside one). */
 int sf_time_left_ms(const struct sf_cluster *cl);
 
-/* ---- addresses and connections (sf_conn.c) ---- */
+/* ---- gateways, connecting and the idle pool (sf_pool.c) ---- */
 typedef struct sf_gateway {
     char host[256];
     char port[8];
@@ -59,6 +59,31 @@ typedef struct sf_conn {
     uint32_t next_id;
     struct sf_conn *next_idle;
 } sf_conn;
+
+struct sf_cluster;
+/* A connection from the pool (idle and healthy, or new to the next gateway
+ * in turn); sf_pool_put gives it back, or closes it when broken. */
+sf_conn *sf_pool_get(struct sf_cluster *cl, sf_error *err);
+void sf_pool_put(struct sf_cluster *cl, sf_conn *conn);
+/* Up to max connections, each to a different gateway (idle ones first),
+ * for a transfer to spread over; at least one, or 0 with err set. */
+unsigned sf_pool_get_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err);
+/* Opens a connection to the next gateway in turn from first, trying each
+ * once (those that failed lately last). */
+sf_conn *sf_connect_any(struct sf_cluster *cl, unsigned first, sf_error *err);
+sf_conn *sf_connect_gateway(struct sf_cluster *cl, unsigned gw_index, sf_error *err);
+void sf_conn_close(sf_conn *conn);
+/* The "host:port" conn goes to, for messages. */
+void sf_conn_peer(struct sf_cluster *cl, const sf_conn *conn, char *out, size_t len);
+/* A gateway that refused or timed out is tried last, and left out of
+ * transfers, for this long. */
+#define SF_GATEWAY_DOWN_MS 30000
+void sf_pool_mark_down(struct sf_cluster *cl, unsigned gw_index);
+/* The index of gw in the gateway list, added when new; SF_RING_NO_GATEWAY
+ * when the list is full. */
+uint32_t sf_pool_learn_gateway(struct sf_cluster *cl, const sf_gateway *gw);
+/* Closes the idle connections of a cluster being freed. */
+void sf_pool_drain(struct sf_cluster *cl);
 
 /* One request and where its reply goes. The engine owns the bookkeeping
  * fields while the op is in flight. */
@@ -91,7 +116,7 @@ typedef struct sf_source {
     void (*complete)(void *ctx, sf_op *op);
 } sf_source;
 
-struct sf_cluster;
+/* ---- the request engine (sf_conn.c) ---- */
 /* Runs src over *conn keeping up to depth ops in flight. On a connection
  * loss with only retryable ops in flight it reconnects (possibly to another
  * gateway, replacing *conn) and resends them. Returns SF_ERR only for
@@ -103,9 +128,6 @@ int sf_run_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_s
                  unsigned depth, sf_error *err);
 /* One op, synchronously; a non-zero result becomes SF_E_SERVER. */
 int sf_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
-void sf_conn_close(sf_conn *conn);
-/* The "host:port" conn goes to, for messages. */
-void sf_conn_peer(struct sf_cluster *cl, const sf_conn *conn, char *out, size_t len);
 
 /* Request builders for the ops several modules send. */
 void sf_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len);
@@ -177,16 +199,18 @@ struct sf_cluster {
  * For this long after a change, overwrites are checked copy by copy too. */
 #define SF_RECOVERY_WINDOW_MS 60000
 
+/* ---- the cluster's membership: epoch and ring (sf_ring.c) ---- */
 /* Records the epoch a reply carried; returns the newest one seen. */
 uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch);
 uint32_t sf_cluster_epoch(sf_cluster *cl);
 /* Whether a membership change was seen less than SF_RECOVERY_WINDOW_MS ago. */
 int sf_cluster_recovering(sf_cluster *cl);
-
 /* The current ring with a reference (NULL when routing is off or the
  * placement is unknown); sf_ring_put drops it. */
 sf_ring *sf_ring_get(sf_cluster *cl);
 void sf_ring_put(sf_cluster *cl, sf_ring *ring);
+
+/* ---- node list (sf_cluster.c) ---- */
 /* Reads the node list again when the ring is older than SF_RING_REFRESH_MS,
  * or older than the newest epoch a reply carried. */
 void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn);
@@ -195,16 +219,8 @@ void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn);
  * cluster or a failure). Installs it as the routing ring when routing. */
 sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err);
 
-sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err);
-void sf_pool_put(sf_cluster *cl, sf_conn *conn);
-/* Opens a connection to the next gateway in turn, trying each once. */
-sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err);
-sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err);
-int64_t sf_now_ms(void);
-#define SF_GATEWAY_DOWN_MS 30000
-/* Up to max connections, each to a different configured gateway (idle ones
- * first), for a transfer to spread over; at least one, or 0 with err set. */
-unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err);
+/* An open sf_vdi holds a reference: the cluster outlives its last VDI. */
+void sf_cluster_ref(sf_cluster *cl);
 void sf_cluster_unref(sf_cluster *cl);
 
 /* ---- VDIs by name (sf_catalog.c) ---- */

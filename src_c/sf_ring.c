@@ -144,3 +144,49 @@ unsigned sf_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsi
     /* fewer zones than copies: sheep itself refuses such a layout */
     return found;
 }
+
+/* ------------------------------------------------- the cluster's membership */
+
+uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch)
+{
+    uint32_t seen = __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
+    while (epoch > seen &&
+           !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        ;
+    if (epoch > seen && seen != 0) /* the first reply only tells where we start */
+        __atomic_store_n(&cl->epoch_changed_ms, sf_now_ms(), __ATOMIC_RELAXED);
+    return epoch > seen ? epoch : seen;
+}
+
+uint32_t sf_cluster_epoch(sf_cluster *cl)
+{
+    return __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
+}
+
+int sf_cluster_recovering(sf_cluster *cl)
+{
+    int64_t changed = __atomic_load_n(&cl->epoch_changed_ms, __ATOMIC_RELAXED);
+    return changed != 0 && sf_now_ms() - changed < SF_RECOVERY_WINDOW_MS;
+}
+
+sf_ring *sf_ring_get(sf_cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    sf_ring *ring = cl->ring;
+    if (ring != NULL)
+        ring->refs++;
+    pthread_mutex_unlock(&cl->lock);
+    return ring;
+}
+
+void sf_ring_put(sf_cluster *cl, sf_ring *ring)
+{
+    if (ring == NULL)
+        return;
+    pthread_mutex_lock(&cl->lock);
+    unsigned left = --ring->refs;
+    pthread_mutex_unlock(&cl->lock);
+    if (left == 0)
+        sf_ring_free(ring);
+}

@@ -181,9 +181,7 @@ static sf_vdi *sf_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name
         vdi_free(vdi);
         return NULL;
     }
-    pthread_mutex_lock(&cl->lock);
-    cl->refs++;
-    pthread_mutex_unlock(&cl->lock);
+    sf_cluster_ref(cl);
     return vdi;
 }
 

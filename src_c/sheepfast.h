@@ -82,6 +82,12 @@ typedef struct sf_error {
 #define SF_DEFAULT_BLOCK_SIZE_SHIFT 22
 #define SF_MIN_BLOCK_SIZE_SHIFT 20
 #define SF_MAX_BLOCK_SIZE_SHIFT 31
+/* Gateways one cluster handle knows: configured plus learned ones. */
+#define SF_MAX_GATEWAYS 64u
+/* One gateway as text, "[host]:port" with a 255-byte host and a NUL, and
+ * a list of them as sf_cluster_nodes and sf_cluster_locate write it. */
+#define SF_ADDRESS_TEXT_MAX 264u
+#define SF_ADDRESS_LIST_MAX (SF_MAX_GATEWAYS * SF_ADDRESS_TEXT_MAX)
 
 typedef struct sf_options {
     /* "host:port[,host:port...]"; IPv6 as "[addr]:port"; port defaults to

@@ -173,6 +173,7 @@ def test_the_binding_exports_the_headers_defaults_and_limits():
     [
         ("depth", _native.MAX_DEPTH + 1, f"depth must be 1..{_native.MAX_DEPTH}"),
         ("depth", -1, "depth must not be negative"),
+        ("depth", 0, "depth must be positive"),
         ("request_size", 4097, "request_size must be a multiple of 4096"),
         ("io_timeout", 0, "io_timeout must be a positive number"),
         ("connect_timeout", float("nan"), "connect_timeout must be a positive number"),
