@@ -686,7 +686,7 @@ def _encode_request(int opcode, **fields):
     """48 header bytes for a request, built by the client's encoder."""
     cdef sf_req req
     cdef uint8_t out[48]
-    sf_req_init(&req, opcode)
+    sfi_req_init(&req, opcode)
     req.proto_ver = fields.pop("proto_ver", req.proto_ver)
     req.flags = fields.pop("flags", 0)
     req.epoch = fields.pop("epoch", 0)
@@ -706,7 +706,7 @@ def _encode_request(int opcode, **fields):
     req.nodes_nr = fields.pop("nodes_nr", 0)
     if fields:
         raise TypeError(f"unknown request fields {sorted(fields)}")
-    sf_req_encode(&req, out)
+    sfi_req_encode(&req, out)
     return bytes(out[:48])
 
 
@@ -715,7 +715,7 @@ def _decode_request(const uint8_t[:] header not None):
     cdef sf_req req
     if header.shape[0] != 48:
         raise ValueError("a header is 48 bytes")
-    sf_req_decode(&header[0], &req)
+    sfi_req_decode(&header[0], &req)
     return req
 
 
@@ -724,22 +724,22 @@ def _decode_response(const uint8_t[:] header not None):
     cdef sf_rsp rsp
     if header.shape[0] != 48:
         raise ValueError("a header is 48 bytes")
-    sf_rsp_decode(&header[0], &rsp)
+    sfi_rsp_decode(&header[0], &rsp)
     return rsp
 
 
 def _check_name(name):
     raw = _name_bytes(name)
-    why = sf_check_name(raw, len(raw))
+    why = sfi_check_name(raw, len(raw))
     return None if why == NULL else why.decode()
 
 
 def _check_copy_policy(int policy):
-    why = sf_check_copy_policy(<uint8_t>policy)
+    why = sfi_check_copy_policy(<uint8_t>policy)
     return None if why == NULL else why.decode()
 
 
 def _is_zero(const uint8_t[:] data not None):
     if data.shape[0] == 0:
         return True
-    return bool(sf_is_zero(&data[0], data.shape[0]))
+    return bool(sfi_is_zero(&data[0], data.shape[0]))

@@ -161,14 +161,14 @@ cdef extern from "sf_proto.h" nogil:
         uint8_t default_bss
         uint32_t nr_nodes
 
-    void sf_req_init(sf_req *req, uint8_t opcode)
-    void sf_req_encode(const sf_req *req, uint8_t *out)
-    void sf_req_decode(const uint8_t *data, sf_req *req)
-    void sf_rsp_encode(const sf_rsp *rsp, uint8_t *out)
-    void sf_rsp_decode(const uint8_t *data, sf_rsp *rsp)
-    const char *sf_check_name(const char *name, size_t length)
-    const char *sf_check_copy_policy(uint8_t policy)
+    void sfi_req_init(sf_req *req, uint8_t opcode)
+    void sfi_req_encode(const sf_req *req, uint8_t *out)
+    void sfi_req_decode(const uint8_t *data, sf_req *req)
+    void sfi_rsp_encode(const sf_rsp *rsp, uint8_t *out)
+    void sfi_rsp_decode(const uint8_t *data, sf_rsp *rsp)
+    const char *sfi_check_name(const char *name, size_t length)
+    const char *sfi_check_copy_policy(uint8_t policy)
 
 
 cdef extern from "sf_internal.h" nogil:
-    int sf_is_zero(const void *buf, size_t length)
+    int sfi_is_zero(const void *buf, size_t length)

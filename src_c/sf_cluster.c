@@ -17,10 +17,10 @@ static uint32_t learn_gateway(sf_cluster *cl, const uint8_t *record)
 {
     char text[SF_ADDRESS_TEXT_MAX];
     sf_gateway gw;
-    if (sf_node_record_address(record, text, sizeof(text)) < 0 ||
-        sf_parse_addresses(text, &gw, 1, NULL) != 1)
+    if (sfi_node_record_address(record, text, sizeof(text)) < 0 ||
+        sfi_parse_addresses(text, &gw, 1, NULL) != 1)
         return SF_RING_NO_GATEWAY;
-    return sf_pool_learn_gateway(cl, &gw);
+    return sfi_pool_learn_gateway(cl, &gw);
 }
 
 /* Takes in the node list just read (at epoch): learns each node's gateway
@@ -33,7 +33,7 @@ static sf_ring *take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t 
     sf_error ignored;
     /* NULL when not wanted, or out of memory: then route by load */
     sf_ring *ring = (cl->route || want_ring) && !cl->disk_mode
-                        ? sf_ring_build(records, count, &ignored)
+                        ? sfi_ring_build(records, count, &ignored)
                         : NULL;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t gw = learn_gateway(cl, records + (size_t)i * SF_NODE_RECORD_SIZE);
@@ -56,9 +56,9 @@ static sf_ring *take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t 
     pthread_mutex_lock(&cl->lock);
     sf_ring *old = cl->ring;
     cl->ring = ring;
-    cl->ring_time_ms = sf_now_ms();
+    cl->ring_time_ms = sfi_now_ms();
     pthread_mutex_unlock(&cl->lock);
-    sf_ring_put(cl, old);
+    sfi_ring_put(cl, old);
     return want_ring ? ring : NULL;
 }
 
@@ -70,24 +70,24 @@ static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_ring **out, sf_error
      * buffer is always sized for the largest cluster. */
     uint8_t *buf = malloc(SF_NODE_LIST_BUF);
     if (buf == NULL)
-        return sf_fail(err, SF_E_NOMEM, "out of memory");
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_GET_NODE_LIST);
+    sfi_req_init(&op.req, SF_OP_GET_NODE_LIST);
     op.req.data_length = SF_NODE_LIST_BUF;
     op.reply_buf = buf;
     op.reply_cap = SF_NODE_LIST_BUF;
     op.retryable = 1;
-    int rc = sf_call(cl, conn, &op, err);
+    int rc = sfi_call(cl, conn, &op, err);
     if (rc == SF_OK) {
         uint32_t n = op.rsp.nr_nodes;
         if (n > SF_MAX_NODES || (uint64_t)n * SF_NODE_RECORD_SIZE > op.rsp.data_length)
-            rc = sf_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
+            rc = sfi_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
                          op.rsp.data_length);
         else {
             sf_ring *ring = take_node_list(cl, buf, n, op.rsp.epoch, out != NULL);
             if (out != NULL && (*out = ring) == NULL)
-                rc = sf_fail(err, cl->disk_mode ? SF_E_UNSUPPORTED : SF_E_NOMEM,
+                rc = sfi_fail(err, cl->disk_mode ? SF_E_UNSUPPORTED : SF_E_NOMEM,
                              cl->disk_mode ? "object placement is not known on a disk-mode cluster"
                                            : "out of memory for the node ring");
         }
@@ -96,7 +96,7 @@ static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_ring **out, sf_error
     return rc;
 }
 
-sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err)
+sf_ring *sfi_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err)
 {
     sf_ring *ring = NULL;
     if (refresh_nodes(cl, conn, &ring, err) != SF_OK)
@@ -104,13 +104,13 @@ sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err)
     return ring;
 }
 
-void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn)
+void sfi_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn)
 {
     pthread_mutex_lock(&cl->lock);
-    int stale = cl->route && (sf_now_ms() - cl->ring_time_ms >= SF_RING_REFRESH_MS ||
-                              (cl->ring != NULL && cl->ring->epoch < sf_cluster_epoch(cl)));
+    int stale = cl->route && (sfi_now_ms() - cl->ring_time_ms >= SF_RING_REFRESH_MS ||
+                              (cl->ring != NULL && cl->ring->epoch < sfi_cluster_epoch(cl)));
     if (stale)
-        cl->ring_time_ms = sf_now_ms(); /* one refresher at a time */
+        cl->ring_time_ms = sfi_now_ms(); /* one refresher at a time */
     pthread_mutex_unlock(&cl->lock);
     sf_error ignored;
     if (stale)
@@ -124,18 +124,18 @@ static int check_placement_mode(sf_cluster *cl, sf_conn **conn, sf_error *err)
     uint8_t record[SF_STAT_CLUSTER_RECORD];
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_STAT_CLUSTER);
+    sfi_req_init(&op.req, SF_OP_STAT_CLUSTER);
     op.req.data_length = sizeof(record);
     op.req.nodes_nr = 0;
     op.reply_buf = record;
     op.reply_cap = sizeof(record);
     op.retryable = 1;
-    if (sf_call(cl, conn, &op, err) != SF_OK)
+    if (sfi_call(cl, conn, &op, err) != SF_OK)
         return SF_ERR;
     if (op.rsp.data_length < sizeof(record))
-        return sf_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
+        return sfi_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
                        op.rsp.data_length, sizeof(record));
-    if (sf_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE) {
+    if (sfi_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE) {
         cl->disk_mode = 1;
         cl->route = 0;
     }
@@ -146,15 +146,15 @@ static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
 {
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_GET_CLUSTER_DEFAULT);
+    sfi_req_init(&op.req, SF_OP_GET_CLUSTER_DEFAULT);
     op.retryable = 1;
-    if (sf_call(cl, conn, &op, err) != SF_OK)
+    if (sfi_call(cl, conn, &op, err) != SF_OK)
         return SF_ERR;
     cl->defaults.copies = op.rsp.default_copies;
     cl->defaults.copy_policy = op.rsp.default_copy_policy;
     cl->defaults.block_size_shift = op.rsp.default_bss;
     if (cl->defaults.block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT || cl->defaults.block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
-        return sf_fail(err, SF_E_PROTOCOL, "cluster default block_size_shift %u is out of range",
+        return sfi_fail(err, SF_E_PROTOCOL, "cluster default block_size_shift %u is out of range",
                        cl->defaults.block_size_shift);
     return SF_OK;
 }
@@ -163,23 +163,23 @@ static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
 static int check_options(const sf_options *opt, sf_error *err)
 {
     if (opt->connect_timeout_ms < 0 || opt->io_timeout_ms < 0)
-        return sf_fail(err, SF_E_INVALID, "timeouts must be positive (got connect %d ms, io %d ms)",
+        return sfi_fail(err, SF_E_INVALID, "timeouts must be positive (got connect %d ms, io %d ms)",
                        opt->connect_timeout_ms, opt->io_timeout_ms);
     if (opt->depth > SF_MAX_DEPTH)
-        return sf_fail(err, SF_E_INVALID, "depth must be 1..%u, or 0 for %u (got %u)", SF_MAX_DEPTH,
+        return sfi_fail(err, SF_E_INVALID, "depth must be 1..%u, or 0 for %u (got %u)", SF_MAX_DEPTH,
                        SF_DEFAULT_DEPTH, opt->depth);
     if (opt->request_size % SF_REQUEST_ALIGN != 0)
-        return sf_fail(err, SF_E_INVALID, "request_size must be a multiple of %u (got %u)",
+        return sfi_fail(err, SF_E_INVALID, "request_size must be a multiple of %u (got %u)",
                        SF_REQUEST_ALIGN, opt->request_size);
     return SF_OK;
 }
 
 sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     sf_cluster *cl = calloc(1, sizeof(*cl));
     if (cl == NULL) {
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+        sfi_fail(err, SF_E_NOMEM, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&cl->lock, NULL);
@@ -191,14 +191,14 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     cl->io_timeout_ms = opt->io_timeout_ms ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
     cl->depth = opt->depth ? opt->depth : SF_DEFAULT_DEPTH;
     cl->request_size = opt->request_size ? opt->request_size : SF_DEFAULT_REQUEST_SIZE;
-    int n = sf_parse_addresses(opt->addresses, cl->gateways, SF_MAX_GATEWAYS, err);
+    int n = sfi_parse_addresses(opt->addresses, cl->gateways, SF_MAX_GATEWAYS, err);
     if (n < 0)
         goto fail;
     cl->nr_configured = cl->nr_gateways = (unsigned)n;
     cl->route = !opt->no_routing;
 
-    int64_t scope = sf_call_begin(cl);
-    sf_conn *conn = sf_connect_any(cl, 0, err);
+    int64_t scope = sfi_call_begin(cl);
+    sf_conn *conn = sfi_connect_any(cl, 0, err);
     if (conn == NULL) {
         sf_deadline_end(scope);
         goto fail;
@@ -207,36 +207,36 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     if (fetch_defaults(cl, &conn, err) != SF_OK ||
         check_placement_mode(cl, &conn, err) != SF_OK ||
         refresh_nodes(cl, &conn, NULL, err) != SF_OK) {
-        sf_conn_close(conn);
+        sfi_conn_close(conn);
         sf_deadline_end(scope);
         goto fail;
     }
     sf_deadline_end(scope);
-    sf_pool_put(cl, conn);
+    sfi_pool_put(cl, conn);
     return cl;
 fail:
-    sf_ring_free(cl->ring);
+    sfi_ring_free(cl->ring);
     pthread_mutex_destroy(&cl->lock);
     free(cl);
     return NULL;
 }
 
-void sf_cluster_ref(sf_cluster *cl)
+void sfi_cluster_ref(sf_cluster *cl)
 {
     pthread_mutex_lock(&cl->lock);
     cl->refs++;
     pthread_mutex_unlock(&cl->lock);
 }
 
-void sf_cluster_unref(sf_cluster *cl)
+void sfi_cluster_unref(sf_cluster *cl)
 {
     pthread_mutex_lock(&cl->lock);
     unsigned left = --cl->refs;
     pthread_mutex_unlock(&cl->lock);
     if (left > 0)
         return;
-    sf_ring_free(cl->ring); /* no run holds it any more */
-    sf_pool_drain(cl);
+    sfi_ring_free(cl->ring); /* no run holds it any more */
+    sfi_pool_drain(cl);
     pthread_mutex_destroy(&cl->lock);
     free(cl);
 }
@@ -244,12 +244,12 @@ void sf_cluster_unref(sf_cluster *cl)
 void sf_cluster_close(sf_cluster *cl)
 {
     if (cl != NULL)
-        sf_cluster_unref(cl);
+        sfi_cluster_unref(cl);
 }
 
 int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     *out = cl->defaults;
     return SF_OK;
 }
@@ -257,18 +257,18 @@ int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *
 int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
 {
     size_t used = 0;
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (out_len == 0)
-        return sf_fail(err, SF_E_INVALID, "empty output buffer");
+        return sfi_fail(err, SF_E_INVALID, "empty output buffer");
     out[0] = '\0';
     pthread_mutex_lock(&cl->lock);
     for (unsigned i = 0; i < cl->nr_gateways; i++) {
         char text[SF_ADDRESS_TEXT_MAX];
-        sf_gateway_format(&cl->gateways[i], text, sizeof(text));
+        sfi_gateway_format(&cl->gateways[i], text, sizeof(text));
         int n = snprintf(out + used, out_len - used, "%s%s", i ? "," : "", text);
         if (n < 0 || (size_t)n >= out_len - used) {
             pthread_mutex_unlock(&cl->lock);
-            return sf_fail(err, SF_E_INVALID, "output buffer too small for the node list");
+            return sfi_fail(err, SF_E_INVALID, "output buffer too small for the node list");
         }
         used += (size_t)n;
     }
@@ -279,31 +279,31 @@ int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
 int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out, size_t out_len,
                       sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (out_len == 0)
-        return sf_fail(err, SF_E_INVALID, "empty output buffer");
+        return sfi_fail(err, SF_E_INVALID, "empty output buffer");
     if (copies == 0 || copies > SF_MAX_COPIES)
-        return sf_fail(err, SF_E_INVALID, "copies must be 1..%u (got %u)", SF_MAX_COPIES, copies);
+        return sfi_fail(err, SF_E_INVALID, "copies must be 1..%u (got %u)", SF_MAX_COPIES, copies);
     out[0] = '\0';
-    sf_ring *ring = sf_ring_get(cl);
+    sf_ring *ring = sfi_ring_get(cl);
     if (ring == NULL)
-        return sf_fail(err, SF_E_UNSUPPORTED,
+        return sfi_fail(err, SF_E_UNSUPPORTED,
                        "object placement is not known (routing off, or a disk-mode cluster)");
     unsigned nodes[SF_MAX_COPIES];
-    unsigned n = sf_ring_locate(ring, oid, copies, nodes);
+    unsigned n = sfi_ring_locate(ring, oid, copies, nodes);
     size_t used = 0;
     int rc = SF_OK;
     for (unsigned i = 0; i < n && rc == SF_OK; i++) {
         char text[SF_ADDRESS_TEXT_MAX] = "?";
         uint32_t gw = ring->nodes[nodes[i]].gateway;
         if (gw != SF_RING_NO_GATEWAY)
-            sf_gateway_format(&cl->gateways[gw], text, sizeof(text));
+            sfi_gateway_format(&cl->gateways[gw], text, sizeof(text));
         int w = snprintf(out + used, out_len - used, "%s%s", i ? "," : "", text);
         if (w < 0 || (size_t)w >= out_len - used)
-            rc = sf_fail(err, SF_E_INVALID, "output buffer too small for the locations");
+            rc = sfi_fail(err, SF_E_INVALID, "output buffer too small for the locations");
         else
             used += (size_t)w;
     }
-    sf_ring_put(cl, ring);
+    sfi_ring_put(cl, ring);
     return rc;
 }

@@ -67,7 +67,7 @@ static size_t op_wire_size(const sf_op *op)
 static void lane_enqueue(lane *l, sf_op *op)
 {
     op->req.id = l->conn->next_id++;
-    sf_req_encode(&op->req, op->wire_header);
+    sfi_req_encode(&op->req, op->wire_header);
     op->sent = 0;
     l->inflight[l->nr_inflight++] = op;
     l->sendq[(l->send_head + l->send_count) % SF_MAX_DEPTH] = op;
@@ -83,7 +83,7 @@ static void engine_enqueue(engine *e, sf_op *op)
     op->routed = 0;
     if (e->ring != NULL && op->route_copies > 0 && op->route_copies <= SF_MAX_COPIES) {
         unsigned holders[SF_MAX_COPIES];
-        unsigned n = sf_ring_locate(e->ring, op->req.oid, op->route_copies, holders);
+        unsigned n = sfi_ring_locate(e->ring, op->req.oid, op->route_copies, holders);
         for (unsigned i = 0; i < e->nr_lanes; i++) {
             int holds = 0;
             for (unsigned h = 0; h < n && !holds; h++)
@@ -144,8 +144,8 @@ static int lane_send(engine *e, lane *l, sf_error *err)
         {
             int errnum = errno;
             char where[SF_ADDRESS_TEXT_MAX];
-            sf_conn_peer(e->cl, l->conn, where, sizeof(where));
-            return sf_fail_errno(err, SF_E_IO, errnum, "sending to %s failed", where);
+            sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
+            return sfi_fail_errno(err, SF_E_IO, errnum, "sending to %s failed", where);
         }
         }
         size_t left = (size_t)n;
@@ -189,14 +189,14 @@ static int bad_reply(engine *e, lane *l, sf_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    sf_conn_peer(e->cl, l->conn, where, sizeof(where));
+    sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
     if (l->conn->answered)
-        return sf_fail(err, SF_E_PROTOCOL, "sheep at %s broke the protocol: %s", where, why);
+        return sfi_fail(err, SF_E_PROTOCOL, "sheep at %s broke the protocol: %s", where, why);
     reply_text(l->rhdr, text, sizeof(text));
     if (text[0] != '\0')
-        return sf_fail(err, SF_E_PROTOCOL,
+        return sfi_fail(err, SF_E_PROTOCOL,
                        "%s is not a Sheepdog server: it answered \"%s\" (%s)", where, text, why);
-    return sf_fail(err, SF_E_PROTOCOL, "%s is not a Sheepdog server (%s)", where, why);
+    return sfi_fail(err, SF_E_PROTOCOL, "%s is not a Sheepdog server (%s)", where, why);
 }
 
 static int lane_reply_header(engine *e, lane *l, sf_error *err)
@@ -204,7 +204,7 @@ static int lane_reply_header(engine *e, lane *l, sf_error *err)
     sf_rsp rsp;
     sf_op *op = NULL;
 
-    sf_rsp_decode(l->rhdr, &rsp);
+    sfi_rsp_decode(l->rhdr, &rsp);
     for (unsigned i = 0; i < l->nr_inflight; i++) {
         if (l->inflight[i]->req.id == rsp.id) {
             op = l->inflight[i];
@@ -215,17 +215,17 @@ static int lane_reply_header(engine *e, lane *l, sf_error *err)
         return bad_reply(e, l, err, "reply id %u matches no request in flight", rsp.id);
     if (op->sent != op_wire_size(op))
         return bad_reply(e, l, err, "reply to %s id %u before the request was sent",
-                         sf_opcode_name(op->req.opcode), rsp.id);
+                         sfi_opcode_name(op->req.opcode), rsp.id);
     if (rsp.opcode != op->req.opcode)
         return bad_reply(e, l, err, "reply opcode 0x%02x to a %s request", rsp.opcode,
-                         sf_opcode_name(op->req.opcode));
+                         sfi_opcode_name(op->req.opcode));
     /* Every length from the network is checked before anything is received. */
     if (rsp.data_length > op->reply_cap)
         return bad_reply(e, l, err, "%s reply carries %u bytes, at most %u expected",
-                         sf_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
+                         sfi_opcode_name(op->req.opcode), rsp.data_length, op->reply_cap);
     l->conn->answered = 1;
     op->rsp = rsp;
-    sf_cluster_saw_epoch(e->cl, rsp.epoch);
+    sfi_cluster_saw_epoch(e->cl, rsp.epoch);
     l->rop = op;
     l->rpay_got = 0;
     return SF_OK;
@@ -267,8 +267,8 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
                      l->rop->rsp.data_length - l->rpay_got, 0);
         if (n == 0) {
             char where[SF_ADDRESS_TEXT_MAX];
-            sf_conn_peer(e->cl, l->conn, where, sizeof(where));
-            return sf_fail(err, SF_E_IO, "%s closed the connection with %u request(s) in flight",
+            sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
+            return sfi_fail(err, SF_E_IO, "%s closed the connection with %u request(s) in flight",
                            where, l->nr_inflight);
         }
         if (n < 0) {
@@ -279,8 +279,8 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
         {
             int errnum = errno;
             char where[SF_ADDRESS_TEXT_MAX];
-            sf_conn_peer(e->cl, l->conn, where, sizeof(where));
-            return sf_fail_errno(err, SF_E_IO, errnum, "receiving from %s failed", where);
+            sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
+            return sfi_fail_errno(err, SF_E_IO, errnum, "receiving from %s failed", where);
         }
         }
         if (l->rop == NULL) {
@@ -297,17 +297,17 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
  * move them to a fresh connection (next gateway first) and start over. */
 static int lane_reconnect(engine *e, lane *l, sf_error *err)
 {
-    if (l->reconnects >= SF_MAX_RECONNECTS || sf_time_left_ms(e->cl) == 0)
+    if (l->reconnects >= SF_MAX_RECONNECTS || sfi_time_left_ms(e->cl) == 0)
         return SF_ERR;
     for (unsigned i = 0; i < l->nr_inflight; i++)
         if (!l->inflight[i]->retryable)
             return SF_ERR;
     sf_error cerr;
-    sf_conn *fresh = sf_connect_any(e->cl, l->conn->gateway + 1, &cerr);
+    sf_conn *fresh = sfi_connect_any(e->cl, l->conn->gateway + 1, &cerr);
     if (fresh == NULL)
         return SF_ERR;
     l->reconnects++;
-    sf_conn_close(l->conn);
+    sfi_conn_close(l->conn);
     l->conn = fresh;
     engine_map_lane(e, (unsigned)(l - e->lanes));
     sf_op *pending[SF_MAX_DEPTH];
@@ -321,7 +321,7 @@ static int lane_reconnect(engine *e, lane *l, sf_error *err)
         pending[i]->resent = 1;
         lane_enqueue(l, pending[i]);
     }
-    sf_error_clear(err);
+    sfi_error_clear(err);
     return SF_OK;
 }
 
@@ -358,7 +358,7 @@ static int engine_wait(engine *e, sf_error *err)
         pfd[i].revents = 0;
     }
     for (;;) {
-        int r = poll(pfd, e->nr_lanes, sf_time_left_ms(e->cl));
+        int r = poll(pfd, e->nr_lanes, sfi_time_left_ms(e->cl));
         if (r > 0)
             return SF_OK;
         if (r < 0 && errno == EINTR)
@@ -371,20 +371,20 @@ static int engine_wait(engine *e, sf_error *err)
             l->conn->broken = 1; /* replies may still come: never reuse */
             if (r == 0) {
                 /* the next attempt (a cleanup, a retry) goes elsewhere first */
-                sf_pool_mark_down(e->cl, l->conn->gateway);
+                sfi_pool_mark_down(e->cl, l->conn->gateway);
                 if (where[0] == '\0')
-                    sf_conn_peer(e->cl, l->conn, where, sizeof(where));
+                    sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
             }
         }
         if (r < 0)
-            return sf_fail_errno(err, SF_E_IO, errno, "poll failed");
-        return sf_fail(err, SF_E_TIMEOUT,
+            return sfi_fail_errno(err, SF_E_IO, errno, "poll failed");
+        return sfi_fail(err, SF_E_TIMEOUT,
                        "no reply from sheep at %s within the %d ms io_timeout (%u request(s) in flight)",
                        where, e->cl->io_timeout_ms, e->nr_inflight);
     }
 }
 
-int sf_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
+int sfi_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
                  unsigned depth, sf_error *err)
 {
     engine e;
@@ -394,7 +394,7 @@ int sf_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *
     e.depth = depth == 0 ? 1 : (depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : depth);
     e.nr_lanes = nr_conns < SF_MAX_LANES ? nr_conns : SF_MAX_LANES;
     /* one lane has nothing to choose between */
-    e.ring = e.nr_lanes > 1 ? sf_ring_get(cl) : NULL;
+    e.ring = e.nr_lanes > 1 ? sfi_ring_get(cl) : NULL;
     for (unsigned i = 0; i < e.nr_lanes; i++) {
         e.lanes[i].conn = conns[i];
         engine_map_lane(&e, i);
@@ -424,13 +424,13 @@ int sf_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *
         if (rc != SF_OK && e.lanes[i].nr_inflight > 0)
             conns[i]->broken = 1; /* its late replies would confuse the next user */
     }
-    sf_ring_put(cl, e.ring);
+    sfi_ring_put(cl, e.ring);
     return rc;
 }
 
-int sf_run(sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_error *err)
+int sfi_run(sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_error *err)
 {
-    return sf_run_lanes(cl, conn, 1, src, depth, err);
+    return sfi_run_lanes(cl, conn, 1, src, depth, err);
 }
 
 typedef struct single {
@@ -453,21 +453,21 @@ static void single_complete(void *ctx, sf_op *op)
     (void)op;
 }
 
-int sf_call(sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err)
+int sfi_call(sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err)
 {
     single s = {op, 0};
     sf_source src = {&s, single_next, single_complete};
-    if (sf_run(cl, conn, &src, 1, err) != SF_OK)
+    if (sfi_run(cl, conn, &src, 1, err) != SF_OK)
         return SF_ERR;
     if (op->rsp.result != SF_RES_SUCCESS)
-        return sf_fail_result(err, op->rsp.result, "%s", sf_opcode_name(op->req.opcode));
+        return sfi_fail_result(err, op->rsp.result, "%s", sfi_opcode_name(op->req.opcode));
     return SF_OK;
 }
 
-void sf_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len)
+void sfi_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len)
 {
     memset(op, 0, sizeof(*op));
-    sf_req_init(&op->req, SF_OP_READ_OBJ);
+    sfi_req_init(&op->req, SF_OP_READ_OBJ);
     op->req.oid = oid;
     op->req.offset = offset;
     op->req.data_length = len;
@@ -476,27 +476,27 @@ void sf_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t le
     op->retryable = 1;
 }
 
-void sf_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
+void sfi_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
                  const char *name, size_t name_len)
 {
     memset(payload, 0, payload_len);
     memcpy(payload, name, name_len);
     memset(op, 0, sizeof(*op));
-    sf_req_init(&op->req, opcode);
+    sfi_req_init(&op->req, opcode);
     op->req.flags = SF_FLAG_WRITE; /* without it sheep would not read the name */
     op->req.data_length = payload_len;
     op->payload = payload;
 }
 
-int sf_read_exact(sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
+int sfi_read_exact(sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
                   uint32_t len, sf_error *err)
 {
     sf_op op;
-    sf_op_read(&op, oid, offset, buf, len);
-    if (sf_call(cl, conn, &op, err) != SF_OK)
+    sfi_op_read(&op, oid, offset, buf, len);
+    if (sfi_call(cl, conn, &op, err) != SF_OK)
         return SF_ERR;
     if (op.rsp.data_length != len)
-        return sf_fail(err, SF_E_PROTOCOL, "read of object %016llx returned %u of %u bytes",
+        return sfi_fail(err, SF_E_PROTOCOL, "read of object %016llx returned %u of %u bytes",
                        (unsigned long long)oid, op.rsp.data_length, len);
     return SF_OK;
 }

@@ -6,7 +6,7 @@
 
 #include "sf_internal.h"
 
-int64_t sf_now_ms(void)
+int64_t sfi_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -21,7 +21,7 @@ static __thread int64_t call_deadline_ms;
 int64_t sf_deadline_begin(int timeout_ms)
 {
     int64_t saved = call_deadline_ms;
-    int64_t mine = sf_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t mine = sfi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     if (saved == 0 || mine < saved)
         call_deadline_ms = mine;
     return saved;
@@ -32,24 +32,24 @@ void sf_deadline_end(int64_t saved)
     call_deadline_ms = saved;
 }
 
-int64_t sf_grace_begin(const sf_cluster *cl)
+int64_t sfi_grace_begin(const sf_cluster *cl)
 {
     int64_t saved = call_deadline_ms;
     int ms = cl->io_timeout_ms < SF_GRACE_MS ? cl->io_timeout_ms : SF_GRACE_MS;
-    call_deadline_ms = sf_now_ms() + ms;
+    call_deadline_ms = sfi_now_ms() + ms;
     return saved;
 }
 
-int64_t sf_call_begin(const sf_cluster *cl)
+int64_t sfi_call_begin(const sf_cluster *cl)
 {
     return sf_deadline_begin(cl->io_timeout_ms);
 }
 
-int sf_time_left_ms(const sf_cluster *cl)
+int sfi_time_left_ms(const sf_cluster *cl)
 {
     if (call_deadline_ms == 0)
         return cl->io_timeout_ms;
-    int64_t left = call_deadline_ms - sf_now_ms();
+    int64_t left = call_deadline_ms - sfi_now_ms();
     return left > 0 ? (int)left : 0;
 }
 

@@ -74,13 +74,13 @@ static int parse_one(const char *text, size_t len, sf_gateway *gw)
     return parse_port(port, port_len, gw);
 }
 
-int sf_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error *err)
+int sfi_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error *err)
 {
     unsigned count = 0;
     const char *p = text;
 
     if (text == NULL)
-        return sf_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
+        return sfi_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
     while (*p != '\0') {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -91,9 +91,9 @@ int sf_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error 
             len--;
         if (len > 0) {
             if (count == max)
-                return sf_fail(err, SF_E_RESOLVE, "more than %u cluster addresses", max), -1;
+                return sfi_fail(err, SF_E_RESOLVE, "more than %u cluster addresses", max), -1;
             if (parse_one(item, len, &gw[count]) < 0)
-                return sf_fail(err, SF_E_RESOLVE, "bad cluster address '%.*s' (want host:port)",
+                return sfi_fail(err, SF_E_RESOLVE, "bad cluster address '%.*s' (want host:port)",
                                (int)(len > 200 ? 200 : len), item),
                        -1;
             count++;
@@ -103,11 +103,11 @@ int sf_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error 
         p = end + 1;
     }
     if (count == 0)
-        return sf_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
+        return sfi_fail(err, SF_E_RESOLVE, "no cluster address given"), -1;
     return (int)count;
 }
 
-void sf_gateway_format(const sf_gateway *gw, char *out, size_t len)
+void sfi_gateway_format(const sf_gateway *gw, char *out, size_t len)
 {
     if (strchr(gw->host, ':') != NULL)
         snprintf(out, len, "[%s]:%s", gw->host, gw->port);
@@ -163,14 +163,14 @@ static int connect_addr(const struct addrinfo *ai, int timeout_ms, int *errnum)
 }
 
 
-void sf_pool_mark_down(sf_cluster *cl, unsigned gw_index)
+void sfi_pool_mark_down(sf_cluster *cl, unsigned gw_index)
 {
     pthread_mutex_lock(&cl->lock);
-    cl->down_until_ms[gw_index] = sf_now_ms() + SF_GATEWAY_DOWN_MS;
+    cl->down_until_ms[gw_index] = sfi_now_ms() + SF_GATEWAY_DOWN_MS;
     pthread_mutex_unlock(&cl->lock);
 }
 
-sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
+sf_conn *sfi_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
 {
     const sf_gateway *gw = &cl->gateways[gw_index];
     struct addrinfo hints, *res = NULL;
@@ -181,20 +181,20 @@ sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
     hints.ai_socktype = SOCK_STREAM;
     int rc = getaddrinfo(gw->host, gw->port, &hints, &res);
     if (rc != 0) {
-        sf_fail(err, SF_E_RESOLVE, "cannot resolve %s: %s", gw->host, gai_strerror(rc));
+        sfi_fail(err, SF_E_RESOLVE, "cannot resolve %s: %s", gw->host, gai_strerror(rc));
         return NULL;
     }
     int timeout_ms = cl->connect_timeout_ms;
     if (gw_index >= cl->nr_configured && timeout_ms > SF_LEARNED_CONNECT_MS)
         timeout_ms = SF_LEARNED_CONNECT_MS;
-    int left = sf_time_left_ms(cl);
+    int left = sfi_time_left_ms(cl);
     if (left < timeout_ms)
         timeout_ms = left;
     if (timeout_ms <= 0) {
         freeaddrinfo(res);
         char where[SF_ADDRESS_TEXT_MAX];
-        sf_gateway_format(gw, where, sizeof(where));
-        sf_fail_errno(err, SF_E_TIMEOUT, ETIMEDOUT,
+        sfi_gateway_format(gw, where, sizeof(where));
+        sfi_fail_errno(err, SF_E_TIMEOUT, ETIMEDOUT,
                       "no time left to connect to sheep at %s (io_timeout %d ms)", where,
                       cl->io_timeout_ms);
         return NULL;
@@ -203,17 +203,17 @@ sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
         fd = connect_addr(ai, timeout_ms, &errnum);
     freeaddrinfo(res);
     if (fd < 0) {
-        sf_pool_mark_down(cl, gw_index);
+        sfi_pool_mark_down(cl, gw_index);
         char where[SF_ADDRESS_TEXT_MAX];
-        sf_gateway_format(gw, where, sizeof(where));
-        sf_fail_errno(err, errnum == ETIMEDOUT ? SF_E_TIMEOUT : SF_E_CONNECT, errnum,
+        sfi_gateway_format(gw, where, sizeof(where));
+        sfi_fail_errno(err, errnum == ETIMEDOUT ? SF_E_TIMEOUT : SF_E_CONNECT, errnum,
                       "cannot connect to sheep at %s", where);
         return NULL;
     }
     sf_conn *conn = calloc(1, sizeof(*conn));
     if (conn == NULL) {
         close(fd);
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+        sfi_fail(err, SF_E_NOMEM, "out of memory");
         return NULL;
     }
     conn->fd = fd;
@@ -222,14 +222,14 @@ sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
     return conn;
 }
 
-sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
+sf_conn *sfi_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
 {
     pthread_mutex_lock(&cl->lock);
     unsigned n = cl->nr_gateways;
     pthread_mutex_unlock(&cl->lock);
     /* gateways that recently refused or timed out are tried last */
     for (int pass = 0; pass < 2; pass++) {
-        int64_t now = sf_now_ms();
+        int64_t now = sfi_now_ms();
         for (unsigned i = 0; i < n; i++) {
             unsigned gw = (first + i) % n;
             pthread_mutex_lock(&cl->lock);
@@ -237,24 +237,24 @@ sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err)
             pthread_mutex_unlock(&cl->lock);
             if (down != pass)
                 continue;
-            sf_conn *conn = sf_connect_gateway(cl, gw, err);
+            sf_conn *conn = sfi_connect_gateway(cl, gw, err);
             if (conn != NULL)
                 return conn;
-            if (err->category == SF_E_TIMEOUT && sf_time_left_ms(cl) == 0)
+            if (err->category == SF_E_TIMEOUT && sfi_time_left_ms(cl) == 0)
                 return NULL;
         }
     }
     return NULL;
 }
 
-void sf_conn_peer(sf_cluster *cl, const sf_conn *conn, char *out, size_t len)
+void sfi_conn_peer(sf_cluster *cl, const sf_conn *conn, char *out, size_t len)
 {
     pthread_mutex_lock(&cl->lock);
-    sf_gateway_format(&cl->gateways[conn->gateway], out, len);
+    sfi_gateway_format(&cl->gateways[conn->gateway], out, len);
     pthread_mutex_unlock(&cl->lock);
 }
 
-void sf_conn_close(sf_conn *conn)
+void sfi_conn_close(sf_conn *conn)
 {
     if (conn == NULL)
         return;
@@ -273,11 +273,11 @@ static int idle_conn_alive(const sf_conn *conn)
     return poll(&pfd, 1, 0) == 0;
 }
 
-sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
+sf_conn *sfi_pool_get(sf_cluster *cl, sf_error *err)
 {
     sf_conn *conn;
     pthread_mutex_lock(&cl->lock);
-    int64_t now = sf_now_ms();
+    int64_t now = sfi_now_ms();
     while ((conn = cl->idle) != NULL) {
         cl->idle = conn->next_idle;
         cl->nr_idle--;
@@ -286,7 +286,7 @@ sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
          * connections look healthy but would hang the next call */
         if (idle_conn_alive(conn) && cl->down_until_ms[conn->gateway] <= now)
             break;
-        sf_conn_close(conn);
+        sfi_conn_close(conn);
     }
     /* New connections go round the gateways so that parallel callers spread. */
     unsigned first = cl->next_gateway;
@@ -294,7 +294,7 @@ sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
     pthread_mutex_unlock(&cl->lock);
     if (conn != NULL)
         return conn;
-    return sf_connect_any(cl, first, err);
+    return sfi_connect_any(cl, first, err);
 }
 
 /* An idle, healthy connection to gateway gw, or NULL. */
@@ -315,7 +315,7 @@ static sf_conn *take_idle_for(sf_cluster *cl, unsigned gw)
             found = c;
             break;
         }
-        sf_conn_close(c);
+        sfi_conn_close(c);
     }
     pthread_mutex_unlock(&cl->lock);
     return found;
@@ -341,7 +341,7 @@ static unsigned lane_gateways(sf_cluster *cl, unsigned *gws)
     return nr;
 }
 
-unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err)
+unsigned sfi_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err)
 {
     unsigned gws[SF_MAX_GATEWAYS];
     unsigned nr = lane_gateways(cl, gws);
@@ -349,11 +349,11 @@ unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_err
     unsigned first = cl->next_lane++ % nr;
     pthread_mutex_unlock(&cl->lock);
     if (max <= 1 || nr <= 1) {
-        conns[0] = sf_pool_get(cl, err);
+        conns[0] = sfi_pool_get(cl, err);
         return conns[0] != NULL;
     }
     unsigned got = 0;
-    int64_t now = sf_now_ms();
+    int64_t now = sfi_now_ms();
     for (unsigned i = 0; i < nr && got < max; i++) {
         unsigned gw = gws[(first + i) % nr];
         pthread_mutex_lock(&cl->lock);
@@ -365,17 +365,17 @@ unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_err
         if (c == NULL) {
             sf_error ignored;
             /* a gateway that is down just means one lane fewer */
-            c = sf_connect_gateway(cl, gw, &ignored);
+            c = sfi_connect_gateway(cl, gw, &ignored);
         }
         if (c != NULL)
             conns[got++] = c;
     }
-    if (got == 0 && (conns[0] = sf_pool_get(cl, err)) != NULL)
+    if (got == 0 && (conns[0] = sfi_pool_get(cl, err)) != NULL)
         got = 1;
     return got;
 }
 
-void sf_pool_put(sf_cluster *cl, sf_conn *conn)
+void sfi_pool_put(sf_cluster *cl, sf_conn *conn)
 {
     if (conn == NULL)
         return;
@@ -389,23 +389,23 @@ void sf_pool_put(sf_cluster *cl, sf_conn *conn)
         }
         pthread_mutex_unlock(&cl->lock);
     }
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
 }
 
 /* Closes every idle connection; the cluster is going away. */
-void sf_pool_drain(sf_cluster *cl)
+void sfi_pool_drain(sf_cluster *cl)
 {
     pthread_mutex_lock(&cl->lock);
     while (cl->idle != NULL) {
         sf_conn *next = cl->idle->next_idle;
-        sf_conn_close(cl->idle);
+        sfi_conn_close(cl->idle);
         cl->idle = next;
     }
     cl->nr_idle = 0;
     pthread_mutex_unlock(&cl->lock);
 }
 
-uint32_t sf_pool_learn_gateway(sf_cluster *cl, const sf_gateway *gw)
+uint32_t sfi_pool_learn_gateway(sf_cluster *cl, const sf_gateway *gw)
 {
     uint32_t found = SF_RING_NO_GATEWAY;
     pthread_mutex_lock(&cl->lock);

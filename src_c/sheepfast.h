@@ -23,10 +23,15 @@ extern "C" {
 #define SF_VERSION_MINOR 1
 #define SF_VERSION_PATCH 0
 
+/* The public API is exported from a shared library built with
+ * -fvisibility=hidden. A build that links the core into something else
+ * (the Python extension) may define SF_EXPORT empty to export nothing. */
+#ifndef SF_EXPORT
 #if defined(__GNUC__)
 #define SF_EXPORT __attribute__((visibility("default")))
 #else
 #define SF_EXPORT
+#endif
 #endif
 
 #define SF_OK 0
