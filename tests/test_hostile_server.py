@@ -167,7 +167,7 @@ class HostileProxy:
         host, _, port = upstream.rpartition(":")
         self.upstream = (host, int(port))
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self._lock = threading.Lock()
         self._target = -1
         self._opcode: Optional[int] = None
@@ -598,7 +598,7 @@ def test_a_server_that_trickles_its_reply_is_cut_off_at_io_timeout():
     def call():
         try:
             sheepfast.connect(
-                "127.0.0.1:%d" % listener.getsockname()[1],
+                f"127.0.0.1:{listener.getsockname()[1]}",
                 io_timeout=TRICKLE_TIMEOUT,
                 connect_timeout=1,
             ).close()
