@@ -33,9 +33,9 @@ static int attr_failed(sf_error *err, const char *doing, const char *name, size_
         return sfi_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
     if (err->result == SF_RES_NO_OBJ)
         return sfi_fail_result(err, SF_RES_NO_OBJ, "VDI '%.*s' has no attribute '%.*s'",
-                              (int)name_len, name, (int)key_len, key);
+                               (int)name_len, name, (int)key_len, key);
     return sfi_fail_result(err, err->result, "%s attribute '%.*s' of VDI '%.*s'", doing,
-                          (int)key_len, key, (int)name_len, name);
+                           (int)key_len, key, (int)name_len, name);
 }
 
 /* One GET_VDI_ATTR on *conn; *oid_out (when not NULL) gets the object. */
@@ -68,7 +68,7 @@ static int attr_request(sf_cluster *cl, sf_conn **conn, const char *name, size_t
 }
 
 static int sfi_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
-                                   size_t value_len, sf_error *err)
+                                    size_t value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;
@@ -78,7 +78,7 @@ static int sfi_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len
         return SF_ERR;
     if (value_len > SF_ATTR_VALUE_MAX)
         return sfi_fail(err, SF_E_INVALID, "attribute value of %zu bytes is over the %u-byte limit",
-                       value_len, (unsigned)SF_ATTR_VALUE_MAX);
+                        value_len, (unsigned)SF_ATTR_VALUE_MAX);
     if (value_len > 0 && value == NULL)
         return sfi_fail(err, SF_E_INVALID, "attribute value is NULL");
     sf_conn *conn = sfi_pool_get(cl, err);
@@ -93,8 +93,8 @@ static int sfi_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len
     return SF_OK;
 }
 
-static int sfi_vdi_attr_get_in_call(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
-                                   size_t *value_len, sf_error *err)
+static int sfi_vdi_attr_get_in_call(sf_vdi *vdi, const char *key, size_t key_len, void *value,
+                                    size_t value_cap, size_t *value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;
@@ -123,15 +123,15 @@ static int sfi_vdi_attr_get_in_call(sf_vdi *vdi, const char *key, size_t key_len
     const uint8_t *stored_name = record + SF_ATTR_NAME_OFF;
     if (stored_len > SF_ATTR_VALUE_MAX) {
         rc = sfi_fail(err, SF_E_PROTOCOL, "attribute object %016llx has a %u-byte value",
-                     (unsigned long long)oid, stored_len);
+                      (unsigned long long)oid, stored_len);
     } else if (memcmp(stored_key, key, key_len) != 0 || stored_key[key_len] != 0 ||
                memcmp(stored_name, name, name_len) != 0 || stored_name[name_len] != 0) {
         rc = sfi_fail(err, SF_E_PROTOCOL,
-                     "attribute object %016llx does not hold attribute '%.*s' of VDI '%.*s'",
-                     (unsigned long long)oid, (int)key_len, key, (int)name_len, name);
+                      "attribute object %016llx does not hold attribute '%.*s' of VDI '%.*s'",
+                      (unsigned long long)oid, (int)key_len, key, (int)name_len, name);
     } else if (stored_len > value_cap) {
         rc = sfi_fail(err, SF_E_INVALID, "attribute value of %u bytes does not fit in %zu",
-                     stored_len, value_cap);
+                      stored_len, value_cap);
     } else {
         if (stored_len > 0)
             memcpy(value, record + SF_ATTR_VALUE_OFF, stored_len);
@@ -153,8 +153,8 @@ static int sfi_vdi_attr_delete_in_call(sf_vdi *vdi, const char *key, size_t key_
     sf_conn *conn = sfi_pool_get(cl, err);
     if (conn == NULL)
         return SF_ERR;
-    int rc = attr_request(cl, &conn, name, name_len, key, key_len, NULL, 0, SF_FLAG_ATTR_DEL,
-                          NULL, err);
+    int rc =
+        attr_request(cl, &conn, name, name_len, key, key_len, NULL, 0, SF_FLAG_ATTR_DEL, NULL, err);
     sfi_pool_put(cl, conn);
     if (rc != SF_OK)
         return attr_failed(err, "deleting", name, name_len, key, key_len);

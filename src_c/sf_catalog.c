@@ -10,8 +10,8 @@
 
 /* ------------------------------------------------------------- VDI by name */
 
-int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                  uint32_t *vid, sf_error *err)
+int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len, uint32_t *vid,
+                   sf_error *err)
 {
     uint8_t payload[2 * SF_NAME_FIELD]; /* name + empty tag, as dog sends it */
     sf_op op;
@@ -29,7 +29,7 @@ int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name
 }
 
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                         sf_error *err)
+                          sf_error *err)
 {
     uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
     if (buf == NULL)
@@ -39,23 +39,23 @@ int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_i
         sfi_inode_header_decode(buf, info);
         if (info->vid != vid)
             rc = sfi_fail(err, SF_E_PROTOCOL, "inode 0x%x names itself 0x%x", vid, info->vid);
-        else if (info->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT || info->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
+        else if (info->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT ||
+                 info->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
             rc = sfi_fail(err, SF_E_PROTOCOL, "inode 0x%x has block_size_shift %u", vid,
-                         info->block_size_shift);
+                          info->block_size_shift);
         else if (info->store_policy > 1)
             rc = sfi_fail(err, SF_E_UNSUPPORTED, "inode 0x%x has unknown store_policy %u", vid,
-                         info->store_policy);
-        else if (info->store_policy == 0 &&
-                 info->size > sfi_max_flat_size(info->block_size_shift))
+                          info->store_policy);
+        else if (info->store_policy == 0 && info->size > sfi_max_flat_size(info->block_size_shift))
             rc = sfi_fail(err, SF_E_PROTOCOL, "inode 0x%x: size %llu exceeds the flat index", vid,
-                         (unsigned long long)info->size);
+                          (unsigned long long)info->size);
     }
     free(buf);
     return rc;
 }
 
 static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
-                                 const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
+                                  const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
 {
     static const sf_create_options no_options;
     const char *why;
@@ -65,24 +65,27 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
     if ((why = sfi_check_name(name, name_len)) != NULL)
         return sfi_fail(err, SF_E_INVALID, "%s", why);
     if (opt->copies > SF_MAX_COPIES)
-        return sfi_fail(err, SF_E_INVALID, "copies must be 1..%d, or 0 for the cluster default (got %u)",
-                       SF_MAX_COPIES, opt->copies);
+        return sfi_fail(err, SF_E_INVALID,
+                        "copies must be 1..%d, or 0 for the cluster default (got %u)",
+                        SF_MAX_COPIES, opt->copies);
     if (opt->copy_policy > UINT8_MAX)
-        return sfi_fail(err, SF_E_INVALID, "copy_policy %u does not fit in a byte", opt->copy_policy);
+        return sfi_fail(err, SF_E_INVALID, "copy_policy %u does not fit in a byte",
+                        opt->copy_policy);
     if ((why = sfi_check_copy_policy((uint8_t)opt->copy_policy)) != NULL)
         return sfi_fail(err, SF_E_INVALID, "copy_policy 0x%02x: %s", opt->copy_policy, why);
-    if (opt->block_size_shift != 0 &&
-        (opt->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT || opt->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT))
+    if (opt->block_size_shift != 0 && (opt->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT ||
+                                       opt->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT))
         return sfi_fail(err, SF_E_INVALID,
-                       "block_size_shift must be %d..%d, or 0 for the cluster default (got %u)",
-                       SF_MIN_BLOCK_SIZE_SHIFT, SF_MAX_BLOCK_SIZE_SHIFT, opt->block_size_shift);
-    uint8_t bss = opt->block_size_shift ? (uint8_t)opt->block_size_shift
-                                        : cl->defaults.block_size_shift;
+                        "block_size_shift must be %d..%d, or 0 for the cluster default (got %u)",
+                        SF_MIN_BLOCK_SIZE_SHIFT, SF_MAX_BLOCK_SIZE_SHIFT, opt->block_size_shift);
+    uint8_t bss =
+        opt->block_size_shift ? (uint8_t)opt->block_size_shift : cl->defaults.block_size_shift;
     /* sheep would accept a larger flat VDI and then be unable to index it */
     if (size > sfi_max_flat_size(bss))
-        return sfi_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit for %u-byte objects",
-                       (unsigned long long)size, (unsigned long long)sfi_max_flat_size(bss),
-                       1u << (bss < 31 ? bss : 31));
+        return sfi_fail(err, SF_E_INVALID,
+                        "size %llu exceeds the %llu-byte limit for %u-byte objects",
+                        (unsigned long long)size, (unsigned long long)sfi_max_flat_size(bss),
+                        1u << (bss < 31 ? bss : 31));
 
     uint8_t payload[SF_NAME_FIELD]; /* exactly 256: 512 is refused */
     sf_op op;
@@ -101,7 +104,8 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
     sfi_pool_put(cl, conn);
     if (rc != SF_OK) {
         if (err->category == SF_E_SERVER && err->result == SF_RES_VDI_EXIST)
-            sfi_fail_result(err, SF_RES_VDI_EXIST, "VDI '%.*s' already exists", (int)name_len, name);
+            sfi_fail_result(err, SF_RES_VDI_EXIST, "VDI '%.*s' already exists", (int)name_len,
+                            name);
         else if (err->category == SF_E_SERVER)
             sfi_fail_result(err, err->result, "creating VDI '%.*s'", (int)name_len, name);
         return SF_ERR;
@@ -112,7 +116,7 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
 }
 
 int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                    sf_vdi_info *info, sf_error *err)
+                     sf_vdi_info *info, sf_error *err)
 {
     const char *why;
     uint32_t vid = 0;
@@ -129,17 +133,16 @@ int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t na
     int rc = sfi_read_inode_header(cl, conn, vid, info, err);
     if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
         return sfi_fail_result(err, SF_RES_NO_VDI,
-                              "VDI '%.*s' not found (vid 0x%x has no inode: deleted)",
-                              (int)name_len, name, vid);
+                               "VDI '%.*s' not found (vid 0x%x has no inode: deleted)",
+                               (int)name_len, name, vid);
     if (rc == SF_OK && (strlen(info->name) != name_len || memcmp(info->name, name, name_len) != 0))
-        return sfi_fail_result(err, SF_RES_NO_VDI,
-                              "VDI '%.*s' not found (vid 0x%x was deleted%s)", (int)name_len,
-                              name, vid, info->name[0] ? " and reused" : "");
+        return sfi_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found (vid 0x%x was deleted%s)",
+                               (int)name_len, name, vid, info->name[0] ? " and reused" : "");
     return rc;
 }
 
 static int sfi_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
-                               sf_error *err)
+                                sf_error *err)
 {
     sf_conn *conn = NULL;
     sfi_error_clear(err);
@@ -169,7 +172,7 @@ static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, s
     for (uint32_t base = 0; base < nr && rc == SF_OK; base += chunk) {
         uint32_t count = nr - base < chunk ? nr - base : chunk;
         rc = sfi_read_exact(cl, conn, sfi_inode_oid(info->vid), SF_INODE_INDEX_OFF + 4 * base, raw,
-                           4 * count, err);
+                            4 * count, err);
         if (rc != SF_OK)
             break;
         sf_op op;
@@ -269,7 +272,7 @@ static sf_op *list_next(void *ctx)
         unsigned slot = l->free_slots[--l->nr_free];
         sf_op *op = &l->ops[slot];
         sfi_op_read(op, sfi_inode_oid(v), 0, l->bufs + (size_t)slot * LIST_HEADER_BYTES,
-                   LIST_HEADER_BYTES);
+                    LIST_HEADER_BYTES);
         op->tag = slot;
         return op;
     }
@@ -288,12 +291,13 @@ static void list_complete(void *ctx, sf_op *op)
     if (op->rsp.result != SF_RES_SUCCESS) {
         l->failed = 1;
         sfi_fail_result(&l->err, op->rsp.result, "reading inode of vid 0x%llx",
-                       (unsigned long long)((op->req.oid >> 32) & SF_VID_MASK));
+                        (unsigned long long)((op->req.oid >> 32) & SF_VID_MASK));
         return;
     }
     if (op->rsp.data_length != LIST_HEADER_BYTES) {
         l->failed = 1;
-        sfi_fail(&l->err, SF_E_PROTOCOL, "inode header read returned %u bytes", op->rsp.data_length);
+        sfi_fail(&l->err, SF_E_PROTOCOL, "inode header read returned %u bytes",
+                 op->rsp.data_length);
         return;
     }
     const uint8_t *buf = op->reply_buf;
@@ -326,7 +330,7 @@ static int read_bitmap(sf_cluster *cl, sf_conn **conn, uint8_t opcode, uint8_t *
         return SF_ERR;
     if (op.rsp.data_length != SF_VDI_BITMAP_SIZE)
         return sfi_fail(err, SF_E_PROTOCOL, "%s returned %u bytes", sfi_opcode_name(opcode),
-                       op.rsp.data_length);
+                        op.rsp.data_length);
     return SF_OK;
 }
 
@@ -402,8 +406,7 @@ int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t si
     return result;
 }
 
-int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
-                sf_error *err)
+int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out, sf_error *err)
 {
     int64_t scope = sfi_call_begin(cl);
     int result = sfi_vdi_stat_in_call(cl, name, name_len, out, err);

@@ -83,13 +83,13 @@ static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_ring **out, sf_error
         uint32_t n = op.rsp.nr_nodes;
         if (n > SF_MAX_NODES || (uint64_t)n * SF_NODE_RECORD_SIZE > op.rsp.data_length)
             rc = sfi_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
-                         op.rsp.data_length);
+                          op.rsp.data_length);
         else {
             sf_ring *ring = take_node_list(cl, buf, n, op.rsp.epoch, out != NULL);
             if (out != NULL && (*out = ring) == NULL)
                 rc = sfi_fail(err, cl->disk_mode ? SF_E_UNSUPPORTED : SF_E_NOMEM,
-                             cl->disk_mode ? "object placement is not known on a disk-mode cluster"
-                                           : "out of memory for the node ring");
+                              cl->disk_mode ? "object placement is not known on a disk-mode cluster"
+                                            : "out of memory for the node ring");
         }
     }
     free(buf);
@@ -134,7 +134,7 @@ static int check_placement_mode(sf_cluster *cl, sf_conn **conn, sf_error *err)
         return SF_ERR;
     if (op.rsp.data_length < sizeof(record))
         return sfi_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
-                       op.rsp.data_length, sizeof(record));
+                        op.rsp.data_length, sizeof(record));
     if (sfi_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE) {
         cl->disk_mode = 1;
         cl->route = 0;
@@ -153,9 +153,10 @@ static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
     cl->defaults.copies = op.rsp.default_copies;
     cl->defaults.copy_policy = op.rsp.default_copy_policy;
     cl->defaults.block_size_shift = op.rsp.default_bss;
-    if (cl->defaults.block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT || cl->defaults.block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
+    if (cl->defaults.block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT ||
+        cl->defaults.block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
         return sfi_fail(err, SF_E_PROTOCOL, "cluster default block_size_shift %u is out of range",
-                       cl->defaults.block_size_shift);
+                        cl->defaults.block_size_shift);
     return SF_OK;
 }
 
@@ -163,14 +164,15 @@ static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
 static int check_options(const sf_options *opt, sf_error *err)
 {
     if (opt->connect_timeout_ms < 0 || opt->io_timeout_ms < 0)
-        return sfi_fail(err, SF_E_INVALID, "timeouts must be positive (got connect %d ms, io %d ms)",
-                       opt->connect_timeout_ms, opt->io_timeout_ms);
+        return sfi_fail(err, SF_E_INVALID,
+                        "timeouts must be positive (got connect %d ms, io %d ms)",
+                        opt->connect_timeout_ms, opt->io_timeout_ms);
     if (opt->depth > SF_MAX_DEPTH)
-        return sfi_fail(err, SF_E_INVALID, "depth must be 1..%u, or 0 for %u (got %u)", SF_MAX_DEPTH,
-                       SF_DEFAULT_DEPTH, opt->depth);
+        return sfi_fail(err, SF_E_INVALID, "depth must be 1..%u, or 0 for %u (got %u)",
+                        SF_MAX_DEPTH, SF_DEFAULT_DEPTH, opt->depth);
     if (opt->request_size % SF_REQUEST_ALIGN != 0)
         return sfi_fail(err, SF_E_INVALID, "request_size must be a multiple of %u (got %u)",
-                       SF_REQUEST_ALIGN, opt->request_size);
+                        SF_REQUEST_ALIGN, opt->request_size);
     return SF_OK;
 }
 
@@ -186,8 +188,8 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
     cl->refs = 1;
     if (check_options(opt, err) != SF_OK)
         goto fail;
-    cl->connect_timeout_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms
-                                                     : SF_DEFAULT_CONNECT_TIMEOUT_MS;
+    cl->connect_timeout_ms =
+        opt->connect_timeout_ms ? opt->connect_timeout_ms : SF_DEFAULT_CONNECT_TIMEOUT_MS;
     cl->io_timeout_ms = opt->io_timeout_ms ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
     cl->depth = opt->depth ? opt->depth : SF_DEFAULT_DEPTH;
     cl->request_size = opt->request_size ? opt->request_size : SF_DEFAULT_REQUEST_SIZE;
@@ -204,8 +206,7 @@ sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
         goto fail;
     }
     /* The defaults double as the "is this a formatted sheep?" check. */
-    if (fetch_defaults(cl, &conn, err) != SF_OK ||
-        check_placement_mode(cl, &conn, err) != SF_OK ||
+    if (fetch_defaults(cl, &conn, err) != SF_OK || check_placement_mode(cl, &conn, err) != SF_OK ||
         refresh_nodes(cl, &conn, NULL, err) != SF_OK) {
         sfi_conn_close(conn);
         sf_deadline_end(scope);
@@ -288,7 +289,7 @@ int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out, 
     sf_ring *ring = sfi_ring_get(cl);
     if (ring == NULL)
         return sfi_fail(err, SF_E_UNSUPPORTED,
-                       "object placement is not known (routing off, or a disk-mode cluster)");
+                        "object placement is not known (routing off, or a disk-mode cluster)");
     unsigned nodes[SF_MAX_COPIES];
     unsigned n = sfi_ring_locate(ring, oid, copies, nodes);
     size_t used = 0;

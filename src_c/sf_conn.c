@@ -41,7 +41,7 @@ typedef struct engine {
     unsigned nr_inflight;
     lane lanes[SF_MAX_LANES];
     unsigned nr_lanes;
-    sf_ring *ring;                     /* placement, or NULL: route by load only */
+    sf_ring *ring;                    /* placement, or NULL: route by load only */
     uint32_t lane_node[SF_MAX_LANES]; /* ring node each lane's sheep is, or UINT32_MAX */
 } engine;
 
@@ -88,8 +88,7 @@ static void engine_enqueue(engine *e, sf_op *op)
             int holds = 0;
             for (unsigned h = 0; h < n && !holds; h++)
                 holds = e->lane_node[i] == holders[h];
-            if (holds &&
-                (best == NULL || e->lanes[i].nr_inflight < best->nr_inflight))
+            if (holds && (best == NULL || e->lanes[i].nr_inflight < best->nr_inflight))
                 best = &e->lanes[i];
         }
         op->routed = best != NULL;
@@ -126,7 +125,8 @@ static int lane_send(engine *e, lane *l, sf_error *err)
             size_t total = op_wire_size(op);
             if (off < total) {
                 /* sendmsg takes a non-const iov_base; the payload is only read */
-                iov[niov].iov_base = (void *)((const uint8_t *)op->payload + (off - SF_HEADER_SIZE));
+                iov[niov].iov_base =
+                    (void *)((const uint8_t *)op->payload + (off - SF_HEADER_SIZE));
                 iov[niov].iov_len = total - off;
                 niov++;
             }
@@ -141,12 +141,12 @@ static int lane_send(engine *e, lane *l, sf_error *err)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return SF_OK;
-        {
-            int errnum = errno;
-            char where[SF_ADDRESS_TEXT_MAX];
-            sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
-            return sfi_fail_errno(err, SF_E_IO, errnum, "sending to %s failed", where);
-        }
+            {
+                int errnum = errno;
+                char where[SF_ADDRESS_TEXT_MAX];
+                sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
+                return sfi_fail_errno(err, SF_E_IO, errnum, "sending to %s failed", where);
+            }
         }
         size_t left = (size_t)n;
         while (left > 0 && l->send_count > 0) {
@@ -194,8 +194,8 @@ static int bad_reply(engine *e, lane *l, sf_error *err, const char *fmt, ...)
         return sfi_fail(err, SF_E_PROTOCOL, "sheep at %s broke the protocol: %s", where, why);
     reply_text(l->rhdr, text, sizeof(text));
     if (text[0] != '\0')
-        return sfi_fail(err, SF_E_PROTOCOL,
-                       "%s is not a Sheepdog server: it answered \"%s\" (%s)", where, text, why);
+        return sfi_fail(err, SF_E_PROTOCOL, "%s is not a Sheepdog server: it answered \"%s\" (%s)",
+                        where, text, why);
     return sfi_fail(err, SF_E_PROTOCOL, "%s is not a Sheepdog server (%s)", where, why);
 }
 
@@ -269,19 +269,19 @@ static int lane_recv(engine *e, lane *l, int *completed, sf_error *err)
             char where[SF_ADDRESS_TEXT_MAX];
             sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
             return sfi_fail(err, SF_E_IO, "%s closed the connection with %u request(s) in flight",
-                           where, l->nr_inflight);
+                            where, l->nr_inflight);
         }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return SF_OK;
-        {
-            int errnum = errno;
-            char where[SF_ADDRESS_TEXT_MAX];
-            sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
-            return sfi_fail_errno(err, SF_E_IO, errnum, "receiving from %s failed", where);
-        }
+            {
+                int errnum = errno;
+                char where[SF_ADDRESS_TEXT_MAX];
+                sfi_conn_peer(e->cl, l->conn, where, sizeof(where));
+                return sfi_fail_errno(err, SF_E_IO, errnum, "receiving from %s failed", where);
+            }
         }
         if (l->rop == NULL) {
             l->rhdr_got += (size_t)n;
@@ -378,14 +378,15 @@ static int engine_wait(engine *e, sf_error *err)
         }
         if (r < 0)
             return sfi_fail_errno(err, SF_E_IO, errno, "poll failed");
-        return sfi_fail(err, SF_E_TIMEOUT,
-                       "no reply from sheep at %s within the %d ms io_timeout (%u request(s) in flight)",
-                       where, e->cl->io_timeout_ms, e->nr_inflight);
+        return sfi_fail(
+            err, SF_E_TIMEOUT,
+            "no reply from sheep at %s within the %d ms io_timeout (%u request(s) in flight)",
+            where, e->cl->io_timeout_ms, e->nr_inflight);
     }
 }
 
 int sfi_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
-                 unsigned depth, sf_error *err)
+                  unsigned depth, sf_error *err)
 {
     engine e;
     memset(&e, 0, sizeof(e));
@@ -477,7 +478,7 @@ void sfi_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t l
 }
 
 void sfi_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
-                 const char *name, size_t name_len)
+                  const char *name, size_t name_len)
 {
     memset(payload, 0, payload_len);
     memcpy(payload, name, name_len);
@@ -489,7 +490,7 @@ void sfi_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_
 }
 
 int sfi_read_exact(sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
-                  uint32_t len, sf_error *err)
+                   uint32_t len, sf_error *err)
 {
     sf_op op;
     sfi_op_read(&op, oid, offset, buf, len);
@@ -497,6 +498,6 @@ int sfi_read_exact(sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset
         return SF_ERR;
     if (op.rsp.data_length != len)
         return sfi_fail(err, SF_E_PROTOCOL, "read of object %016llx returned %u of %u bytes",
-                       (unsigned long long)oid, op.rsp.data_length, len);
+                        (unsigned long long)oid, op.rsp.data_length, len);
     return SF_OK;
 }

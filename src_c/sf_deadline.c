@@ -52,4 +52,3 @@ int sfi_time_left_ms(const sf_cluster *cl)
     int64_t left = call_deadline_ms - sfi_now_ms();
     return left > 0 ? (int)left : 0;
 }
-

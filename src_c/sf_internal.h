@@ -60,9 +60,9 @@ void sfi_gateway_format(const sf_gateway *gw, char *out, size_t len);
 
 typedef struct sf_conn {
     int fd;
-    int broken;        /* an I/O or protocol error: never reuse */
-    int answered;      /* has carried a well-formed reply: the peer speaks Sheepdog */
-    unsigned gateway;  /* index into the cluster's gateway list */
+    int broken;       /* an I/O or protocol error: never reuse */
+    int answered;     /* has carried a well-formed reply: the peer speaks Sheepdog */
+    unsigned gateway; /* index into the cluster's gateway list */
     uint32_t next_id;
     struct sf_conn *next_idle;
 } sf_conn;
@@ -96,15 +96,15 @@ void sfi_pool_drain(struct sf_cluster *cl);
  * fields while the op is in flight. */
 typedef struct sf_op {
     sf_req req;
-    const void *payload; /* req.data_length bytes, sent when FLAG_WRITE */
-    void *reply_buf;     /* reply payload lands here ... */
-    uint32_t reply_cap;  /* ... up to this many bytes */
-    int retryable;       /* safe to resend after a connection loss */
+    const void *payload;  /* req.data_length bytes, sent when FLAG_WRITE */
+    void *reply_buf;      /* reply payload lands here ... */
+    uint32_t reply_cap;   /* ... up to this many bytes */
+    int retryable;        /* safe to resend after a connection loss */
     uint8_t route_copies; /* replicated object with this many copies: send it
                              to a sheep holding one (0: any lane) */
     uint8_t routed;       /* set by the engine: it went to a holder */
     uint8_t resent;       /* set by the engine: sent again after a connection loss */
-    sf_rsp rsp;          /* filled when the reply arrives */
+    sf_rsp rsp;           /* filled when the reply arrives */
     /* engine */
     uint8_t wire_header[SF_HEADER_SIZE];
     size_t sent;
@@ -132,7 +132,7 @@ int sfi_run(struct sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned dept
 /* The same over several connections ("lanes", usually to different
  * gateways): each op goes to the least busy lane; depth is the total. */
 int sfi_run_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
-                 unsigned depth, sf_error *err);
+                  unsigned depth, sf_error *err);
 /* One op, synchronously; a non-zero result becomes SF_E_SERVER. */
 int sfi_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
 
@@ -140,10 +140,10 @@ int sfi_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
 void sfi_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len);
 /* name NUL-padded into payload (payload_len bytes: 256, or 512 with an empty tag) */
 void sfi_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
-                 const char *name, size_t name_len);
+                  const char *name, size_t name_len);
 /* READ_OBJ that must return exactly len bytes. */
 int sfi_read_exact(struct sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
-                  uint32_t len, sf_error *err);
+                   uint32_t len, sf_error *err);
 
 /* ---- object placement (sf_ring.c) ---- */
 #define SF_RING_NO_GATEWAY UINT32_MAX
@@ -192,12 +192,12 @@ struct sf_cluster {
     int io_timeout_ms;
     unsigned depth;
     sf_cluster_defaults defaults;
-    uint32_t request_size; /* most bytes per object request */
-    int route;             /* send object requests to sheep holding the object */
-    int disk_mode;         /* objects are placed by disk: the node list cannot say where */
-    sf_ring *ring;         /* the cluster's placement, or NULL when unknown */
-    int64_t ring_time_ms;  /* when it was read */
-    uint32_t epoch;        /* the newest membership epoch any reply carried (atomic) */
+    uint32_t request_size;    /* most bytes per object request */
+    int route;                /* send object requests to sheep holding the object */
+    int disk_mode;            /* objects are placed by disk: the node list cannot say where */
+    sf_ring *ring;            /* the cluster's placement, or NULL when unknown */
+    int64_t ring_time_ms;     /* when it was read */
+    uint32_t epoch;           /* the newest membership epoch any reply carried (atomic) */
     int64_t epoch_changed_ms; /* when a reply first carried it (0: no change seen) */
 };
 
@@ -232,15 +232,15 @@ void sfi_cluster_unref(sf_cluster *cl);
 
 /* ---- VDIs by name (sf_catalog.c) ---- */
 /* GET_VDI_INFO for the working VDI called name. */
-int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                  uint32_t *vid, sf_error *err);
+int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len, uint32_t *vid,
+                   sf_error *err);
 /* Name check, GET_VDI_INFO and inode header on *conn (taken from the pool
  * when NULL; the caller puts it back). */
 int sfi_stat_by_name(struct sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                    sf_vdi_info *info, sf_error *err);
+                     sf_vdi_info *info, sf_error *err);
 /* Reads and decodes an inode header; checks what the client relies on. */
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                         sf_error *err);
+                          sf_error *err);
 
 /* ---- VDI handles (sf_vdi.c) ---- */
 struct sf_vdi {

@@ -94,7 +94,7 @@ int sfi_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error
                 return sfi_fail(err, SF_E_RESOLVE, "more than %u cluster addresses", max), -1;
             if (parse_one(item, len, &gw[count]) < 0)
                 return sfi_fail(err, SF_E_RESOLVE, "bad cluster address '%.*s' (want host:port)",
-                               (int)(len > 200 ? 200 : len), item),
+                                (int)(len > 200 ? 200 : len), item),
                        -1;
             count++;
         }
@@ -162,7 +162,6 @@ static int connect_addr(const struct addrinfo *ai, int timeout_ms, int *errnum)
     return fd;
 }
 
-
 void sfi_pool_mark_down(sf_cluster *cl, unsigned gw_index)
 {
     pthread_mutex_lock(&cl->lock);
@@ -195,8 +194,8 @@ sf_conn *sfi_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
         char where[SF_ADDRESS_TEXT_MAX];
         sfi_gateway_format(gw, where, sizeof(where));
         sfi_fail_errno(err, SF_E_TIMEOUT, ETIMEDOUT,
-                      "no time left to connect to sheep at %s (io_timeout %d ms)", where,
-                      cl->io_timeout_ms);
+                       "no time left to connect to sheep at %s (io_timeout %d ms)", where,
+                       cl->io_timeout_ms);
         return NULL;
     }
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
@@ -207,7 +206,7 @@ sf_conn *sfi_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err)
         char where[SF_ADDRESS_TEXT_MAX];
         sfi_gateway_format(gw, where, sizeof(where));
         sfi_fail_errno(err, errnum == ETIMEDOUT ? SF_E_TIMEOUT : SF_E_CONNECT, errnum,
-                      "cannot connect to sheep at %s", where);
+                       "cannot connect to sheep at %s", where);
         return NULL;
     }
     sf_conn *conn = calloc(1, sizeof(*conn));

@@ -157,73 +157,134 @@ void sfi_rsp_decode(const uint8_t in[SF_HEADER_SIZE], sf_rsp *rsp)
 const char *sfi_opcode_name(uint8_t opcode)
 {
     switch (opcode) {
-    case SF_OP_CREATE_AND_WRITE_OBJ: return "CREATE_AND_WRITE_OBJ";
-    case SF_OP_READ_OBJ: return "READ_OBJ";
-    case SF_OP_WRITE_OBJ: return "WRITE_OBJ";
-    case SF_OP_REMOVE_OBJ: return "REMOVE_OBJ";
-    case SF_OP_DISCARD_OBJ: return "DISCARD_OBJ";
-    case SF_OP_NEW_VDI: return "NEW_VDI";
-    case SF_OP_LOCK_VDI: return "LOCK_VDI";
-    case SF_OP_RELEASE_VDI: return "RELEASE_VDI";
-    case SF_OP_GET_VDI_INFO: return "GET_VDI_INFO";
-    case SF_OP_READ_VDIS: return "READ_VDIS";
-    case SF_OP_FLUSH_VDI: return "FLUSH_VDI";
-    case SF_OP_DEL_VDI: return "DEL_VDI";
-    case SF_OP_GET_CLUSTER_DEFAULT: return "GET_CLUSTER_DEFAULT";
-    case SF_OP_GET_NODE_LIST: return "GET_NODE_LIST";
-    case SF_OP_STAT_CLUSTER: return "STAT_CLUSTER";
-    case SF_OP_GET_VDI_ATTR: return "GET_VDI_ATTR";
-    case SF_OP_CLUSTER_INFO: return "CLUSTER_INFO";
-    case SF_OP_READ_DEL_VDIS: return "READ_DEL_VDIS";
-    default: return "UNKNOWN_OP";
+    case SF_OP_CREATE_AND_WRITE_OBJ:
+        return "CREATE_AND_WRITE_OBJ";
+    case SF_OP_READ_OBJ:
+        return "READ_OBJ";
+    case SF_OP_WRITE_OBJ:
+        return "WRITE_OBJ";
+    case SF_OP_REMOVE_OBJ:
+        return "REMOVE_OBJ";
+    case SF_OP_DISCARD_OBJ:
+        return "DISCARD_OBJ";
+    case SF_OP_NEW_VDI:
+        return "NEW_VDI";
+    case SF_OP_LOCK_VDI:
+        return "LOCK_VDI";
+    case SF_OP_RELEASE_VDI:
+        return "RELEASE_VDI";
+    case SF_OP_GET_VDI_INFO:
+        return "GET_VDI_INFO";
+    case SF_OP_READ_VDIS:
+        return "READ_VDIS";
+    case SF_OP_FLUSH_VDI:
+        return "FLUSH_VDI";
+    case SF_OP_DEL_VDI:
+        return "DEL_VDI";
+    case SF_OP_GET_CLUSTER_DEFAULT:
+        return "GET_CLUSTER_DEFAULT";
+    case SF_OP_GET_NODE_LIST:
+        return "GET_NODE_LIST";
+    case SF_OP_STAT_CLUSTER:
+        return "STAT_CLUSTER";
+    case SF_OP_GET_VDI_ATTR:
+        return "GET_VDI_ATTR";
+    case SF_OP_CLUSTER_INFO:
+        return "CLUSTER_INFO";
+    case SF_OP_READ_DEL_VDIS:
+        return "READ_DEL_VDIS";
+    default:
+        return "UNKNOWN_OP";
     }
 }
 
 const char *sf_result_name(uint32_t result)
 {
     switch (result) {
-    case 0x00: return "SUCCESS";
-    case 0x01: return "UNKNOWN";
-    case 0x02: return "NO_OBJ";
-    case 0x03: return "EIO";
-    case 0x04: return "VDI_EXIST";
-    case 0x05: return "INVALID_PARMS";
-    case 0x06: return "SYSTEM_ERROR";
-    case 0x07: return "VDI_LOCKED";
-    case 0x08: return "NO_VDI";
-    case 0x09: return "NO_BASE_VDI";
-    case 0x0A: return "VDI_READ";
-    case 0x0B: return "VDI_WRITE";
-    case 0x0C: return "BASE_VDI_READ";
-    case 0x0D: return "BASE_VDI_WRITE";
-    case 0x0E: return "NO_TAG";
-    case 0x0F: return "STARTUP";
-    case 0x10: return "VDI_NOT_LOCKED";
-    case 0x11: return "SHUTDOWN";
-    case 0x12: return "NO_MEM";
-    case 0x13: return "FULL_VDI";
-    case 0x14: return "VER_MISMATCH";
-    case 0x15: return "NO_SPACE";
-    case 0x16: return "WAIT_FOR_FORMAT";
-    case 0x17: return "WAIT_FOR_JOIN";
-    case 0x18: return "JOIN_FAILED";
-    case 0x19: return "HALT";
-    case 0x1A: return "READONLY";
-    case 0x1D: return "INODE_INVALIDATED";
-    case 0x81: return "OLD_NODE_VER";
-    case 0x82: return "NEW_NODE_VER";
-    case 0x83: return "NOT_FORMATTED";
-    case 0x84: return "INVALID_CTIME";
-    case 0x85: return "INVALID_EPOCH";
-    case 0x86: return "NETWORK_ERROR";
-    case 0x88: return "BUFFER_SMALL";
-    case 0x8B: return "NO_SUPPORT";
-    case 0x8C: return "NODE_IN_RECOVERY";
-    case 0x8D: return "KILLED";
-    case 0x8F: return "AGAIN";
-    case 0x91: return "CLUSTER_ERROR";
-    case 0x95: return "COLLECTING_CINFO";
-    default: return "UNKNOWN_RESULT";
+    case 0x00:
+        return "SUCCESS";
+    case 0x01:
+        return "UNKNOWN";
+    case 0x02:
+        return "NO_OBJ";
+    case 0x03:
+        return "EIO";
+    case 0x04:
+        return "VDI_EXIST";
+    case 0x05:
+        return "INVALID_PARMS";
+    case 0x06:
+        return "SYSTEM_ERROR";
+    case 0x07:
+        return "VDI_LOCKED";
+    case 0x08:
+        return "NO_VDI";
+    case 0x09:
+        return "NO_BASE_VDI";
+    case 0x0A:
+        return "VDI_READ";
+    case 0x0B:
+        return "VDI_WRITE";
+    case 0x0C:
+        return "BASE_VDI_READ";
+    case 0x0D:
+        return "BASE_VDI_WRITE";
+    case 0x0E:
+        return "NO_TAG";
+    case 0x0F:
+        return "STARTUP";
+    case 0x10:
+        return "VDI_NOT_LOCKED";
+    case 0x11:
+        return "SHUTDOWN";
+    case 0x12:
+        return "NO_MEM";
+    case 0x13:
+        return "FULL_VDI";
+    case 0x14:
+        return "VER_MISMATCH";
+    case 0x15:
+        return "NO_SPACE";
+    case 0x16:
+        return "WAIT_FOR_FORMAT";
+    case 0x17:
+        return "WAIT_FOR_JOIN";
+    case 0x18:
+        return "JOIN_FAILED";
+    case 0x19:
+        return "HALT";
+    case 0x1A:
+        return "READONLY";
+    case 0x1D:
+        return "INODE_INVALIDATED";
+    case 0x81:
+        return "OLD_NODE_VER";
+    case 0x82:
+        return "NEW_NODE_VER";
+    case 0x83:
+        return "NOT_FORMATTED";
+    case 0x84:
+        return "INVALID_CTIME";
+    case 0x85:
+        return "INVALID_EPOCH";
+    case 0x86:
+        return "NETWORK_ERROR";
+    case 0x88:
+        return "BUFFER_SMALL";
+    case 0x8B:
+        return "NO_SUPPORT";
+    case 0x8C:
+        return "NODE_IN_RECOVERY";
+    case 0x8D:
+        return "KILLED";
+    case 0x8F:
+        return "AGAIN";
+    case 0x91:
+        return "CLUSTER_ERROR";
+    case 0x95:
+        return "COLLECTING_CINFO";
+    default:
+        return "UNKNOWN_RESULT";
     }
 }
 
@@ -250,7 +311,7 @@ const char *sfi_check_attr_key(const char *key, size_t len)
 }
 
 void sfi_attr_encode(uint8_t *out, const char *name, size_t name_len, const char *key,
-                    size_t key_len, const void *value, uint32_t value_len)
+                     size_t key_len, const void *value, uint32_t value_len)
 {
     /* tag empty and snap_id 0: the working VDI; ctime is sheep's to fill */
     memset(out, 0, SF_ATTR_OBJ_SIZE);

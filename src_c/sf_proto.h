@@ -165,7 +165,7 @@ enum sf_union_kind sfi_union_of(uint8_t opcode);
 /* Fills proto_ver for the opcode (2 or 0x0A). */
 void sfi_req_init(sf_req *req, uint8_t opcode);
 void sfi_req_encode(const sf_req *req, uint8_t out[SF_HEADER_SIZE]);
-void sfi_req_decode(const uint8_t in[SF_HEADER_SIZE], sf_req *req); /* tests, fakes */
+void sfi_req_decode(const uint8_t in[SF_HEADER_SIZE], sf_req *req);  /* tests, fakes */
 void sfi_rsp_encode(const sf_rsp *rsp, uint8_t out[SF_HEADER_SIZE]); /* tests, fakes */
 void sfi_rsp_decode(const uint8_t in[SF_HEADER_SIZE], sf_rsp *rsp);
 
@@ -186,7 +186,7 @@ const char *sfi_check_attr_key(const char *key, size_t len);
  * key) and value; name and key must have passed their checks and value_len
  * be at most SF_ATTR_VALUE_MAX. */
 void sfi_attr_encode(uint8_t *out, const char *name, size_t name_len, const char *key,
-                    size_t key_len, const void *value, uint32_t value_len);
+                     size_t key_len, const void *value, uint32_t value_len);
 
 /* Little-endian field access, used for inode and node records too. */
 static inline uint16_t sfi_get_le16(const uint8_t *p)

@@ -79,11 +79,12 @@ sf_ring *sfi_ring_build(const uint8_t *records, uint32_t count, sf_error *err)
      * than this much memory (sheep's default is 128 per node) */
     if (total > SF_RING_MAX_VNODES) {
         sfi_fail(err, SF_E_PROTOCOL, "node list names %llu vnodes, more than the %u routed by",
-                (unsigned long long)total, SF_RING_MAX_VNODES);
+                 (unsigned long long)total, SF_RING_MAX_VNODES);
         return NULL;
     }
     sf_ring *ring = calloc(1, sizeof(*ring));
-    if (ring == NULL || (count > 0 && (ring->nodes = calloc(count, sizeof(*ring->nodes))) == NULL) ||
+    if (ring == NULL ||
+        (count > 0 && (ring->nodes = calloc(count, sizeof(*ring->nodes))) == NULL) ||
         (total > 0 && (ring->vnodes = malloc((size_t)total * sizeof(*ring->vnodes))) == NULL)) {
         sfi_ring_free(ring);
         sfi_fail(err, SF_E_NOMEM, "out of memory");
@@ -150,9 +151,8 @@ unsigned sfi_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, uns
 uint32_t sfi_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch)
 {
     uint32_t seen = __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
-    while (epoch > seen &&
-           !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED))
+    while (epoch > seen && !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0,
+                                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         ;
     if (epoch > seen && seen != 0) /* the first reply only tells where we start */
         __atomic_store_n(&cl->epoch_changed_ms, sfi_now_ms(), __ATOMIC_RELAXED);

@@ -45,9 +45,9 @@ static int check_object_count(const sf_vdi *vdi, uint64_t size, sf_error *err)
     uint64_t n = objects_for(size, vdi->object_size);
     if (n > MAX_HANDLE_OBJECTS)
         return sfi_fail(err, SF_E_UNSUPPORTED,
-                       "VDI '%s' of %llu bytes has %llu objects; sheepfast handles at most %u",
-                       vdi->info.name, (unsigned long long)size, (unsigned long long)n,
-                       MAX_HANDLE_OBJECTS);
+                        "VDI '%s' of %llu bytes has %llu objects; sheepfast handles at most %u",
+                        vdi->info.name, (unsigned long long)size, (unsigned long long)n,
+                        MAX_HANDLE_OBJECTS);
     return SF_OK;
 }
 
@@ -96,8 +96,9 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
     uint16_t magic = sfi_get_le16(hdr), depth = sfi_get_le16(hdr + 2);
     uint32_t n = sfi_get_le32(hdr + 4);
     if (magic != SF_BTREE_MAGIC || depth < 1 || depth > 2 || n > node_cap)
-        return sfi_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree root (magic 0x%x depth %u, %u entries)",
-                       vdi->info.vid, magic, depth, n);
+        return sfi_fail(err, SF_E_PROTOCOL,
+                        "VDI 0x%x: bad B-tree root (magic 0x%x depth %u, %u entries)",
+                        vdi->info.vid, magic, depth, n);
     if (n == 0) { /* nothing allocated: every entry is 0, and all of it is known */
         memset(vdi->page_loaded, 1, (vdi->index_capacity + SF_INDEX_PAGE - 1) / SF_INDEX_PAGE);
         return SF_OK;
@@ -110,7 +111,8 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
         rc = sfi_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
-    rc = sfi_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF + 8, root, (uint32_t)(n * entry_size), err);
+    rc = sfi_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF + 8, root,
+                        (uint32_t)(n * entry_size), err);
     if (rc != SF_OK)
         goto out;
     if (depth == 1) {
@@ -126,7 +128,7 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
         uint32_t m = sfi_get_le32(leaf + 4);
         if (sfi_get_le16(leaf) != SF_BTREE_MAGIC || m > node_cap) {
             rc = sfi_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree leaf %016llx", vdi->info.vid,
-                         (unsigned long long)node);
+                          (unsigned long long)node);
             break;
         }
         if (m > 0 && (rc = sfi_read_exact(vdi->cl, conn, node, 8, leaf, m * 8, err)) == SF_OK &&
@@ -150,7 +152,8 @@ static void vdi_free(sf_vdi *vdi)
     free(vdi);
 }
 
-static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len,
+                                    sf_error *err)
 {
     sfi_error_clear(err);
     sf_vdi *vdi = calloc(1, sizeof(*vdi));
@@ -226,14 +229,15 @@ static int ensure_index(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t la
             continue;
         uint32_t start = page * SF_INDEX_PAGE;
         uint32_t count = nr_objects - start < SF_INDEX_PAGE ? nr_objects - start : SF_INDEX_PAGE;
-        if (sfi_read_exact(vdi->cl, conn, sfi_inode_oid(vdi->info.vid), SF_INODE_INDEX_OFF + 4 * start,
-                           raw, 4 * count, err) != SF_OK)
+        if (sfi_read_exact(vdi->cl, conn, sfi_inode_oid(vdi->info.vid),
+                           SF_INODE_INDEX_OFF + 4 * start, raw, 4 * count, err) != SF_OK)
             return SF_ERR;
         /* Entries name a vid: anything wider than 24 bits is not an index. */
         for (uint32_t i = 0; i < count; i++)
             if (sfi_get_le32(raw + 4 * i) > SF_MAX_VID)
-                return sfi_fail(err, SF_E_PROTOCOL, "VDI '%s': index entry %u holds 0x%x, not a vid",
-                               vdi->info.name, start + i, sfi_get_le32(raw + 4 * i));
+                return sfi_fail(err, SF_E_PROTOCOL,
+                                "VDI '%s': index entry %u holds 0x%x, not a vid", vdi->info.name,
+                                start + i, sfi_get_le32(raw + 4 * i));
         pthread_mutex_lock(&vdi->lock);
         if (!vdi->page_loaded[page]) {
             for (uint32_t i = 0; i < count; i++)
@@ -253,7 +257,8 @@ uint64_t sf_vdi_size(sf_vdi *vdi)
     return size;
 }
 
-static int sfi_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
+static int sfi_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes,
+                                 sf_error *err)
 {
     sfi_error_clear(err);
     *used_bytes = *shared_bytes = 0;
@@ -282,15 +287,14 @@ static int sfi_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *sh
     return SF_OK;
 }
 
-static int check_range(sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset,
-                       sf_error *err)
+static int check_range(sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset, sf_error *err)
 {
     uint64_t size = sf_vdi_size(vdi);
     if (offset > size || len > size - offset)
         return sfi_fail(err, SF_E_RANGE,
-                       "%s of %llu bytes at offset %llu is past the end of VDI '%s' (%llu bytes)",
-                       what, (unsigned long long)len, (unsigned long long)offset, vdi->info.name,
-                       (unsigned long long)size);
+                        "%s of %llu bytes at offset %llu is past the end of VDI '%s' (%llu bytes)",
+                        what, (unsigned long long)len, (unsigned long long)offset, vdi->info.name,
+                        (unsigned long long)size);
     return SF_OK;
 }
 
@@ -319,8 +323,8 @@ typedef struct transfer {
     uint32_t *ready;
     uint32_t ready_head, nr_ready;
     uint32_t request_size;
-    sf_op *ops;            /* one slot per op in flight */
-    uint32_t *slot_piece;  /* which piece a data op in a slot belongs to */
+    sf_op *ops;           /* one slot per op in flight */
+    uint32_t *slot_piece; /* which piece a data op in a slot belongs to */
     unsigned *free_slots, nr_free;
     uint64_t nr_reads, nr_writes, nr_creates;
     /* writes: objects created and not yet in the index */
@@ -361,12 +365,12 @@ static void transfer_fail(transfer *t, const sf_op *op, const char *what)
     uint64_t oid = op->req.oid;
     if (op->rsp.result == SF_RES_READONLY && t->vdi->info.snap_ctime == 0) {
         sfi_fail_result(&t->err, op->rsp.result,
-                       "VDI '%s' was snapshotted after it was opened; open it again to write",
-                       t->vdi->info.name);
+                        "VDI '%s' was snapshotted after it was opened; open it again to write",
+                        t->vdi->info.name);
         return;
     }
     sfi_fail_result(&t->err, op->rsp.result, "%s object %u of VDI '%s' (oid %016llx)", what,
-                   (uint32_t)oid, t->vdi->info.name, (unsigned long long)oid);
+                    (uint32_t)oid, t->vdi->info.name, (unsigned long long)oid);
 }
 
 static sf_op *take_slot(transfer *t)
@@ -591,7 +595,7 @@ static void transfer_complete(void *ctx, sf_op *op)
         if (!t->failed) {
             t->failed = 1;
             sfi_fail(&t->err, SF_E_PROTOCOL, "read of object %u returned %u of %u bytes",
-                    (uint32_t)op->req.oid, op->rsp.data_length, op->req.data_length);
+                     (uint32_t)op->req.oid, op->rsp.data_length, op->req.data_length);
         }
         return;
     }
@@ -753,9 +757,10 @@ static int check_one_copy(copy_check *c, const sf_ring *ring, unsigned node, sf_
     } else {
         uint32_t gw = ring->nodes[node].gateway;
         if (gw == SF_RING_NO_GATEWAY)
-            return sfi_fail(err, SF_E_CONNECT,
-                           "cannot check a copy of VDI '%s': a sheep holding one has no usable address",
-                           c->t->vdi->info.name);
+            return sfi_fail(
+                err, SF_E_CONNECT,
+                "cannot check a copy of VDI '%s': a sheep holding one has no usable address",
+                c->t->vdi->info.name);
         conn = sfi_connect_gateway(cl, gw, err);
     }
     if (conn == NULL)
@@ -835,7 +840,7 @@ static int check_index_copies(transfer *t, const sf_ring *ring, int *rewrote, sf
         rc = sfi_call(cl, &conn, &op, err);
         if (rc == SF_OK && op.rsp.data_length != 4 * n)
             rc = sfi_fail(err, SF_E_PROTOCOL, "index read of VDI '%s' returned %u of %u bytes",
-                         vdi->info.name, op.rsp.data_length, 4 * n);
+                          vdi->info.name, op.rsp.data_length, 4 * n);
         sfi_pool_put(cl, conn);
         for (uint32_t i = 0; i < t->nr_pieces && rc == SF_OK; i++)
             if (sfi_get_le32(raw + 4 * (t->pieces[i].idx - lo)) != vdi->info.vid)
@@ -957,9 +962,9 @@ static int settle_writes(transfer *t, sf_conn **lanes, unsigned nr_lanes, sf_err
     }
     if (rc == SF_AGAIN || rc == SF_OK)
         rc = sfi_fail(err, SF_E_IO,
-                     "the copies of VDI '%s' still differ after %u rewrites (the cluster changed "
-                     "membership during the write); the data is not safely stored",
-                     vdi->info.name, SETTLE_ROUNDS);
+                      "the copies of VDI '%s' still differ after %u rewrites (the cluster changed "
+                      "membership during the write); the data is not safely stored",
+                      vdi->info.name, SETTLE_ROUNDS);
     goto out;
 done:
     rc = SF_OK;
@@ -1005,8 +1010,8 @@ static int transfer_init(transfer *t, sf_vdi *vdi, int writing, uint32_t count, 
     t->writing = writing;
     t->epoch = sfi_cluster_epoch(cl);
     t->recovering = writing && sfi_cluster_recovering(cl);
-    t->request_size = cl->request_size < vdi->object_size ? cl->request_size
-                                                           : (uint32_t)vdi->object_size;
+    t->request_size =
+        cl->request_size < vdi->object_size ? cl->request_size : (uint32_t)vdi->object_size;
     t->pieces = malloc((size_t)count * sizeof(piece));
     t->ops = calloc(depth, sizeof(sf_op));
     t->slot_piece = malloc(depth * sizeof(uint32_t));
@@ -1156,7 +1161,8 @@ out:
     return rc;
 }
 
-static int sfi_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sfi_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset,
+                                sf_error *err)
 {
     sfi_error_clear(err);
     if (check_range(vdi, "read", len, offset, err) != SF_OK)
@@ -1166,7 +1172,8 @@ static int sfi_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t o
     return run_transfer(vdi, 0, buf, len, offset, err);
 }
 
-static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset,
+                                 sf_error *err)
 {
     sfi_error_clear(err);
     if (check_range(vdi, "write", len, offset, err) != SF_OK)
@@ -1175,7 +1182,7 @@ static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uin
         return sfi_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
     if (vdi->info.store_policy != 0)
         return sfi_fail(err, SF_E_UNSUPPORTED, "writing to hyper volume '%s' is not supported",
-                       vdi->info.name);
+                        vdi->info.name);
     if (len == 0)
         return SF_OK;
     /* The data is only ever read; the transfer code shares one buffer type. */
@@ -1186,15 +1193,15 @@ static int sfi_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 {
     sfi_error_clear(err);
     if (new_size < vdi->info.size)
-        return sfi_fail(err, SF_E_INVALID,
-                       "cannot shrink VDI '%s' from %llu to %llu bytes (sheep would leak the objects)",
-                       vdi->info.name, (unsigned long long)vdi->info.size,
-                       (unsigned long long)new_size);
+        return sfi_fail(
+            err, SF_E_INVALID,
+            "cannot shrink VDI '%s' from %llu to %llu bytes (sheep would leak the objects)",
+            vdi->info.name, (unsigned long long)vdi->info.size, (unsigned long long)new_size);
     if (vdi->info.store_policy == 0 && new_size > sfi_max_flat_size(vdi->info.block_size_shift))
         return sfi_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit of VDI '%s'",
-                       (unsigned long long)new_size,
-                       (unsigned long long)sfi_max_flat_size(vdi->info.block_size_shift),
-                       vdi->info.name);
+                        (unsigned long long)new_size,
+                        (unsigned long long)sfi_max_flat_size(vdi->info.block_size_shift),
+                        vdi->info.name);
     if (vdi->info.snap_ctime != 0)
         return sfi_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
     if (new_size == vdi->info.size)
@@ -1243,7 +1250,7 @@ static int sfi_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
     int64_t scope = sfi_call_begin(cl);
-    sf_vdi * result = sfi_vdi_open_in_call(cl, name, name_len, err);
+    sf_vdi *result = sfi_vdi_open_in_call(cl, name, name_len, err);
     sf_deadline_end(scope);
     return result;
 }
@@ -1279,5 +1286,3 @@ int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
     sf_deadline_end(scope);
     return result;
 }
-
-

@@ -40,7 +40,7 @@ extern "C" {
 /* What kind of failure an sf_error describes. */
 typedef enum sf_errcat {
     SF_E_NONE = 0,
-    SF_E_INVALID,     /* the caller's arguments were refused before sending */
+    SF_E_INVALID, /* the caller's arguments were refused before sending */
     SF_E_NOMEM,
     SF_E_RESOLVE,     /* an address could not be parsed or resolved */
     SF_E_CONNECT,     /* connecting failed (errno set) */
@@ -174,7 +174,8 @@ SF_EXPORT void sf_deadline_end(int64_t saved);
 SF_EXPORT sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err);
 SF_EXPORT void sf_cluster_close(sf_cluster *cl);
 SF_EXPORT int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err);
-/* Gateways known to the client, as "host:port" strings joined by ','. */
+/* Gateways known to the client, as "host:port" strings joined by ','
+ * (SF_ADDRESS_LIST_MAX bytes always suffice, for sf_cluster_locate too). */
 SF_EXPORT int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err);
 /* The sheep holding object oid of a VDI with `copies` replicas, as the
  * cluster places it: "host:port" strings in copy order joined by ','.

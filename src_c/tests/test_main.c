@@ -68,11 +68,10 @@ static void failure(const char *file, int line, const char *fmt, ...)
     printf("\n");
 }
 
-#define check(cond) \
-    ((cond) ? 1 : (failure(__FILE__, __LINE__, "check failed: %s", #cond), 0))
+#define check(cond) ((cond) ? 1 : (failure(__FILE__, __LINE__, "check failed: %s", #cond), 0))
 
-#define check_eq(a, b) check_eq_at((unsigned long long)(a), (unsigned long long)(b), #a, #b, \
-                                   __FILE__, __LINE__)
+#define check_eq(a, b)                                                                             \
+    check_eq_at((unsigned long long)(a), (unsigned long long)(b), #a, #b, __FILE__, __LINE__)
 static int check_eq_at(unsigned long long a, unsigned long long b, const char *as, const char *bs,
                        const char *file, int line)
 {
@@ -129,11 +128,11 @@ static void hex_encode(const uint8_t *in, size_t n, char *out)
 /* ------------------------------------------------------------- vectors */
 
 typedef struct vmsg {
-    int from_client;              /* C>S */
+    int from_client; /* C>S */
     uint8_t hdr[SF_HEADER_SIZE];
     unsigned long payload_len;
-    char *payload;                /* as in the file: hex, "-" or "sha256:..." */
-    char *comment;                /* the decoded "#   ..." line before it, or NULL */
+    char *payload; /* as in the file: hex, "-" or "sha256:..." */
+    char *comment; /* the decoded "#   ..." line before it, or NULL */
     unsigned line;
 } vmsg;
 
@@ -349,8 +348,7 @@ static void check_comment_field(const vector *v, const vmsg *m, const sf_req *re
 
 /* Checks every field a "#   OPNAME k=v ..." comment states. Returns how
  * many fields were compared. */
-static unsigned check_comment(const vector *v, const vmsg *m, const sf_req *req,
-                              const sf_rsp *rsp)
+static unsigned check_comment(const vector *v, const vmsg *m, const sf_req *req, const sf_rsp *rsp)
 {
     char *copy = strdup(m->comment + 1);
     char *p = copy;
@@ -365,7 +363,8 @@ static unsigned check_comment(const vector *v, const vmsg *m, const sf_req *req,
         *p++ = '\0';
     if (strncmp(op, "0x", 2) == 0) {
         unsigned long long n;
-        if (parse_number(op, 0, &n) < 0 || n != opcode || strcmp(sfi_opcode_name(opcode), "UNKNOWN_OP") != 0)
+        if (parse_number(op, 0, &n) < 0 || n != opcode ||
+            strcmp(sfi_opcode_name(opcode), "UNKNOWN_OP") != 0)
             vfail(v, m, "opcode %s in the comment, 0x%02x (%s) decoded", op, opcode,
                   sfi_opcode_name(opcode));
     } else if (strcmp(op, sfi_opcode_name(opcode)) != 0) {
@@ -454,7 +453,8 @@ static void test_vector_file(const char *name)
             if (m->payload_len < 1024 || strlen(m->payload) != 7 + 64)
                 vfail(&v, m, "bad digest payload");
         } else if (strlen(m->payload) != 2 * m->payload_len) {
-            vfail(&v, m, "%zu hex digits for %lu payload bytes", strlen(m->payload), m->payload_len);
+            vfail(&v, m, "%zu hex digits for %lu payload bytes", strlen(m->payload),
+                  m->payload_len);
         }
         if (m->comment != NULL)
             fields += check_comment(&v, m, &req, &rsp);
@@ -469,7 +469,8 @@ static int is_txt(const struct dirent *d)
 {
     size_t n = strlen(d->d_name);
     return n > 4 && strcmp(d->d_name + n - 4, ".txt") == 0 &&
-           strcmp(d->d_name, "README.txt") != 0 && strcmp(d->d_name, "dog_list_raw_outputs.txt") != 0;
+           strcmp(d->d_name, "README.txt") != 0 &&
+           strcmp(d->d_name, "dog_list_raw_outputs.txt") != 0;
 }
 
 static void test_all_vectors(void)
@@ -478,7 +479,8 @@ static void test_all_vectors(void)
     int n = scandir(vectors_dir, &names, is_txt, alphasort);
     test("vectors: directory holds the captured header vectors");
     if (!check(n >= 30)) {
-        printf("  (vectors directory %s: %s)\n", vectors_dir, n < 0 ? strerror(errno) : "too few files");
+        printf("  (vectors directory %s: %s)\n", vectors_dir,
+               n < 0 ? strerror(errno) : "too few files");
     }
     for (int i = 0; i < n; i++) {
         test_vector_file(names[i]->d_name);
@@ -706,9 +708,9 @@ static void test_vector_pipeline_and_discovery(void)
             static const char *want[] = {"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"};
             for (unsigned i = 0; i < 3; i++) {
                 char text[64] = "";
-                check_eq(sfi_node_record_address(records + i * SF_NODE_RECORD_SIZE, text,
-                                                sizeof(text)),
-                         0);
+                check_eq(
+                    sfi_node_record_address(records + i * SF_NODE_RECORD_SIZE, text, sizeof(text)),
+                    0);
                 check_str(text, want[i]);
             }
         }
@@ -783,9 +785,9 @@ static void test_codec_unused_bytes_zero(void)
     check_eq(sfi_union_of(SF_OP_GET_CLUSTER_DEFAULT), SF_UNION_NONE);
     check_eq(sfi_union_of(SF_OP_GET_NODE_LIST), SF_UNION_NONE);
     check_eq(sfi_union_of(SF_OP_STAT_CLUSTER), SF_UNION_CLUSTER);
-    static const uint8_t ops[] = {SF_OP_READ_OBJ, SF_OP_NEW_VDI, SF_OP_FLUSH_VDI,
-                                  SF_OP_GET_CLUSTER_DEFAULT, SF_OP_GET_NODE_LIST,
-                                  SF_OP_STAT_CLUSTER, SF_OP_CLUSTER_INFO, SF_OP_READ_DEL_VDIS};
+    static const uint8_t ops[] = {
+        SF_OP_READ_OBJ,      SF_OP_NEW_VDI,      SF_OP_FLUSH_VDI,    SF_OP_GET_CLUSTER_DEFAULT,
+        SF_OP_GET_NODE_LIST, SF_OP_STAT_CLUSTER, SF_OP_CLUSTER_INFO, SF_OP_READ_DEL_VDIS};
     for (size_t i = 0; i < sizeof(ops); i++) {
         sf_req req;
         memset(&req, 0xFF, sizeof(req));
@@ -953,7 +955,8 @@ static void test_check_copy_policy(void)
     unsigned accepted = 0;
     for (unsigned v = 0; v < 256; v++) {
         unsigned half_d = v >> 4, p = v & 15;
-        int valid = v == 0 || (p >= 1 && (half_d == 1 || half_d == 2 || half_d == 4 || half_d == 8));
+        int valid =
+            v == 0 || (p >= 1 && (half_d == 1 || half_d == 2 || half_d == 4 || half_d == 8));
         int ok = sfi_check_copy_policy((uint8_t)v) == NULL;
         accepted += (unsigned)ok;
         if (ok != valid)
@@ -1002,8 +1005,18 @@ static void test_is_zero(void)
     size_t big = (size_t)4 << 20;
     uint8_t *buf = calloc(1, big);
     check(sfi_is_zero(buf, big));
-    static const size_t spots[] = {0, 15, 16, 17, 31, 32, 4095, 4096, 2u << 20, (4u << 20) - 17,
-                                   (4u << 20) - 16, (4u << 20) - 1};
+    static const size_t spots[] = {0,
+                                   15,
+                                   16,
+                                   17,
+                                   31,
+                                   32,
+                                   4095,
+                                   4096,
+                                   2u << 20,
+                                   (4u << 20) - 17,
+                                   (4u << 20) - 16,
+                                   (4u << 20) - 1};
     for (size_t i = 0; i < sizeof(spots) / sizeof(spots[0]); i++) {
         buf[spots[i]] = 0x01;
         if (sfi_is_zero(buf, big))
@@ -1068,8 +1081,9 @@ static void test_parse_addresses(void)
 
     test("sfi_parse_addresses: malformed addresses are refused");
     static const char *bad[] = {
-        "h:0", "h:70000", "h:65536", "h:abc", "h:", "h:123456", "h:-1", "h:+80", "h:80x",
-        "h: 80", ":7000", "[::1", "[::1]7000", "[::1]:", "[]:7000", "[::1]:0", "ok:1,h:0",
+        "h:0",       "h:70000", "h:65536", "h:abc",   "h:",       "h:123456",
+        "h:-1",      "h:+80",   "h:80x",   "h: 80",   ":7000",    "[::1",
+        "[::1]7000", "[::1]:",  "[]:7000", "[::1]:0", "ok:1,h:0",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         memset(&err, 0, sizeof(err));
@@ -1526,7 +1540,8 @@ static int fake_start(fake_sheep *f, void (*script)(fake_sheep *))
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (f->listen_fd < 0 || bind(f->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        listen(f->listen_fd, 8) < 0 || getsockname(f->listen_fd, (struct sockaddr *)&sa, &len) < 0) {
+        listen(f->listen_fd, 8) < 0 ||
+        getsockname(f->listen_fd, (struct sockaddr *)&sa, &len) < 0) {
         failure(__FILE__, __LINE__, "cannot listen on loopback: %s", strerror(errno));
         return -1;
     }
@@ -1658,7 +1673,8 @@ static void script_out_of_order(fake_sheep *f)
         if (idx == 2)
             used = srv_put_reply(out, used, req, req->id, SF_RES_NO_OBJ, NULL, 0);
         else
-            used = srv_put_reply(out, used, req, req->id, SF_RES_SUCCESS, payload, req->data_length);
+            used =
+                srv_put_reply(out, used, req, req->id, SF_RES_SUCCESS, payload, req->data_length);
     }
     if (ooo_chunk == 0) {
         srv_write(f, fd, out, used);
@@ -2047,7 +2063,8 @@ static void script_errors(fake_sheep *f)
         return;
     if (srv_read_request(f, fd, &req, &payload) < 0)
         goto out;
-    if (payload == NULL || req.data_length != 2 * SF_NAME_FIELD || strcmp((char *)payload, "nope") != 0)
+    if (payload == NULL || req.data_length != 2 * SF_NAME_FIELD ||
+        strcmp((char *)payload, "nope") != 0)
         srv_fail(f, "GET_VDI_INFO payload missing or wrong");
     free(payload);
     srv_reply(f, fd, &req, SF_RES_NO_VDI, NULL, 0);
@@ -2113,8 +2130,8 @@ static void script_drop_then_answer(fake_sheep *f)
         goto out;
     if (srv_read_request(f, fd, &again, &p2) == 0) {
         if (again.opcode != first.opcode || again.oid != first.oid ||
-            again.offset != first.offset || again.data_length != first.data_length ||
-            p2 == NULL || memcmp(p1, p2, first.data_length) != 0)
+            again.offset != first.offset || again.data_length != first.data_length || p2 == NULL ||
+            memcmp(p1, p2, first.data_length) != 0)
             srv_fail(f, "the resent request differs from the first");
         srv_reply(f, fd, &again, SF_RES_SUCCESS, NULL, 0);
     }
@@ -2207,7 +2224,8 @@ static void script_reply_then_eof(fake_sheep *f)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
         memset(payload, 0x42, sizeof(payload));
-        srv_reply(f, fd, &req, SF_RES_SUCCESS, payload, eof_reply_has_payload ? sizeof(payload) : 0);
+        srv_reply(f, fd, &req, SF_RES_SUCCESS, payload,
+                  eof_reply_has_payload ? sizeof(payload) : 0);
     }
     close(fd);
 }
@@ -2261,15 +2279,15 @@ static const struct list_vdi {
     uint64_t snap_ctime;
 } list_vdis[] = {
     {0x10, "beta", 1, 0},
-    {0x12, NULL, 0, 0},            /* vanished between bitmap and inode read */
-    {0x13, "", 3, 0},              /* deleted: name zeroed */
-    {0x14, "alpha", 2, 0},         /* the working VDI ... */
-    {0x7f588f, "alpha", 1, 77},    /* ... and its snapshot */
+    {0x12, NULL, 0, 0},         /* vanished between bitmap and inode read */
+    {0x13, "", 3, 0},           /* deleted: name zeroed */
+    {0x14, "alpha", 2, 0},      /* the working VDI ... */
+    {0x7f588f, "alpha", 1, 77}, /* ... and its snapshot */
     {SF_MAX_VID, "gamma", 1, 0},
 };
 #define LIST_VDIS (sizeof(list_vdis) / sizeof(list_vdis[0]))
-#define LIST_DELETED_VID 0x11u    /* in both bitmaps: never read */
-static int list_empty;           /* the cluster has no VDI at all */
+#define LIST_DELETED_VID 0x11u /* in both bitmaps: never read */
+static int list_empty;         /* the cluster has no VDI at all */
 
 static void set_bit(uint8_t *map, uint32_t v)
 {
@@ -2362,7 +2380,9 @@ static void test_vdi_list(int empty)
         static const struct {
             const char *name;
             uint32_t vid, snap_id;
-        } want[] = {{"alpha", 0x7f588f, 1}, {"alpha", 0x14, 2}, {"beta", 0x10, 1},
+        } want[] = {{"alpha", 0x7f588f, 1},
+                    {"alpha", 0x14, 2},
+                    {"beta", 0x10, 1},
                     {"gamma", SF_MAX_VID, 1}};
         for (size_t i = 0; i < 4; i++) {
             check_str(out[i].name, want[i].name);
@@ -2409,7 +2429,8 @@ int main(int argc, char **argv)
     test_errors();
 
     test_engine_out_of_order(0, "engine: out-of-order replies in one burst are matched by id");
-    test_engine_out_of_order(7, "engine: out-of-order replies in 7-byte fragments are matched by id");
+    test_engine_out_of_order(7,
+                             "engine: out-of-order replies in 7-byte fragments are matched by id");
     test_engine_window();
     test_engine_big_writes();
     test_engine_bad_reply(BAD_TOO_LONG, "engine: a reply longer than reply_cap is SF_E_PROTOCOL",
