@@ -269,7 +269,7 @@ class deadline:
         self._saved = []
 
     def __enter__(self):
-        self._saved.append(sf_deadline_begin(max(1, <int>min(self.seconds * 1000, 2 ** 31 - 1))))
+        self._saved.append(sf_deadline_begin(max(1, <int>min(self.seconds * 1000, INT_MAX))))
         return self
 
     def __exit__(self, *exc):

@@ -1,8 +1,9 @@
 /*
- * Cluster handle: gateways, the connection pool, cluster defaults.
- * VDI operations by name are in sf_catalog.c.
+ * Cluster handle: open and close, cluster defaults, the node list (which
+ * teaches the pool new gateways and the ring where objects live). The
+ * gateways and connections are in sf_pool.c, VDI operations by name in
+ * sf_catalog.c.
  */
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
