@@ -7,10 +7,19 @@ from _typeshed import ReadableBuffer, WriteableBuffer
 _Name = Union[str, bytes]
 
 DEFAULT_PORT: int
+DEFAULT_CONNECT_TIMEOUT: float
+DEFAULT_IO_TIMEOUT: float
 DEFAULT_DEPTH: int
+MAX_DEPTH: int
+NAME_MAX: int
+MAX_COPIES: int
+DEFAULT_BLOCK_SIZE_SHIFT: int
+MIN_BLOCK_SIZE_SHIFT: int
+MAX_BLOCK_SIZE_SHIFT: int
 DEFAULT_REQUEST_SIZE: int
 ATTR_KEY_MAX: int
 ATTR_VALUE_MAX: int
+ERROR_CATEGORIES: dict[str, int]
 
 def version() -> str: ...
 

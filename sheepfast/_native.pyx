@@ -2,14 +2,23 @@
 """Binding of the C core (src_c/) to Python.
 
 The GIL pattern everywhere: turn arguments into C locals, release the GIL only
-around the blocking C call, then raise from the sf_error it filled. Buffers
-cross with the buffer protocol, so bytes move between the socket and the
-caller's memory with no copy here.
+around the blocking C call, then raise from the sf_error it filled:
+
+    with self._guard:           # refuses a closed handle; close() waits for it
+        with nogil:
+            rc = sf_...(self._c, ..., &err)
+    _check(rc, &err)
+
+Buffers cross with the buffer protocol, so bytes move between the socket and
+the caller's memory with no copy here. Ranges (depth, copies, shifts, sizes)
+are checked by the C core alone; the binding only refuses what does not fit
+the C type.
 """
 
 from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.limits cimport INT_MAX, UINT_MAX
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
@@ -39,6 +48,7 @@ cdef extern from *:
 # bytes objects a recycling reader keeps for reuse
 MAX_RECYCLED = 4
 
+import operator
 import threading
 
 from sheepfast import errors as _errors
@@ -46,8 +56,22 @@ from sheepfast.types import ClusterDefaults, VdiInfo
 
 __all__ = ["Cluster", "Vdi", "version"]
 
-DEFAULT_PORT = 7000
-DEFAULT_DEPTH = 16
+# Defaults and limits, from their one home in sheepfast.h.
+DEFAULT_PORT = SF_DEFAULT_PORT
+#: seconds
+DEFAULT_CONNECT_TIMEOUT = SF_DEFAULT_CONNECT_TIMEOUT_MS / 1000.0
+#: seconds without progress before a call fails
+DEFAULT_IO_TIMEOUT = SF_DEFAULT_IO_TIMEOUT_MS / 1000.0
+#: object requests in flight per call
+DEFAULT_DEPTH = SF_DEFAULT_DEPTH
+MAX_DEPTH = SF_MAX_DEPTH
+#: the longest VDI name in bytes
+NAME_MAX = SF_NAME_MAX
+MAX_COPIES = SF_MAX_COPIES
+#: objects are 1 << block_size_shift bytes
+DEFAULT_BLOCK_SIZE_SHIFT = SF_DEFAULT_BLOCK_SIZE_SHIFT
+MIN_BLOCK_SIZE_SHIFT = SF_MIN_BLOCK_SIZE_SHIFT
+MAX_BLOCK_SIZE_SHIFT = SF_MAX_BLOCK_SIZE_SHIFT
 #: bytes per object request: below the 512 KiB where sheep 1.0's malloc maps
 #: fresh memory for every buffer (see SF_DEFAULT_REQUEST_SIZE in sheepfast.h)
 DEFAULT_REQUEST_SIZE = SF_DEFAULT_REQUEST_SIZE
@@ -55,6 +79,20 @@ DEFAULT_REQUEST_SIZE = SF_DEFAULT_REQUEST_SIZE
 #: the longest value, as sheep stores them (SF_ATTR_* in sheepfast.h)
 ATTR_KEY_MAX = SF_ATTR_KEY_MAX
 ATTR_VALUE_MAX = SF_ATTR_VALUE_MAX
+#: what kind of failure a C call reported (sf_errcat in sheepfast.h), by
+#: name; errors.from_status maps each to its class
+ERROR_CATEGORIES = {
+    "SF_E_INVALID": SF_E_INVALID,
+    "SF_E_NOMEM": SF_E_NOMEM,
+    "SF_E_RESOLVE": SF_E_RESOLVE,
+    "SF_E_CONNECT": SF_E_CONNECT,
+    "SF_E_IO": SF_E_IO,
+    "SF_E_TIMEOUT": SF_E_TIMEOUT,
+    "SF_E_PROTOCOL": SF_E_PROTOCOL,
+    "SF_E_SERVER": SF_E_SERVER,
+    "SF_E_UNSUPPORTED": SF_E_UNSUPPORTED,
+    "SF_E_RANGE": SF_E_RANGE,
+}
 
 
 def version():
@@ -65,6 +103,38 @@ def version():
 cdef object _raise(sf_error *err):
     raise _errors.from_status(<int>err.category, err.sys_errno, err.result,
                               err.message.decode("utf-8", "replace"))
+
+
+cdef inline int _check(int rc, sf_error *err) except -1:
+    """Raises what a failed C call reported."""
+    if rc != SF_OK:
+        _raise(err)
+    return 0
+
+
+cdef unsigned _c_uint(object value, str what, bint zero=True) except? 0:
+    """value as a C unsigned: the C core checks its range; this refuses only
+    what the type cannot carry, and 0 where C would read it as "the
+    default" (zero=False: Python spells that by leaving the argument out)."""
+    value = operator.index(value)
+    if value < 0:
+        raise _errors.InvalidArgument(f"{what} must not be negative (got {value})")
+    if value == 0 and not zero:
+        raise _errors.InvalidArgument(f"{what} must be positive (got 0)")
+    if value > UINT_MAX:
+        raise _errors.InvalidArgument(f"{what} {value} is too large")
+    return <unsigned>value
+
+
+cdef int _timeout_ms(object seconds, str what) except -1:
+    """A timeout in seconds as the C core's whole milliseconds (at least 1:
+    0 would mean the default there)."""
+    seconds = float(seconds)
+    if not seconds > 0:  # NaN too
+        raise _errors.InvalidArgument(f"{what} must be a positive number of seconds (got {seconds!r})")
+    if seconds * 1000 > INT_MAX:
+        raise _errors.InvalidArgument(f"{what} {seconds!r} s is too long")
+    return max(1, <int>(seconds * 1000))
 
 
 cdef bytes _name_bytes(object name):
@@ -86,11 +156,11 @@ cdef bytes _attr_bytes(object value, str what):
     raise TypeError(f"attribute {what} must be str or bytes, not {type(value).__name__}")
 
 
-cdef object _raise_attr(sf_error *err):
+cdef int _check_attr(int rc, sf_error *err) except -1:
     # NO_OBJ from an attribute call means the key is not there
-    if err.category == SF_E_SERVER and err.result == SF_RES_NO_OBJ:
+    if rc != SF_OK and err.category == SF_E_SERVER and err.result == SF_RES_NO_OBJ:
         raise _errors.AttributeNotFound(err.message.decode("utf-8", "replace"), err.result)
-    _raise(err)
+    return _check(rc, err)
 
 
 cdef str _name_str(const char *raw):
@@ -150,6 +220,13 @@ cdef class _Guard:
             if self._active == 0:
                 self._cond.notify_all()
 
+    # `with guard:` around a C call; the call inside may release the GIL
+    def __enter__(self):
+        self.enter()
+
+    def __exit__(self, *exc):
+        self.leave()
+
     cdef bint close(self):
         """Marks closed and waits for running calls; False if already closed."""
         with self._cond:
@@ -192,7 +269,7 @@ class deadline:
         self._saved = []
 
     def __enter__(self):
-        self._saved.append(sf_deadline_begin(max(1, <int>min(self.seconds * 1000, 2 ** 31 - 1))))
+        self._saved.append(sf_deadline_begin(max(1, <int>min(self.seconds * 1000, INT_MAX))))
         return self
 
     def __exit__(self, *exc):
@@ -208,48 +285,39 @@ cdef class Cluster(_Handle):
     cdef readonly unsigned request_size
     cdef readonly double io_timeout
 
-    def __cinit__(self, addresses, *, connect_timeout=10.0, io_timeout=60.0, depth=DEFAULT_DEPTH,
-                  routing=True, request_size=DEFAULT_REQUEST_SIZE):
+    def __cinit__(self, addresses, *, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                  io_timeout=DEFAULT_IO_TIMEOUT, depth=DEFAULT_DEPTH, routing=True,
+                  request_size=DEFAULT_REQUEST_SIZE):
         cdef sf_options opt
         cdef sf_error err
         cdef bytes addr
         self._guard = _Guard("cluster")
         if isinstance(addresses, (list, tuple)):
             addresses = ",".join(str(a) for a in addresses)
-        if not isinstance(addresses, str) or not addresses.strip():
+        if not isinstance(addresses, str):
             raise _errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
-        if not 1 <= int(depth) <= 256:
-            raise _errors.InvalidArgument(f"depth must be 1..256 (got {depth})")
-        if not (4096 <= int(request_size) <= 0xFFFFF000 and int(request_size) % 4096 == 0):
-            raise _errors.InvalidArgument(
-                f"request_size must be a multiple of 4096 from 4096 up (got {request_size})")
-        if connect_timeout <= 0 or io_timeout <= 0:
-            raise _errors.InvalidArgument("timeouts must be positive")
-        self.addresses = addresses
-        self.depth = depth
-        self.io_timeout = io_timeout
         addr = addresses.encode()
         memset(&opt, 0, sizeof(opt))
         opt.addresses = addr
-        opt.connect_timeout_ms = max(1, <int>(connect_timeout * 1000))
-        opt.io_timeout_ms = max(1, <int>(io_timeout * 1000))
-        opt.depth = depth
+        opt.connect_timeout_ms = _timeout_ms(connect_timeout, "connect_timeout")
+        opt.io_timeout_ms = _timeout_ms(io_timeout, "io_timeout")
+        opt.depth = _c_uint(depth, "depth", zero=False)
         opt.no_routing = not routing
-        opt.request_size = request_size
-        self.request_size = request_size
-        self.routing = bool(routing)
+        opt.request_size = _c_uint(request_size, "request_size", zero=False)
         with nogil:
             self._c = sf_cluster_open(&opt, &err)
         if self._c == NULL:
             _raise(&err)
+        self.addresses = addresses
+        self.depth = opt.depth
+        self.request_size = opt.request_size
+        self.io_timeout = opt.io_timeout_ms / 1000.0
+        self.routing = bool(routing)
 
     def __dealloc__(self):
         if self._c != NULL:
             sf_cluster_close(self._c)
             self._c = NULL
-
-    cdef int _enter(self) except -1:
-        return self._guard.enter()
 
     def close(self):
         """Releases the pool. VDIs opened from this cluster stay usable
@@ -267,27 +335,22 @@ cdef class Cluster(_Handle):
         """Copies, copy policy and object size a VDI gets by default."""
         cdef sf_cluster_defaults d
         cdef sf_error err
-        self._enter()
-        try:
-            sf_cluster_get_defaults(self._c, &d, &err)
-        finally:
-            self._guard.leave()
+        cdef int rc
+        with self._guard:
+            rc = sf_cluster_get_defaults(self._c, &d, &err)
+        _check(rc, &err)
         return ClusterDefaults(d.copies, d.copy_policy, d.block_size_shift)
 
     @property
     def nodes(self):
         """Gateways known to the client: configured ones first, then those
         the cluster's node list named."""
-        cdef char buf[20000]
+        cdef char buf[SF_ADDRESS_LIST_MAX]
         cdef sf_error err
         cdef int rc
-        self._enter()
-        try:
+        with self._guard:
             rc = sf_cluster_nodes(self._c, buf, sizeof(buf), &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
         return buf.decode().split(",")
 
     def locate(self, oid, copies):
@@ -296,18 +359,13 @@ cdef class Cluster(_Handle):
         requests go to one of them. Raises Unsupported when the placement is
         not known (routing=False, or a disk-mode cluster)."""
         cdef uint64_t c_oid = _uint64(oid, "oid")
-        cdef char buf[20000]
+        cdef unsigned c_copies = _c_uint(copies, "copies")
+        cdef char buf[SF_ADDRESS_LIST_MAX]
         cdef sf_error err
         cdef int rc
-        if not 1 <= copies <= 31:
-            raise _errors.InvalidArgument(f"copies must be 1..31 (got {copies})")
-        self._enter()
-        try:
-            rc = sf_cluster_locate(self._c, c_oid, copies, buf, sizeof(buf), &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        with self._guard:
+            rc = sf_cluster_locate(self._c, c_oid, c_copies, buf, sizeof(buf), &err)
+        _check(rc, &err)
         return buf.decode().split(",")
 
     def create(self, name, size, *, copies=0, block_size_shift=0, copy_policy=0):
@@ -321,24 +379,13 @@ cdef class Cluster(_Handle):
         cdef sf_error err
         cdef uint32_t vid = 0
         cdef int rc
-        if not 0 <= copies <= 31:
-            raise _errors.InvalidArgument(f"copies must be 0..31 (got {copies})")
-        if not (block_size_shift == 0 or 20 <= block_size_shift <= 31):
-            raise _errors.InvalidArgument(
-                f"block_size_shift must be 20..31, or 0 for the cluster default (got {block_size_shift})")
-        if not 0 <= copy_policy <= 255:
-            raise _errors.InvalidArgument(f"copy_policy must be one byte (got {copy_policy})")
-        opt.copies = copies
-        opt.copy_policy = copy_policy
-        opt.block_size_shift = block_size_shift
-        self._enter()
-        try:
+        opt.copies = _c_uint(copies, "copies")
+        opt.copy_policy = _c_uint(copy_policy, "copy_policy")
+        opt.block_size_shift = _c_uint(block_size_shift, "block_size_shift")
+        with self._guard:
             with nogil:
                 rc = sf_vdi_create(self._c, c_name, name_len, c_size, &opt, &vid, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
         return vid
 
     def stat(self, name):
@@ -349,14 +396,10 @@ cdef class Cluster(_Handle):
         cdef sf_vdi_info info
         cdef sf_error err
         cdef int rc
-        self._enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_stat(self._c, c_name, name_len, &info, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
         return _info(&info)
 
     def exists(self, name):
@@ -372,14 +415,10 @@ cdef class Cluster(_Handle):
         cdef size_t count = 0, i
         cdef sf_error err
         cdef int rc
-        self._enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_list(self._c, &infos, &count, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
         try:
             return [_info(&infos[i]) for i in range(count)]
         finally:
@@ -393,14 +432,10 @@ cdef class Cluster(_Handle):
         cdef size_t name_len = len(raw)
         cdef sf_error err
         cdef int rc
-        self._enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_delete(self._c, c_name, name_len, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
 
     def open(self, name):
         """A Vdi handle: one GET_VDI_INFO and one inode-header read."""
@@ -428,12 +463,9 @@ cdef class Vdi(_Handle):
         cdef size_t name_len = len(raw)
         self._guard = _Guard("VDI")
         self.cluster = cluster
-        cluster._enter()
-        try:
+        with cluster._guard:
             with nogil:
                 self._c = sf_vdi_open(cluster._c, c_name, name_len, &err)
-        finally:
-            cluster._guard.leave()
         if self._c == NULL:
             _raise(&err)
         self.info = _info(sf_vdi_get_info(self._c))
@@ -464,11 +496,8 @@ cdef class Vdi(_Handle):
     @property
     def size(self):
         # resize() changes it, so it is read from the handle each time
-        cdef uint64_t size
-        self._guard.enter()
-        size = sf_vdi_size(self._c)
-        self._guard.leave()
-        return size
+        with self._guard:
+            return sf_vdi_size(self._c)
 
     @property
     def object_size(self):
@@ -481,9 +510,8 @@ cdef class Vdi(_Handle):
 
     @thin.setter
     def thin(self, value):
-        self._guard.enter()
-        sf_vdi_set_thin(self._c, 1 if value else 0)
-        self._guard.leave()
+        with self._guard:
+            sf_vdi_set_thin(self._c, 1 if value else 0)
         self._thin = bool(value)
 
     @property
@@ -492,9 +520,8 @@ cdef class Vdi(_Handle):
         all-zero objects skipped, and object requests that went straight to
         a sheep holding the object."""
         cdef sf_vdi_stats s
-        self._guard.enter()
-        sf_vdi_get_stats(self._c, &s)
-        self._guard.leave()
+        with self._guard:
+            sf_vdi_get_stats(self._c, &s)
         return {
             "read_requests": s.read_requests,
             "write_requests": s.write_requests,
@@ -525,8 +552,7 @@ cdef class Vdi(_Handle):
         cdef char *dst
         if c_len > <uint64_t>0x7FFFFFFFFFFFFFFF:
             raise _errors.OutOfRange(f"length {length} is too large")
-        self._guard.enter()
-        try:
+        with self._guard:
             # checked before allocating, so a huge length fails cleanly
             size = sf_vdi_size(self._c)
             if c_off > size or c_len > size - c_off:
@@ -552,10 +578,7 @@ cdef class Vdi(_Handle):
             dst = PyBytes_AS_STRING(out)
             with nogil:
                 rc = sf_vdi_read(self._c, dst, c_len, c_off, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
         return out
 
     def readinto(self, buffer, offset):
@@ -573,17 +596,13 @@ cdef class Vdi(_Handle):
         cdef int rc
         PyObject_GetBuffer(buffer, &view, PyBUF_ANY_CONTIGUOUS | (PyBUF_WRITABLE if into else 0))
         try:
-            self._guard.enter()
-            try:
+            with self._guard:
                 with nogil:
                     if into:
                         rc = sf_vdi_read(self._c, view.buf, <uint64_t>view.len, c_off, &err)
                     else:
                         rc = sf_vdi_write(self._c, view.buf, <uint64_t>view.len, c_off, &err)
-            finally:
-                self._guard.leave()
-            if rc != SF_OK:
-                _raise(&err)
+            _check(rc, &err)
             return view.len
         finally:
             PyBuffer_Release(&view)
@@ -594,14 +613,10 @@ cdef class Vdi(_Handle):
         cdef uint64_t used = 0, shared = 0
         cdef sf_error err
         cdef int rc
-        self._guard.enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_usage(self._c, &used, &shared, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
         return used, shared
 
     # ------------------------------------------------------------ attributes
@@ -617,14 +632,10 @@ cdef class Vdi(_Handle):
         cdef size_t length = 0
         cdef sf_error err
         cdef int rc
-        self._guard.enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_attr_get(self._c, k, key_len, dst, SF_ATTR_VALUE_MAX, &length, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise_attr(&err)
+        _check_attr(rc, &err)
         return out[:length]
 
     def metadata_set(self, key, value):
@@ -639,14 +650,10 @@ cdef class Vdi(_Handle):
         cdef size_t value_len = len(c_value)
         cdef sf_error err
         cdef int rc
-        self._guard.enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_attr_set(self._c, k, key_len, v, value_len, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise_attr(&err)
+        _check_attr(rc, &err)
 
     def metadata_remove(self, key):
         """Removes attribute key; AttributeNotFound if it was not set."""
@@ -655,28 +662,20 @@ cdef class Vdi(_Handle):
         cdef size_t key_len = len(c_key)
         cdef sf_error err
         cdef int rc
-        self._guard.enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_attr_delete(self._c, k, key_len, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise_attr(&err)
+        _check_attr(rc, &err)
 
     def resize(self, new_size):
         """Grows the VDI (shrinking is refused: sheep 1.0 would leak objects)."""
         cdef uint64_t c_size = _uint64(new_size, "new_size")
         cdef sf_error err
         cdef int rc
-        self._guard.enter()
-        try:
+        with self._guard:
             with nogil:
                 rc = sf_vdi_resize(self._c, c_size, &err)
-        finally:
-            self._guard.leave()
-        if rc != SF_OK:
-            _raise(&err)
+        _check(rc, &err)
 
 
 # ---------------------------------------------------------------- test hooks
@@ -687,7 +686,7 @@ def _encode_request(int opcode, **fields):
     """48 header bytes for a request, built by the client's encoder."""
     cdef sf_req req
     cdef uint8_t out[48]
-    sf_req_init(&req, opcode)
+    sfi_req_init(&req, opcode)
     req.proto_ver = fields.pop("proto_ver", req.proto_ver)
     req.flags = fields.pop("flags", 0)
     req.epoch = fields.pop("epoch", 0)
@@ -707,7 +706,7 @@ def _encode_request(int opcode, **fields):
     req.nodes_nr = fields.pop("nodes_nr", 0)
     if fields:
         raise TypeError(f"unknown request fields {sorted(fields)}")
-    sf_req_encode(&req, out)
+    sfi_req_encode(&req, out)
     return bytes(out[:48])
 
 
@@ -716,7 +715,7 @@ def _decode_request(const uint8_t[:] header not None):
     cdef sf_req req
     if header.shape[0] != 48:
         raise ValueError("a header is 48 bytes")
-    sf_req_decode(&header[0], &req)
+    sfi_req_decode(&header[0], &req)
     return req
 
 
@@ -725,22 +724,22 @@ def _decode_response(const uint8_t[:] header not None):
     cdef sf_rsp rsp
     if header.shape[0] != 48:
         raise ValueError("a header is 48 bytes")
-    sf_rsp_decode(&header[0], &rsp)
+    sfi_rsp_decode(&header[0], &rsp)
     return rsp
 
 
 def _check_name(name):
     raw = _name_bytes(name)
-    why = sf_check_name(raw, len(raw))
+    why = sfi_check_name(raw, len(raw))
     return None if why == NULL else why.decode()
 
 
 def _check_copy_policy(int policy):
-    why = sf_check_copy_policy(<uint8_t>policy)
+    why = sfi_check_copy_policy(<uint8_t>policy)
     return None if why == NULL else why.decode()
 
 
 def _is_zero(const uint8_t[:] data not None):
     if data.shape[0] == 0:
         return True
-    return bool(sf_is_zero(&data[0], data.shape[0]))
+    return bool(sfi_is_zero(&data[0], data.shape[0]))

@@ -29,7 +29,19 @@ cdef extern from "sheepfast.h" nogil:
         unsigned depth
         int no_routing
         uint32_t request_size
+    int SF_DEFAULT_PORT
+    int SF_DEFAULT_CONNECT_TIMEOUT_MS
+    int SF_DEFAULT_IO_TIMEOUT_MS
+    unsigned SF_DEFAULT_DEPTH
+    unsigned SF_MAX_DEPTH
+    int SF_NAME_MAX
+    int SF_MAX_COPIES
+    int SF_DEFAULT_BLOCK_SIZE_SHIFT
+    int SF_MIN_BLOCK_SIZE_SHIFT
+    int SF_MAX_BLOCK_SIZE_SHIFT
     unsigned SF_DEFAULT_REQUEST_SIZE
+    enum: SF_ADDRESS_LIST_MAX
+    unsigned SF_REQUEST_ALIGN
     unsigned SF_ATTR_KEY_MAX
     unsigned SF_ATTR_VALUE_MAX
     unsigned SF_RES_NO_OBJ
@@ -54,9 +66,9 @@ cdef extern from "sheepfast.h" nogil:
         uint8_t block_size_shift
 
     ctypedef struct sf_create_options:
-        uint8_t copies
-        uint8_t copy_policy
-        uint8_t block_size_shift
+        unsigned copies
+        unsigned copy_policy
+        unsigned block_size_shift
 
     ctypedef struct sf_vdi_stats:
         uint64_t read_requests
@@ -149,14 +161,14 @@ cdef extern from "sf_proto.h" nogil:
         uint8_t default_bss
         uint32_t nr_nodes
 
-    void sf_req_init(sf_req *req, uint8_t opcode)
-    void sf_req_encode(const sf_req *req, uint8_t *out)
-    void sf_req_decode(const uint8_t *data, sf_req *req)
-    void sf_rsp_encode(const sf_rsp *rsp, uint8_t *out)
-    void sf_rsp_decode(const uint8_t *data, sf_rsp *rsp)
-    const char *sf_check_name(const char *name, size_t length)
-    const char *sf_check_copy_policy(uint8_t policy)
+    void sfi_req_init(sf_req *req, uint8_t opcode)
+    void sfi_req_encode(const sf_req *req, uint8_t *out)
+    void sfi_req_decode(const uint8_t *data, sf_req *req)
+    void sfi_rsp_encode(const sf_rsp *rsp, uint8_t *out)
+    void sfi_rsp_decode(const uint8_t *data, sf_rsp *rsp)
+    const char *sfi_check_name(const char *name, size_t length)
+    const char *sfi_check_copy_policy(uint8_t policy)
 
 
 cdef extern from "sf_internal.h" nogil:
-    int sf_is_zero(const void *buf, size_t length)
+    int sfi_is_zero(const void *buf, size_t length)

@@ -19,8 +19,8 @@
 /* The checks every call makes before anything is sent. */
 static int check_key(const char *key, size_t key_len, sf_error *err)
 {
-    const char *why = sf_check_attr_key(key, key_len);
-    return why == NULL ? SF_OK : sf_fail(err, SF_E_INVALID, "%s", why);
+    const char *why = sfi_check_attr_key(key, key_len);
+    return why == NULL ? SF_OK : sfi_fail(err, SF_E_INVALID, "%s", why);
 }
 
 /* Rewrites a server error with the VDI and key it was about. */
@@ -30,12 +30,12 @@ static int attr_failed(sf_error *err, const char *doing, const char *name, size_
     if (err->category != SF_E_SERVER)
         return SF_ERR;
     if (err->result == SF_RES_NO_VDI)
-        return sf_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
+        return sfi_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
     if (err->result == SF_RES_NO_OBJ)
-        return sf_fail_result(err, SF_RES_NO_OBJ, "VDI '%.*s' has no attribute '%.*s'",
-                              (int)name_len, name, (int)key_len, key);
-    return sf_fail_result(err, err->result, "%s attribute '%.*s' of VDI '%.*s'", doing,
-                          (int)key_len, key, (int)name_len, name);
+        return sfi_fail_result(err, SF_RES_NO_OBJ, "VDI '%.*s' has no attribute '%.*s'",
+                               (int)name_len, name, (int)key_len, key);
+    return sfi_fail_result(err, err->result, "%s attribute '%.*s' of VDI '%.*s'", doing,
+                           (int)key_len, key, (int)name_len, name);
 }
 
 /* One GET_VDI_ATTR on *conn; *oid_out (when not NULL) gets the object. */
@@ -45,93 +45,93 @@ static int attr_request(sf_cluster *cl, sf_conn **conn, const char *name, size_t
 {
     uint8_t *record = malloc(SF_ATTR_OBJ_SIZE);
     if (record == NULL)
-        return sf_fail(err, SF_E_NOMEM, "out of memory");
-    sf_attr_encode(record, name, name_len, key, key_len, value, value_len);
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
+    sfi_attr_encode(record, name, name_len, key, key_len, value, value_len);
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_GET_VDI_ATTR);
+    sfi_req_init(&op.req, SF_OP_GET_VDI_ATTR);
     op.req.flags = SF_FLAG_WRITE | flags; /* the record is a payload */
     op.req.data_length = SF_ATTR_OBJ_SIZE;
     op.payload = record;
     /* A resent lookup or write does the same again; a resent delete would
      * find the key already gone and answer NO_OBJ for our own success. */
     op.retryable = !(flags & SF_FLAG_ATTR_DEL);
-    int rc = sf_call(cl, conn, &op, err);
+    int rc = sfi_call(cl, conn, &op, err);
     free(record);
     if (rc != SF_OK)
         return SF_ERR;
     if (op.rsp.vdi_id > SF_MAX_VID)
-        return sf_fail(err, SF_E_PROTOCOL, "GET_VDI_ATTR returned name hash 0x%x", op.rsp.vdi_id);
+        return sfi_fail(err, SF_E_PROTOCOL, "GET_VDI_ATTR returned name hash 0x%x", op.rsp.vdi_id);
     if (oid_out != NULL)
-        *oid_out = sf_attr_oid(op.rsp.vdi_id, op.rsp.attr_id);
+        *oid_out = sfi_attr_oid(op.rsp.vdi_id, op.rsp.attr_id);
     return SF_OK;
 }
 
-static int sf_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
-                                   size_t value_len, sf_error *err)
+static int sfi_vdi_attr_set_in_call(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
+                                    size_t value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;
     size_t name_len = strlen(name);
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (check_key(key, key_len, err) != SF_OK)
         return SF_ERR;
     if (value_len > SF_ATTR_VALUE_MAX)
-        return sf_fail(err, SF_E_INVALID, "attribute value of %zu bytes is over the %u-byte limit",
-                       value_len, (unsigned)SF_ATTR_VALUE_MAX);
+        return sfi_fail(err, SF_E_INVALID, "attribute value of %zu bytes is over the %u-byte limit",
+                        value_len, (unsigned)SF_ATTR_VALUE_MAX);
     if (value_len > 0 && value == NULL)
-        return sf_fail(err, SF_E_INVALID, "attribute value is NULL");
-    sf_conn *conn = sf_pool_get(cl, err);
+        return sfi_fail(err, SF_E_INVALID, "attribute value is NULL");
+    sf_conn *conn = sfi_pool_get(cl, err);
     if (conn == NULL)
         return SF_ERR;
     /* CREAT without EXCL: sheep creates the attribute or replaces it */
     int rc = attr_request(cl, &conn, name, name_len, key, key_len, value, (uint32_t)value_len,
                           SF_FLAG_ATTR_CREAT, NULL, err);
-    sf_pool_put(cl, conn);
+    sfi_pool_put(cl, conn);
     if (rc != SF_OK)
         return attr_failed(err, "setting", name, name_len, key, key_len);
     return SF_OK;
 }
 
-static int sf_vdi_attr_get_in_call(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
-                                   size_t *value_len, sf_error *err)
+static int sfi_vdi_attr_get_in_call(sf_vdi *vdi, const char *key, size_t key_len, void *value,
+                                    size_t value_cap, size_t *value_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;
     size_t name_len = strlen(name);
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (check_key(key, key_len, err) != SF_OK)
         return SF_ERR;
     uint8_t *record = malloc(SF_ATTR_OBJ_SIZE);
     if (record == NULL)
-        return sf_fail(err, SF_E_NOMEM, "out of memory");
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
     uint64_t oid = 0;
-    sf_conn *conn = sf_pool_get(cl, err);
+    sf_conn *conn = sfi_pool_get(cl, err);
     int rc = conn == NULL ? SF_ERR : SF_OK;
     if (rc == SF_OK)
         rc = attr_request(cl, &conn, name, name_len, key, key_len, NULL, 0, 0, &oid, err);
     if (rc == SF_OK)
-        rc = sf_read_exact(cl, &conn, oid, 0, record, SF_ATTR_OBJ_SIZE, err);
-    sf_pool_put(cl, conn);
+        rc = sfi_read_exact(cl, &conn, oid, 0, record, SF_ATTR_OBJ_SIZE, err);
+    sfi_pool_put(cl, conn);
     if (rc != SF_OK) {
         rc = attr_failed(err, "reading", name, name_len, key, key_len);
         goto out;
     }
     /* What the object says must be the attribute that was asked for. */
-    uint32_t stored_len = sf_get_le32(record + SF_ATTR_VALUE_LEN_OFF);
+    uint32_t stored_len = sfi_get_le32(record + SF_ATTR_VALUE_LEN_OFF);
     const uint8_t *stored_key = record + SF_ATTR_KEY_OFF;
     const uint8_t *stored_name = record + SF_ATTR_NAME_OFF;
     if (stored_len > SF_ATTR_VALUE_MAX) {
-        rc = sf_fail(err, SF_E_PROTOCOL, "attribute object %016llx has a %u-byte value",
-                     (unsigned long long)oid, stored_len);
+        rc = sfi_fail(err, SF_E_PROTOCOL, "attribute object %016llx has a %u-byte value",
+                      (unsigned long long)oid, stored_len);
     } else if (memcmp(stored_key, key, key_len) != 0 || stored_key[key_len] != 0 ||
                memcmp(stored_name, name, name_len) != 0 || stored_name[name_len] != 0) {
-        rc = sf_fail(err, SF_E_PROTOCOL,
-                     "attribute object %016llx does not hold attribute '%.*s' of VDI '%.*s'",
-                     (unsigned long long)oid, (int)key_len, key, (int)name_len, name);
+        rc = sfi_fail(err, SF_E_PROTOCOL,
+                      "attribute object %016llx does not hold attribute '%.*s' of VDI '%.*s'",
+                      (unsigned long long)oid, (int)key_len, key, (int)name_len, name);
     } else if (stored_len > value_cap) {
-        rc = sf_fail(err, SF_E_INVALID, "attribute value of %u bytes does not fit in %zu",
-                     stored_len, value_cap);
+        rc = sfi_fail(err, SF_E_INVALID, "attribute value of %u bytes does not fit in %zu",
+                      stored_len, value_cap);
     } else {
         if (stored_len > 0)
             memcpy(value, record + SF_ATTR_VALUE_OFF, stored_len);
@@ -142,20 +142,20 @@ out:
     return rc;
 }
 
-static int sf_vdi_attr_delete_in_call(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
+static int sfi_vdi_attr_delete_in_call(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     const char *name = vdi->info.name;
     size_t name_len = strlen(name);
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (check_key(key, key_len, err) != SF_OK)
         return SF_ERR;
-    sf_conn *conn = sf_pool_get(cl, err);
+    sf_conn *conn = sfi_pool_get(cl, err);
     if (conn == NULL)
         return SF_ERR;
-    int rc = attr_request(cl, &conn, name, name_len, key, key_len, NULL, 0, SF_FLAG_ATTR_DEL,
-                          NULL, err);
-    sf_pool_put(cl, conn);
+    int rc =
+        attr_request(cl, &conn, name, name_len, key, key_len, NULL, 0, SF_FLAG_ATTR_DEL, NULL, err);
+    sfi_pool_put(cl, conn);
     if (rc != SF_OK)
         return attr_failed(err, "deleting", name, name_len, key, key_len);
     return SF_OK;
@@ -166,8 +166,8 @@ static int sf_vdi_attr_delete_in_call(sf_vdi *vdi, const char *key, size_t key_l
 int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
                     size_t value_len, sf_error *err)
 {
-    int64_t scope = sf_call_begin(vdi->cl);
-    int result = sf_vdi_attr_set_in_call(vdi, key, key_len, value, value_len, err);
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_attr_set_in_call(vdi, key, key_len, value, value_len, err);
     sf_deadline_end(scope);
     return result;
 }
@@ -175,16 +175,16 @@ int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *va
 int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value, size_t value_cap,
                     size_t *value_len, sf_error *err)
 {
-    int64_t scope = sf_call_begin(vdi->cl);
-    int result = sf_vdi_attr_get_in_call(vdi, key, key_len, value, value_cap, value_len, err);
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_attr_get_in_call(vdi, key, key_len, value, value_cap, value_len, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
 {
-    int64_t scope = sf_call_begin(vdi->cl);
-    int result = sf_vdi_attr_delete_in_call(vdi, key, key_len, err);
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_attr_delete_in_call(vdi, key, key_len, err);
     sf_deadline_end(scope);
     return result;
 }

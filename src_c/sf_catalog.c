@@ -10,93 +10,104 @@
 
 /* ------------------------------------------------------------- VDI by name */
 
-int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                  uint32_t *vid, sf_error *err)
+int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len, uint32_t *vid,
+                   sf_error *err)
 {
     uint8_t payload[2 * SF_NAME_FIELD]; /* name + empty tag, as dog sends it */
     sf_op op;
-    sf_op_named(&op, SF_OP_GET_VDI_INFO, payload, sizeof(payload), name, name_len);
+    sfi_op_named(&op, SF_OP_GET_VDI_INFO, payload, sizeof(payload), name, name_len);
     op.retryable = 1;
-    if (sf_call(cl, conn, &op, err) != SF_OK) {
+    if (sfi_call(cl, conn, &op, err) != SF_OK) {
         if (err->result == SF_RES_NO_VDI)
-            sf_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
+            sfi_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
         return SF_ERR;
     }
     if (op.rsp.vdi_id == 0 || op.rsp.vdi_id > SF_MAX_VID)
-        return sf_fail(err, SF_E_PROTOCOL, "GET_VDI_INFO returned vid 0x%x", op.rsp.vdi_id);
+        return sfi_fail(err, SF_E_PROTOCOL, "GET_VDI_INFO returned vid 0x%x", op.rsp.vdi_id);
     *vid = op.rsp.vdi_id;
     return SF_OK;
 }
 
-int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                         sf_error *err)
+int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
+                          sf_error *err)
 {
     uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
     if (buf == NULL)
-        return sf_fail(err, SF_E_NOMEM, "out of memory");
-    int rc = sf_read_exact(cl, conn, sf_inode_oid(vid), 0, buf, SF_INODE_HEADER_SIZE, err);
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
+    int rc = sfi_read_exact(cl, conn, sfi_inode_oid(vid), 0, buf, SF_INODE_HEADER_SIZE, err);
     if (rc == SF_OK) {
-        sf_inode_header_decode(buf, info);
+        sfi_inode_header_decode(buf, info);
         if (info->vid != vid)
-            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x names itself 0x%x", vid, info->vid);
-        else if (info->block_size_shift < SF_MIN_BSS || info->block_size_shift > SF_MAX_BSS)
-            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x has block_size_shift %u", vid,
-                         info->block_size_shift);
+            rc = sfi_fail(err, SF_E_PROTOCOL, "inode 0x%x names itself 0x%x", vid, info->vid);
+        else if (info->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT ||
+                 info->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
+            rc = sfi_fail(err, SF_E_PROTOCOL, "inode 0x%x has block_size_shift %u", vid,
+                          info->block_size_shift);
         else if (info->store_policy > 1)
-            rc = sf_fail(err, SF_E_UNSUPPORTED, "inode 0x%x has unknown store_policy %u", vid,
-                         info->store_policy);
-        else if (info->store_policy == 0 &&
-                 info->size > sf_max_flat_size(info->block_size_shift))
-            rc = sf_fail(err, SF_E_PROTOCOL, "inode 0x%x: size %llu exceeds the flat index", vid,
-                         (unsigned long long)info->size);
+            rc = sfi_fail(err, SF_E_UNSUPPORTED, "inode 0x%x has unknown store_policy %u", vid,
+                          info->store_policy);
+        else if (info->store_policy == 0 && info->size > sfi_max_flat_size(info->block_size_shift))
+            rc = sfi_fail(err, SF_E_PROTOCOL, "inode 0x%x: size %llu exceeds the flat index", vid,
+                          (unsigned long long)info->size);
     }
     free(buf);
     return rc;
 }
 
-static int sf_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
-                                 const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
+static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
+                                  const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
 {
     static const sf_create_options no_options;
     const char *why;
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (opt == NULL)
         opt = &no_options;
-    if ((why = sf_check_name(name, name_len)) != NULL)
-        return sf_fail(err, SF_E_INVALID, "%s", why);
-    if ((why = sf_check_copy_policy(opt->copy_policy)) != NULL)
-        return sf_fail(err, SF_E_INVALID, "copy_policy 0x%02x: %s", opt->copy_policy, why);
-    if (opt->block_size_shift != 0 &&
-        (opt->block_size_shift < SF_MIN_BSS || opt->block_size_shift > SF_MAX_BSS))
-        return sf_fail(err, SF_E_INVALID, "block_size_shift %u is outside %d..%d",
-                       opt->block_size_shift, SF_MIN_BSS, SF_MAX_BSS);
-    uint8_t bss = opt->block_size_shift ? opt->block_size_shift : cl->defaults.block_size_shift;
+    if ((why = sfi_check_name(name, name_len)) != NULL)
+        return sfi_fail(err, SF_E_INVALID, "%s", why);
+    if (opt->copies > SF_MAX_COPIES)
+        return sfi_fail(err, SF_E_INVALID,
+                        "copies must be 1..%d, or 0 for the cluster default (got %u)",
+                        SF_MAX_COPIES, opt->copies);
+    if (opt->copy_policy > UINT8_MAX)
+        return sfi_fail(err, SF_E_INVALID, "copy_policy %u does not fit in a byte",
+                        opt->copy_policy);
+    if ((why = sfi_check_copy_policy((uint8_t)opt->copy_policy)) != NULL)
+        return sfi_fail(err, SF_E_INVALID, "copy_policy 0x%02x: %s", opt->copy_policy, why);
+    if (opt->block_size_shift != 0 && (opt->block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT ||
+                                       opt->block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT))
+        return sfi_fail(err, SF_E_INVALID,
+                        "block_size_shift must be %d..%d, or 0 for the cluster default (got %u)",
+                        SF_MIN_BLOCK_SIZE_SHIFT, SF_MAX_BLOCK_SIZE_SHIFT, opt->block_size_shift);
+    uint8_t bss =
+        opt->block_size_shift ? (uint8_t)opt->block_size_shift : cl->defaults.block_size_shift;
     /* sheep would accept a larger flat VDI and then be unable to index it */
-    if (size > sf_max_flat_size(bss))
-        return sf_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit for %u-byte objects",
-                       (unsigned long long)size, (unsigned long long)sf_max_flat_size(bss),
-                       1u << (bss < 31 ? bss : 31));
+    if (size > sfi_max_flat_size(bss))
+        return sfi_fail(err, SF_E_INVALID,
+                        "size %llu exceeds the %llu-byte limit for %u-byte objects",
+                        (unsigned long long)size, (unsigned long long)sfi_max_flat_size(bss),
+                        1u << (bss < 31 ? bss : 31));
 
     uint8_t payload[SF_NAME_FIELD]; /* exactly 256: 512 is refused */
     sf_op op;
-    sf_op_named(&op, SF_OP_NEW_VDI, payload, sizeof(payload), name, name_len);
+    sfi_op_named(&op, SF_OP_NEW_VDI, payload, sizeof(payload), name, name_len);
     op.req.vdi_size = size;
-    op.req.copies = opt->copies;
-    op.req.copy_policy = opt->copy_policy;
-    op.req.block_size_shift = opt->block_size_shift;
+    op.req.copies = (uint8_t)opt->copies; /* all three checked above */
+    op.req.copy_policy = (uint8_t)opt->copy_policy;
+    op.req.block_size_shift = (uint8_t)opt->block_size_shift;
     op.payload = payload;
     op.retryable = 0; /* a resend could answer VDI_EXIST for our own VDI */
 
-    sf_conn *conn = sf_pool_get(cl, err);
+    sf_conn *conn = sfi_pool_get(cl, err);
     if (conn == NULL)
         return SF_ERR;
-    int rc = sf_call(cl, &conn, &op, err);
-    sf_pool_put(cl, conn);
+    int rc = sfi_call(cl, &conn, &op, err);
+    sfi_pool_put(cl, conn);
     if (rc != SF_OK) {
         if (err->category == SF_E_SERVER && err->result == SF_RES_VDI_EXIST)
-            sf_fail_result(err, SF_RES_VDI_EXIST, "VDI '%.*s' already exists", (int)name_len, name);
+            sfi_fail_result(err, SF_RES_VDI_EXIST, "VDI '%.*s' already exists", (int)name_len,
+                            name);
         else if (err->category == SF_E_SERVER)
-            sf_fail_result(err, err->result, "creating VDI '%.*s'", (int)name_len, name);
+            sfi_fail_result(err, err->result, "creating VDI '%.*s'", (int)name_len, name);
         return SF_ERR;
     }
     if (vid_out != NULL)
@@ -104,40 +115,39 @@ static int sf_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_l
     return SF_OK;
 }
 
-int sf_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                    sf_vdi_info *info, sf_error *err)
+int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                     sf_vdi_info *info, sf_error *err)
 {
     const char *why;
     uint32_t vid = 0;
-    if ((why = sf_check_name(name, name_len)) != NULL)
-        return sf_fail(err, SF_E_INVALID, "%s", why);
-    if (*conn == NULL && (*conn = sf_pool_get(cl, err)) == NULL)
+    if ((why = sfi_check_name(name, name_len)) != NULL)
+        return sfi_fail(err, SF_E_INVALID, "%s", why);
+    if (*conn == NULL && (*conn = sfi_pool_get(cl, err)) == NULL)
         return SF_ERR;
-    if (sf_lookup_vid(cl, conn, name, name_len, &vid, err) != SF_OK)
+    if (sfi_lookup_vid(cl, conn, name, name_len, &vid, err) != SF_OK)
         return SF_ERR;
     /* A delete can land between the lookup and the inode read. sheep then
      * leaves the inode with its name and size zeroed (or, where the object
      * is lost, none at all): either way this name no longer has that VDI,
      * which is NO_VDI, not a missing object or a zero-byte image. */
-    int rc = sf_read_inode_header(cl, conn, vid, info, err);
+    int rc = sfi_read_inode_header(cl, conn, vid, info, err);
     if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
-        return sf_fail_result(err, SF_RES_NO_VDI,
-                              "VDI '%.*s' not found (vid 0x%x has no inode: deleted)",
-                              (int)name_len, name, vid);
+        return sfi_fail_result(err, SF_RES_NO_VDI,
+                               "VDI '%.*s' not found (vid 0x%x has no inode: deleted)",
+                               (int)name_len, name, vid);
     if (rc == SF_OK && (strlen(info->name) != name_len || memcmp(info->name, name, name_len) != 0))
-        return sf_fail_result(err, SF_RES_NO_VDI,
-                              "VDI '%.*s' not found (vid 0x%x was deleted%s)", (int)name_len,
-                              name, vid, info->name[0] ? " and reused" : "");
+        return sfi_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found (vid 0x%x was deleted%s)",
+                               (int)name_len, name, vid, info->name[0] ? " and reused" : "");
     return rc;
 }
 
-static int sf_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
-                               sf_error *err)
+static int sfi_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
+                                sf_error *err)
 {
     sf_conn *conn = NULL;
-    sf_error_clear(err);
-    int rc = sf_stat_by_name(cl, &conn, name, name_len, out, err);
-    sf_pool_put(cl, conn);
+    sfi_error_clear(err);
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, out, err);
+    sfi_pool_put(cl, conn);
     return rc;
 }
 
@@ -156,18 +166,18 @@ static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, s
     int rc = SF_OK;
 
     if (entries == NULL || zeros == NULL || raw == NULL) {
-        rc = sf_fail(err, SF_E_NOMEM, "out of memory");
+        rc = sfi_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
     for (uint32_t base = 0; base < nr && rc == SF_OK; base += chunk) {
         uint32_t count = nr - base < chunk ? nr - base : chunk;
-        rc = sf_read_exact(cl, conn, sf_inode_oid(info->vid), SF_INODE_INDEX_OFF + 4 * base, raw,
-                           4 * count, err);
+        rc = sfi_read_exact(cl, conn, sfi_inode_oid(info->vid), SF_INODE_INDEX_OFF + 4 * base, raw,
+                            4 * count, err);
         if (rc != SF_OK)
             break;
         sf_op op;
         for (uint32_t i = 0; i < count; i++)
-            entries[i] = sf_get_le32(raw + 4 * i);
+            entries[i] = sfi_get_le32(raw + 4 * i);
         uint32_t i = 0;
         while (i < count && rc == SF_OK) {
             while (i < count && entries[i] == 0)
@@ -181,16 +191,16 @@ static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, s
                 i++;
             }
             memset(&op, 0, sizeof(op));
-            sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+            sfi_req_init(&op.req, SF_OP_WRITE_OBJ);
             op.req.flags = SF_FLAG_WRITE | SF_FLAG_DIRECT;
-            op.req.oid = sf_inode_oid(info->vid);
+            op.req.oid = sfi_inode_oid(info->vid);
             op.req.copies = info->copies;
             op.req.copy_policy = info->copy_policy;
             op.req.offset = SF_INODE_INDEX_OFF + 4 * (base + start);
             op.req.data_length = 4 * (i - start);
             op.payload = zeros;
             op.retryable = 1;
-            rc = sf_call(cl, conn, &op, err);
+            rc = sfi_call(cl, conn, &op, err);
         }
     }
 out:
@@ -200,12 +210,12 @@ out:
     return rc;
 }
 
-static int sf_vdi_delete_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+static int sfi_vdi_delete_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
     sf_vdi_info info;
     sf_conn *conn = NULL;
-    sf_error_clear(err);
-    int rc = sf_stat_by_name(cl, &conn, name, name_len, &info, err);
+    sfi_error_clear(err);
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, &info, err);
     /* A hyper volume's index is a B-tree: DEL_VDI walks it itself, and a
      * flat zeroing pass over it would crash sheep. */
     if (rc == SF_OK && info.store_policy == 0)
@@ -213,13 +223,13 @@ static int sf_vdi_delete_in_call(sf_cluster *cl, const char *name, size_t name_l
     if (rc == SF_OK) {
         uint8_t payload[2 * SF_NAME_FIELD];
         sf_op op;
-        sf_op_named(&op, SF_OP_DEL_VDI, payload, sizeof(payload), name, name_len);
+        sfi_op_named(&op, SF_OP_DEL_VDI, payload, sizeof(payload), name, name_len);
         op.retryable = 0;
-        rc = sf_call(cl, &conn, &op, err);
+        rc = sfi_call(cl, &conn, &op, err);
         if (rc != SF_OK && err->category == SF_E_SERVER)
-            sf_fail_result(err, err->result, "deleting VDI '%.*s'", (int)name_len, name);
+            sfi_fail_result(err, err->result, "deleting VDI '%.*s'", (int)name_len, name);
     }
-    sf_pool_put(cl, conn);
+    sfi_pool_put(cl, conn);
     return rc;
 }
 
@@ -261,8 +271,8 @@ static sf_op *list_next(void *ctx)
             continue;
         unsigned slot = l->free_slots[--l->nr_free];
         sf_op *op = &l->ops[slot];
-        sf_op_read(op, sf_inode_oid(v), 0, l->bufs + (size_t)slot * LIST_HEADER_BYTES,
-                   LIST_HEADER_BYTES);
+        sfi_op_read(op, sfi_inode_oid(v), 0, l->bufs + (size_t)slot * LIST_HEADER_BYTES,
+                    LIST_HEADER_BYTES);
         op->tag = slot;
         return op;
     }
@@ -280,13 +290,14 @@ static void list_complete(void *ctx, sf_op *op)
         return;
     if (op->rsp.result != SF_RES_SUCCESS) {
         l->failed = 1;
-        sf_fail_result(&l->err, op->rsp.result, "reading inode of vid 0x%llx",
-                       (unsigned long long)((op->req.oid >> 32) & SF_VID_MASK));
+        sfi_fail_result(&l->err, op->rsp.result, "reading inode of vid 0x%llx",
+                        (unsigned long long)((op->req.oid >> 32) & SF_VID_MASK));
         return;
     }
     if (op->rsp.data_length != LIST_HEADER_BYTES) {
         l->failed = 1;
-        sf_fail(&l->err, SF_E_PROTOCOL, "inode header read returned %u bytes", op->rsp.data_length);
+        sfi_fail(&l->err, SF_E_PROTOCOL, "inode header read returned %u bytes",
+                 op->rsp.data_length);
         return;
     }
     const uint8_t *buf = op->reply_buf;
@@ -297,29 +308,29 @@ static void list_complete(void *ctx, sf_op *op)
         sf_vdi_info *grown = realloc(l->out, cap * sizeof(*grown));
         if (grown == NULL) {
             l->failed = 1;
-            sf_fail(&l->err, SF_E_NOMEM, "out of memory");
+            sfi_fail(&l->err, SF_E_NOMEM, "out of memory");
             return;
         }
         l->out = grown;
         l->cap = cap;
     }
-    sf_inode_header_decode(buf, &l->out[l->count++]);
+    sfi_inode_header_decode(buf, &l->out[l->count++]);
 }
 
 static int read_bitmap(sf_cluster *cl, sf_conn **conn, uint8_t opcode, uint8_t *map, sf_error *err)
 {
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, opcode);
+    sfi_req_init(&op.req, opcode);
     op.req.data_length = SF_VDI_BITMAP_SIZE; /* anything else is refused */
     op.reply_buf = map;
     op.reply_cap = SF_VDI_BITMAP_SIZE;
     op.retryable = 1;
-    if (sf_call(cl, conn, &op, err) != SF_OK)
+    if (sfi_call(cl, conn, &op, err) != SF_OK)
         return SF_ERR;
     if (op.rsp.data_length != SF_VDI_BITMAP_SIZE)
-        return sf_fail(err, SF_E_PROTOCOL, "%s returned %u bytes", sf_opcode_name(opcode),
-                       op.rsp.data_length);
+        return sfi_fail(err, SF_E_PROTOCOL, "%s returned %u bytes", sfi_opcode_name(opcode),
+                        op.rsp.data_length);
     return SF_OK;
 }
 
@@ -332,11 +343,11 @@ static int by_name_then_snap(const void *a, const void *b)
     return x->snap_id < y->snap_id ? -1 : x->snap_id > y->snap_id;
 }
 
-static int sf_vdi_list_in_call(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
+static int sfi_vdi_list_in_call(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
 {
     list_ctx l;
     memset(&l, 0, sizeof(l));
-    sf_error_clear(err);
+    sfi_error_clear(err);
     *out = NULL;
     *count = 0;
     uint8_t *in_use = malloc(SF_VDI_BITMAP_SIZE), *deleted = malloc(SF_VDI_BITMAP_SIZE);
@@ -347,12 +358,12 @@ static int sf_vdi_list_in_call(sf_cluster *cl, sf_vdi_info **out, size_t *count,
     int rc = SF_ERR;
     sf_conn *conn = NULL;
     if (!in_use || !deleted || !l.ops || !l.bufs || !l.free_slots) {
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+        sfi_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
     for (unsigned i = 0; i < l.nr_slots; i++)
         l.free_slots[l.nr_free++] = i;
-    if ((conn = sf_pool_get(cl, err)) == NULL)
+    if ((conn = sfi_pool_get(cl, err)) == NULL)
         goto out;
     if (read_bitmap(cl, &conn, SF_OP_READ_VDIS, in_use, err) != SF_OK ||
         read_bitmap(cl, &conn, SF_OP_READ_DEL_VDIS, deleted, err) != SF_OK)
@@ -361,7 +372,7 @@ static int sf_vdi_list_in_call(sf_cluster *cl, sf_vdi_info **out, size_t *count,
     l.deleted = deleted;
     l.next_vid = 1;
     sf_source src = {&l, list_next, list_complete};
-    if (sf_run(cl, &conn, &src, l.nr_slots, err) != SF_OK)
+    if (sfi_run(cl, &conn, &src, l.nr_slots, err) != SF_OK)
         goto out;
     if (l.failed) {
         *err = l.err;
@@ -374,7 +385,7 @@ static int sf_vdi_list_in_call(sf_cluster *cl, sf_vdi_info **out, size_t *count,
     l.out = NULL;
     rc = SF_OK;
 out:
-    sf_pool_put(cl, conn);
+    sfi_pool_put(cl, conn);
     free(l.out);
     free(l.ops);
     free(l.bufs);
@@ -389,33 +400,32 @@ out:
 int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t size,
                   const sf_create_options *opt, uint32_t *vid_out, sf_error *err)
 {
-    int64_t scope = sf_call_begin(cl);
-    int result = sf_vdi_create_in_call(cl, name, name_len, size, opt, vid_out, err);
+    int64_t scope = sfi_call_begin(cl);
+    int result = sfi_vdi_create_in_call(cl, name, name_len, size, opt, vid_out, err);
     sf_deadline_end(scope);
     return result;
 }
 
-int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
-                sf_error *err)
+int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out, sf_error *err)
 {
-    int64_t scope = sf_call_begin(cl);
-    int result = sf_vdi_stat_in_call(cl, name, name_len, out, err);
+    int64_t scope = sfi_call_begin(cl);
+    int result = sfi_vdi_stat_in_call(cl, name, name_len, out, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
-    int64_t scope = sf_call_begin(cl);
-    int result = sf_vdi_delete_in_call(cl, name, name_len, err);
+    int64_t scope = sfi_call_begin(cl);
+    int result = sfi_vdi_delete_in_call(cl, name, name_len, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)
 {
-    int64_t scope = sf_call_begin(cl);
-    int result = sf_vdi_list_in_call(cl, out, count, err);
+    int64_t scope = sfi_call_begin(cl);
+    int result = sfi_vdi_list_in_call(cl, out, count, err);
     sf_deadline_end(scope);
     return result;
 }

@@ -1,142 +1,14 @@
 /*
- * Cluster handle: gateways, the connection pool, cluster defaults.
- * VDI operations by name are in sf_catalog.c.
+ * Cluster handle: open and close, cluster defaults, the node list (which
+ * teaches the pool new gateways and the ring where objects live). The
+ * gateways and connections are in sf_pool.c, VDI operations by name in
+ * sf_catalog.c.
  */
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sf_internal.h"
-
-/* -------------------------------------------------------------------- pool */
-
-/* An idle connection has nothing to say; if it is readable, the peer
- * closed it (or broke the protocol) while it sat in the pool. */
-static int idle_conn_alive(const sf_conn *conn)
-{
-    struct pollfd pfd = {.fd = conn->fd, .events = POLLIN, .revents = 0};
-    return poll(&pfd, 1, 0) == 0;
-}
-
-sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err)
-{
-    sf_conn *conn;
-    pthread_mutex_lock(&cl->lock);
-    int64_t now = sf_now_ms();
-    while ((conn = cl->idle) != NULL) {
-        cl->idle = conn->next_idle;
-        cl->nr_idle--;
-        conn->next_idle = NULL;
-        /* a gateway that just timed out may be stopped: its idle
-         * connections look healthy but would hang the next call */
-        if (idle_conn_alive(conn) && cl->down_until_ms[conn->gateway] <= now)
-            break;
-        sf_conn_close(conn);
-    }
-    /* New connections go round the gateways so that parallel callers spread. */
-    unsigned first = cl->next_gateway;
-    cl->next_gateway = (cl->next_gateway + 1) % cl->nr_configured;
-    pthread_mutex_unlock(&cl->lock);
-    if (conn != NULL)
-        return conn;
-    return sf_connect_any(cl, first, err);
-}
-
-/* An idle, healthy connection to gateway gw, or NULL. */
-static sf_conn *take_idle_for(sf_cluster *cl, unsigned gw)
-{
-    pthread_mutex_lock(&cl->lock);
-    sf_conn **link = &cl->idle, *found = NULL;
-    while (*link != NULL) {
-        sf_conn *c = *link;
-        if (c->gateway != gw) {
-            link = &c->next_idle;
-            continue;
-        }
-        *link = c->next_idle;
-        cl->nr_idle--;
-        c->next_idle = NULL;
-        if (idle_conn_alive(c)) {
-            found = c;
-            break;
-        }
-        sf_conn_close(c);
-    }
-    pthread_mutex_unlock(&cl->lock);
-    return found;
-}
-
-/* The gateways a transfer's lanes go to: with a known ring, every sheep in
- * the node list, so each read can go to one holding its object; otherwise
- * the configured gateways. Returns how many. */
-static unsigned lane_gateways(sf_cluster *cl, unsigned *gws)
-{
-    unsigned nr = 0;
-    pthread_mutex_lock(&cl->lock);
-    if (cl->ring != NULL) {
-        nr = cl->ring->nr_lane_gateways;
-        memcpy(gws, cl->ring->lane_gateways, nr * sizeof(gws[0]));
-    }
-    if (nr < 2) { /* no ring, or nothing to spread over */
-        nr = 0;
-        for (unsigned i = 0; i < cl->nr_configured; i++)
-            gws[nr++] = i;
-    }
-    pthread_mutex_unlock(&cl->lock);
-    return nr;
-}
-
-unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err)
-{
-    unsigned gws[SF_MAX_GATEWAYS];
-    unsigned nr = lane_gateways(cl, gws);
-    pthread_mutex_lock(&cl->lock);
-    unsigned first = cl->next_lane++ % nr;
-    pthread_mutex_unlock(&cl->lock);
-    if (max <= 1 || nr <= 1) {
-        conns[0] = sf_pool_get(cl, err);
-        return conns[0] != NULL;
-    }
-    unsigned got = 0;
-    int64_t now = sf_now_ms();
-    for (unsigned i = 0; i < nr && got < max; i++) {
-        unsigned gw = gws[(first + i) % nr];
-        pthread_mutex_lock(&cl->lock);
-        int down = cl->down_until_ms[gw] > now;
-        pthread_mutex_unlock(&cl->lock);
-        if (down)
-            continue;
-        sf_conn *c = take_idle_for(cl, gw);
-        if (c == NULL) {
-            sf_error ignored;
-            /* a gateway that is down just means one lane fewer */
-            c = sf_connect_gateway(cl, gw, &ignored);
-        }
-        if (c != NULL)
-            conns[got++] = c;
-    }
-    if (got == 0 && (conns[0] = sf_pool_get(cl, err)) != NULL)
-        got = 1;
-    return got;
-}
-
-void sf_pool_put(sf_cluster *cl, sf_conn *conn)
-{
-    if (conn == NULL)
-        return;
-    if (!conn->broken) {
-        pthread_mutex_lock(&cl->lock);
-        if (cl->nr_idle < SF_MAX_IDLE_CONNS) {
-            conn->next_idle = cl->idle;
-            cl->idle = conn;
-            cl->nr_idle++;
-            conn = NULL;
-        }
-        pthread_mutex_unlock(&cl->lock);
-    }
-    sf_conn_close(conn);
-}
 
 /* ------------------------------------------------------------ open / close */
 
@@ -144,45 +16,12 @@ void sf_pool_put(sf_cluster *cl, sf_conn *conn)
  * or SF_RING_NO_GATEWAY (no usable address, or the list is full). */
 static uint32_t learn_gateway(sf_cluster *cl, const uint8_t *record)
 {
-    char text[300];
+    char text[SF_ADDRESS_TEXT_MAX];
     sf_gateway gw;
-    if (sf_node_record_address(record, text, sizeof(text)) < 0 ||
-        sf_parse_addresses(text, &gw, 1, NULL) != 1)
+    if (sfi_node_record_address(record, text, sizeof(text)) < 0 ||
+        sfi_parse_addresses(text, &gw, 1, NULL) != 1)
         return SF_RING_NO_GATEWAY;
-    uint32_t found = SF_RING_NO_GATEWAY;
-    pthread_mutex_lock(&cl->lock);
-    for (unsigned j = 0; j < cl->nr_gateways && found == SF_RING_NO_GATEWAY; j++)
-        if (strcmp(cl->gateways[j].host, gw.host) == 0 && strcmp(cl->gateways[j].port, gw.port) == 0)
-            found = j;
-    if (found == SF_RING_NO_GATEWAY && cl->nr_gateways < SF_MAX_GATEWAYS) {
-        cl->gateways[cl->nr_gateways] = gw;
-        found = cl->nr_gateways++;
-    }
-    pthread_mutex_unlock(&cl->lock);
-    return found;
-}
-
-uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch)
-{
-    uint32_t seen = __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
-    while (epoch > seen &&
-           !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED))
-        ;
-    if (epoch > seen && seen != 0) /* the first reply only tells where we start */
-        __atomic_store_n(&cl->epoch_changed_ms, sf_now_ms(), __ATOMIC_RELAXED);
-    return epoch > seen ? epoch : seen;
-}
-
-uint32_t sf_cluster_epoch(sf_cluster *cl)
-{
-    return __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
-}
-
-int sf_cluster_recovering(sf_cluster *cl)
-{
-    int64_t changed = __atomic_load_n(&cl->epoch_changed_ms, __ATOMIC_RELAXED);
-    return changed != 0 && sf_now_ms() - changed < SF_RECOVERY_WINDOW_MS;
+    return sfi_pool_learn_gateway(cl, &gw);
 }
 
 /* Takes in the node list just read (at epoch): learns each node's gateway
@@ -195,7 +34,7 @@ static sf_ring *take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t 
     sf_error ignored;
     /* NULL when not wanted, or out of memory: then route by load */
     sf_ring *ring = (cl->route || want_ring) && !cl->disk_mode
-                        ? sf_ring_build(records, count, &ignored)
+                        ? sfi_ring_build(records, count, &ignored)
                         : NULL;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t gw = learn_gateway(cl, records + (size_t)i * SF_NODE_RECORD_SIZE);
@@ -218,31 +57,10 @@ static sf_ring *take_node_list(sf_cluster *cl, const uint8_t *records, uint32_t 
     pthread_mutex_lock(&cl->lock);
     sf_ring *old = cl->ring;
     cl->ring = ring;
-    cl->ring_time_ms = sf_now_ms();
+    cl->ring_time_ms = sfi_now_ms();
     pthread_mutex_unlock(&cl->lock);
-    sf_ring_put(cl, old);
+    sfi_ring_put(cl, old);
     return want_ring ? ring : NULL;
-}
-
-sf_ring *sf_ring_get(sf_cluster *cl)
-{
-    pthread_mutex_lock(&cl->lock);
-    sf_ring *ring = cl->ring;
-    if (ring != NULL)
-        ring->refs++;
-    pthread_mutex_unlock(&cl->lock);
-    return ring;
-}
-
-void sf_ring_put(sf_cluster *cl, sf_ring *ring)
-{
-    if (ring == NULL)
-        return;
-    pthread_mutex_lock(&cl->lock);
-    unsigned left = --ring->refs;
-    pthread_mutex_unlock(&cl->lock);
-    if (left == 0)
-        sf_ring_free(ring);
 }
 
 /* GET_NODE_LIST: lets the client fail over to gateways it was not told of,
@@ -253,33 +71,33 @@ static int refresh_nodes(sf_cluster *cl, sf_conn **conn, sf_ring **out, sf_error
      * buffer is always sized for the largest cluster. */
     uint8_t *buf = malloc(SF_NODE_LIST_BUF);
     if (buf == NULL)
-        return sf_fail(err, SF_E_NOMEM, "out of memory");
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_GET_NODE_LIST);
+    sfi_req_init(&op.req, SF_OP_GET_NODE_LIST);
     op.req.data_length = SF_NODE_LIST_BUF;
     op.reply_buf = buf;
     op.reply_cap = SF_NODE_LIST_BUF;
     op.retryable = 1;
-    int rc = sf_call(cl, conn, &op, err);
+    int rc = sfi_call(cl, conn, &op, err);
     if (rc == SF_OK) {
         uint32_t n = op.rsp.nr_nodes;
         if (n > SF_MAX_NODES || (uint64_t)n * SF_NODE_RECORD_SIZE > op.rsp.data_length)
-            rc = sf_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
-                         op.rsp.data_length);
+            rc = sfi_fail(err, SF_E_PROTOCOL, "GET_NODE_LIST: %u nodes in a %u-byte reply", n,
+                          op.rsp.data_length);
         else {
             sf_ring *ring = take_node_list(cl, buf, n, op.rsp.epoch, out != NULL);
             if (out != NULL && (*out = ring) == NULL)
-                rc = sf_fail(err, cl->disk_mode ? SF_E_UNSUPPORTED : SF_E_NOMEM,
-                             cl->disk_mode ? "object placement is not known on a disk-mode cluster"
-                                           : "out of memory for the node ring");
+                rc = sfi_fail(err, cl->disk_mode ? SF_E_UNSUPPORTED : SF_E_NOMEM,
+                              cl->disk_mode ? "object placement is not known on a disk-mode cluster"
+                                            : "out of memory for the node ring");
         }
     }
     free(buf);
     return rc;
 }
 
-sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err)
+sf_ring *sfi_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err)
 {
     sf_ring *ring = NULL;
     if (refresh_nodes(cl, conn, &ring, err) != SF_OK)
@@ -287,13 +105,13 @@ sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err)
     return ring;
 }
 
-void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn)
+void sfi_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn)
 {
     pthread_mutex_lock(&cl->lock);
-    int stale = cl->route && (sf_now_ms() - cl->ring_time_ms >= SF_RING_REFRESH_MS ||
-                              (cl->ring != NULL && cl->ring->epoch < sf_cluster_epoch(cl)));
+    int stale = cl->route && (sfi_now_ms() - cl->ring_time_ms >= SF_RING_REFRESH_MS ||
+                              (cl->ring != NULL && cl->ring->epoch < sfi_cluster_epoch(cl)));
     if (stale)
-        cl->ring_time_ms = sf_now_ms(); /* one refresher at a time */
+        cl->ring_time_ms = sfi_now_ms(); /* one refresher at a time */
     pthread_mutex_unlock(&cl->lock);
     sf_error ignored;
     if (stale)
@@ -307,18 +125,18 @@ static int check_placement_mode(sf_cluster *cl, sf_conn **conn, sf_error *err)
     uint8_t record[SF_STAT_CLUSTER_RECORD];
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_STAT_CLUSTER);
+    sfi_req_init(&op.req, SF_OP_STAT_CLUSTER);
     op.req.data_length = sizeof(record);
     op.req.nodes_nr = 0;
     op.reply_buf = record;
     op.reply_cap = sizeof(record);
     op.retryable = 1;
-    if (sf_call(cl, conn, &op, err) != SF_OK)
+    if (sfi_call(cl, conn, &op, err) != SF_OK)
         return SF_ERR;
     if (op.rsp.data_length < sizeof(record))
-        return sf_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
-                       op.rsp.data_length, sizeof(record));
-    if (sf_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE) {
+        return sfi_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
+                        op.rsp.data_length, sizeof(record));
+    if (sfi_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE) {
         cl->disk_mode = 1;
         cl->route = 0;
     }
@@ -329,80 +147,98 @@ static int fetch_defaults(sf_cluster *cl, sf_conn **conn, sf_error *err)
 {
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_GET_CLUSTER_DEFAULT);
+    sfi_req_init(&op.req, SF_OP_GET_CLUSTER_DEFAULT);
     op.retryable = 1;
-    if (sf_call(cl, conn, &op, err) != SF_OK)
+    if (sfi_call(cl, conn, &op, err) != SF_OK)
         return SF_ERR;
     cl->defaults.copies = op.rsp.default_copies;
     cl->defaults.copy_policy = op.rsp.default_copy_policy;
     cl->defaults.block_size_shift = op.rsp.default_bss;
-    if (cl->defaults.block_size_shift < SF_MIN_BSS || cl->defaults.block_size_shift > SF_MAX_BSS)
-        return sf_fail(err, SF_E_PROTOCOL, "cluster default block_size_shift %u is out of range",
-                       cl->defaults.block_size_shift);
+    if (cl->defaults.block_size_shift < SF_MIN_BLOCK_SIZE_SHIFT ||
+        cl->defaults.block_size_shift > SF_MAX_BLOCK_SIZE_SHIFT)
+        return sfi_fail(err, SF_E_PROTOCOL, "cluster default block_size_shift %u is out of range",
+                        cl->defaults.block_size_shift);
+    return SF_OK;
+}
+
+/* Every option is checked here, once: nothing is clamped or wrapped. */
+static int check_options(const sf_options *opt, sf_error *err)
+{
+    if (opt->connect_timeout_ms < 0 || opt->io_timeout_ms < 0)
+        return sfi_fail(err, SF_E_INVALID,
+                        "timeouts must be positive (got connect %d ms, io %d ms)",
+                        opt->connect_timeout_ms, opt->io_timeout_ms);
+    if (opt->depth > SF_MAX_DEPTH)
+        return sfi_fail(err, SF_E_INVALID, "depth must be 1..%u, or 0 for %u (got %u)",
+                        SF_MAX_DEPTH, SF_DEFAULT_DEPTH, opt->depth);
+    if (opt->request_size % SF_REQUEST_ALIGN != 0)
+        return sfi_fail(err, SF_E_INVALID, "request_size must be a multiple of %u (got %u)",
+                        SF_REQUEST_ALIGN, opt->request_size);
     return SF_OK;
 }
 
 sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     sf_cluster *cl = calloc(1, sizeof(*cl));
     if (cl == NULL) {
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+        sfi_fail(err, SF_E_NOMEM, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&cl->lock, NULL);
     cl->refs = 1;
-    cl->connect_timeout_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : SF_DEFAULT_CONNECT_TIMEOUT_MS;
-    cl->io_timeout_ms = opt->io_timeout_ms > 0 ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
-    cl->depth = opt->depth == 0 ? SF_DEFAULT_DEPTH : (opt->depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : opt->depth);
-    cl->request_size = opt->request_size ? opt->request_size : SF_DEFAULT_REQUEST_SIZE;
-    if (cl->request_size % 4096 != 0) {
-        sf_fail(err, SF_E_INVALID, "request size %u is not a multiple of 4 KiB", opt->request_size);
+    if (check_options(opt, err) != SF_OK)
         goto fail;
-    }
-    int n = sf_parse_addresses(opt->addresses, cl->gateways, SF_MAX_GATEWAYS, err);
+    cl->connect_timeout_ms =
+        opt->connect_timeout_ms ? opt->connect_timeout_ms : SF_DEFAULT_CONNECT_TIMEOUT_MS;
+    cl->io_timeout_ms = opt->io_timeout_ms ? opt->io_timeout_ms : SF_DEFAULT_IO_TIMEOUT_MS;
+    cl->depth = opt->depth ? opt->depth : SF_DEFAULT_DEPTH;
+    cl->request_size = opt->request_size ? opt->request_size : SF_DEFAULT_REQUEST_SIZE;
+    int n = sfi_parse_addresses(opt->addresses, cl->gateways, SF_MAX_GATEWAYS, err);
     if (n < 0)
         goto fail;
     cl->nr_configured = cl->nr_gateways = (unsigned)n;
     cl->route = !opt->no_routing;
 
-    int64_t scope = sf_call_begin(cl);
-    sf_conn *conn = sf_connect_any(cl, 0, err);
+    int64_t scope = sfi_call_begin(cl);
+    sf_conn *conn = sfi_connect_any(cl, 0, err);
     if (conn == NULL) {
         sf_deadline_end(scope);
         goto fail;
     }
     /* The defaults double as the "is this a formatted sheep?" check. */
-    if (fetch_defaults(cl, &conn, err) != SF_OK ||
-        check_placement_mode(cl, &conn, err) != SF_OK ||
+    if (fetch_defaults(cl, &conn, err) != SF_OK || check_placement_mode(cl, &conn, err) != SF_OK ||
         refresh_nodes(cl, &conn, NULL, err) != SF_OK) {
-        sf_conn_close(conn);
+        sfi_conn_close(conn);
         sf_deadline_end(scope);
         goto fail;
     }
     sf_deadline_end(scope);
-    sf_pool_put(cl, conn);
+    sfi_pool_put(cl, conn);
     return cl;
 fail:
-    sf_ring_free(cl->ring);
+    sfi_ring_free(cl->ring);
     pthread_mutex_destroy(&cl->lock);
     free(cl);
     return NULL;
 }
 
-void sf_cluster_unref(sf_cluster *cl)
+void sfi_cluster_ref(sf_cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    cl->refs++;
+    pthread_mutex_unlock(&cl->lock);
+}
+
+void sfi_cluster_unref(sf_cluster *cl)
 {
     pthread_mutex_lock(&cl->lock);
     unsigned left = --cl->refs;
     pthread_mutex_unlock(&cl->lock);
     if (left > 0)
         return;
-    sf_ring_free(cl->ring); /* no run holds it any more */
-    while (cl->idle != NULL) {
-        sf_conn *next = cl->idle->next_idle;
-        sf_conn_close(cl->idle);
-        cl->idle = next;
-    }
+    sfi_ring_free(cl->ring); /* no run holds it any more */
+    sfi_pool_drain(cl);
     pthread_mutex_destroy(&cl->lock);
     free(cl);
 }
@@ -410,12 +246,12 @@ void sf_cluster_unref(sf_cluster *cl)
 void sf_cluster_close(sf_cluster *cl)
 {
     if (cl != NULL)
-        sf_cluster_unref(cl);
+        sfi_cluster_unref(cl);
 }
 
 int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     *out = cl->defaults;
     return SF_OK;
 }
@@ -423,18 +259,18 @@ int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *
 int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
 {
     size_t used = 0;
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (out_len == 0)
-        return sf_fail(err, SF_E_INVALID, "empty output buffer");
+        return sfi_fail(err, SF_E_INVALID, "empty output buffer");
     out[0] = '\0';
     pthread_mutex_lock(&cl->lock);
     for (unsigned i = 0; i < cl->nr_gateways; i++) {
-        char text[300];
-        sf_gateway_format(&cl->gateways[i], text, sizeof(text));
+        char text[SF_ADDRESS_TEXT_MAX];
+        sfi_gateway_format(&cl->gateways[i], text, sizeof(text));
         int n = snprintf(out + used, out_len - used, "%s%s", i ? "," : "", text);
         if (n < 0 || (size_t)n >= out_len - used) {
             pthread_mutex_unlock(&cl->lock);
-            return sf_fail(err, SF_E_INVALID, "output buffer too small for the node list");
+            return sfi_fail(err, SF_E_INVALID, "output buffer too small for the node list");
         }
         used += (size_t)n;
     }
@@ -445,31 +281,31 @@ int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)
 int sf_cluster_locate(sf_cluster *cl, uint64_t oid, unsigned copies, char *out, size_t out_len,
                       sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (out_len == 0)
-        return sf_fail(err, SF_E_INVALID, "empty output buffer");
+        return sfi_fail(err, SF_E_INVALID, "empty output buffer");
     if (copies == 0 || copies > SF_MAX_COPIES)
-        return sf_fail(err, SF_E_INVALID, "copies must be 1..%u (got %u)", SF_MAX_COPIES, copies);
+        return sfi_fail(err, SF_E_INVALID, "copies must be 1..%u (got %u)", SF_MAX_COPIES, copies);
     out[0] = '\0';
-    sf_ring *ring = sf_ring_get(cl);
+    sf_ring *ring = sfi_ring_get(cl);
     if (ring == NULL)
-        return sf_fail(err, SF_E_UNSUPPORTED,
-                       "object placement is not known (routing off, or a disk-mode cluster)");
+        return sfi_fail(err, SF_E_UNSUPPORTED,
+                        "object placement is not known (routing off, or a disk-mode cluster)");
     unsigned nodes[SF_MAX_COPIES];
-    unsigned n = sf_ring_locate(ring, oid, copies, nodes);
+    unsigned n = sfi_ring_locate(ring, oid, copies, nodes);
     size_t used = 0;
     int rc = SF_OK;
     for (unsigned i = 0; i < n && rc == SF_OK; i++) {
-        char text[300] = "?";
+        char text[SF_ADDRESS_TEXT_MAX] = "?";
         uint32_t gw = ring->nodes[nodes[i]].gateway;
         if (gw != SF_RING_NO_GATEWAY)
-            sf_gateway_format(&cl->gateways[gw], text, sizeof(text));
+            sfi_gateway_format(&cl->gateways[gw], text, sizeof(text));
         int w = snprintf(out + used, out_len - used, "%s%s", i ? "," : "", text);
         if (w < 0 || (size_t)w >= out_len - used)
-            rc = sf_fail(err, SF_E_INVALID, "output buffer too small for the locations");
+            rc = sfi_fail(err, SF_E_INVALID, "output buffer too small for the locations");
         else
             used += (size_t)w;
     }
-    sf_ring_put(cl, ring);
+    sfi_ring_put(cl, ring);
     return rc;
 }

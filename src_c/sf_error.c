@@ -17,7 +17,7 @@ static void fill(sf_error *err, sf_errcat cat, int errnum, uint32_t result, cons
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
 }
 
-int sf_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)
+int sfi_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -26,7 +26,7 @@ int sf_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)
     return SF_ERR;
 }
 
-int sf_fail_errno(sf_error *err, sf_errcat cat, int errnum, const char *fmt, ...)
+int sfi_fail_errno(sf_error *err, sf_errcat cat, int errnum, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -39,7 +39,7 @@ int sf_fail_errno(sf_error *err, sf_errcat cat, int errnum, const char *fmt, ...
     return SF_ERR;
 }
 
-int sf_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
+int sfi_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -53,7 +53,7 @@ int sf_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
     return SF_ERR;
 }
 
-void sf_error_clear(sf_error *err)
+void sfi_error_clear(sf_error *err)
 {
     if (err != NULL)
         memset(err, 0, sizeof(*err));

@@ -1,4 +1,7 @@
-/* Private structures shared by the C core's modules. Not installed. */
+/* Private structures and functions shared by the C core's units. Not
+ * installed. Internal functions are named sfi_ (the public API in
+ * sheepfast.h is sf_), so a call site shows whether it crosses the public
+ * line, and they are never exported, whatever the build's flags. */
 #ifndef SF_INTERNAL_H
 #define SF_INTERNAL_H
 
@@ -8,12 +11,10 @@
 #include "sf_proto.h"
 #include "sheepfast.h"
 
-#define SF_DEFAULT_PORT "7000"
-#define SF_DEFAULT_DEPTH 16u
-#define SF_MAX_DEPTH 256u
-#define SF_DEFAULT_CONNECT_TIMEOUT_MS 10000
-#define SF_DEFAULT_IO_TIMEOUT_MS 60000
-#define SF_MAX_GATEWAYS 64u
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #define SF_MAX_IDLE_CONNS 16u
 /* Connections one transfer spreads over, one per configured gateway. */
 #define SF_MAX_LANES 8u
@@ -24,60 +25,86 @@
 #define SF_LEARNED_CONNECT_MS 2000
 /* How long a node ring is trusted before the node list is read again. */
 #define SF_RING_REFRESH_MS 30000
-#define SF_MAX_COPIES 31
 
 /* ---- errors (sf_error.c) ---- */
-int sf_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)
+int sfi_fail(sf_error *err, sf_errcat cat, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int sf_fail_errno(sf_error *err, sf_errcat cat, int errnum, const char *fmt, ...)
+int sfi_fail_errno(sf_error *err, sf_errcat cat, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-int sf_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
+int sfi_fail_result(sf_error *err, uint32_t result, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void sf_error_clear(sf_error *err);
+void sfi_error_clear(sf_error *err);
 
-/* ---- deadlines (sf_conn.c) ---- */
+/* ---- deadlines (sf_deadline.c) ---- */
+int64_t sfi_now_ms(void); /* monotonic */
 /* Opens the scope of one public call: its io_timeout, or less when an
  * enclosing scope ends sooner. Returns what sf_deadline_end restores. */
-int64_t sf_call_begin(const struct sf_cluster *cl);
+int64_t sfi_call_begin(const struct sf_cluster *cl);
 /* A call that failed still owes the index its created objects, or nothing
  * would reclaim them; that bookkeeping gets this long of its own (at most
  * io_timeout), even when the call's deadline is spent. */
 #define SF_GRACE_MS 2000
-int64_t sf_grace_begin(const struct sf_cluster *cl);
+int64_t sfi_grace_begin(const struct sf_cluster *cl);
 /* What is left of the current call's deadline (io_timeout outside one). */
-int sf_time_left_ms(const struct sf_cluster *cl);
+int sfi_time_left_ms(const struct sf_cluster *cl);
 
-/* ---- addresses and connections (sf_conn.c) ---- */
+/* ---- gateways, connecting and the idle pool (sf_pool.c) ---- */
 typedef struct sf_gateway {
     char host[256];
     char port[8];
 } sf_gateway;
 
 /* Parses "host:port[,host:port...]" into gw[]; returns the count or -1. */
-int sf_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error *err);
-void sf_gateway_format(const sf_gateway *gw, char *out, size_t len);
+int sfi_parse_addresses(const char *text, sf_gateway *gw, unsigned max, sf_error *err);
+void sfi_gateway_format(const sf_gateway *gw, char *out, size_t len);
 
 typedef struct sf_conn {
     int fd;
-    int broken;        /* an I/O or protocol error: never reuse */
-    unsigned gateway;  /* index into the cluster's gateway list */
+    int broken;       /* an I/O or protocol error: never reuse */
+    int answered;     /* has carried a well-formed reply: the peer speaks Sheepdog */
+    unsigned gateway; /* index into the cluster's gateway list */
     uint32_t next_id;
     struct sf_conn *next_idle;
 } sf_conn;
+
+struct sf_cluster;
+/* A connection from the pool (idle and healthy, or new to the next gateway
+ * in turn); sfi_pool_put gives it back, or closes it when broken. */
+sf_conn *sfi_pool_get(struct sf_cluster *cl, sf_error *err);
+void sfi_pool_put(struct sf_cluster *cl, sf_conn *conn);
+/* Up to max connections, each to a different gateway (idle ones first),
+ * for a transfer to spread over; at least one, or 0 with err set. */
+unsigned sfi_pool_get_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err);
+/* Opens a connection to the next gateway in turn from first, trying each
+ * once (those that failed lately last). */
+sf_conn *sfi_connect_any(struct sf_cluster *cl, unsigned first, sf_error *err);
+sf_conn *sfi_connect_gateway(struct sf_cluster *cl, unsigned gw_index, sf_error *err);
+void sfi_conn_close(sf_conn *conn);
+/* The "host:port" conn goes to, for messages. */
+void sfi_conn_peer(struct sf_cluster *cl, const sf_conn *conn, char *out, size_t len);
+/* A gateway that refused or timed out is tried last, and left out of
+ * transfers, for this long. */
+#define SF_GATEWAY_DOWN_MS 30000
+void sfi_pool_mark_down(struct sf_cluster *cl, unsigned gw_index);
+/* The index of gw in the gateway list, added when new; SF_RING_NO_GATEWAY
+ * when the list is full. */
+uint32_t sfi_pool_learn_gateway(struct sf_cluster *cl, const sf_gateway *gw);
+/* Closes the idle connections of a cluster being freed. */
+void sfi_pool_drain(struct sf_cluster *cl);
 
 /* One request and where its reply goes. The engine owns the bookkeeping
  * fields while the op is in flight. */
 typedef struct sf_op {
     sf_req req;
-    const void *payload; /* req.data_length bytes, sent when FLAG_WRITE */
-    void *reply_buf;     /* reply payload lands here ... */
-    uint32_t reply_cap;  /* ... up to this many bytes */
-    int retryable;       /* safe to resend after a connection loss */
+    const void *payload;  /* req.data_length bytes, sent when FLAG_WRITE */
+    void *reply_buf;      /* reply payload lands here ... */
+    uint32_t reply_cap;   /* ... up to this many bytes */
+    int retryable;        /* safe to resend after a connection loss */
     uint8_t route_copies; /* replicated object with this many copies: send it
                              to a sheep holding one (0: any lane) */
     uint8_t routed;       /* set by the engine: it went to a holder */
     uint8_t resent;       /* set by the engine: sent again after a connection loss */
-    sf_rsp rsp;          /* filled when the reply arrives */
+    sf_rsp rsp;           /* filled when the reply arrives */
     /* engine */
     uint8_t wire_header[SF_HEADER_SIZE];
     size_t sent;
@@ -96,28 +123,27 @@ typedef struct sf_source {
     void (*complete)(void *ctx, sf_op *op);
 } sf_source;
 
-struct sf_cluster;
+/* ---- the request engine (sf_conn.c) ---- */
 /* Runs src over *conn keeping up to depth ops in flight. On a connection
  * loss with only retryable ops in flight it reconnects (possibly to another
  * gateway, replacing *conn) and resends them. Returns SF_ERR only for
  * transport or protocol failures; Sheepdog result codes go to complete(). */
-int sf_run(struct sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_error *err);
+int sfi_run(struct sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_error *err);
 /* The same over several connections ("lanes", usually to different
  * gateways): each op goes to the least busy lane; depth is the total. */
-int sf_run_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
-                 unsigned depth, sf_error *err);
+int sfi_run_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
+                  unsigned depth, sf_error *err);
 /* One op, synchronously; a non-zero result becomes SF_E_SERVER. */
-int sf_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
-void sf_conn_close(sf_conn *conn);
+int sfi_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
 
 /* Request builders for the ops several modules send. */
-void sf_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len);
+void sfi_op_read(sf_op *op, uint64_t oid, uint32_t offset, void *buf, uint32_t len);
 /* name NUL-padded into payload (payload_len bytes: 256, or 512 with an empty tag) */
-void sf_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
-                 const char *name, size_t name_len);
+void sfi_op_named(sf_op *op, uint8_t opcode, uint8_t *payload, uint32_t payload_len,
+                  const char *name, size_t name_len);
 /* READ_OBJ that must return exactly len bytes. */
-int sf_read_exact(struct sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
-                  uint32_t len, sf_error *err);
+int sfi_read_exact(struct sf_cluster *cl, sf_conn **conn, uint64_t oid, uint32_t offset, void *buf,
+                   uint32_t len, sf_error *err);
 
 /* ---- object placement (sf_ring.c) ---- */
 #define SF_RING_NO_GATEWAY UINT32_MAX
@@ -144,10 +170,10 @@ typedef struct sf_ring {
 } sf_ring;
 
 /* From count GET_NODE_LIST records; gateways are left unset. */
-sf_ring *sf_ring_build(const uint8_t *records, uint32_t count, sf_error *err);
-void sf_ring_free(sf_ring *ring);
+sf_ring *sfi_ring_build(const uint8_t *records, uint32_t count, sf_error *err);
+void sfi_ring_free(sf_ring *ring);
 /* Up to copies node indexes holding oid, in copy order; returns how many. */
-unsigned sf_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes);
+unsigned sfi_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes);
 
 /* ---- cluster (sf_cluster.c) ---- */
 struct sf_cluster {
@@ -166,12 +192,12 @@ struct sf_cluster {
     int io_timeout_ms;
     unsigned depth;
     sf_cluster_defaults defaults;
-    uint32_t request_size; /* most bytes per object request */
-    int route;             /* send object requests to sheep holding the object */
-    int disk_mode;         /* objects are placed by disk: the node list cannot say where */
-    sf_ring *ring;         /* the cluster's placement, or NULL when unknown */
-    int64_t ring_time_ms;  /* when it was read */
-    uint32_t epoch;        /* the newest membership epoch any reply carried (atomic) */
+    uint32_t request_size;    /* most bytes per object request */
+    int route;                /* send object requests to sheep holding the object */
+    int disk_mode;            /* objects are placed by disk: the node list cannot say where */
+    sf_ring *ring;            /* the cluster's placement, or NULL when unknown */
+    int64_t ring_time_ms;     /* when it was read */
+    uint32_t epoch;           /* the newest membership epoch any reply carried (atomic) */
     int64_t epoch_changed_ms; /* when a reply first carried it (0: no change seen) */
 };
 
@@ -180,47 +206,41 @@ struct sf_cluster {
  * For this long after a change, overwrites are checked copy by copy too. */
 #define SF_RECOVERY_WINDOW_MS 60000
 
+/* ---- the cluster's membership: epoch and ring (sf_ring.c) ---- */
 /* Records the epoch a reply carried; returns the newest one seen. */
-uint32_t sf_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch);
-uint32_t sf_cluster_epoch(sf_cluster *cl);
+uint32_t sfi_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch);
+uint32_t sfi_cluster_epoch(sf_cluster *cl);
 /* Whether a membership change was seen less than SF_RECOVERY_WINDOW_MS ago. */
-int sf_cluster_recovering(sf_cluster *cl);
-
+int sfi_cluster_recovering(sf_cluster *cl);
 /* The current ring with a reference (NULL when routing is off or the
- * placement is unknown); sf_ring_put drops it. */
-sf_ring *sf_ring_get(sf_cluster *cl);
-void sf_ring_put(sf_cluster *cl, sf_ring *ring);
+ * placement is unknown); sfi_ring_put drops it. */
+sf_ring *sfi_ring_get(sf_cluster *cl);
+void sfi_ring_put(sf_cluster *cl, sf_ring *ring);
+
+/* ---- node list (sf_cluster.c) ---- */
 /* Reads the node list again when the ring is older than SF_RING_REFRESH_MS,
  * or older than the newest epoch a reply carried. */
-void sf_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn);
+void sfi_cluster_maybe_refresh(sf_cluster *cl, sf_conn **conn);
 /* Reads the node list now and returns the placement it gives, with a
  * reference, whether or not routing is on (NULL with err set on a disk-mode
  * cluster or a failure). Installs it as the routing ring when routing. */
-sf_ring *sf_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err);
+sf_ring *sfi_cluster_read_ring(sf_cluster *cl, sf_conn **conn, sf_error *err);
 
-sf_conn *sf_pool_get(sf_cluster *cl, sf_error *err);
-void sf_pool_put(sf_cluster *cl, sf_conn *conn);
-/* Opens a connection to the next gateway in turn, trying each once. */
-sf_conn *sf_connect_any(sf_cluster *cl, unsigned first, sf_error *err);
-sf_conn *sf_connect_gateway(sf_cluster *cl, unsigned gw_index, sf_error *err);
-int64_t sf_now_ms(void);
-#define SF_GATEWAY_DOWN_MS 30000
-/* Up to max connections, each to a different configured gateway (idle ones
- * first), for a transfer to spread over; at least one, or 0 with err set. */
-unsigned sf_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err);
-void sf_cluster_unref(sf_cluster *cl);
+/* An open sf_vdi holds a reference: the cluster outlives its last VDI. */
+void sfi_cluster_ref(sf_cluster *cl);
+void sfi_cluster_unref(sf_cluster *cl);
 
 /* ---- VDIs by name (sf_catalog.c) ---- */
 /* GET_VDI_INFO for the working VDI called name. */
-int sf_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                  uint32_t *vid, sf_error *err);
+int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len, uint32_t *vid,
+                   sf_error *err);
 /* Name check, GET_VDI_INFO and inode header on *conn (taken from the pool
  * when NULL; the caller puts it back). */
-int sf_stat_by_name(struct sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                    sf_vdi_info *info, sf_error *err);
+int sfi_stat_by_name(struct sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                     sf_vdi_info *info, sf_error *err);
 /* Reads and decodes an inode header; checks what the client relies on. */
-int sf_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                         sf_error *err);
+int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
+                          sf_error *err);
 
 /* ---- VDI handles (sf_vdi.c) ---- */
 struct sf_vdi {
@@ -242,6 +262,10 @@ struct sf_vdi {
 
 #define SF_INDEX_PAGE 1024u /* entries fetched per inode read: 4 KiB */
 
-int sf_is_zero(const void *buf, size_t len);
+int sfi_is_zero(const void *buf, size_t len);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

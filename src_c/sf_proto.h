@@ -9,6 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* internal to the core, as everything in sf_internal.h (sfi_ functions) */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #define SF_HEADER_SIZE 48
 
 #define SF_PROTO_VER 0x02          /* opcodes < 0x80 */
@@ -51,18 +56,18 @@ enum sf_opcode {
 #define SF_VID_MASK UINT32_C(0x00FFFFFF)
 #define SF_MAX_VID SF_VID_MASK
 
-static inline uint64_t sf_data_oid(uint32_t vid, uint32_t idx)
+static inline uint64_t sfi_data_oid(uint32_t vid, uint32_t idx)
 {
     return ((uint64_t)(vid & SF_VID_MASK) << SF_VID_SHIFT) | idx;
 }
-static inline uint64_t sf_inode_oid(uint32_t vid)
+static inline uint64_t sfi_inode_oid(uint32_t vid)
 {
     return SF_VDI_BIT | ((uint64_t)(vid & SF_VID_MASK) << SF_VID_SHIFT);
 }
 
 /* An attribute object: name_hash is the vdi_id GET_VDI_ATTR answers (the
  * hash of the VDI's name, not its vid), attr_id its attr_id. */
-static inline uint64_t sf_attr_oid(uint32_t name_hash, uint32_t attr_id)
+static inline uint64_t sfi_attr_oid(uint32_t name_hash, uint32_t attr_id)
 {
     return SF_VDI_ATTR_BIT | ((uint64_t)(name_hash & SF_VID_MASK) << SF_VID_SHIFT) | attr_id;
 }
@@ -106,8 +111,6 @@ static inline uint64_t sf_attr_oid(uint32_t name_hash, uint32_t attr_id)
 #define SF_MAX_NODES 6144u
 #define SF_NODE_LIST_BUF (SF_MAX_NODES * SF_NODE_RECORD_SIZE) /* sheep does no bounds check */
 #define SF_VDI_BITMAP_SIZE (1u << 21)                         /* 2^24 bits */
-#define SF_MIN_BSS 20
-#define SF_MAX_BSS 31
 
 /* A request header in host form. One struct for every union variant: the
  * encoder picks which fields go on the wire from the opcode. */
@@ -158,71 +161,75 @@ typedef struct sf_rsp {
 
 enum sf_union_kind { SF_UNION_NONE, SF_UNION_OBJ, SF_UNION_VDI, SF_UNION_CLUSTER };
 
-enum sf_union_kind sf_union_of(uint8_t opcode);
+enum sf_union_kind sfi_union_of(uint8_t opcode);
 /* Fills proto_ver for the opcode (2 or 0x0A). */
-void sf_req_init(sf_req *req, uint8_t opcode);
-void sf_req_encode(const sf_req *req, uint8_t out[SF_HEADER_SIZE]);
-void sf_req_decode(const uint8_t in[SF_HEADER_SIZE], sf_req *req); /* tests, fakes */
-void sf_rsp_encode(const sf_rsp *rsp, uint8_t out[SF_HEADER_SIZE]); /* tests, fakes */
-void sf_rsp_decode(const uint8_t in[SF_HEADER_SIZE], sf_rsp *rsp);
+void sfi_req_init(sf_req *req, uint8_t opcode);
+void sfi_req_encode(const sf_req *req, uint8_t out[SF_HEADER_SIZE]);
+void sfi_req_decode(const uint8_t in[SF_HEADER_SIZE], sf_req *req);  /* tests, fakes */
+void sfi_rsp_encode(const sf_rsp *rsp, uint8_t out[SF_HEADER_SIZE]); /* tests, fakes */
+void sfi_rsp_decode(const uint8_t in[SF_HEADER_SIZE], sf_rsp *rsp);
 
-const char *sf_opcode_name(uint8_t opcode);
+const char *sfi_opcode_name(uint8_t opcode);
 
 /* 1..255 bytes, no NUL. Returns NULL when valid, else why not. */
-const char *sf_check_name(const char *name, size_t len);
+const char *sfi_check_name(const char *name, size_t len);
 /* 0 (replication) or ((d/2)<<4)|p with d in {2,4,8,16}, p in 1..15. A
  * non-zero policy with p == 0 makes sheep panic, so it must never leave. */
-const char *sf_check_copy_policy(uint8_t policy);
+const char *sfi_check_copy_policy(uint8_t policy);
 /* The largest flat VDI for an object size: 2^20 objects. */
-uint64_t sf_max_flat_size(uint8_t block_size_shift);
+uint64_t sfi_max_flat_size(uint8_t block_size_shift);
 
 /* 1..SF_ATTR_KEY_MAX bytes, no NUL (sheep compares keys as C strings).
  * Returns NULL when valid, else why not. */
-const char *sf_check_attr_key(const char *key, size_t len);
+const char *sfi_check_attr_key(const char *key, size_t len);
 /* Fills out[SF_ATTR_OBJ_SIZE] with the record for the working VDI's (name,
  * key) and value; name and key must have passed their checks and value_len
  * be at most SF_ATTR_VALUE_MAX. */
-void sf_attr_encode(uint8_t *out, const char *name, size_t name_len, const char *key,
-                    size_t key_len, const void *value, uint32_t value_len);
+void sfi_attr_encode(uint8_t *out, const char *name, size_t name_len, const char *key,
+                     size_t key_len, const void *value, uint32_t value_len);
 
 /* Little-endian field access, used for inode and node records too. */
-static inline uint16_t sf_get_le16(const uint8_t *p)
+static inline uint16_t sfi_get_le16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
-static inline uint32_t sf_get_le32(const uint8_t *p)
+static inline uint32_t sfi_get_le32(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-static inline uint64_t sf_get_le64(const uint8_t *p)
+static inline uint64_t sfi_get_le64(const uint8_t *p)
 {
-    return (uint64_t)sf_get_le32(p) | ((uint64_t)sf_get_le32(p + 4) << 32);
+    return (uint64_t)sfi_get_le32(p) | ((uint64_t)sfi_get_le32(p + 4) << 32);
 }
-static inline void sf_put_le16(uint8_t *p, uint16_t v)
+static inline void sfi_put_le16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
-static inline void sf_put_le32(uint8_t *p, uint32_t v)
+static inline void sfi_put_le32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
-static inline void sf_put_le64(uint8_t *p, uint64_t v)
+static inline void sfi_put_le64(uint8_t *p, uint64_t v)
 {
-    sf_put_le32(p, (uint32_t)v);
-    sf_put_le32(p + 4, (uint32_t)(v >> 32));
+    sfi_put_le32(p, (uint32_t)v);
+    sfi_put_le32(p + 4, (uint32_t)(v >> 32));
 }
 
 /* Decodes the fixed part of an inode (at least SF_INODE_HEADER_SIZE bytes,
  * only the first 572 are looked at). */
 struct sf_vdi_info;
-void sf_inode_header_decode(const uint8_t *buf, struct sf_vdi_info *info);
+void sfi_inode_header_decode(const uint8_t *buf, struct sf_vdi_info *info);
 
 /* Node record (80 bytes) -> "host:port" text. Returns 0, or -1 if the
  * record is not an address this client can use. */
-int sf_node_record_address(const uint8_t rec[SF_NODE_RECORD_SIZE], char *out, size_t out_len);
+int sfi_node_record_address(const uint8_t rec[SF_NODE_RECORD_SIZE], char *out, size_t out_len);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

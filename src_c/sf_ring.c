@@ -70,31 +70,32 @@ static int vnode_cmp(const void *a, const void *b)
     return x->node < y->node ? -1 : (x->node > y->node);
 }
 
-sf_ring *sf_ring_build(const uint8_t *records, uint32_t count, sf_error *err)
+sf_ring *sfi_ring_build(const uint8_t *records, uint32_t count, sf_error *err)
 {
     uint64_t total = 0;
     for (uint32_t i = 0; i < count; i++)
-        total += sf_get_le16(records + (size_t)i * SF_NODE_RECORD_SIZE + 64);
+        total += sfi_get_le16(records + (size_t)i * SF_NODE_RECORD_SIZE + 64);
     /* nr_vnodes comes from the network: a ring is a hint, not worth more
      * than this much memory (sheep's default is 128 per node) */
     if (total > SF_RING_MAX_VNODES) {
-        sf_fail(err, SF_E_PROTOCOL, "node list names %llu vnodes, more than the %u routed by",
-                (unsigned long long)total, SF_RING_MAX_VNODES);
+        sfi_fail(err, SF_E_PROTOCOL, "node list names %llu vnodes, more than the %u routed by",
+                 (unsigned long long)total, SF_RING_MAX_VNODES);
         return NULL;
     }
     sf_ring *ring = calloc(1, sizeof(*ring));
-    if (ring == NULL || (count > 0 && (ring->nodes = calloc(count, sizeof(*ring->nodes))) == NULL) ||
+    if (ring == NULL ||
+        (count > 0 && (ring->nodes = calloc(count, sizeof(*ring->nodes))) == NULL) ||
         (total > 0 && (ring->vnodes = malloc((size_t)total * sizeof(*ring->vnodes))) == NULL)) {
-        sf_ring_free(ring);
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+        sfi_ring_free(ring);
+        sfi_fail(err, SF_E_NOMEM, "out of memory");
         return NULL;
     }
     ring->nr_nodes = count;
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *rec = records + (size_t)i * SF_NODE_RECORD_SIZE;
-        ring->nodes[i].zone = sf_get_le32(rec + 68);
+        ring->nodes[i].zone = sfi_get_le32(rec + 68);
         ring->nodes[i].gateway = SF_RING_NO_GATEWAY;
-        uint16_t nr_vnodes = sf_get_le16(rec + 64);
+        uint16_t nr_vnodes = sfi_get_le16(rec + 64);
         uint64_t h = node_hash(rec);
         for (uint16_t v = 0; v < nr_vnodes; v++) {
             h = hash_next(h);
@@ -108,7 +109,7 @@ sf_ring *sf_ring_build(const uint8_t *records, uint32_t count, sf_error *err)
     return ring;
 }
 
-void sf_ring_free(sf_ring *ring)
+void sfi_ring_free(sf_ring *ring)
 {
     if (ring == NULL)
         return;
@@ -117,7 +118,7 @@ void sf_ring_free(sf_ring *ring)
     free(ring);
 }
 
-unsigned sf_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes)
+unsigned sfi_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes)
 {
     if (ring->nr_vnodes == 0 || copies == 0)
         return 0;
@@ -143,4 +144,49 @@ unsigned sf_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsi
     }
     /* fewer zones than copies: sheep itself refuses such a layout */
     return found;
+}
+
+/* ------------------------------------------------- the cluster's membership */
+
+uint32_t sfi_cluster_saw_epoch(sf_cluster *cl, uint32_t epoch)
+{
+    uint32_t seen = __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
+    while (epoch > seen && !__atomic_compare_exchange_n(&cl->epoch, &seen, epoch, 0,
+                                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    if (epoch > seen && seen != 0) /* the first reply only tells where we start */
+        __atomic_store_n(&cl->epoch_changed_ms, sfi_now_ms(), __ATOMIC_RELAXED);
+    return epoch > seen ? epoch : seen;
+}
+
+uint32_t sfi_cluster_epoch(sf_cluster *cl)
+{
+    return __atomic_load_n(&cl->epoch, __ATOMIC_RELAXED);
+}
+
+int sfi_cluster_recovering(sf_cluster *cl)
+{
+    int64_t changed = __atomic_load_n(&cl->epoch_changed_ms, __ATOMIC_RELAXED);
+    return changed != 0 && sfi_now_ms() - changed < SF_RECOVERY_WINDOW_MS;
+}
+
+sf_ring *sfi_ring_get(sf_cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    sf_ring *ring = cl->ring;
+    if (ring != NULL)
+        ring->refs++;
+    pthread_mutex_unlock(&cl->lock);
+    return ring;
+}
+
+void sfi_ring_put(sf_cluster *cl, sf_ring *ring)
+{
+    if (ring == NULL)
+        return;
+    pthread_mutex_lock(&cl->lock);
+    unsigned left = --ring->refs;
+    pthread_mutex_unlock(&cl->lock);
+    if (left == 0)
+        sfi_ring_free(ring);
 }

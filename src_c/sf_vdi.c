@@ -17,7 +17,7 @@
 
 #define INDEX_BATCH 128u /* entries per index write */
 
-int sf_is_zero(const void *buf, size_t len)
+int sfi_is_zero(const void *buf, size_t len)
 {
     const uint8_t *p = buf;
     /* Check a short prefix, then compare the buffer with itself shifted by
@@ -44,10 +44,10 @@ static int check_object_count(const sf_vdi *vdi, uint64_t size, sf_error *err)
 {
     uint64_t n = objects_for(size, vdi->object_size);
     if (n > MAX_HANDLE_OBJECTS)
-        return sf_fail(err, SF_E_UNSUPPORTED,
-                       "VDI '%s' of %llu bytes has %llu objects; sheepfast handles at most %u",
-                       vdi->info.name, (unsigned long long)size, (unsigned long long)n,
-                       MAX_HANDLE_OBJECTS);
+        return sfi_fail(err, SF_E_UNSUPPORTED,
+                        "VDI '%s' of %llu bytes has %llu objects; sheepfast handles at most %u",
+                        vdi->info.name, (unsigned long long)size, (unsigned long long)n,
+                        MAX_HANDLE_OBJECTS);
     return SF_OK;
 }
 
@@ -60,12 +60,12 @@ static int index_reserve(sf_vdi *vdi, uint32_t nr, sf_error *err)
     uint32_t cap = pages_new * SF_INDEX_PAGE;
     uint32_t *index = realloc(vdi->index, (size_t)cap * sizeof(uint32_t));
     if (index == NULL)
-        return sf_fail(err, SF_E_NOMEM, "out of memory for the index of %u objects", nr);
+        return sfi_fail(err, SF_E_NOMEM, "out of memory for the index of %u objects", nr);
     vdi->index = index;
     memset(index + vdi->index_capacity, 0, (size_t)(cap - vdi->index_capacity) * sizeof(uint32_t));
     uint8_t *loaded = realloc(vdi->page_loaded, pages_new);
     if (loaded == NULL)
-        return sf_fail(err, SF_E_NOMEM, "out of memory for the index of %u objects", nr);
+        return sfi_fail(err, SF_E_NOMEM, "out of memory for the index of %u objects", nr);
     vdi->page_loaded = loaded;
     memset(loaded + pages_old, 0, pages_new - pages_old);
     vdi->index_capacity = cap;
@@ -77,7 +77,7 @@ static int index_reserve(sf_vdi *vdi, uint32_t nr, sf_error *err)
 static int load_btree_leaf_entries(sf_vdi *vdi, const uint8_t *entries, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t idx = sf_get_le32(entries + 8 * i), vid = sf_get_le32(entries + 8 * i + 4);
+        uint32_t idx = sfi_get_le32(entries + 8 * i), vid = sfi_get_le32(entries + 8 * i + 4);
         if (vid > SF_MAX_VID)
             return SF_ERR;
         if (idx < vdi->nr_objects)
@@ -90,14 +90,15 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
 {
     const uint32_t node_cap = ((4u << 20) - 8) / 8;
     uint8_t hdr[8];
-    uint64_t inode = sf_inode_oid(vdi->info.vid);
-    if (sf_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF, hdr, 8, err) != SF_OK)
+    uint64_t inode = sfi_inode_oid(vdi->info.vid);
+    if (sfi_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF, hdr, 8, err) != SF_OK)
         return SF_ERR;
-    uint16_t magic = sf_get_le16(hdr), depth = sf_get_le16(hdr + 2);
-    uint32_t n = sf_get_le32(hdr + 4);
+    uint16_t magic = sfi_get_le16(hdr), depth = sfi_get_le16(hdr + 2);
+    uint32_t n = sfi_get_le32(hdr + 4);
     if (magic != SF_BTREE_MAGIC || depth < 1 || depth > 2 || n > node_cap)
-        return sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree root (magic 0x%x depth %u, %u entries)",
-                       vdi->info.vid, magic, depth, n);
+        return sfi_fail(err, SF_E_PROTOCOL,
+                        "VDI 0x%x: bad B-tree root (magic 0x%x depth %u, %u entries)",
+                        vdi->info.vid, magic, depth, n);
     if (n == 0) { /* nothing allocated: every entry is 0, and all of it is known */
         memset(vdi->page_loaded, 1, (vdi->index_capacity + SF_INDEX_PAGE - 1) / SF_INDEX_PAGE);
         return SF_OK;
@@ -107,31 +108,32 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
     uint8_t *leaf = depth == 2 ? malloc(4u << 20) : NULL;
     int rc = SF_OK;
     if (root == NULL || (depth == 2 && leaf == NULL)) {
-        rc = sf_fail(err, SF_E_NOMEM, "out of memory");
+        rc = sfi_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
-    rc = sf_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF + 8, root, (uint32_t)(n * entry_size), err);
+    rc = sfi_read_exact(vdi->cl, conn, inode, SF_INODE_INDEX_OFF + 8, root,
+                        (uint32_t)(n * entry_size), err);
     if (rc != SF_OK)
         goto out;
     if (depth == 1) {
         if (load_btree_leaf_entries(vdi, root, n) != SF_OK)
-            rc = sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: B-tree entry is not a vid", vdi->info.vid);
+            rc = sfi_fail(err, SF_E_PROTOCOL, "VDI 0x%x: B-tree entry is not a vid", vdi->info.vid);
         goto out;
     }
     for (uint32_t i = 0; i < n && rc == SF_OK; i++) {
-        uint64_t node = sf_get_le64(root + 16 * i + 8);
-        rc = sf_read_exact(vdi->cl, conn, node, 0, leaf, 8, err);
+        uint64_t node = sfi_get_le64(root + 16 * i + 8);
+        rc = sfi_read_exact(vdi->cl, conn, node, 0, leaf, 8, err);
         if (rc != SF_OK)
             break;
-        uint32_t m = sf_get_le32(leaf + 4);
-        if (sf_get_le16(leaf) != SF_BTREE_MAGIC || m > node_cap) {
-            rc = sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree leaf %016llx", vdi->info.vid,
-                         (unsigned long long)node);
+        uint32_t m = sfi_get_le32(leaf + 4);
+        if (sfi_get_le16(leaf) != SF_BTREE_MAGIC || m > node_cap) {
+            rc = sfi_fail(err, SF_E_PROTOCOL, "VDI 0x%x: bad B-tree leaf %016llx", vdi->info.vid,
+                          (unsigned long long)node);
             break;
         }
-        if (m > 0 && (rc = sf_read_exact(vdi->cl, conn, node, 8, leaf, m * 8, err)) == SF_OK &&
+        if (m > 0 && (rc = sfi_read_exact(vdi->cl, conn, node, 8, leaf, m * 8, err)) == SF_OK &&
             load_btree_leaf_entries(vdi, leaf, m) != SF_OK)
-            rc = sf_fail(err, SF_E_PROTOCOL, "VDI 0x%x: B-tree entry is not a vid", vdi->info.vid);
+            rc = sfi_fail(err, SF_E_PROTOCOL, "VDI 0x%x: B-tree entry is not a vid", vdi->info.vid);
     }
 out:
     free(root);
@@ -150,12 +152,13 @@ static void vdi_free(sf_vdi *vdi)
     free(vdi);
 }
 
-static sf_vdi *sf_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len,
+                                    sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     sf_vdi *vdi = calloc(1, sizeof(*vdi));
     if (vdi == NULL) {
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+        sfi_fail(err, SF_E_NOMEM, "out of memory");
         return NULL;
     }
     vdi->cl = cl;
@@ -163,7 +166,7 @@ static sf_vdi *sf_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name
     pthread_mutex_init(&vdi->lock, NULL);
     pthread_mutex_init(&vdi->alloc_lock, NULL);
     sf_conn *conn = NULL;
-    int rc = sf_stat_by_name(cl, &conn, name, name_len, &vdi->info, err);
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, &vdi->info, err);
     if (rc == SF_OK) {
         vdi->object_size = (uint64_t)1 << vdi->info.block_size_shift;
         rc = check_object_count(vdi, vdi->info.size, err);
@@ -175,15 +178,13 @@ static sf_vdi *sf_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name
     if (rc == SF_OK && vdi->info.store_policy == 1)
         rc = load_btree(vdi, &conn, err);
     if (rc == SF_OK)
-        sf_cluster_maybe_refresh(cl, &conn); /* nodes come and go: keep routing true */
-    sf_pool_put(cl, conn);
+        sfi_cluster_maybe_refresh(cl, &conn); /* nodes come and go: keep routing true */
+    sfi_pool_put(cl, conn);
     if (rc != SF_OK) {
         vdi_free(vdi);
         return NULL;
     }
-    pthread_mutex_lock(&cl->lock);
-    cl->refs++;
-    pthread_mutex_unlock(&cl->lock);
+    sfi_cluster_ref(cl);
     return vdi;
 }
 
@@ -193,7 +194,7 @@ void sf_vdi_close(sf_vdi *vdi)
         return;
     sf_cluster *cl = vdi->cl;
     vdi_free(vdi);
-    sf_cluster_unref(cl); /* the cluster outlives its last open VDI */
+    sfi_cluster_unref(cl); /* the cluster outlives its last open VDI */
 }
 
 const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi)
@@ -228,18 +229,19 @@ static int ensure_index(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t la
             continue;
         uint32_t start = page * SF_INDEX_PAGE;
         uint32_t count = nr_objects - start < SF_INDEX_PAGE ? nr_objects - start : SF_INDEX_PAGE;
-        if (sf_read_exact(vdi->cl, conn, sf_inode_oid(vdi->info.vid), SF_INODE_INDEX_OFF + 4 * start,
-                           raw, 4 * count, err) != SF_OK)
+        if (sfi_read_exact(vdi->cl, conn, sfi_inode_oid(vdi->info.vid),
+                           SF_INODE_INDEX_OFF + 4 * start, raw, 4 * count, err) != SF_OK)
             return SF_ERR;
         /* Entries name a vid: anything wider than 24 bits is not an index. */
         for (uint32_t i = 0; i < count; i++)
-            if (sf_get_le32(raw + 4 * i) > SF_MAX_VID)
-                return sf_fail(err, SF_E_PROTOCOL, "VDI '%s': index entry %u holds 0x%x, not a vid",
-                               vdi->info.name, start + i, sf_get_le32(raw + 4 * i));
+            if (sfi_get_le32(raw + 4 * i) > SF_MAX_VID)
+                return sfi_fail(err, SF_E_PROTOCOL,
+                                "VDI '%s': index entry %u holds 0x%x, not a vid", vdi->info.name,
+                                start + i, sfi_get_le32(raw + 4 * i));
         pthread_mutex_lock(&vdi->lock);
         if (!vdi->page_loaded[page]) {
             for (uint32_t i = 0; i < count; i++)
-                vdi->index[start + i] = sf_get_le32(raw + 4 * i);
+                vdi->index[start + i] = sfi_get_le32(raw + 4 * i);
             vdi->page_loaded[page] = 1;
         }
         pthread_mutex_unlock(&vdi->lock);
@@ -255,18 +257,19 @@ uint64_t sf_vdi_size(sf_vdi *vdi)
     return size;
 }
 
-static int sf_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
+static int sfi_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes,
+                                 sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     *used_bytes = *shared_bytes = 0;
     pthread_mutex_lock(&vdi->lock);
     uint32_t nr = vdi->nr_objects;
     pthread_mutex_unlock(&vdi->lock);
     if (nr == 0)
         return SF_OK;
-    sf_conn *conn = sf_pool_get(vdi->cl, err);
+    sf_conn *conn = sfi_pool_get(vdi->cl, err);
     int rc = conn ? ensure_index(vdi, &conn, 0, nr - 1, err) : SF_ERR;
-    sf_pool_put(vdi->cl, conn);
+    sfi_pool_put(vdi->cl, conn);
     if (rc != SF_OK)
         return rc;
     uint64_t own = 0, inherited = 0;
@@ -284,15 +287,14 @@ static int sf_vdi_usage_in_call(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *sha
     return SF_OK;
 }
 
-static int check_range(sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset,
-                       sf_error *err)
+static int check_range(sf_vdi *vdi, const char *what, uint64_t len, uint64_t offset, sf_error *err)
 {
     uint64_t size = sf_vdi_size(vdi);
     if (offset > size || len > size - offset)
-        return sf_fail(err, SF_E_RANGE,
-                       "%s of %llu bytes at offset %llu is past the end of VDI '%s' (%llu bytes)",
-                       what, (unsigned long long)len, (unsigned long long)offset, vdi->info.name,
-                       (unsigned long long)size);
+        return sfi_fail(err, SF_E_RANGE,
+                        "%s of %llu bytes at offset %llu is past the end of VDI '%s' (%llu bytes)",
+                        what, (unsigned long long)len, (unsigned long long)offset, vdi->info.name,
+                        (unsigned long long)size);
     return SF_OK;
 }
 
@@ -321,8 +323,8 @@ typedef struct transfer {
     uint32_t *ready;
     uint32_t ready_head, nr_ready;
     uint32_t request_size;
-    sf_op *ops;            /* one slot per op in flight */
-    uint32_t *slot_piece;  /* which piece a data op in a slot belongs to */
+    sf_op *ops;           /* one slot per op in flight */
+    uint32_t *slot_piece; /* which piece a data op in a slot belongs to */
     unsigned *free_slots, nr_free;
     uint64_t nr_reads, nr_writes, nr_creates;
     /* writes: objects created and not yet in the index */
@@ -362,13 +364,13 @@ static void transfer_fail(transfer *t, const sf_op *op, const char *what)
     t->failed = 1;
     uint64_t oid = op->req.oid;
     if (op->rsp.result == SF_RES_READONLY && t->vdi->info.snap_ctime == 0) {
-        sf_fail_result(&t->err, op->rsp.result,
-                       "VDI '%s' was snapshotted after it was opened; open it again to write",
-                       t->vdi->info.name);
+        sfi_fail_result(&t->err, op->rsp.result,
+                        "VDI '%s' was snapshotted after it was opened; open it again to write",
+                        t->vdi->info.name);
         return;
     }
-    sf_fail_result(&t->err, op->rsp.result, "%s object %u of VDI '%s' (oid %016llx)", what,
-                   (uint32_t)oid, t->vdi->info.name, (unsigned long long)oid);
+    sfi_fail_result(&t->err, op->rsp.result, "%s object %u of VDI '%s' (oid %016llx)", what,
+                    (uint32_t)oid, t->vdi->info.name, (unsigned long long)oid);
 }
 
 static sf_op *take_slot(transfer *t)
@@ -418,10 +420,10 @@ static sf_op *next_index_write(transfer *t, int flush_all)
     }
     uint32_t last = t->created[taken - 1];
     for (uint32_t i = first; i <= last; i++)
-        sf_put_le32(t->index_payload + 4 * (i - first), vdi->index[i]);
+        sfi_put_le32(t->index_payload + 4 * (i - first), vdi->index[i]);
     pthread_mutex_unlock(&vdi->lock);
     for (uint32_t i = 0; i < taken; i++)
-        sf_put_le32(t->index_payload + 4 * (t->created[i] - first), vdi->info.vid);
+        sfi_put_le32(t->index_payload + 4 * (t->created[i] - first), vdi->info.vid);
     memcpy(t->batch, t->created, taken * sizeof(uint32_t));
     t->nr_batch = taken;
     memmove(t->created, t->created + taken, (t->nr_created - taken) * sizeof(uint32_t));
@@ -429,9 +431,9 @@ static sf_op *next_index_write(transfer *t, int flush_all)
     t->index_first = first;
     t->index_count = last - first + 1;
     t->index_write_busy = 1;
-    sf_req_init(&op->req, SF_OP_WRITE_OBJ);
+    sfi_req_init(&op->req, SF_OP_WRITE_OBJ);
     op->req.flags = SF_FLAG_WRITE;
-    op->req.oid = sf_inode_oid(vdi->info.vid);
+    op->req.oid = sfi_inode_oid(vdi->info.vid);
     op->req.copies = vdi->info.copies;
     op->req.copy_policy = vdi->info.copy_policy;
     op->req.offset = SF_INODE_INDEX_OFF + 4 * first;
@@ -494,21 +496,21 @@ static sf_op *transfer_next(void *ctx)
     if (!t->writing) {
         /* entry names the owner: this VDI or the ancestor it inherits from */
         uint32_t slot = op->tag;
-        sf_op_read(op, sf_data_oid(p->entry, p->idx), p->offset + at, p->buf + at, len);
-        op->tag = slot; /* sf_op_read starts from a clean op */
+        sfi_op_read(op, sfi_data_oid(p->entry, p->idx), p->offset + at, p->buf + at, len);
+        op->tag = slot; /* sfi_op_read starts from a clean op */
         op->owner = t;
         t->nr_reads++;
     } else if (!creating) {
         /* our object, or one whose CREATE this transfer already saw succeed */
-        sf_req_init(&op->req, SF_OP_WRITE_OBJ);
-        op->req.oid = sf_data_oid(vdi->info.vid, p->idx);
+        sfi_req_init(&op->req, SF_OP_WRITE_OBJ);
+        op->req.oid = sfi_data_oid(vdi->info.vid, p->idx);
         t->nr_writes++;
     } else {
-        sf_req_init(&op->req, SF_OP_CREATE_AND_WRITE_OBJ);
-        op->req.oid = sf_data_oid(vdi->info.vid, p->idx);
+        sfi_req_init(&op->req, SF_OP_CREATE_AND_WRITE_OBJ);
+        op->req.oid = sfi_data_oid(vdi->info.vid, p->idx);
         if (p->entry != 0) { /* inherited from an ancestor: copy-on-write */
             op->req.flags = SF_FLAG_COW;
-            op->req.cow_oid = sf_data_oid(p->entry, p->idx);
+            op->req.cow_oid = sfi_data_oid(p->entry, p->idx);
         }
         t->nr_creates++;
     }
@@ -541,7 +543,7 @@ static int crossed_membership_change(transfer *t, const sf_op *op)
      * not in any recovery list. */
     if (!t->recovering)
         return 0;
-    if (op->req.oid == sf_inode_oid(t->vdi->info.vid))
+    if (op->req.oid == sfi_inode_oid(t->vdi->info.vid))
         return 1; /* the inode always exists before the call */
     return t->pieces[t->slot_piece[op->tag]].entry == t->vdi->info.vid;
 }
@@ -554,7 +556,7 @@ static void transfer_complete(void *ctx, sf_op *op)
     t->nr_routed += op->routed;
 
     if (t->writing && crossed_membership_change(t, op)) {
-        if (op->req.oid == sf_inode_oid(vdi->info.vid)) {
+        if (op->req.oid == sfi_inode_oid(vdi->info.vid)) {
             t->index_suspect = 1;
         } else {
             piece *p = &t->pieces[t->slot_piece[op->tag]];
@@ -562,7 +564,7 @@ static void transfer_complete(void *ctx, sf_op *op)
             p->suspect = 1;
         }
     }
-    if (op->req.opcode == SF_OP_WRITE_OBJ && op->req.oid == sf_inode_oid(vdi->info.vid)) {
+    if (op->req.opcode == SF_OP_WRITE_OBJ && op->req.oid == sfi_inode_oid(vdi->info.vid)) {
         t->index_write_busy = 0;
         if (op->rsp.result != SF_RES_SUCCESS) {
             /* its objects exist: they go back to be indexed, or nothing
@@ -578,7 +580,7 @@ static void transfer_complete(void *ctx, sf_op *op)
         /* the cache learns an entry only once the inode holds it */
         pthread_mutex_lock(&vdi->lock);
         for (uint32_t i = 0; i < t->index_count; i++)
-            vdi->index[t->index_first + i] = sf_get_le32(t->index_payload + 4 * i);
+            vdi->index[t->index_first + i] = sfi_get_le32(t->index_payload + 4 * i);
         vdi->stats.index_updates++;
         pthread_mutex_unlock(&vdi->lock);
         return;
@@ -592,8 +594,8 @@ static void transfer_complete(void *ctx, sf_op *op)
     if (!t->writing && op->rsp.data_length != op->req.data_length) {
         if (!t->failed) {
             t->failed = 1;
-            sf_fail(&t->err, SF_E_PROTOCOL, "read of object %u returned %u of %u bytes",
-                    (uint32_t)op->req.oid, op->rsp.data_length, op->req.data_length);
+            sfi_fail(&t->err, SF_E_PROTOCOL, "read of object %u returned %u of %u bytes",
+                     (uint32_t)op->req.oid, op->rsp.data_length, op->req.data_length);
         }
         return;
     }
@@ -626,27 +628,27 @@ static void index_created_after_loss(transfer *t, sf_conn **lanes, unsigned nr_l
     for (unsigned i = 0; i < t->nr_free; i++)
         in_use[t->free_slots[i]] = 0;
     for (unsigned i = 1; i < nr_lanes; i++) {
-        sf_pool_put(cl, lanes[i]); /* broken ones are closed */
+        sfi_pool_put(cl, lanes[i]); /* broken ones are closed */
         lanes[i] = NULL;
     }
     sf_conn **conn = &lanes[0];
-    sf_pool_put(cl, *conn);
-    if ((*conn = sf_pool_get(cl, &ignored)) == NULL)
+    sfi_pool_put(cl, *conn);
+    if ((*conn = sfi_pool_get(cl, &ignored)) == NULL)
         return;
     for (unsigned slot = 0; slot < cl->depth; slot++) {
         const sf_op *op = &t->ops[slot];
         uint8_t probe;
         if (!in_use[slot] || op->req.opcode != SF_OP_CREATE_AND_WRITE_OBJ)
             continue;
-        if (sf_read_exact(cl, conn, op->req.oid, 0, &probe, 1, &ignored) == SF_OK)
+        if (sfi_read_exact(cl, conn, op->req.oid, 0, &probe, 1, &ignored) == SF_OK)
             t->created[t->nr_created++] = (uint32_t)op->req.oid;
         else if (ignored.category != SF_E_SERVER)
             return; /* this connection failed too: give up */
     }
     for (uint32_t i = 0; i < t->nr_uncertain; i++) {
         uint8_t probe;
-        uint64_t oid = sf_data_oid(t->vdi->info.vid, t->uncertain[i]);
-        if (sf_read_exact(cl, conn, oid, 0, &probe, 1, &ignored) == SF_OK)
+        uint64_t oid = sfi_data_oid(t->vdi->info.vid, t->uncertain[i]);
+        if (sfi_read_exact(cl, conn, oid, 0, &probe, 1, &ignored) == SF_OK)
             t->created[t->nr_created++] = t->uncertain[i];
         else if (ignored.category != SF_E_SERVER)
             return;
@@ -663,7 +665,7 @@ static void index_created_after_loss(transfer *t, sf_conn **lanes, unsigned nr_l
     for (unsigned i = 0; i < cl->depth; i++)
         t->free_slots[t->nr_free++] = i;
     sf_source src = {t, transfer_next, transfer_complete};
-    sf_run(cl, conn, &src, 1, &ignored);
+    sfi_run(cl, conn, &src, 1, &ignored);
 }
 
 /* ------------------------------------------ settling after a membership change */
@@ -692,7 +694,7 @@ typedef struct copy_check {
 static int ring_node_holds(const sf_ring *ring, unsigned node, uint64_t oid, unsigned copies)
 {
     unsigned holders[SF_MAX_COPIES];
-    unsigned n = sf_ring_locate(ring, oid, copies, holders);
+    unsigned n = sfi_ring_locate(ring, oid, copies, holders);
     for (unsigned i = 0; i < n; i++)
         if (holders[i] == node)
             return 1;
@@ -706,7 +708,7 @@ static sf_op *check_next(void *ctx)
     sf_vdi *vdi = t->vdi;
     while (c->next_piece < t->nr_pieces) {
         piece *p = &t->pieces[c->next_piece];
-        uint64_t oid = sf_data_oid(vdi->info.vid, p->idx);
+        uint64_t oid = sfi_data_oid(vdi->info.vid, p->idx);
         if (!p->suspect || p->differs || c->at >= p->len ||
             (c->ring != NULL && !ring_node_holds(c->ring, c->node, oid, vdi->info.copies))) {
             c->next_piece++;
@@ -718,7 +720,7 @@ static sf_op *check_next(void *ctx)
         unsigned slot = c->free_slots[--c->nr_free];
         uint32_t len = p->len - c->at < t->request_size ? p->len - c->at : t->request_size;
         sf_op *op = &c->ops[slot];
-        sf_op_read(op, oid, p->offset + c->at, c->scratch + (size_t)slot * t->request_size, len);
+        sfi_op_read(op, oid, p->offset + c->at, c->scratch + (size_t)slot * t->request_size, len);
         /* never resent elsewhere: another sheep would answer from another copy */
         op->retryable = 0;
         op->tag = slot;
@@ -751,20 +753,21 @@ static int check_one_copy(copy_check *c, const sf_ring *ring, unsigned node, sf_
     c->node = node;
     c->next_piece = c->at = 0;
     if (ring == NULL) {
-        conn = sf_pool_get(cl, err);
+        conn = sfi_pool_get(cl, err);
     } else {
         uint32_t gw = ring->nodes[node].gateway;
         if (gw == SF_RING_NO_GATEWAY)
-            return sf_fail(err, SF_E_CONNECT,
-                           "cannot check a copy of VDI '%s': a sheep holding one has no usable address",
-                           c->t->vdi->info.name);
-        conn = sf_connect_gateway(cl, gw, err);
+            return sfi_fail(
+                err, SF_E_CONNECT,
+                "cannot check a copy of VDI '%s': a sheep holding one has no usable address",
+                c->t->vdi->info.name);
+        conn = sfi_connect_gateway(cl, gw, err);
     }
     if (conn == NULL)
         return SF_ERR;
     sf_source src = {c, check_next, check_complete};
-    int rc = sf_run(cl, &conn, &src, cl->depth, err);
-    sf_pool_put(cl, conn);
+    int rc = sfi_run(cl, &conn, &src, cl->depth, err);
+    sfi_pool_put(cl, conn);
     return rc;
 }
 
@@ -784,7 +787,7 @@ static int check_data_copies(transfer *t, const sf_ring *ring, uint64_t *nr_chec
     c.free_slots = malloc(cl->depth * sizeof(unsigned));
     int rc = SF_OK;
     if (!c.scratch || !c.ops || !c.slot_piece || !c.free_slots) {
-        rc = sf_fail(err, SF_E_NOMEM, "out of memory for checking copies");
+        rc = sfi_fail(err, SF_E_NOMEM, "out of memory for checking copies");
         goto out;
     }
     for (unsigned i = 0; i < cl->depth; i++)
@@ -811,7 +814,7 @@ static int check_index_copies(transfer *t, const sf_ring *ring, int *rewrote, sf
 {
     sf_vdi *vdi = t->vdi;
     sf_cluster *cl = vdi->cl;
-    uint64_t inode = sf_inode_oid(vdi->info.vid);
+    uint64_t inode = sfi_inode_oid(vdi->info.vid);
     uint32_t lo = t->pieces[0].idx, hi = t->pieces[t->nr_pieces - 1].idx;
     uint32_t n = hi - lo + 1;
     uint8_t *raw = malloc((size_t)n * 4);
@@ -819,38 +822,38 @@ static int check_index_copies(transfer *t, const sf_ring *ring, int *rewrote, sf
     int rc = SF_OK;
     *rewrote = 0;
     if (raw == NULL || missing == NULL) {
-        rc = sf_fail(err, SF_E_NOMEM, "out of memory for checking the index");
+        rc = sfi_fail(err, SF_E_NOMEM, "out of memory for checking the index");
         goto out;
     }
     for (unsigned node = 0; ring != NULL && node < ring->nr_nodes && rc == SF_OK; node++) {
         if (!ring_node_holds(ring, node, inode, vdi->info.copies))
             continue;
         uint32_t gw = ring->nodes[node].gateway;
-        sf_conn *conn = gw == SF_RING_NO_GATEWAY ? NULL : sf_connect_gateway(cl, gw, err);
+        sf_conn *conn = gw == SF_RING_NO_GATEWAY ? NULL : sfi_connect_gateway(cl, gw, err);
         if (conn == NULL) {
             rc = SF_ERR;
             break;
         }
         sf_op op;
-        sf_op_read(&op, inode, SF_INODE_INDEX_OFF + 4 * lo, raw, 4 * n);
+        sfi_op_read(&op, inode, SF_INODE_INDEX_OFF + 4 * lo, raw, 4 * n);
         op.retryable = 0; /* this copy, not another */
-        rc = sf_call(cl, &conn, &op, err);
+        rc = sfi_call(cl, &conn, &op, err);
         if (rc == SF_OK && op.rsp.data_length != 4 * n)
-            rc = sf_fail(err, SF_E_PROTOCOL, "index read of VDI '%s' returned %u of %u bytes",
-                         vdi->info.name, op.rsp.data_length, 4 * n);
-        sf_pool_put(cl, conn);
+            rc = sfi_fail(err, SF_E_PROTOCOL, "index read of VDI '%s' returned %u of %u bytes",
+                          vdi->info.name, op.rsp.data_length, 4 * n);
+        sfi_pool_put(cl, conn);
         for (uint32_t i = 0; i < t->nr_pieces && rc == SF_OK; i++)
-            if (sf_get_le32(raw + 4 * (t->pieces[i].idx - lo)) != vdi->info.vid)
+            if (sfi_get_le32(raw + 4 * (t->pieces[i].idx - lo)) != vdi->info.vid)
                 missing[t->pieces[i].idx - lo] = 1;
     }
     for (uint32_t i = 0; i < n && rc == SF_OK; i++) {
         if (!missing[i])
             continue;
         uint8_t entry[4];
-        sf_put_le32(entry, vdi->info.vid);
+        sfi_put_le32(entry, vdi->info.vid);
         sf_op op;
         memset(&op, 0, sizeof(op));
-        sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+        sfi_req_init(&op.req, SF_OP_WRITE_OBJ);
         op.req.flags = SF_FLAG_WRITE;
         op.req.oid = inode;
         op.req.copies = vdi->info.copies;
@@ -859,9 +862,9 @@ static int check_index_copies(transfer *t, const sf_ring *ring, int *rewrote, sf
         op.req.data_length = 4;
         op.payload = entry;
         op.retryable = 1;
-        sf_conn *conn = sf_pool_get(cl, err);
-        rc = conn ? sf_call(cl, &conn, &op, err) : SF_ERR;
-        sf_pool_put(cl, conn);
+        sf_conn *conn = sfi_pool_get(cl, err);
+        rc = conn ? sfi_call(cl, &conn, &op, err) : SF_ERR;
+        sfi_pool_put(cl, conn);
         *rewrote = 1;
     }
 out:
@@ -883,28 +886,28 @@ static int settle_writes(transfer *t, sf_conn **lanes, unsigned nr_lanes, sf_err
     enum { SF_AGAIN = 1 }; /* rewritten, not yet checked */
 
     for (unsigned round = 0; round < SETTLE_ROUNDS; round++) {
-        sf_conn *conn = sf_pool_get(cl, err);
+        sf_conn *conn = sfi_pool_get(cl, err);
         if (conn == NULL)
             break;
         sf_error ring_err;
-        sf_ring *ring = sf_cluster_read_ring(cl, &conn, &ring_err);
-        sf_pool_put(cl, conn);
+        sf_ring *ring = sfi_cluster_read_ring(cl, &conn, &ring_err);
+        sfi_pool_put(cl, conn);
         if (ring == NULL && !cl->disk_mode) {
             *err = ring_err;
             break;
         }
-        t->epoch = ring ? ring->epoch : sf_cluster_epoch(cl);
+        t->epoch = ring ? ring->epoch : sfi_cluster_epoch(cl);
         for (uint32_t i = 0; i < t->nr_pieces; i++)
             t->pieces[i].differs = 0;
         int index_rewrote = 0;
         rc = check_data_copies(t, ring, &nr_checked, err);
         if (rc == SF_OK && t->index_suspect && ring != NULL)
             rc = check_index_copies(t, ring, &index_rewrote, err);
-        sf_ring_put(cl, ring);
+        sfi_ring_put(cl, ring);
         if (rc != SF_OK) {
             /* a sheep went away meanwhile, or the node list still named
              * one that left: look again on the next epoch's placement */
-            int left = sf_time_left_ms(cl);
+            int left = sfi_time_left_ms(cl);
             if (left <= SETTLE_PAUSE_MS)
                 break;
             struct timespec pause = {0, SETTLE_PAUSE_MS * 1000000L};
@@ -933,18 +936,18 @@ static int settle_writes(transfer *t, sf_conn **lanes, unsigned nr_lanes, sf_err
         t->next_piece = 0;
         t->nr_ready = t->ready_head = 0;
         for (unsigned i = 0; i < nr_lanes; i++) {
-            sf_pool_put(cl, lanes[i]);
+            sfi_pool_put(cl, lanes[i]);
             lanes[i] = NULL;
         }
-        unsigned got = sf_pool_get_lanes(cl, lanes, SF_MAX_LANES, err);
+        unsigned got = sfi_pool_get_lanes(cl, lanes, SF_MAX_LANES, err);
         if (got == 0) {
             rc = SF_ERR;
             break;
         }
         sf_source src = {t, transfer_next, transfer_complete};
-        rc = sf_run_lanes(cl, lanes, got, &src, cl->depth, err);
+        rc = sfi_run_lanes(cl, lanes, got, &src, cl->depth, err);
         for (unsigned i = 0; i < got; i++) {
-            sf_pool_put(cl, lanes[i]);
+            sfi_pool_put(cl, lanes[i]);
             lanes[i] = NULL;
         }
         if (rc == SF_OK && t->failed) {
@@ -958,10 +961,10 @@ static int settle_writes(transfer *t, sf_conn **lanes, unsigned nr_lanes, sf_err
         rc = SF_AGAIN;
     }
     if (rc == SF_AGAIN || rc == SF_OK)
-        rc = sf_fail(err, SF_E_IO,
-                     "the copies of VDI '%s' still differ after %u rewrites (the cluster changed "
-                     "membership during the write); the data is not safely stored",
-                     vdi->info.name, SETTLE_ROUNDS);
+        rc = sfi_fail(err, SF_E_IO,
+                      "the copies of VDI '%s' still differ after %u rewrites (the cluster changed "
+                      "membership during the write); the data is not safely stored",
+                      vdi->info.name, SETTLE_ROUNDS);
     goto out;
 done:
     rc = SF_OK;
@@ -997,126 +1000,171 @@ static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t of
     return n;
 }
 
+/* Allocates what a transfer of count objects with depth ops in flight needs. */
+static int transfer_init(transfer *t, sf_vdi *vdi, int writing, uint32_t count, sf_error *err)
+{
+    sf_cluster *cl = vdi->cl;
+    unsigned depth = cl->depth;
+    memset(t, 0, sizeof(*t));
+    t->vdi = vdi;
+    t->writing = writing;
+    t->epoch = sfi_cluster_epoch(cl);
+    t->recovering = writing && sfi_cluster_recovering(cl);
+    t->request_size =
+        cl->request_size < vdi->object_size ? cl->request_size : (uint32_t)vdi->object_size;
+    t->pieces = malloc((size_t)count * sizeof(piece));
+    t->ops = calloc(depth, sizeof(sf_op));
+    t->slot_piece = malloc(depth * sizeof(uint32_t));
+    t->free_slots = malloc(depth * sizeof(unsigned));
+    if (writing) {
+        t->created = malloc((size_t)count * sizeof(uint32_t));
+        t->uncertain = malloc((size_t)count * sizeof(uint32_t));
+        t->ready = malloc((size_t)count * sizeof(uint32_t));
+        t->index_payload = malloc(INDEX_BATCH * sizeof(uint32_t));
+    }
+    if (!t->pieces || !t->ops || !t->slot_piece || !t->free_slots ||
+        (writing && (!t->created || !t->uncertain || !t->ready || !t->index_payload)))
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
+    for (unsigned i = 0; i < depth; i++)
+        t->free_slots[t->nr_free++] = i;
+    return SF_OK;
+}
+
+static void transfer_release(transfer *t)
+{
+    free(t->pieces);
+    free(t->ops);
+    free(t->slot_piece);
+    free(t->free_slots);
+    free(t->ready);
+    free(t->created);
+    free(t->uncertain);
+    free(t->index_payload);
+}
+
+/* Copies each planned piece's index entry. Returns whether the write
+ * allocates objects: then it holds vdi->alloc_lock (until
+ * transfer_finish), and the entries are read again under it, since
+ * another thread may have created some of these objects meanwhile. */
+static int read_entries(transfer *t, uint32_t planned)
+{
+    sf_vdi *vdi = t->vdi;
+    int allocating = 0;
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = 0; i < planned; i++) {
+        t->pieces[i].entry = vdi->index[t->pieces[i].idx];
+        if (t->writing && t->pieces[i].entry != vdi->info.vid)
+            allocating = 1;
+    }
+    pthread_mutex_unlock(&vdi->lock);
+    if (!allocating)
+        return 0;
+    pthread_mutex_lock(&vdi->alloc_lock);
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = 0; i < planned; i++)
+        t->pieces[i].entry = vdi->index[t->pieces[i].idx];
+    pthread_mutex_unlock(&vdi->lock);
+    return 1;
+}
+
+/* Drops the pieces that need no request: holes on read (zero-filled here),
+ * and on write all-zero data aimed at an unallocated object (thin). Returns
+ * how many writes it skipped. */
+static uint32_t drop_needless_pieces(transfer *t, uint32_t planned)
+{
+    uint32_t kept = 0, zero_skipped = 0;
+    for (uint32_t i = 0; i < planned; i++) {
+        piece *p = &t->pieces[i];
+        if (p->entry == 0 && !t->writing) {
+            memset(p->buf, 0, p->len);
+            continue;
+        }
+        if (p->entry == 0 && t->writing && t->vdi->thin && sfi_is_zero(p->buf, p->len)) {
+            zero_skipped++;
+            continue;
+        }
+        t->pieces[kept++] = *p;
+    }
+    t->nr_pieces = kept;
+    return zero_skipped;
+}
+
+/* After the run: a failed write still indexes what it created (in a grace
+ * period of its own), a Sheepdog error becomes the call's, and writes that
+ * crossed a membership change are checked copy by copy. */
+static int transfer_finish(transfer *t, int rc, sf_conn **lanes, unsigned nr_lanes, sf_error *err)
+{
+    sf_cluster *cl = t->vdi->cl;
+    if (t->writing && (rc != SF_OK || (t->failed && (t->nr_created > 0 || t->nr_uncertain > 0)))) {
+        int64_t scope = sfi_grace_begin(cl);
+        index_created_after_loss(t, lanes, nr_lanes);
+        sf_deadline_end(scope);
+    }
+    if (rc == SF_OK && t->failed) {
+        *err = t->err;
+        rc = SF_ERR;
+    }
+    if (rc == SF_OK && t->writing && (t->nr_suspect > 0 || t->index_suspect))
+        rc = settle_writes(t, lanes, nr_lanes, err);
+    return rc;
+}
+
+static void count_requests(const transfer *t, uint32_t zero_skipped)
+{
+    sf_vdi *vdi = t->vdi;
+    pthread_mutex_lock(&vdi->lock);
+    vdi->stats.read_requests += t->nr_reads;
+    vdi->stats.write_requests += t->nr_writes;
+    vdi->stats.create_requests += t->nr_creates;
+    vdi->stats.zero_objects_skipped += zero_skipped;
+    vdi->stats.routed_requests += t->nr_routed;
+    pthread_mutex_unlock(&vdi->lock);
+}
+
+/* One read or write of len bytes at offset: plan a piece per object, drop
+ * those needing no request, run the rest over lanes to several gateways,
+ * then settle what a failure or a membership change left open. */
 static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint64_t offset,
                         sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     transfer t;
-    memset(&t, 0, sizeof(t));
-    t.vdi = vdi;
-    t.writing = writing;
-    t.epoch = sf_cluster_epoch(cl);
-    t.recovering = writing && sf_cluster_recovering(cl);
-    int rc = SF_ERR;
     sf_conn *lanes[SF_MAX_LANES] = {NULL};
     unsigned nr_lanes = 0;
     uint32_t first = (uint32_t)(offset >> vdi->info.block_size_shift);
     uint32_t last = (uint32_t)((offset + len - 1) >> vdi->info.block_size_shift);
     uint32_t count = last - first + 1;
-    unsigned depth = cl->depth;
-    int allocating = 0;
+    int rc = SF_ERR;
 
-    t.request_size = cl->request_size < vdi->object_size ? cl->request_size
-                                                          : (uint32_t)vdi->object_size;
-    t.pieces = malloc((size_t)count * sizeof(piece));
-    t.ops = calloc(depth, sizeof(sf_op));
-    t.slot_piece = malloc(depth * sizeof(uint32_t));
-    t.free_slots = malloc(depth * sizeof(unsigned));
-    if (writing) {
-        t.created = malloc((size_t)count * sizeof(uint32_t));
-        t.uncertain = malloc((size_t)count * sizeof(uint32_t));
-        t.ready = malloc((size_t)count * sizeof(uint32_t));
-        t.index_payload = malloc(INDEX_BATCH * 4);
-    }
-    if (!t.pieces || !t.ops || !t.slot_piece || !t.free_slots ||
-        (writing && (!t.created || !t.uncertain || !t.ready || !t.index_payload))) {
-        sf_fail(err, SF_E_NOMEM, "out of memory");
+    if (transfer_init(&t, vdi, writing, count, err) != SF_OK)
         goto out;
-    }
-    for (unsigned i = 0; i < depth; i++)
-        t.free_slots[t.nr_free++] = i;
     /* several objects: spread them over the configured gateways */
-    nr_lanes = sf_pool_get_lanes(cl, lanes, count > 1 ? SF_MAX_LANES : 1, err);
+    nr_lanes = sfi_pool_get_lanes(cl, lanes, count > 1 ? SF_MAX_LANES : 1, err);
     if (nr_lanes == 0)
         goto out;
     if (ensure_index(vdi, &lanes[0], first, last, err) != SF_OK)
         goto out;
 
     uint32_t planned = plan_pieces(vdi, buf, len, offset, t.pieces);
-    pthread_mutex_lock(&vdi->lock);
-    for (uint32_t i = 0; i < planned; i++) {
-        t.pieces[i].entry = vdi->index[t.pieces[i].idx];
-        if (writing && t.pieces[i].entry != vdi->info.vid)
-            allocating = 1;
-    }
-    pthread_mutex_unlock(&vdi->lock);
-    if (allocating) {
-        /* Re-plan under the allocation lock: another thread may have
-         * created some of these objects meanwhile. */
-        pthread_mutex_lock(&vdi->alloc_lock);
-        pthread_mutex_lock(&vdi->lock);
-        for (uint32_t i = 0; i < planned; i++)
-            t.pieces[i].entry = vdi->index[t.pieces[i].idx];
-        pthread_mutex_unlock(&vdi->lock);
-    }
-
-    /* Drop what needs no request: holes on read (zero-filled here), and
-     * on write all-zero data aimed at an unallocated object (thin). */
-    uint32_t kept = 0, zero_skipped = 0;
-    for (uint32_t i = 0; i < planned; i++) {
-        piece *p = &t.pieces[i];
-        if (p->entry == 0 && !writing) {
-            memset(p->buf, 0, p->len);
-            continue;
-        }
-        if (p->entry == 0 && writing && vdi->thin && sf_is_zero(p->buf, p->len)) {
-            zero_skipped++;
-            continue;
-        }
-        t.pieces[kept++] = *p;
-    }
-    t.nr_pieces = kept;
-
+    int allocating = read_entries(&t, planned);
+    uint32_t zero_skipped = drop_needless_pieces(&t, planned);
     sf_source src = {&t, transfer_next, transfer_complete};
-    rc = sf_run_lanes(cl, lanes, nr_lanes, &src, depth, err);
-    if (writing && (rc != SF_OK || (t.failed && (t.nr_created > 0 || t.nr_uncertain > 0)))) {
-        int64_t scope = sf_grace_begin(cl);
-        index_created_after_loss(&t, lanes, nr_lanes);
-        sf_deadline_end(scope);
-    }
-    if (rc == SF_OK && t.failed) {
-        *err = t.err;
-        rc = SF_ERR;
-    }
-    if (rc == SF_OK && writing && (t.nr_suspect > 0 || t.index_suspect))
-        rc = settle_writes(&t, lanes, nr_lanes, err);
+    rc = sfi_run_lanes(cl, lanes, nr_lanes, &src, cl->depth, err);
+    rc = transfer_finish(&t, rc, lanes, nr_lanes, err);
     if (allocating)
         pthread_mutex_unlock(&vdi->alloc_lock);
-
-    pthread_mutex_lock(&vdi->lock);
-    vdi->stats.read_requests += t.nr_reads;
-    vdi->stats.write_requests += t.nr_writes;
-    vdi->stats.create_requests += t.nr_creates;
-    vdi->stats.zero_objects_skipped += zero_skipped;
-    vdi->stats.routed_requests += t.nr_routed;
-    pthread_mutex_unlock(&vdi->lock);
+    count_requests(&t, zero_skipped);
 out:
     for (unsigned i = 0; i < nr_lanes; i++)
-        sf_pool_put(cl, lanes[i]);
-    free(t.pieces);
-    free(t.ops);
-    free(t.slot_piece);
-    free(t.free_slots);
-    free(t.ready);
-    free(t.created);
-    free(t.uncertain);
-    free(t.index_payload);
+        sfi_pool_put(cl, lanes[i]);
+    transfer_release(&t);
     return rc;
 }
 
-static int sf_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sfi_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset,
+                                sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (check_range(vdi, "read", len, offset, err) != SF_OK)
         return SF_ERR;
     if (len == 0)
@@ -1124,37 +1172,38 @@ static int sf_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t of
     return run_transfer(vdi, 0, buf, len, offset, err);
 }
 
-static int sf_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
+static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset,
+                                 sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (check_range(vdi, "write", len, offset, err) != SF_OK)
         return SF_ERR;
     if (vdi->info.snap_ctime != 0)
-        return sf_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
+        return sfi_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
     if (vdi->info.store_policy != 0)
-        return sf_fail(err, SF_E_UNSUPPORTED, "writing to hyper volume '%s' is not supported",
-                       vdi->info.name);
+        return sfi_fail(err, SF_E_UNSUPPORTED, "writing to hyper volume '%s' is not supported",
+                        vdi->info.name);
     if (len == 0)
         return SF_OK;
     /* The data is only ever read; the transfer code shares one buffer type. */
     return run_transfer(vdi, 1, (uint8_t *)(uintptr_t)buf, len, offset, err);
 }
 
-static int sf_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
+static int sfi_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 {
-    sf_error_clear(err);
+    sfi_error_clear(err);
     if (new_size < vdi->info.size)
-        return sf_fail(err, SF_E_INVALID,
-                       "cannot shrink VDI '%s' from %llu to %llu bytes (sheep would leak the objects)",
-                       vdi->info.name, (unsigned long long)vdi->info.size,
-                       (unsigned long long)new_size);
-    if (vdi->info.store_policy == 0 && new_size > sf_max_flat_size(vdi->info.block_size_shift))
-        return sf_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit of VDI '%s'",
-                       (unsigned long long)new_size,
-                       (unsigned long long)sf_max_flat_size(vdi->info.block_size_shift),
-                       vdi->info.name);
+        return sfi_fail(
+            err, SF_E_INVALID,
+            "cannot shrink VDI '%s' from %llu to %llu bytes (sheep would leak the objects)",
+            vdi->info.name, (unsigned long long)vdi->info.size, (unsigned long long)new_size);
+    if (vdi->info.store_policy == 0 && new_size > sfi_max_flat_size(vdi->info.block_size_shift))
+        return sfi_fail(err, SF_E_INVALID, "size %llu exceeds the %llu-byte limit of VDI '%s'",
+                        (unsigned long long)new_size,
+                        (unsigned long long)sfi_max_flat_size(vdi->info.block_size_shift),
+                        vdi->info.name);
     if (vdi->info.snap_ctime != 0)
-        return sf_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
+        return sfi_fail_result(err, SF_RES_READONLY, "VDI '%s' is a snapshot", vdi->info.name);
     if (new_size == vdi->info.size)
         return SF_OK;
     pthread_mutex_lock(&vdi->alloc_lock);
@@ -1170,21 +1219,21 @@ static int sf_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
         /* Only the 8-byte vdi_size field is written, so a concurrent header
          * change by someone else is not overwritten with stale bytes. */
         uint8_t field[8];
-        sf_put_le64(field, new_size);
+        sfi_put_le64(field, new_size);
         sf_op op;
         memset(&op, 0, sizeof(op));
-        sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+        sfi_req_init(&op.req, SF_OP_WRITE_OBJ);
         op.req.flags = SF_FLAG_WRITE | SF_FLAG_DIRECT;
-        op.req.oid = sf_inode_oid(vdi->info.vid);
+        op.req.oid = sfi_inode_oid(vdi->info.vid);
         op.req.copies = vdi->info.copies;
         op.req.copy_policy = vdi->info.copy_policy;
         op.req.offset = SF_INODE_SIZE_OFF;
         op.req.data_length = sizeof(field);
         op.payload = field;
         op.retryable = 1;
-        sf_conn *conn = sf_pool_get(vdi->cl, err);
-        rc = conn ? sf_call(vdi->cl, &conn, &op, err) : SF_ERR;
-        sf_pool_put(vdi->cl, conn);
+        sf_conn *conn = sfi_pool_get(vdi->cl, err);
+        rc = conn ? sfi_call(vdi->cl, &conn, &op, err) : SF_ERR;
+        sfi_pool_put(vdi->cl, conn);
     }
     if (rc == SF_OK) {
         pthread_mutex_lock(&vdi->lock);
@@ -1200,42 +1249,40 @@ static int sf_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 
 sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
-    int64_t scope = sf_call_begin(cl);
-    sf_vdi * result = sf_vdi_open_in_call(cl, name, name_len, err);
+    int64_t scope = sfi_call_begin(cl);
+    sf_vdi *result = sfi_vdi_open_in_call(cl, name, name_len, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
 {
-    int64_t scope = sf_call_begin(vdi->cl);
-    int result = sf_vdi_read_in_call(vdi, buf, len, offset, err);
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_read_in_call(vdi, buf, len, offset, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_write(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset, sf_error *err)
 {
-    int64_t scope = sf_call_begin(vdi->cl);
-    int result = sf_vdi_write_in_call(vdi, buf, len, offset, err);
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_write_in_call(vdi, buf, len, offset, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_usage(sf_vdi *vdi, uint64_t *used_bytes, uint64_t *shared_bytes, sf_error *err)
 {
-    int64_t scope = sf_call_begin(vdi->cl);
-    int result = sf_vdi_usage_in_call(vdi, used_bytes, shared_bytes, err);
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_usage_in_call(vdi, used_bytes, shared_bytes, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 {
-    int64_t scope = sf_call_begin(vdi->cl);
-    int result = sf_vdi_resize_in_call(vdi, new_size, err);
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_resize_in_call(vdi, new_size, err);
     sf_deadline_end(scope);
     return result;
 }
-
-

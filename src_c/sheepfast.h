@@ -24,10 +24,15 @@ extern "C" {
 #error "SF_VERSION_STRING is not defined: build with setup.py or src_c/Makefile"
 #endif
 
+/* The public API is exported from a shared library built with
+ * -fvisibility=hidden. A build that links the core into something else
+ * (the Python extension) may define SF_EXPORT empty to export nothing. */
+#ifndef SF_EXPORT
 #if defined(__GNUC__)
 #define SF_EXPORT __attribute__((visibility("default")))
 #else
 #define SF_EXPORT
+#endif
 #endif
 
 #define SF_OK 0
@@ -36,7 +41,7 @@ extern "C" {
 /* What kind of failure an sf_error describes. */
 typedef enum sf_errcat {
     SF_E_NONE = 0,
-    SF_E_INVALID,     /* the caller's arguments were refused before sending */
+    SF_E_INVALID, /* the caller's arguments were refused before sending */
     SF_E_NOMEM,
     SF_E_RESOLVE,     /* an address could not be parsed or resolved */
     SF_E_CONNECT,     /* connecting failed (errno set) */
@@ -69,12 +74,36 @@ typedef struct sf_error {
 #define SF_RES_NO_SPACE 0x15
 #define SF_RES_READONLY 0x1A
 
+/* Defaults and limits. This is their one home: the binding exports them
+ * to Python, and the C core is what refuses values outside them. */
+#define SF_DEFAULT_PORT 7000 /* sheep's own default */
+#define SF_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define SF_DEFAULT_IO_TIMEOUT_MS 60000
+#define SF_DEFAULT_DEPTH 16u
+#define SF_MAX_DEPTH 256u /* sizes the engine's per-connection tables */
+/* sheep keeps the copy count in a byte but refuses more than this */
+#define SF_MAX_COPIES 31
+/* Objects are 1 << block_size_shift bytes: 4 MiB unless the cluster or the
+ * VDI says otherwise; sheep accepts 1 MiB to 2 GiB. */
+#define SF_DEFAULT_BLOCK_SIZE_SHIFT 22
+#define SF_MIN_BLOCK_SIZE_SHIFT 20
+#define SF_MAX_BLOCK_SIZE_SHIFT 31
+/* Gateways one cluster handle knows: configured plus learned ones. */
+#define SF_MAX_GATEWAYS 64u
+/* One gateway as text, "[host]:port" with a 255-byte host and a NUL, and
+ * a list of them as sf_cluster_nodes and sf_cluster_locate write it. */
+#define SF_ADDRESS_TEXT_MAX 264u
+#define SF_ADDRESS_LIST_MAX (SF_MAX_GATEWAYS * SF_ADDRESS_TEXT_MAX)
+
 typedef struct sf_options {
-    /* "host:port[,host:port...]"; IPv6 as "[addr]:port"; port defaults to 7000 */
+    /* "host:port[,host:port...]"; IPv6 as "[addr]:port"; port defaults to
+     * SF_DEFAULT_PORT */
     const char *addresses;
-    int connect_timeout_ms; /* <= 0: 10 s */
-    int io_timeout_ms;      /* no progress for this long fails the call; <= 0: 60 s */
-    unsigned depth;         /* object requests in flight per call; 0: 16 */
+    int connect_timeout_ms; /* 0: SF_DEFAULT_CONNECT_TIMEOUT_MS; < 0 refused */
+    /* no progress for this long fails the call; 0: SF_DEFAULT_IO_TIMEOUT_MS; < 0 refused */
+    int io_timeout_ms;
+    /* object requests in flight per call, 1..SF_MAX_DEPTH; 0: SF_DEFAULT_DEPTH */
+    unsigned depth;
     /* Non-zero: send object requests to any gateway instead of to a sheep
      * holding the object (which saves the cluster one hop per object). */
     int no_routing;
@@ -90,6 +119,9 @@ typedef struct sf_options {
  * below it reuse heap memory: measured on a 3-sheep cluster, 28 % less sheep
  * CPU per byte and ~30 % more throughput than whole 4 MiB objects. */
 #define SF_DEFAULT_REQUEST_SIZE (448u * 1024u)
+/* request_size is a whole number of pages: requests are cut at its
+ * multiples inside an object, so they stay page-aligned there. */
+#define SF_REQUEST_ALIGN 4096u
 
 typedef struct sf_cluster_defaults {
     uint8_t copies;
@@ -119,10 +151,12 @@ typedef struct sf_vdi_info {
     uint8_t block_size_shift;
 } sf_vdi_info;
 
+/* Wider than the bytes sheep stores them in, so that a value out of range
+ * reaches sf_vdi_create and is refused there rather than truncated. */
 typedef struct sf_create_options {
-    uint8_t copies;           /* 0: cluster default */
-    uint8_t copy_policy;      /* 0: replication; else erasure code ((d/2)<<4)|p */
-    uint8_t block_size_shift; /* 0: cluster default; else 20..31 */
+    unsigned copies;           /* 0: cluster default; else 1..SF_MAX_COPIES */
+    unsigned copy_policy;      /* 0: replication; else erasure code ((d/2)<<4)|p */
+    unsigned block_size_shift; /* 0: cluster default; else SF_MIN/MAX_BLOCK_SIZE_SHIFT */
 } sf_create_options;
 
 typedef struct sf_cluster sf_cluster;
@@ -141,7 +175,8 @@ SF_EXPORT void sf_deadline_end(int64_t saved);
 SF_EXPORT sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err);
 SF_EXPORT void sf_cluster_close(sf_cluster *cl);
 SF_EXPORT int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err);
-/* Gateways known to the client, as "host:port" strings joined by ','. */
+/* Gateways known to the client, as "host:port" strings joined by ','
+ * (SF_ADDRESS_LIST_MAX bytes always suffice, for sf_cluster_locate too). */
 SF_EXPORT int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err);
 /* The sheep holding object oid of a VDI with `copies` replicas, as the
  * cluster places it: "host:port" strings in copy order joined by ','.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 
@@ -16,15 +18,22 @@ MiB = 1 << 20
 # contract (tests/test_backends.py), checked for the native and CLI backends.
 
 
-@pytest.mark.parametrize("name,why", [
-    ("", "empty"),
-    ("x" * 256, "longer than 255"),
-    ("a\0b", "NUL"),
-    (b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "name,why",
+    [
+        ("", "empty"),
+        ("x" * 256, "longer than 255"),
+        ("a\0b", "NUL"),
+        (b"", "empty"),
+    ],
+)
 def test_bad_names(cluster, name, why):
-    for call in (lambda: cluster.create(name, MiB), lambda: cluster.open(name),
-                 lambda: cluster.stat(name), lambda: cluster.delete(name)):
+    for call in (
+        lambda: cluster.create(name, MiB),
+        lambda: cluster.open(name),
+        lambda: cluster.stat(name),
+        lambda: cluster.delete(name),
+    ):
         with pytest.raises(sheepfast.InvalidArgument, match=why):
             call()
     with pytest.raises(TypeError):
@@ -41,6 +50,17 @@ def test_bad_create_options(cluster, new_name):
         cluster.create(name, (1 << 20) * (4 * MiB) + 1)  # past the flat index
     with pytest.raises(sheepfast.OutOfRange):
         cluster.create(name, -1)
+    # the C core checks each range; nothing is truncated into its byte
+    for options, why in [
+        ({"copies": 32}, "copies must be 1..31"),
+        ({"copies": 256 + 2}, "copies must be 1..31"),
+        ({"copies": -1}, "copies must not be negative"),
+        ({"block_size_shift": 32}, "block_size_shift must be 20..31"),
+        ({"block_size_shift": 256 + 22}, "block_size_shift must be 20..31"),
+        ({"copy_policy": 256 + 0x12}, "does not fit in a byte"),
+    ]:
+        with pytest.raises(sheepfast.InvalidArgument, match=why):
+            cluster.create(name, MiB, **options)
     assert not cluster.exists(name)
 
 
@@ -95,26 +115,109 @@ def test_bad_addresses(address):
         sheepfast.connect(address)
 
 
-def test_not_sheep_is_a_clear_error():
-    """A server that answers garbage is a ProtocolError or a closed connection,
-    never a hang or a crash."""
-    import threading
+class _Listener:
+    """A TCP listener on 127.0.0.1 that treats every connection with answer
+    (conn -> None) in a thread of its own; connections stay open until close."""
 
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
+    def __init__(self, answer):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        self.answer = answer
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
-    def answer():
-        conn, _ = srv.accept()
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.conns.append(conn)
+            self.answer(conn)
+
+    def close(self):
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def listener():
+    made = []
+
+    def make(answer):
+        made.append(_Listener(answer))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+HTTP_400 = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: 50\r\n\r\n"
+    b"<html><body><h1>400 Bad Request</h1></body></html>"
+)
+
+
+def test_an_http_server_is_named_as_not_a_sheep(listener):
+    """The header of an HTTP reply decodes to a reply id no request has
+    (ASCII "0000"): the message says what the peer is and where."""
+
+    def answer(conn):
         conn.recv(48)
-        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n" + b"\0" * 100)
+        conn.sendall(HTTP_400)
         conn.close()
 
-    t = threading.Thread(target=answer, daemon=True)
-    t.start()
-    with pytest.raises((sheepfast.ProtocolError, sheepfast.ConnectionError)):
-        sheepfast.connect("127.0.0.1:%d" % srv.getsockname()[1], io_timeout=5)
-    srv.close()
+    http = listener(answer)
+    started = time.monotonic()
+    with pytest.raises(sheepfast.ProtocolError) as info:
+        sheepfast.connect(http.address, io_timeout=5)
+    message = str(info.value)
+    assert f"{http.address} is not a Sheepdog server" in message, message
+    assert 'it answered "HTTP/1.0 400 Bad Request"' in message, message
+    assert time.monotonic() - started < 4, "a refused reply must fail at once, not time out"
+
+
+def test_a_peer_that_answers_binary_garbage_is_not_a_sheep(listener):
+    def answer(conn):
+        conn.recv(48)
+        conn.sendall(bytes(range(48)) * 2)
+
+    garbage = listener(answer)
+    with pytest.raises(sheepfast.ProtocolError) as info:
+        sheepfast.connect(garbage.address, io_timeout=5)
+    message = str(info.value)
+    assert f"{garbage.address} is not a Sheepdog server (reply id" in message, message
+    assert "answered" not in message, message
+
+
+def test_a_peer_that_hangs_up_is_named(listener):
+    def answer(conn):
+        conn.recv(48)
+        conn.sendall(b"HTTP/1.0 400\r\n")
+        conn.close()
+
+    short = listener(answer)
+    with pytest.raises(sheepfast.ConnectionError) as info:
+        sheepfast.connect(short.address, io_timeout=5)
+    assert f"{short.address} closed the connection" in str(info.value), str(info.value)
+
+
+def test_a_listener_that_never_answers_times_out_naming_it(listener):
+    silent = listener(lambda conn: None)
+    started = time.monotonic()
+    with pytest.raises(sheepfast.TimeoutError) as info:
+        sheepfast.connect(silent.address, io_timeout=0.5)
+    took = time.monotonic() - started
+    message = str(info.value)
+    assert silent.address in message, message
+    assert "500 ms io_timeout" in message, message
+    assert took < 3, f"io_timeout 0.5 s, but the call took {took:.1f} s"
 
 
 def test_error_table():
@@ -127,3 +230,31 @@ def test_error_table():
     assert isinstance(errors.from_status(errors.SF_E_RANGE, 0, 0, "r"), ValueError)
     assert str(errors.from_status(errors.SF_E_IO, 104, 0, "reset by peer")) == "reset by peer"
     assert sheepfast.SheepdogError is sheepfast.SheepfastError
+
+
+# What each C error category (sf_errcat) becomes.
+CATEGORY_CLASSES = {
+    "SF_E_INVALID": sheepfast.InvalidArgument,
+    "SF_E_NOMEM": MemoryError,
+    "SF_E_RESOLVE": sheepfast.ConnectionError,
+    "SF_E_CONNECT": sheepfast.ConnectionError,
+    "SF_E_IO": sheepfast.ConnectionError,
+    "SF_E_TIMEOUT": sheepfast.TimeoutError,
+    "SF_E_PROTOCOL": sheepfast.ProtocolError,
+    "SF_E_SERVER": sheepfast.ServerError,
+    "SF_E_UNSUPPORTED": sheepfast.Unsupported,
+    "SF_E_RANGE": sheepfast.OutOfRange,
+}
+
+
+def test_every_c_error_category_maps_to_its_class():
+    native = pytest.importorskip("sheepfast._native")
+    c_categories = native.ERROR_CATEGORIES
+    assert set(c_categories) == set(CATEGORY_CLASSES)
+    python_side = {name for name in dir(errors) if name.startswith("SF_E_")}
+    assert python_side == set(c_categories), "errors.py and sheepfast.h disagree on the categories"
+    for name, value in c_categories.items():
+        assert getattr(errors, name) == value, name
+        exc = errors.from_status(value, 0, 0x99, f"a {name} failure")
+        assert type(exc) is CATEGORY_CLASSES[name], name
+        assert str(exc) == f"a {name} failure"

@@ -42,7 +42,7 @@ MiB = 1 << 20
 # that comes, however loaded the machine)
 SILENT_TIMEOUT = 0.5
 IO_TIMEOUT = 10.0
-HANG_GUARD = 30.0       # far past anything the client may legitimately take
+HANG_GUARD = 30.0  # far past anything the client may legitimately take
 IMAGE = 3 * MiB + 4096  # four 1 MiB objects, the last one short
 #: examples per run; the default keeps the suite fast, more go looking harder
 FUZZ_EXAMPLES = int(os.environ.get("SHEEPFAST_FUZZ_EXAMPLES", "30"))
@@ -80,45 +80,81 @@ class Mangle:
         rsp = w.ResponseHeader.unpack(header)
         if self.kind == "random":
             return self.blob
-        if self.kind == "truncate":          # a cut somewhere in header or data
-            return (header + data)[:self.value % (len(header) + len(data))]
+        if self.kind == "truncate":  # a cut somewhere in header or data
+            return (header + data)[: self.value % (len(header) + len(data))]
         if self.kind == "silence":
             return b""
         if self.kind == "garbage_after":
             return header + data + self.blob
         if self.kind == "twice":
             return (header + data) * 2
-        if self.kind == "short_data":        # the header is true, the data stops early
-            return header + data[:self.value % (len(data) or 1)]
+        if self.kind == "short_data":  # the header is true, the data stops early
+            return header + data[: self.value % (len(data) or 1)]
         # one header field replaced, the data as it was
-        field = {"id": "id", "opcode": "opcode", "length": "data_length", "result": "result",
-                 "proto_ver": "proto_ver", "flags": "flags", "epoch": "epoch"}[self.kind]
-        limit = 0xFF if field in ("opcode", "proto_ver") else \
-            0xFFFF if field == "flags" else 0xFFFFFFFF
+        field = {
+            "id": "id",
+            "opcode": "opcode",
+            "length": "data_length",
+            "result": "result",
+            "proto_ver": "proto_ver",
+            "flags": "flags",
+            "epoch": "epoch",
+        }[self.kind]
+        limit = (
+            0xFF if field in ("opcode", "proto_ver") else 0xFFFF if field == "flags" else 0xFFFFFFFF
+        )
         new = dataclasses.replace(rsp, **{field: self.value & limit})
         return new.pack() + data
 
 
-_u32 = st.one_of(st.sampled_from([0, 1, 2, 47, 48, 4096, 448 * 1024, 1 << 31, (1 << 31) - 1,
-                                  (1 << 32) - 1]),
-                 st.integers(0, (1 << 32) - 1))
+_u32 = st.one_of(
+    st.sampled_from([0, 1, 2, 47, 48, 4096, 448 * 1024, 1 << 31, (1 << 31) - 1, (1 << 32) - 1]),
+    st.integers(0, (1 << 32) - 1),
+)
 _then = st.sampled_from(["close", "carry on", "close", "carry on", "silence"])
 
 mangles = st.one_of(
     st.builds(Mangle, st.just("random"), blob=st.binary(min_size=0, max_size=200), then=_then),
-    st.builds(Mangle, st.just("truncate"), value=st.integers(0, 1 << 20),
-              then=st.sampled_from(["close", "silence"])),
+    st.builds(
+        Mangle,
+        st.just("truncate"),
+        value=st.integers(0, 1 << 20),
+        then=st.sampled_from(["close", "silence"]),
+    ),
     st.builds(Mangle, st.just("silence"), then=st.just("silence")),
-    st.builds(Mangle, st.just("garbage_after"), blob=st.binary(min_size=1, max_size=120),
-              then=st.just("carry on")),
+    st.builds(
+        Mangle,
+        st.just("garbage_after"),
+        blob=st.binary(min_size=1, max_size=120),
+        then=st.just("carry on"),
+    ),
     st.builds(Mangle, st.just("twice"), then=st.just("carry on")),
     st.builds(Mangle, st.just("short_data"), value=st.integers(0, 1 << 20), then=_then),
-    st.builds(Mangle, st.sampled_from(["id", "opcode", "length", "proto_ver", "flags", "epoch"]),
-              value=_u32, then=_then),
-    st.builds(Mangle, st.just("result"), value=st.sampled_from(
-        [w.RES_EIO, w.RES_NO_OBJ, w.RES_NO_VDI, w.RES_VDI_EXIST, w.RES_NO_SPACE,
-         w.RES_SYSTEM_ERROR, w.RES_INVALID_PARMS, w.RES_READONLY, 0xFF, 0xDEADBEEF]),
-        then=_then),
+    st.builds(
+        Mangle,
+        st.sampled_from(["id", "opcode", "length", "proto_ver", "flags", "epoch"]),
+        value=_u32,
+        then=_then,
+    ),
+    st.builds(
+        Mangle,
+        st.just("result"),
+        value=st.sampled_from(
+            [
+                w.RES_EIO,
+                w.RES_NO_OBJ,
+                w.RES_NO_VDI,
+                w.RES_VDI_EXIST,
+                w.RES_NO_SPACE,
+                w.RES_SYSTEM_ERROR,
+                w.RES_INVALID_PARMS,
+                w.RES_READONLY,
+                0xFF,
+                0xDEADBEEF,
+            ]
+        ),
+        then=_then,
+    ),
 )
 
 
@@ -131,19 +167,25 @@ class HostileProxy:
         host, _, port = upstream.rpartition(":")
         self.upstream = (host, int(port))
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self._lock = threading.Lock()
         self._target = -1
         self._opcode: Optional[int] = None
         self._mangle: Optional[Mangle] = None
         self._threads: list = []
-        self.fired: Optional[tuple] = None   # (opcode, Mangle) once it fired
+        self.fired: Optional[tuple] = None  # (opcode, Mangle) once it fired
         self._socks: set = set()
         self._closing = False
         threading.Thread(target=self._accept, daemon=True, name="hostile-accept").start()
 
-    def arm(self, target: int, mangle: Mangle, *, opcode: Optional[int] = None,
-            hold: Optional[threading.Event] = None) -> None:
+    def arm(
+        self,
+        target: int,
+        mangle: Mangle,
+        *,
+        opcode: Optional[int] = None,
+        hold: Optional[threading.Event] = None,
+    ) -> None:
         """Mangle the reply to the target-th request from now (counting from
         0, only requests of `opcode` if given). hold: after the mangled reply
         the connection forwards nothing more until the event is set."""
@@ -187,8 +229,9 @@ class HostileProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            t = threading.Thread(target=self._serve, args=(client,), daemon=True,
-                                 name="hostile-conn")
+            t = threading.Thread(
+                target=self._serve, args=(client,), daemon=True, name="hostile-conn"
+            )
             with self._lock:
                 self._threads.append(t)
             t.start()
@@ -213,8 +256,7 @@ class HostileProxy:
                 if mangle is not None and mangle.kind == "late":
                     # the connection breaks under the client, but this server
                     # has the request and executes it later (when released)
-                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                      struct.pack("ii", 1, 0))
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     client.close()
                     if self.hold is not None:
                         self.hold.wait(HANG_GUARD)
@@ -237,7 +279,7 @@ class HostileProxy:
                 if mangle.then == "close":
                     return
                 if mangle.then == "silence":
-                    while client.recv(1 << 16):   # swallow until the client gives up
+                    while client.recv(1 << 16):  # swallow until the client gives up
                         pass
                     return
         except OSError:
@@ -302,8 +344,9 @@ _counter = iter(range(1 << 30))
 def _scenario(address: str, name: str, data: bytes, outcome: dict, io_timeout: float) -> None:
     """connect, create, open, write, read back: what the data path does."""
     try:
-        with sheepfast.connect(address, io_timeout=io_timeout, connect_timeout=2,
-                               routing=False, depth=4) as c:
+        with sheepfast.connect(
+            address, io_timeout=io_timeout, connect_timeout=2, routing=False, depth=4
+        ) as c:
             outcome["step"] = "create"
             c.create(name, len(data), block_size_shift=20)
             outcome["step"] = "open"
@@ -321,18 +364,25 @@ def _scenario(address: str, name: str, data: bytes, outcome: dict, io_timeout: f
 ALLOWED = (sheepfast.ProtocolError, sheepfast.ConnectionError, sheepfast.TimeoutError)
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=not FUZZ_RANDOM,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=not FUZZ_RANDOM,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(target=st.integers(0, 24), mangle=mangles)
 def test_a_mangled_reply_is_a_clear_error_never_a_wrong_byte(upstream, proxy, target, mangle):
     name = f"hostile-{next(_counter)}"
     data = os.urandom(IMAGE)
-    data = data[:MiB] + bytes(MiB) + data[2 * MiB:]      # one all-zero object
+    data = data[:MiB] + bytes(MiB) + data[2 * MiB :]  # one all-zero object
     proxy.arm(target, mangle)
     outcome: dict = {}
     silent = mangle.then != "close"
-    runner = threading.Thread(target=_scenario, daemon=True, args=(
-        proxy.address, name, data, outcome, SILENT_TIMEOUT if silent else IO_TIMEOUT))
+    runner = threading.Thread(
+        target=_scenario,
+        daemon=True,
+        args=(proxy.address, name, data, outcome, SILENT_TIMEOUT if silent else IO_TIMEOUT),
+    )
     runner.start()
     runner.join(HANG_GUARD)
     assert not runner.is_alive(), f"the client hung at {outcome.get('step')} on {proxy.fired}"
@@ -355,7 +405,7 @@ def test_a_mangled_reply_is_a_clear_error_never_a_wrong_byte(upstream, proxy, ta
             with sheepfast.connect(upstream.address) as c, c.open(name) as vdi:
                 assert vdi.read(0, len(data)) == data
         if "vid" in outcome:
-            proxy.join()   # requests still on their way have landed
+            proxy.join()  # requests still on their way have landed
             owned, indexed = _owned(upstream, outcome["vid"]), _indexed(upstream, name)
             assert indexed <= owned, "an index entry names an object that does not exist"
             # Failed or not, every object the write created is indexed, except
@@ -387,8 +437,10 @@ def test_no_length_from_the_wire_is_allocated(upstream, proxy):
             for then in ("carry on", "close"):
                 proxy.arm(n % 4, Mangle("length", claim, then=then))
                 try:
-                    with sheepfast.connect(proxy.address, io_timeout=IO_TIMEOUT,
-                                           routing=False) as c, c.open("hostile-len") as vdi:
+                    with (
+                        sheepfast.connect(proxy.address, io_timeout=IO_TIMEOUT, routing=False) as c,
+                        c.open("hostile-len") as vdi,
+                    ):
                         vdi.read(0, 4096)
                 except ALLOWED:
                     pass
@@ -420,12 +472,16 @@ def test_a_valid_reply_followed_by_garbage_does_not_poison_the_pool(upstream, pr
             c.delete("hostile-pool")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sf_vdi.c index_created_after_loss: after a failed write, each CREATE still in "
-    "flight is probed once with a 1-byte read on a fresh connection and indexed only "
-    "if it exists then. A CREATE that the server had read but not yet executed "
-    "lands after the probe, and its object is never indexed (leaked: delete does "
-    "not reclaim it)."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "sf_vdi.c index_created_after_loss: after a failed write, each CREATE still in "
+        "flight is probed once with a 1-byte read on a fresh connection and indexed only "
+        "if it exists then. A CREATE that the server had read but not yet executed "
+        "lands after the probe, and its object is never indexed (leaked: delete does "
+        "not reclaim it)."
+    ),
+)
 def test_a_create_applied_after_the_client_gave_up_is_indexed(upstream, proxy):
     """The first CREATE's reply comes back with a wrong id while two more
     CREATEs are on their way; the server executes those only after the
@@ -438,8 +494,12 @@ def test_a_create_applied_after_the_client_gave_up_is_indexed(upstream, proxy):
             c.create(name, IMAGE, block_size_shift=20)
             with c.open(name) as vdi:
                 vid = vdi.vid
-                proxy.arm(0, Mangle("id", 0xFFFFFF00, then="carry on"),
-                          opcode=w.OP_CREATE_AND_WRITE_OBJ, hold=hold)
+                proxy.arm(
+                    0,
+                    Mangle("id", 0xFFFFFF00, then="carry on"),
+                    opcode=w.OP_CREATE_AND_WRITE_OBJ,
+                    hold=hold,
+                )
                 with pytest.raises(sheepfast.ProtocolError, match="matches no request"):
                     vdi.write(os.urandom(IMAGE), 0)
         before = _owned(upstream, vid)
@@ -456,14 +516,18 @@ def test_a_create_applied_after_the_client_gave_up_is_indexed(upstream, proxy):
                 c.delete(name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sf_conn.c lane_reconnect resends every op in flight on a fresh connection, "
-    "CREATE_AND_WRITE included; sheep replaces an existing object on CREATE "
-    "(plain_store: write a tmp file, rename over), so when the sheep behind the "
-    "broken connection executes the first CREATE after the resent one and the "
-    "object's later WRITEs, the object is cut back to its first request: the write "
-    "reported success and reads back wrong (the first 448 KiB right, the rest "
-    "zeros). Resending a CREATE is safe only once the first one can no longer land"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "sf_conn.c lane_reconnect resends every op in flight on a fresh connection, "
+        "CREATE_AND_WRITE included; sheep replaces an existing object on CREATE "
+        "(plain_store: write a tmp file, rename over), so when the sheep behind the "
+        "broken connection executes the first CREATE after the resent one and the "
+        "object's later WRITEs, the object is cut back to its first request: the write "
+        "reported success and reads back wrong (the first 448 KiB right, the rest "
+        "zeros). Resending a CREATE is safe only once the first one can no longer land"
+    ),
+)
 def test_a_create_executed_late_by_the_old_gateway_loses_no_byte(upstream, proxy):
     """The connection carrying an object's CREATE breaks; the client resends
     it elsewhere and finishes the object; then the old gateway, which had
@@ -472,14 +536,13 @@ def test_a_create_executed_late_by_the_old_gateway_loses_no_byte(upstream, proxy
     data = os.urandom(IMAGE)
     hold = threading.Event()
     try:
-        with sheepfast.connect(proxy.address, io_timeout=IO_TIMEOUT, routing=False,
-                               depth=4) as c:
+        with sheepfast.connect(proxy.address, io_timeout=IO_TIMEOUT, routing=False, depth=4) as c:
             c.create(name, IMAGE, block_size_shift=20)
             with c.open(name) as vdi:
                 proxy.arm(0, Mangle("late"), opcode=w.OP_CREATE_AND_WRITE_OBJ, hold=hold)
-                vdi.write(data, 0)            # succeeds: resent, then completed
+                vdi.write(data, 0)  # succeeds: resent, then completed
         hold.set()
-        proxy.join()                          # the old CREATE has landed
+        proxy.join()  # the old CREATE has landed
         with sheepfast.connect(upstream.address) as c, c.open(name) as vdi:
             got = vdi.read(0, IMAGE)
         # compared outside the assert: pytest would diff megabytes (in CI it does not truncate)
@@ -494,7 +557,7 @@ def test_a_create_executed_late_by_the_old_gateway_loses_no_byte(upstream, proxy
 
 
 TRICKLE_TIMEOUT = 0.5
-TRICKLE_STEP = 0.15    # far enough inside the timeout for a loaded machine
+TRICKLE_STEP = 0.15  # far enough inside the timeout for a loaded machine
 TRICKLE_BYTES = 20
 
 
@@ -534,8 +597,11 @@ def test_a_server_that_trickles_its_reply_is_cut_off_at_io_timeout():
 
     def call():
         try:
-            sheepfast.connect("127.0.0.1:%d" % listener.getsockname()[1],
-                              io_timeout=TRICKLE_TIMEOUT, connect_timeout=1).close()
+            sheepfast.connect(
+                f"127.0.0.1:{listener.getsockname()[1]}",
+                io_timeout=TRICKLE_TIMEOUT,
+                connect_timeout=1,
+            ).close()
         except BaseException as exc:
             outcome["error"] = exc
 

@@ -4,8 +4,8 @@
  *   - the header codec is checked against the captured wire vectors
  *     (the .txt files in tests/vectors, format in PROTOCOL.md section 14);
  *   - the pure helpers (oids, name and policy checks, addresses, node
- *     records, inode headers, sf_is_zero) are checked directly;
- *   - the request engine (sf_run / sf_call) is driven against a small fake
+ *     records, inode headers, sfi_is_zero) are checked directly;
+ *   - the request engine (sfi_run / sfi_call) is driven against a small fake
  *     sheep running in a thread on a loopback socket.
  *
  * Usage: test_main VECTORS_DIR
@@ -68,11 +68,10 @@ static void failure(const char *file, int line, const char *fmt, ...)
     printf("\n");
 }
 
-#define check(cond) \
-    ((cond) ? 1 : (failure(__FILE__, __LINE__, "check failed: %s", #cond), 0))
+#define check(cond) ((cond) ? 1 : (failure(__FILE__, __LINE__, "check failed: %s", #cond), 0))
 
-#define check_eq(a, b) check_eq_at((unsigned long long)(a), (unsigned long long)(b), #a, #b, \
-                                   __FILE__, __LINE__)
+#define check_eq(a, b)                                                                             \
+    check_eq_at((unsigned long long)(a), (unsigned long long)(b), #a, #b, __FILE__, __LINE__)
 static int check_eq_at(unsigned long long a, unsigned long long b, const char *as, const char *bs,
                        const char *file, int line)
 {
@@ -129,11 +128,11 @@ static void hex_encode(const uint8_t *in, size_t n, char *out)
 /* ------------------------------------------------------------- vectors */
 
 typedef struct vmsg {
-    int from_client;              /* C>S */
+    int from_client; /* C>S */
     uint8_t hdr[SF_HEADER_SIZE];
     unsigned long payload_len;
-    char *payload;                /* as in the file: hex, "-" or "sha256:..." */
-    char *comment;                /* the decoded "#   ..." line before it, or NULL */
+    char *payload; /* as in the file: hex, "-" or "sha256:..." */
+    char *comment; /* the decoded "#   ..." line before it, or NULL */
     unsigned line;
 } vmsg;
 
@@ -291,7 +290,7 @@ static void check_comment_field(const vector *v, const vmsg *m, const sf_req *re
              rsp->default_bss != u[2]))
             vfail(v, m, "cluster defaults decoded as %u/%u/%u", rsp->default_copies,
                   rsp->default_copy_policy, rsp->default_bss);
-        if (rsp->opcode == SF_OP_GET_NODE_LIST && rsp->nr_nodes != sf_get_le32(u))
+        if (rsp->opcode == SF_OP_GET_NODE_LIST && rsp->nr_nodes != sfi_get_le32(u))
             vfail(v, m, "nr_nodes decoded as %u", rsp->nr_nodes);
         return;
     }
@@ -349,8 +348,7 @@ static void check_comment_field(const vector *v, const vmsg *m, const sf_req *re
 
 /* Checks every field a "#   OPNAME k=v ..." comment states. Returns how
  * many fields were compared. */
-static unsigned check_comment(const vector *v, const vmsg *m, const sf_req *req,
-                              const sf_rsp *rsp)
+static unsigned check_comment(const vector *v, const vmsg *m, const sf_req *req, const sf_rsp *rsp)
 {
     char *copy = strdup(m->comment + 1);
     char *p = copy;
@@ -365,11 +363,12 @@ static unsigned check_comment(const vector *v, const vmsg *m, const sf_req *req,
         *p++ = '\0';
     if (strncmp(op, "0x", 2) == 0) {
         unsigned long long n;
-        if (parse_number(op, 0, &n) < 0 || n != opcode || strcmp(sf_opcode_name(opcode), "UNKNOWN_OP") != 0)
+        if (parse_number(op, 0, &n) < 0 || n != opcode ||
+            strcmp(sfi_opcode_name(opcode), "UNKNOWN_OP") != 0)
             vfail(v, m, "opcode %s in the comment, 0x%02x (%s) decoded", op, opcode,
-                  sf_opcode_name(opcode));
-    } else if (strcmp(op, sf_opcode_name(opcode)) != 0) {
-        vfail(v, m, "opcode %s in the comment, %s decoded", op, sf_opcode_name(opcode));
+                  sfi_opcode_name(opcode));
+    } else if (strcmp(op, sfi_opcode_name(opcode)) != 0) {
+        vfail(v, m, "opcode %s in the comment, %s decoded", op, sfi_opcode_name(opcode));
     }
     for (;;) {
         while (*p == ' ')
@@ -427,16 +426,16 @@ static void test_vector_file(const char *name)
         memset(&req, 0, sizeof(req));
         memset(&rsp, 0, sizeof(rsp));
         if (m->from_client) {
-            sf_req_decode(m->hdr, &req);
-            sf_req_encode(&req, again);
+            sfi_req_decode(m->hdr, &req);
+            sfi_req_encode(&req, again);
             /* with WRITE the payload follows; without it data_length is only a size */
             unsigned long want = (req.flags & SF_FLAG_WRITE) ? req.data_length : 0;
             if (m->payload_len != want)
                 vfail(&v, m, "%lu payload bytes on the wire, flags 0x%x dlen %u", m->payload_len,
                       req.flags, req.data_length);
         } else {
-            sf_rsp_decode(m->hdr, &rsp);
-            sf_rsp_encode(&rsp, again);
+            sfi_rsp_decode(m->hdr, &rsp);
+            sfi_rsp_encode(&rsp, again);
             if (m->payload_len != rsp.data_length)
                 vfail(&v, m, "%lu payload bytes on the wire, dlen %u", m->payload_len,
                       rsp.data_length);
@@ -454,7 +453,8 @@ static void test_vector_file(const char *name)
             if (m->payload_len < 1024 || strlen(m->payload) != 7 + 64)
                 vfail(&v, m, "bad digest payload");
         } else if (strlen(m->payload) != 2 * m->payload_len) {
-            vfail(&v, m, "%zu hex digits for %lu payload bytes", strlen(m->payload), m->payload_len);
+            vfail(&v, m, "%zu hex digits for %lu payload bytes", strlen(m->payload),
+                  m->payload_len);
         }
         if (m->comment != NULL)
             fields += check_comment(&v, m, &req, &rsp);
@@ -469,7 +469,8 @@ static int is_txt(const struct dirent *d)
 {
     size_t n = strlen(d->d_name);
     return n > 4 && strcmp(d->d_name + n - 4, ".txt") == 0 &&
-           strcmp(d->d_name, "README.txt") != 0 && strcmp(d->d_name, "dog_list_raw_outputs.txt") != 0;
+           strcmp(d->d_name, "README.txt") != 0 &&
+           strcmp(d->d_name, "dog_list_raw_outputs.txt") != 0;
 }
 
 static void test_all_vectors(void)
@@ -478,7 +479,8 @@ static void test_all_vectors(void)
     int n = scandir(vectors_dir, &names, is_txt, alphasort);
     test("vectors: directory holds the captured header vectors");
     if (!check(n >= 30)) {
-        printf("  (vectors directory %s: %s)\n", vectors_dir, n < 0 ? strerror(errno) : "too few files");
+        printf("  (vectors directory %s: %s)\n", vectors_dir,
+               n < 0 ? strerror(errno) : "too few files");
     }
     for (int i = 0; i < n; i++) {
         test_vector_file(names[i]->d_name);
@@ -515,20 +517,20 @@ static void test_vector_write_fresh_small(void)
     }
     /* GET_VDI_INFO with the name payload */
     m = next_msg(&v, &pos, 1);
-    sf_req_decode(m->hdr, &req);
+    sfi_req_decode(m->hdr, &req);
     check_eq(req.proto_ver, SF_PROTO_VER);
     check_eq(req.opcode, SF_OP_GET_VDI_INFO);
     check_eq(req.flags, SF_FLAG_WRITE);
     check_eq(req.data_length, 2 * SF_NAME_FIELD);
     check_eq(req.id, 0);
-    sf_req_init(&built, SF_OP_GET_VDI_INFO);
+    sfi_req_init(&built, SF_OP_GET_VDI_INFO);
     built.flags = SF_FLAG_WRITE;
     built.data_length = 2 * SF_NAME_FIELD;
-    sf_req_encode(&built, wire);
+    sfi_req_encode(&built, wire);
     check(memcmp(wire, m->hdr, SF_HEADER_SIZE) == 0);
 
     m = next_msg(&v, &pos, 0);
-    sf_rsp_decode(m->hdr, &rsp);
+    sfi_rsp_decode(m->hdr, &rsp);
     check_eq(rsp.opcode, SF_OP_GET_VDI_INFO);
     check_eq(rsp.result, SF_RES_SUCCESS);
     check_eq(rsp.vdi_id, vid);
@@ -543,65 +545,65 @@ static void test_vector_write_fresh_small(void)
     built_rsp.vdi_id = vid;
     built_rsp.copies = 2;
     built_rsp.block_size_shift = 22;
-    sf_rsp_encode(&built_rsp, wire);
+    sfi_rsp_encode(&built_rsp, wire);
     check(memcmp(wire, m->hdr, SF_HEADER_SIZE) == 0);
 
     /* the whole inode, DIRECT */
     m = next_msg(&v, &pos, 1);
-    sf_req_decode(m->hdr, &req);
+    sfi_req_decode(m->hdr, &req);
     check_eq(req.opcode, SF_OP_READ_OBJ);
     check_eq(req.flags, SF_FLAG_DIRECT);
     check_eq(req.data_length, SF_INODE_SIZE);
-    check_eq(req.oid, sf_inode_oid(vid));
+    check_eq(req.oid, sfi_inode_oid(vid));
     check_eq(req.oid, UINT64_C(0x807f588f00000000));
     m = next_msg(&v, &pos, 0);
-    sf_rsp_decode(m->hdr, &rsp);
+    sfi_rsp_decode(m->hdr, &rsp);
     check_eq(rsp.data_length, SF_INODE_SIZE);
     check_eq(m->payload_len, SF_INODE_SIZE);
 
     /* the data object does not exist yet: CREATE_AND_WRITE */
     m = next_msg(&v, &pos, 1);
-    sf_req_decode(m->hdr, &req);
+    sfi_req_decode(m->hdr, &req);
     check_eq(req.opcode, SF_OP_CREATE_AND_WRITE_OBJ);
     check_eq(req.flags, SF_FLAG_WRITE);
-    check_eq(req.oid, sf_data_oid(vid, 0));
+    check_eq(req.oid, sfi_data_oid(vid, 0));
     check_eq(req.cow_oid, 0);
     check_eq(req.copies, 2);
     check_eq(req.copy_policy, 0);
     check_eq(req.offset, 1048576);
     check_eq(req.data_length, 512);
     check_eq(m->payload_len, 512);
-    sf_req_init(&built, SF_OP_CREATE_AND_WRITE_OBJ);
+    sfi_req_init(&built, SF_OP_CREATE_AND_WRITE_OBJ);
     built.flags = SF_FLAG_WRITE;
-    built.oid = sf_data_oid(vid, 0);
+    built.oid = sfi_data_oid(vid, 0);
     built.copies = 2;
     built.offset = 1048576;
     built.data_length = 512;
-    sf_req_encode(&built, wire);
+    sfi_req_encode(&built, wire);
     check(memcmp(wire, m->hdr, SF_HEADER_SIZE) == 0);
     m = next_msg(&v, &pos, 0);
-    sf_rsp_decode(m->hdr, &rsp);
+    sfi_rsp_decode(m->hdr, &rsp);
     check_eq(rsp.opcode, SF_OP_CREATE_AND_WRITE_OBJ);
     check_eq(rsp.result, SF_RES_SUCCESS);
 
     /* then the 4-byte index entry for object 0 */
     m = next_msg(&v, &pos, 1);
-    sf_req_decode(m->hdr, &req);
+    sfi_req_decode(m->hdr, &req);
     check_eq(req.opcode, SF_OP_WRITE_OBJ);
     check_eq(req.flags, SF_FLAG_WRITE);
-    check_eq(req.oid, sf_inode_oid(vid));
+    check_eq(req.oid, sfi_inode_oid(vid));
     check_eq(req.offset, SF_INODE_INDEX_OFF + 4 * 0);
     check_eq(req.data_length, 4);
     uint8_t entry[4];
     if (check(vmsg_payload(m, entry, sizeof(entry)) == 0))
-        check_eq(sf_get_le32(entry), vid);
-    sf_req_init(&built, SF_OP_WRITE_OBJ);
+        check_eq(sfi_get_le32(entry), vid);
+    sfi_req_init(&built, SF_OP_WRITE_OBJ);
     built.flags = SF_FLAG_WRITE;
-    built.oid = sf_inode_oid(vid);
+    built.oid = sfi_inode_oid(vid);
     built.copies = 2;
     built.offset = SF_INODE_INDEX_OFF;
     built.data_length = 4;
-    sf_req_encode(&built, wire);
+    sfi_req_encode(&built, wire);
     check(memcmp(wire, m->hdr, SF_HEADER_SIZE) == 0);
     vector_free(&v);
 }
@@ -631,8 +633,8 @@ static void test_vector_direct_errors(void)
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         sf_req req;
         sf_rsp rsp;
-        sf_req_decode(v.msgs[2 * i].hdr, &req);
-        sf_rsp_decode(v.msgs[2 * i + 1].hdr, &rsp);
+        sfi_req_decode(v.msgs[2 * i].hdr, &req);
+        sfi_rsp_decode(v.msgs[2 * i + 1].hdr, &rsp);
         check(v.msgs[2 * i].from_client && !v.msgs[2 * i + 1].from_client);
         check_eq(req.opcode, want[i].opcode);
         check_eq(req.proto_ver, want[i].proto_ver);
@@ -643,19 +645,19 @@ static void test_vector_direct_errors(void)
         check_eq(rsp.data_length, 0); /* errors carry no payload */
         check_eq(rsp.proto_ver, 0);
     }
-    /* what sf_req_init would have sent instead of the refused versions */
+    /* what sfi_req_init would have sent instead of the refused versions */
     sf_req ok;
-    sf_req_init(&ok, SF_OP_GET_CLUSTER_DEFAULT);
+    sfi_req_init(&ok, SF_OP_GET_CLUSTER_DEFAULT);
     check_eq(ok.proto_ver, SF_PROTO_VER);
-    sf_req_init(&ok, SF_OP_GET_NODE_LIST);
+    sfi_req_init(&ok, SF_OP_GET_NODE_LIST);
     check_eq(ok.proto_ver, SF_PROTO_VER_INTERNAL);
     /* VDI_EXIST comes with a garbage vdi_id (0x7f34): decoded, not trusted */
     sf_rsp exist;
-    sf_rsp_decode(v.msgs[13].hdr, &exist);
+    sfi_rsp_decode(v.msgs[13].hdr, &exist);
     check_eq(exist.result, SF_RES_VDI_EXIST);
     check_eq(exist.vdi_id, 0x7f34);
     sf_req new_vdi;
-    sf_req_decode(v.msgs[12].hdr, &new_vdi);
+    sfi_req_decode(v.msgs[12].hdr, &new_vdi);
     check_eq(new_vdi.vdi_size, 1048576);
     check_eq(new_vdi.data_length, SF_NAME_FIELD);
     check_eq(new_vdi.flags, SF_FLAG_WRITE);
@@ -674,7 +676,7 @@ static void test_vector_pipeline_and_discovery(void)
         const vmsg *m;
         while ((m = next_msg(&v, &pos, 0)) != NULL && k < 5) {
             sf_rsp rsp;
-            sf_rsp_decode(m->hdr, &rsp);
+            sfi_rsp_decode(m->hdr, &rsp);
             check_eq(rsp.id, order[k]);
             k++;
         }
@@ -682,8 +684,8 @@ static void test_vector_pipeline_and_discovery(void)
         pos = 0;
         m = next_msg(&v, &pos, 1);
         sf_req req;
-        sf_req_decode(m->hdr, &req);
-        check_eq(req.oid, sf_data_oid(0x54c278, 0x14));
+        sfi_req_decode(m->hdr, &req);
+        check_eq(req.oid, sfi_data_oid(0x54c278, 0x14));
         check_eq(req.data_length, 4u << 20);
     }
     vector_free(&v);
@@ -691,14 +693,14 @@ static void test_vector_pipeline_and_discovery(void)
     test("vector direct_discovery.txt: defaults and node records");
     if (vector_load("direct_discovery.txt", &v) == 0 && check_eq(v.count, 6)) {
         sf_rsp rsp;
-        sf_rsp_decode(v.msgs[1].hdr, &rsp);
+        sfi_rsp_decode(v.msgs[1].hdr, &rsp);
         check_eq(rsp.default_copies, 2);
         check_eq(rsp.default_copy_policy, 0);
         check_eq(rsp.default_bss, 22);
         sf_req req;
-        sf_req_decode(v.msgs[2].hdr, &req);
+        sfi_req_decode(v.msgs[2].hdr, &req);
         check_eq(req.proto_ver, SF_PROTO_VER_INTERNAL);
-        sf_rsp_decode(v.msgs[3].hdr, &rsp);
+        sfi_rsp_decode(v.msgs[3].hdr, &rsp);
         check_eq(rsp.nr_nodes, 3);
         check_eq(rsp.data_length, 3 * SF_NODE_RECORD_SIZE);
         uint8_t records[3 * SF_NODE_RECORD_SIZE];
@@ -706,15 +708,15 @@ static void test_vector_pipeline_and_discovery(void)
             static const char *want[] = {"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"};
             for (unsigned i = 0; i < 3; i++) {
                 char text[64] = "";
-                check_eq(sf_node_record_address(records + i * SF_NODE_RECORD_SIZE, text,
-                                                sizeof(text)),
-                         0);
+                check_eq(
+                    sfi_node_record_address(records + i * SF_NODE_RECORD_SIZE, text, sizeof(text)),
+                    0);
                 check_str(text, want[i]);
             }
         }
         /* STAT_CLUSTER: nodes_nr in the cluster union, 48-byte reply */
-        sf_req_decode(v.msgs[4].hdr, &req);
-        check_eq(sf_union_of(req.opcode), SF_UNION_CLUSTER);
+        sfi_req_decode(v.msgs[4].hdr, &req);
+        check_eq(sfi_union_of(req.opcode), SF_UNION_CLUSTER);
         check_eq(req.data_length, 48);
         check_eq(req.nodes_nr, 0);
     }
@@ -727,13 +729,13 @@ static void test_vector_pipeline_and_discovery(void)
             sf_req req;
             if (!v.msgs[i].from_client)
                 continue;
-            sf_req_decode(v.msgs[i].hdr, &req);
+            sfi_req_decode(v.msgs[i].hdr, &req);
             if (req.opcode != SF_OP_CREATE_AND_WRITE_OBJ)
                 continue;
             cows++;
             check_eq(req.flags, SF_FLAG_WRITE | SF_FLAG_COW);
-            check_eq(req.oid, sf_data_oid(0x7f5bf5, 0));
-            check_eq(req.cow_oid, sf_data_oid(0x7f588f, 0));
+            check_eq(req.oid, sfi_data_oid(0x7f5bf5, 0));
+            check_eq(req.cow_oid, sfi_data_oid(0x7f588f, 0));
         }
         check_eq(cows, 1);
     }
@@ -750,10 +752,10 @@ static void test_codec_unused_bytes_zero(void)
         uint8_t wire[SF_HEADER_SIZE];
         memset(&req, 0xA5, sizeof(req)); /* every field non-zero */
         req.opcode = (uint8_t)opcode;
-        sf_req_encode(&req, wire);
+        sfi_req_encode(&req, wire);
         uint8_t used[SF_HEADER_SIZE] = {0};
         memset(used, 1, 16);
-        switch (sf_union_of((uint8_t)opcode)) {
+        switch (sfi_union_of((uint8_t)opcode)) {
         case SF_UNION_OBJ:
             memset(used + 16, 1, 18); /* oid, cow_oid, copies, copy_policy */
             memset(used + 40, 1, 4);  /* offset */
@@ -775,21 +777,21 @@ static void test_codec_unused_bytes_zero(void)
     }
 
     test("codec: union variant and proto_ver by opcode");
-    check_eq(sf_union_of(SF_OP_READ_OBJ), SF_UNION_OBJ);
-    check_eq(sf_union_of(SF_OP_DISCARD_OBJ), SF_UNION_OBJ);
-    check_eq(sf_union_of(SF_OP_NEW_VDI), SF_UNION_VDI);
-    check_eq(sf_union_of(SF_OP_DEL_VDI), SF_UNION_VDI);
-    check_eq(sf_union_of(SF_OP_READ_VDIS), SF_UNION_NONE);
-    check_eq(sf_union_of(SF_OP_GET_CLUSTER_DEFAULT), SF_UNION_NONE);
-    check_eq(sf_union_of(SF_OP_GET_NODE_LIST), SF_UNION_NONE);
-    check_eq(sf_union_of(SF_OP_STAT_CLUSTER), SF_UNION_CLUSTER);
-    static const uint8_t ops[] = {SF_OP_READ_OBJ, SF_OP_NEW_VDI, SF_OP_FLUSH_VDI,
-                                  SF_OP_GET_CLUSTER_DEFAULT, SF_OP_GET_NODE_LIST,
-                                  SF_OP_STAT_CLUSTER, SF_OP_CLUSTER_INFO, SF_OP_READ_DEL_VDIS};
+    check_eq(sfi_union_of(SF_OP_READ_OBJ), SF_UNION_OBJ);
+    check_eq(sfi_union_of(SF_OP_DISCARD_OBJ), SF_UNION_OBJ);
+    check_eq(sfi_union_of(SF_OP_NEW_VDI), SF_UNION_VDI);
+    check_eq(sfi_union_of(SF_OP_DEL_VDI), SF_UNION_VDI);
+    check_eq(sfi_union_of(SF_OP_READ_VDIS), SF_UNION_NONE);
+    check_eq(sfi_union_of(SF_OP_GET_CLUSTER_DEFAULT), SF_UNION_NONE);
+    check_eq(sfi_union_of(SF_OP_GET_NODE_LIST), SF_UNION_NONE);
+    check_eq(sfi_union_of(SF_OP_STAT_CLUSTER), SF_UNION_CLUSTER);
+    static const uint8_t ops[] = {
+        SF_OP_READ_OBJ,      SF_OP_NEW_VDI,      SF_OP_FLUSH_VDI,    SF_OP_GET_CLUSTER_DEFAULT,
+        SF_OP_GET_NODE_LIST, SF_OP_STAT_CLUSTER, SF_OP_CLUSTER_INFO, SF_OP_READ_DEL_VDIS};
     for (size_t i = 0; i < sizeof(ops); i++) {
         sf_req req;
         memset(&req, 0xFF, sizeof(req));
-        sf_req_init(&req, ops[i]);
+        sfi_req_init(&req, ops[i]);
         check_eq(req.opcode, ops[i]);
         check_eq(req.proto_ver, ops[i] >= 0x80 ? SF_PROTO_VER_INTERNAL : SF_PROTO_VER);
         check_eq(req.flags | req.id | req.data_length | req.oid | req.offset, 0);
@@ -798,7 +800,7 @@ static void test_codec_unused_bytes_zero(void)
     test("codec: full-range field values survive encode/decode");
     sf_req a, b;
     uint8_t wire[SF_HEADER_SIZE];
-    sf_req_init(&a, SF_OP_WRITE_OBJ);
+    sfi_req_init(&a, SF_OP_WRITE_OBJ);
     a.flags = 0xFFFF;
     a.epoch = 0xFFFFFFFF;
     a.id = 0x89ABCDEF;
@@ -808,12 +810,12 @@ static void test_codec_unused_bytes_zero(void)
     a.copies = 0xFE;
     a.copy_policy = 0x8F;
     a.offset = 0xFFFFFFFF;
-    sf_req_encode(&a, wire);
+    sfi_req_encode(&a, wire);
     check_eq(wire[8], 0xEF); /* little-endian on the wire */
     check_eq(wire[11], 0x89);
-    sf_req_decode(wire, &b);
+    sfi_req_decode(wire, &b);
     check(memcmp(&a, &b, sizeof(a)) == 0);
-    sf_req_init(&a, SF_OP_NEW_VDI);
+    sfi_req_init(&a, SF_OP_NEW_VDI);
     a.vdi_size = UINT64_C(0xFFFFFFFFFFFFFFFF);
     a.base_vdi_id = 0xFFFFFF;
     a.copies = 6;
@@ -822,8 +824,8 @@ static void test_codec_unused_bytes_zero(void)
     a.block_size_shift = 31;
     a.snapid = 1;
     a.lock_type = 1;
-    sf_req_encode(&a, wire);
-    sf_req_decode(wire, &b);
+    sfi_req_encode(&a, wire);
+    sfi_req_decode(wire, &b);
     check(memcmp(&a, &b, sizeof(a)) == 0);
 
     sf_rsp r, s;
@@ -833,17 +835,17 @@ static void test_codec_unused_bytes_zero(void)
     r.data_length = 6144 * 80;
     r.result = 0x91;
     r.nr_nodes = 6144;
-    sf_rsp_encode(&r, wire);
-    sf_rsp_decode(wire, &s);
+    sfi_rsp_encode(&r, wire);
+    sfi_rsp_decode(wire, &s);
     check_eq(s.id, r.id);
     check_eq(s.data_length, r.data_length);
     check_eq(s.result, r.result);
     check_eq(s.nr_nodes, 6144);
 
     test("codec: names of opcodes and results");
-    check_str(sf_opcode_name(SF_OP_CREATE_AND_WRITE_OBJ), "CREATE_AND_WRITE_OBJ");
-    check_str(sf_opcode_name(SF_OP_READ_DEL_VDIS), "READ_DEL_VDIS");
-    check_str(sf_opcode_name(0x30), "UNKNOWN_OP");
+    check_str(sfi_opcode_name(SF_OP_CREATE_AND_WRITE_OBJ), "CREATE_AND_WRITE_OBJ");
+    check_str(sfi_opcode_name(SF_OP_READ_DEL_VDIS), "READ_DEL_VDIS");
+    check_str(sfi_opcode_name(0x30), "UNKNOWN_OP");
     check_str(sf_result_name(SF_RES_SUCCESS), "SUCCESS");
     check_str(sf_result_name(SF_RES_READONLY), "READONLY");
     check_str(sf_result_name(0x95), "COLLECTING_CINFO");
@@ -856,16 +858,16 @@ static void test_codec_unused_bytes_zero(void)
 static void test_oids(void)
 {
     test("oids: data and inode object ids");
-    check_eq(sf_data_oid(0x7f588f, 0), UINT64_C(0x007f588f00000000));
-    check_eq(sf_data_oid(0x7f588f, 1), UINT64_C(0x007f588f00000001));
-    check_eq(sf_data_oid(0x54c278, 0x14), UINT64_C(0x0054c27800000014));
-    check_eq(sf_data_oid(SF_MAX_VID, 0xFFFFFFFF), UINT64_C(0x00FFFFFFFFFFFFFF));
-    check_eq(sf_inode_oid(0x7f588f), UINT64_C(0x807f588f00000000));
-    check_eq(sf_inode_oid(SF_MAX_VID), UINT64_C(0x80FFFFFF00000000));
-    check_eq(sf_inode_oid(1), SF_VDI_BIT | (UINT64_C(1) << 32));
+    check_eq(sfi_data_oid(0x7f588f, 0), UINT64_C(0x007f588f00000000));
+    check_eq(sfi_data_oid(0x7f588f, 1), UINT64_C(0x007f588f00000001));
+    check_eq(sfi_data_oid(0x54c278, 0x14), UINT64_C(0x0054c27800000014));
+    check_eq(sfi_data_oid(SF_MAX_VID, 0xFFFFFFFF), UINT64_C(0x00FFFFFFFFFFFFFF));
+    check_eq(sfi_inode_oid(0x7f588f), UINT64_C(0x807f588f00000000));
+    check_eq(sfi_inode_oid(SF_MAX_VID), UINT64_C(0x80FFFFFF00000000));
+    check_eq(sfi_inode_oid(1), SF_VDI_BIT | (UINT64_C(1) << 32));
     /* vids are 24 bits: anything above never leaks into the flag bits */
-    check_eq(sf_data_oid(0xFF7f588f, 5), UINT64_C(0x007f588f00000005));
-    check_eq(sf_inode_oid(0xFF000001), UINT64_C(0x8000000100000000));
+    check_eq(sfi_data_oid(0xFF7f588f, 5), UINT64_C(0x007f588f00000005));
+    check_eq(sfi_inode_oid(0xFF000001), UINT64_C(0x8000000100000000));
     check_eq(SF_MAX_VID, 0xFFFFFF);
     check_eq(SF_INODE_INDEX_OFF, 4664);
     check_eq(SF_NODE_LIST_BUF, 491520);
@@ -875,22 +877,22 @@ static void test_check_name(void)
 {
     char name[SF_NAME_MAX + 2];
     memset(name, 'n', sizeof(name));
-    test("sf_check_name: 1..255 bytes, no NUL");
-    check(sf_check_name(NULL, 0) != NULL);
-    check(sf_check_name("", 0) != NULL);
-    check(sf_check_name("x", 0) != NULL);
-    check(sf_check_name("a", 1) == NULL);
-    check(sf_check_name(name, 255) == NULL);
-    check(sf_check_name(name, 256) != NULL);
-    check(sf_check_name(name, sizeof(name)) != NULL);
-    check(sf_check_name("a\0b", 3) != NULL);
-    check(sf_check_name("ab\0", 3) != NULL);
-    check(sf_check_name("\0", 1) != NULL);
-    check(sf_check_name("with space:colon\\back", 21) == NULL); /* sheep allows any bytes */
-    check(sf_check_name("\xff\x01-", 3) == NULL);
-    const char *why = sf_check_name(name, 256);
+    test("sfi_check_name: 1..255 bytes, no NUL");
+    check(sfi_check_name(NULL, 0) != NULL);
+    check(sfi_check_name("", 0) != NULL);
+    check(sfi_check_name("x", 0) != NULL);
+    check(sfi_check_name("a", 1) == NULL);
+    check(sfi_check_name(name, 255) == NULL);
+    check(sfi_check_name(name, 256) != NULL);
+    check(sfi_check_name(name, sizeof(name)) != NULL);
+    check(sfi_check_name("a\0b", 3) != NULL);
+    check(sfi_check_name("ab\0", 3) != NULL);
+    check(sfi_check_name("\0", 1) != NULL);
+    check(sfi_check_name("with space:colon\\back", 21) == NULL); /* sheep allows any bytes */
+    check(sfi_check_name("\xff\x01-", 3) == NULL);
+    const char *why = sfi_check_name(name, 256);
     check(why != NULL && strstr(why, "255") != NULL);
-    why = sf_check_name("a\0b", 3);
+    why = sfi_check_name("a\0b", 3);
     check(why != NULL && strstr(why, "NUL") != NULL);
 }
 
@@ -898,28 +900,28 @@ static void test_attr_key_and_record(void)
 {
     char key[SF_ATTR_KEY_MAX + 2];
     memset(key, 'k', sizeof(key));
-    test("sf_check_attr_key: 1..255 bytes, no NUL");
-    check(sf_check_attr_key(NULL, 0) != NULL);
-    check(sf_check_attr_key("", 0) != NULL);
-    check(sf_check_attr_key("a", 1) == NULL);
-    check(sf_check_attr_key(key, SF_ATTR_KEY_MAX) == NULL);
-    const char *why = sf_check_attr_key(key, SF_ATTR_KEY_MAX + 1);
+    test("sfi_check_attr_key: 1..255 bytes, no NUL");
+    check(sfi_check_attr_key(NULL, 0) != NULL);
+    check(sfi_check_attr_key("", 0) != NULL);
+    check(sfi_check_attr_key("a", 1) == NULL);
+    check(sfi_check_attr_key(key, SF_ATTR_KEY_MAX) == NULL);
+    const char *why = sfi_check_attr_key(key, SF_ATTR_KEY_MAX + 1);
     check(why != NULL && strstr(why, "255") != NULL);
-    why = sf_check_attr_key("a\0b", 3);
+    why = sfi_check_attr_key("a\0b", 3);
     check(why != NULL && strstr(why, "NUL") != NULL);
 
-    test("sf_attr_encode: sheep's attribute record, working VDI");
+    test("sfi_attr_encode: sheep's attribute record, working VDI");
     check_eq(SF_ATTR_OBJ_SIZE, SF_ATTR_VALUE_OFF + SF_ATTR_VALUE_MAX);
     check_eq(SF_ATTR_KEY_OFF + SF_ATTR_KEY_FIELD, SF_ATTR_VALUE_OFF);
-    check_eq(sf_attr_oid(0x7f588f, 3), UINT64_C(0x207f588f00000003));
+    check_eq(sfi_attr_oid(0x7f588f, 3), UINT64_C(0x207f588f00000003));
     uint8_t *rec = malloc(SF_ATTR_OBJ_SIZE);
     if (!check(rec != NULL))
         return;
     memset(rec, 0xAA, SF_ATTR_OBJ_SIZE); /* every byte must be set */
-    sf_attr_encode(rec, "img", 3, "k1", 2, "v\0z", 3);
+    sfi_attr_encode(rec, "img", 3, "k1", 2, "v\0z", 3);
     check(memcmp(rec, "img", 4) == 0);
     check(memcmp(rec + SF_ATTR_KEY_OFF, "k1", 3) == 0);
-    check_eq(sf_get_le32(rec + SF_ATTR_VALUE_LEN_OFF), 3);
+    check_eq(sfi_get_le32(rec + SF_ATTR_VALUE_LEN_OFF), 3);
     check(memcmp(rec + SF_ATTR_VALUE_OFF, "v\0z", 3) == 0);
     size_t nonzero = 0;
     for (size_t i = 0; i < SF_ATTR_OBJ_SIZE; i++)
@@ -930,28 +932,29 @@ static void test_attr_key_and_record(void)
 
 static void test_check_copy_policy(void)
 {
-    test("sf_check_copy_policy: 0 or ((d/2)<<4)|p, d in 2,4,8,16, p in 1..15");
-    check(sf_check_copy_policy(0x00) == NULL);
-    check(sf_check_copy_policy(0x11) == NULL); /* 2:1 */
-    check(sf_check_copy_policy(0x22) == NULL); /* 4:2 */
-    check(sf_check_copy_policy(0x42) == NULL); /* 8:2 */
-    check(sf_check_copy_policy(0x8F) == NULL); /* 16:15 */
-    check(sf_check_copy_policy(0x10) != NULL); /* p == 0: sheep panics */
-    check(sf_check_copy_policy(0x20) != NULL);
-    check(sf_check_copy_policy(0x80) != NULL);
-    check(sf_check_copy_policy(0x30) != NULL); /* d == 6 */
-    check(sf_check_copy_policy(0x31) != NULL);
-    check(sf_check_copy_policy(0x01) != NULL); /* d == 0 */
-    check(sf_check_copy_policy(0x0F) != NULL);
-    check(sf_check_copy_policy(0x91) != NULL); /* d == 18 */
-    check(sf_check_copy_policy(0xF1) != NULL);
-    const char *why = sf_check_copy_policy(0x10);
+    test("sfi_check_copy_policy: 0 or ((d/2)<<4)|p, d in 2,4,8,16, p in 1..15");
+    check(sfi_check_copy_policy(0x00) == NULL);
+    check(sfi_check_copy_policy(0x11) == NULL); /* 2:1 */
+    check(sfi_check_copy_policy(0x22) == NULL); /* 4:2 */
+    check(sfi_check_copy_policy(0x42) == NULL); /* 8:2 */
+    check(sfi_check_copy_policy(0x8F) == NULL); /* 16:15 */
+    check(sfi_check_copy_policy(0x10) != NULL); /* p == 0: sheep panics */
+    check(sfi_check_copy_policy(0x20) != NULL);
+    check(sfi_check_copy_policy(0x80) != NULL);
+    check(sfi_check_copy_policy(0x30) != NULL); /* d == 6 */
+    check(sfi_check_copy_policy(0x31) != NULL);
+    check(sfi_check_copy_policy(0x01) != NULL); /* d == 0 */
+    check(sfi_check_copy_policy(0x0F) != NULL);
+    check(sfi_check_copy_policy(0x91) != NULL); /* d == 18 */
+    check(sfi_check_copy_policy(0xF1) != NULL);
+    const char *why = sfi_check_copy_policy(0x10);
     check(why != NULL && strstr(why, "parity") != NULL);
     unsigned accepted = 0;
     for (unsigned v = 0; v < 256; v++) {
         unsigned half_d = v >> 4, p = v & 15;
-        int valid = v == 0 || (p >= 1 && (half_d == 1 || half_d == 2 || half_d == 4 || half_d == 8));
-        int ok = sf_check_copy_policy((uint8_t)v) == NULL;
+        int valid =
+            v == 0 || (p >= 1 && (half_d == 1 || half_d == 2 || half_d == 4 || half_d == 8));
+        int ok = sfi_check_copy_policy((uint8_t)v) == NULL;
         accepted += (unsigned)ok;
         if (ok != valid)
             failure(__FILE__, __LINE__, "policy 0x%02x %s", v, ok ? "accepted" : "refused");
@@ -961,31 +964,31 @@ static void test_check_copy_policy(void)
 
 static void test_max_flat_size(void)
 {
-    test("sf_max_flat_size: 2^20 objects");
-    check_eq(sf_max_flat_size(20), UINT64_C(1) << 40); /* 1 TiB */
-    check_eq(sf_max_flat_size(22), UINT64_C(4) << 40); /* 4 TiB */
-    check_eq(sf_max_flat_size(23), UINT64_C(8) << 40);
-    check_eq(sf_max_flat_size(31), UINT64_C(2) << 50); /* 2 PiB */
-    check_eq(sf_max_flat_size(22) >> 22, SF_MAX_OBJECTS_FLAT);
+    test("sfi_max_flat_size: 2^20 objects");
+    check_eq(sfi_max_flat_size(20), UINT64_C(1) << 40); /* 1 TiB */
+    check_eq(sfi_max_flat_size(22), UINT64_C(4) << 40); /* 4 TiB */
+    check_eq(sfi_max_flat_size(23), UINT64_C(8) << 40);
+    check_eq(sfi_max_flat_size(31), UINT64_C(2) << 50); /* 2 PiB */
+    check_eq(sfi_max_flat_size(22) >> 22, SF_MAX_OBJECTS_FLAT);
 }
 
 static void test_is_zero(void)
 {
-    test("sf_is_zero: every length 0..100, a non-zero byte at every position");
+    test("sfi_is_zero: every length 0..100, a non-zero byte at every position");
     for (size_t len = 0; len <= 100; len++) {
         /* exact-size allocations so that an overread shows under ASan/valgrind */
         uint8_t *buf = calloc(1, len ? len : 1);
         for (size_t shift = 0; shift < 2; shift++) {
             const uint8_t *p = buf + shift;
             size_t n = len >= shift ? len - shift : 0;
-            if (!sf_is_zero(p, n))
+            if (!sfi_is_zero(p, n))
                 failure(__FILE__, __LINE__, "len %zu: zeros reported non-zero", n);
         }
         for (size_t pos = 0; pos < len; pos++) {
             static const uint8_t values[] = {1, 0x80, 0xFF};
             for (size_t k = 0; k < sizeof(values); k++) {
                 buf[pos] = values[k];
-                if (sf_is_zero(buf, len))
+                if (sfi_is_zero(buf, len))
                     failure(__FILE__, __LINE__, "len %zu: byte %zu = 0x%02x missed", len, pos,
                             values[k]);
             }
@@ -993,26 +996,36 @@ static void test_is_zero(void)
         }
         free(buf);
     }
-    check(sf_is_zero(NULL, 0));
+    check(sfi_is_zero(NULL, 0));
 
-    test("sf_is_zero: large buffers");
+    test("sfi_is_zero: large buffers");
     size_t big = (size_t)4 << 20;
     uint8_t *buf = calloc(1, big);
-    check(sf_is_zero(buf, big));
-    static const size_t spots[] = {0, 15, 16, 17, 31, 32, 4095, 4096, 2u << 20, (4u << 20) - 17,
-                                   (4u << 20) - 16, (4u << 20) - 1};
+    check(sfi_is_zero(buf, big));
+    static const size_t spots[] = {0,
+                                   15,
+                                   16,
+                                   17,
+                                   31,
+                                   32,
+                                   4095,
+                                   4096,
+                                   2u << 20,
+                                   (4u << 20) - 17,
+                                   (4u << 20) - 16,
+                                   (4u << 20) - 1};
     for (size_t i = 0; i < sizeof(spots) / sizeof(spots[0]); i++) {
         buf[spots[i]] = 0x01;
-        if (sf_is_zero(buf, big))
+        if (sfi_is_zero(buf, big))
             failure(__FILE__, __LINE__, "non-zero byte at %zu of 4 MiB missed", spots[i]);
-        check(sf_is_zero(buf + spots[i] + 1, big - spots[i] - 1));
+        check(sfi_is_zero(buf + spots[i] + 1, big - spots[i] - 1));
         buf[spots[i]] = 0;
     }
     /* periodic data: the shifted compare must not mistake repetition for zeros */
     memset(buf, 0x5A, big);
-    check(!sf_is_zero(buf, big));
+    check(!sfi_is_zero(buf, big));
     memset(buf, 0, 16);
-    check(!sf_is_zero(buf, big));
+    check(!sfi_is_zero(buf, big));
     free(buf);
 }
 
@@ -1022,35 +1035,35 @@ static void test_parse_addresses(void)
     sf_error err;
     char text[300];
 
-    test("sf_parse_addresses: single addresses");
+    test("sfi_parse_addresses: single addresses");
     memset(&err, 0, sizeof(err));
-    check_eq(sf_parse_addresses("127.0.0.1:7001", gw, 4, &err), 1);
+    check_eq(sfi_parse_addresses("127.0.0.1:7001", gw, 4, &err), 1);
     check_str(gw[0].host, "127.0.0.1");
     check_str(gw[0].port, "7001");
-    check_eq(sf_parse_addresses("sheep1", gw, 4, &err), 1);
+    check_eq(sfi_parse_addresses("sheep1", gw, 4, &err), 1);
     check_str(gw[0].host, "sheep1");
-    check_str(gw[0].port, SF_DEFAULT_PORT);
-    check_eq(sf_parse_addresses("[::1]:7002", gw, 4, &err), 1);
+    check_str(gw[0].port, "7000");
+    check_eq(sfi_parse_addresses("[::1]:7002", gw, 4, &err), 1);
     check_str(gw[0].host, "::1");
     check_str(gw[0].port, "7002");
-    check_eq(sf_parse_addresses("[::1]", gw, 4, &err), 1);
+    check_eq(sfi_parse_addresses("[::1]", gw, 4, &err), 1);
     check_str(gw[0].host, "::1");
     check_str(gw[0].port, "7000");
-    check_eq(sf_parse_addresses("::1", gw, 4, &err), 1); /* bare IPv6: no port */
+    check_eq(sfi_parse_addresses("::1", gw, 4, &err), 1); /* bare IPv6: no port */
     check_str(gw[0].host, "::1");
     check_str(gw[0].port, "7000");
-    check_eq(sf_parse_addresses("fe80::1:7001", gw, 4, &err), 1);
+    check_eq(sfi_parse_addresses("fe80::1:7001", gw, 4, &err), 1);
     check_str(gw[0].host, "fe80::1:7001");
     check_str(gw[0].port, "7000");
-    check_eq(sf_parse_addresses("h:1", gw, 4, &err), 1);
+    check_eq(sfi_parse_addresses("h:1", gw, 4, &err), 1);
     check_str(gw[0].port, "1");
-    check_eq(sf_parse_addresses("h:65535", gw, 4, &err), 1);
+    check_eq(sfi_parse_addresses("h:65535", gw, 4, &err), 1);
     check_str(gw[0].port, "65535");
-    check_eq(sf_parse_addresses("h:08080", gw, 4, &err), 1);
+    check_eq(sfi_parse_addresses("h:08080", gw, 4, &err), 1);
     check_str(gw[0].port, "8080");
 
-    test("sf_parse_addresses: comma-separated lists with spaces");
-    check_eq(sf_parse_addresses(" a:7001 ,b,\t[::1]:7003 , 10.0.0.4:7004\t", gw, 8, &err), 4);
+    test("sfi_parse_addresses: comma-separated lists with spaces");
+    check_eq(sfi_parse_addresses(" a:7001 ,b,\t[::1]:7003 , 10.0.0.4:7004\t", gw, 8, &err), 4);
     check_str(gw[0].host, "a");
     check_str(gw[0].port, "7001");
     check_str(gw[1].host, "b");
@@ -1059,64 +1072,65 @@ static void test_parse_addresses(void)
     check_str(gw[2].port, "7003");
     check_str(gw[3].host, "10.0.0.4");
     check_str(gw[3].port, "7004");
-    check_eq(sf_parse_addresses("a:1,", gw, 8, &err), 1);
-    check_eq(sf_parse_addresses("a:1,,b:2", gw, 8, &err), 2);
+    check_eq(sfi_parse_addresses("a:1,", gw, 8, &err), 1);
+    check_eq(sfi_parse_addresses("a:1,,b:2", gw, 8, &err), 2);
     check_str(gw[1].host, "b");
 
-    test("sf_parse_addresses: malformed addresses are refused");
+    test("sfi_parse_addresses: malformed addresses are refused");
     static const char *bad[] = {
-        "h:0", "h:70000", "h:65536", "h:abc", "h:", "h:123456", "h:-1", "h:+80", "h:80x",
-        "h: 80", ":7000", "[::1", "[::1]7000", "[::1]:", "[]:7000", "[::1]:0", "ok:1,h:0",
+        "h:0",       "h:70000", "h:65536", "h:abc",   "h:",       "h:123456",
+        "h:-1",      "h:+80",   "h:80x",   "h: 80",   ":7000",    "[::1",
+        "[::1]7000", "[::1]:",  "[]:7000", "[::1]:0", "ok:1,h:0",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         memset(&err, 0, sizeof(err));
-        int n = sf_parse_addresses(bad[i], gw, 8, &err);
+        int n = sfi_parse_addresses(bad[i], gw, 8, &err);
         if (n != -1 || err.category != SF_E_RESOLVE || err.message[0] == '\0')
             failure(__FILE__, __LINE__, "'%s' gave %d (category %d)", bad[i], n, err.category);
     }
     memset(&err, 0, sizeof(err));
-    check_eq(sf_parse_addresses("h:70000", gw, 8, &err), (unsigned long long)-1);
+    check_eq(sfi_parse_addresses("h:70000", gw, 8, &err), (unsigned long long)-1);
     check(strstr(err.message, "h:70000") != NULL);
 
-    test("sf_parse_addresses: empty input and too many addresses");
+    test("sfi_parse_addresses: empty input and too many addresses");
     static const char *empty[] = {"", " ", ",", " , \t,"};
     for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
         memset(&err, 0, sizeof(err));
-        check_eq(sf_parse_addresses(empty[i], gw, 8, &err), (unsigned long long)-1);
+        check_eq(sfi_parse_addresses(empty[i], gw, 8, &err), (unsigned long long)-1);
         check_eq(err.category, SF_E_RESOLVE);
     }
     memset(&err, 0, sizeof(err));
-    check_eq(sf_parse_addresses(NULL, gw, 8, &err), (unsigned long long)-1);
+    check_eq(sfi_parse_addresses(NULL, gw, 8, &err), (unsigned long long)-1);
     check_eq(err.category, SF_E_RESOLVE);
-    check_eq(sf_parse_addresses("a,b,c", gw, 3, &err), 3);
+    check_eq(sfi_parse_addresses("a,b,c", gw, 3, &err), 3);
     memset(&err, 0, sizeof(err));
-    check_eq(sf_parse_addresses("a,b,c,d", gw, 3, &err), (unsigned long long)-1);
+    check_eq(sfi_parse_addresses("a,b,c,d", gw, 3, &err), (unsigned long long)-1);
     check_eq(err.category, SF_E_RESOLVE);
     check(strstr(err.message, "more than 3") != NULL);
     char many[SF_MAX_GATEWAYS * 8 + 16];
     size_t used = 0;
     for (unsigned i = 0; i <= SF_MAX_GATEWAYS; i++)
         used += (size_t)snprintf(many + used, sizeof(many) - used, "%sh%u", i ? "," : "", i);
-    check_eq(sf_parse_addresses(many, gw, SF_MAX_GATEWAYS, &err), (unsigned long long)-1);
+    check_eq(sfi_parse_addresses(many, gw, SF_MAX_GATEWAYS, &err), (unsigned long long)-1);
     *strrchr(many, ',') = '\0';
-    check_eq(sf_parse_addresses(many, gw, SF_MAX_GATEWAYS, &err), SF_MAX_GATEWAYS);
+    check_eq(sfi_parse_addresses(many, gw, SF_MAX_GATEWAYS, &err), SF_MAX_GATEWAYS);
     check_str(gw[SF_MAX_GATEWAYS - 1].host, "h63");
 
-    test("sf_parse_addresses: host names up to 255 bytes");
+    test("sfi_parse_addresses: host names up to 255 bytes");
     char host[300];
     memset(host, 'h', 255);
     strcpy(host + 255, ":7000");
-    check_eq(sf_parse_addresses(host, gw, 1, &err), 1);
+    check_eq(sfi_parse_addresses(host, gw, 1, &err), 1);
     check_eq(strlen(gw[0].host), 255);
     memset(host, 'h', 256);
     strcpy(host + 256, ":7000");
-    check_eq(sf_parse_addresses(host, gw, 1, &err), (unsigned long long)-1);
+    check_eq(sfi_parse_addresses(host, gw, 1, &err), (unsigned long long)-1);
 
-    test("sf_gateway_format: brackets IPv6 hosts");
-    sf_parse_addresses("[2001:db8::1]:7005,host:7006", gw, 2, &err);
-    sf_gateway_format(&gw[0], text, sizeof(text));
+    test("sfi_gateway_format: brackets IPv6 hosts");
+    sfi_parse_addresses("[2001:db8::1]:7005,host:7006", gw, 2, &err);
+    sfi_gateway_format(&gw[0], text, sizeof(text));
     check_str(text, "[2001:db8::1]:7005");
-    sf_gateway_format(&gw[1], text, sizeof(text));
+    sfi_gateway_format(&gw[1], text, sizeof(text));
     check_str(text, "host:7006");
 }
 
@@ -1124,7 +1138,7 @@ static void make_record(uint8_t rec[SF_NODE_RECORD_SIZE], const uint8_t addr[16]
 {
     memset(rec, 0xAA, SF_NODE_RECORD_SIZE); /* tree pointers and the rest: garbage */
     memcpy(rec + 24, addr, 16);
-    sf_put_le16(rec + 40, port);
+    sfi_put_le16(rec + 40, port);
 }
 
 static void test_node_record_address(void)
@@ -1133,43 +1147,43 @@ static void test_node_record_address(void)
     char text[80];
     sf_gateway gw;
 
-    test("sf_node_record_address: IPv4 as 12 zero bytes + 4");
+    test("sfi_node_record_address: IPv4 as 12 zero bytes + 4");
     memset(addr, 0, sizeof(addr));
     addr[12] = 10, addr[13] = 1, addr[14] = 2, addr[15] = 3;
     make_record(rec, addr, 7000);
-    check_eq(sf_node_record_address(rec, text, sizeof(text)), 0);
+    check_eq(sfi_node_record_address(rec, text, sizeof(text)), 0);
     check_str(text, "10.1.2.3:7000");
-    check_eq(sf_parse_addresses(text, &gw, 1, NULL), 1);
+    check_eq(sfi_parse_addresses(text, &gw, 1, NULL), 1);
     check_str(gw.host, "10.1.2.3");
     check_str(gw.port, "7000");
     /* the output buffer must hold all of it */
-    check_eq(sf_node_record_address(rec, text, strlen("10.1.2.3:7000") + 1), 0);
-    check_eq(sf_node_record_address(rec, text, strlen("10.1.2.3:7000")), (unsigned long long)-1);
+    check_eq(sfi_node_record_address(rec, text, strlen("10.1.2.3:7000") + 1), 0);
+    check_eq(sfi_node_record_address(rec, text, strlen("10.1.2.3:7000")), (unsigned long long)-1);
 
-    test("sf_node_record_address: IPv6");
+    test("sfi_node_record_address: IPv6");
     static const uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
     make_record(rec, v6, 65535);
-    check_eq(sf_node_record_address(rec, text, sizeof(text)), 0);
+    check_eq(sfi_node_record_address(rec, text, sizeof(text)), 0);
     check_str(text, "[2001:db8::5]:65535");
-    check_eq(sf_parse_addresses(text, &gw, 1, NULL), 1);
+    check_eq(sfi_parse_addresses(text, &gw, 1, NULL), 1);
     check_str(gw.host, "2001:db8::5");
     check_str(gw.port, "65535");
     static const uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1};
     make_record(rec, mapped, 7001);
-    check_eq(sf_node_record_address(rec, text, sizeof(text)), 0);
+    check_eq(sfi_node_record_address(rec, text, sizeof(text)), 0);
     check_str(text, "[::ffff:127.0.0.1]:7001");
     /* ::1 is 15 zero bytes and a 1: not the IPv4 form (0.0.0.0/8 is no host) */
     static const uint8_t loopback6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
     make_record(rec, loopback6, 7002);
-    check_eq(sf_node_record_address(rec, text, sizeof(text)), 0);
+    check_eq(sfi_node_record_address(rec, text, sizeof(text)), 0);
     check_str(text, "[::1]:7002");
 
-    test("sf_node_record_address: port 0 is refused");
+    test("sfi_node_record_address: port 0 is refused");
     make_record(rec, addr, 0);
     strcpy(text, "untouched");
-    check_eq(sf_node_record_address(rec, text, sizeof(text)), (unsigned long long)-1);
+    check_eq(sfi_node_record_address(rec, text, sizeof(text)), (unsigned long long)-1);
     make_record(rec, v6, 0);
-    check_eq(sf_node_record_address(rec, text, sizeof(text)), (unsigned long long)-1);
+    check_eq(sfi_node_record_address(rec, text, sizeof(text)), (unsigned long long)-1);
 }
 
 /* Three sheep on 127.0.0.1:7000-7002, 128 vnodes each, zones 0-2: where a
@@ -1183,9 +1197,9 @@ static void ring_records(uint8_t *recs, unsigned n, const uint16_t *vnodes, cons
         uint8_t *rec = recs + i * SF_NODE_RECORD_SIZE;
         make_record(rec, addr, (uint16_t)(7000 + i));
         memset(rec + 42, 0, 22); /* io_addr, io_port, pad: zero as sheep sends them */
-        sf_put_le16(rec + 64, vnodes[i]);
+        sfi_put_le16(rec + 64, vnodes[i]);
         memset(rec + 66, 0, 2);
-        sf_put_le32(rec + 68, zones[i]);
+        sfi_put_le32(rec + 68, zones[i]);
     }
 }
 
@@ -1199,7 +1213,7 @@ static void test_ring(void)
     static const uint16_t vn128[] = {128, 128, 128, 128};
     static const uint32_t zones[] = {0, 1, 2, 3};
     ring_records(recs, 3, vn128, zones);
-    sf_ring *ring = sf_ring_build(recs, 3, &err);
+    sf_ring *ring = sfi_ring_build(recs, 3, &err);
     check(ring != NULL);
     if (ring != NULL) {
         check_eq(ring->nr_vnodes, 384);
@@ -1216,37 +1230,37 @@ static void test_ring(void)
             {0x8095f9e100000000ULL, 2, 1}, /* the inode */
         };
         for (size_t i = 0; i < sizeof(seen) / sizeof(seen[0]); i++) {
-            check_eq(sf_ring_locate(ring, seen[i].oid, 2, nodes), 2);
+            check_eq(sfi_ring_locate(ring, seen[i].oid, 2, nodes), 2);
             check_eq(nodes[0], seen[i].first);
             check_eq(nodes[1], seen[i].second);
         }
         /* one copy is the first holder; three copies cover every zone */
-        check_eq(sf_ring_locate(ring, 0x0095f9e100000001ULL, 1, nodes), 1);
+        check_eq(sfi_ring_locate(ring, 0x0095f9e100000001ULL, 1, nodes), 1);
         check_eq(nodes[0], 2);
-        check_eq(sf_ring_locate(ring, 0x0095f9e100000001ULL, 3, nodes), 3);
+        check_eq(sfi_ring_locate(ring, 0x0095f9e100000001ULL, 3, nodes), 3);
         check(nodes[0] != nodes[1] && nodes[1] != nodes[2] && nodes[0] != nodes[2]);
         /* more copies than zones: only as many as there are (sheep refuses such a layout) */
-        check_eq(sf_ring_locate(ring, 42, 5, nodes), 3);
-        check_eq(sf_ring_locate(ring, 42, 0, nodes), 0);
-        sf_ring_free(ring);
+        check_eq(sfi_ring_locate(ring, 42, 5, nodes), 3);
+        check_eq(sfi_ring_locate(ring, 42, 0, nodes), 0);
+        sfi_ring_free(ring);
     }
 
     test("sf_ring: gateway-only nodes hold nothing, one zone holds one copy");
     static const uint16_t vn_mixed[] = {128, 0, 64, 64};
     static const uint32_t zones_shared[] = {0, 1, 2, 2};
     ring_records(recs, 4, vn_mixed, zones_shared);
-    ring = sf_ring_build(recs, 4, &err);
+    ring = sfi_ring_build(recs, 4, &err);
     check(ring != NULL);
     if (ring != NULL) {
         check_eq(ring->nr_vnodes, 256);
         for (uint64_t oid = 0; oid < 2000; oid++) {
-            unsigned n = sf_ring_locate(ring, oid * 0x9e3779b97f4a7c15ULL, 3, nodes);
+            unsigned n = sfi_ring_locate(ring, oid * 0x9e3779b97f4a7c15ULL, 3, nodes);
             check_eq(n, 2); /* zones 0 and 2 only: node 1 has no vnodes */
             for (unsigned i = 0; i < n; i++)
                 check(nodes[i] != 1);
             check(ring->nodes[nodes[0]].zone != ring->nodes[nodes[1]].zone);
         }
-        sf_ring_free(ring);
+        sfi_ring_free(ring);
     }
 
     test("sf_ring: an absurd vnode count from the network builds no ring");
@@ -1256,7 +1270,7 @@ static void test_ring(void)
     if (many != NULL) {
         for (unsigned i = 0; i < SF_MAX_NODES; i++)
             ring_records(many + i * SF_NODE_RECORD_SIZE, 1, vn_max, zones);
-        check(sf_ring_build(many, SF_MAX_NODES, &err) == NULL);
+        check(sfi_ring_build(many, SF_MAX_NODES, &err) == NULL);
         check_eq(err.category, SF_E_PROTOCOL);
         free(many);
     }
@@ -1264,11 +1278,11 @@ static void test_ring(void)
     test("sf_ring: no vnodes at all locates nothing");
     static const uint16_t vn0[] = {0, 0};
     ring_records(recs, 2, vn0, zones);
-    ring = sf_ring_build(recs, 2, &err);
+    ring = sfi_ring_build(recs, 2, &err);
     check(ring != NULL);
     if (ring != NULL) {
-        check_eq(sf_ring_locate(ring, 1, 2, nodes), 0);
-        sf_ring_free(ring);
+        check_eq(sfi_ring_locate(ring, 1, 2, nodes), 0);
+        sfi_ring_free(ring);
     }
 }
 
@@ -1277,23 +1291,23 @@ static void test_inode_header_decode(void)
     uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
     sf_vdi_info info;
 
-    test("sf_inode_header_decode: synthetic header");
+    test("sfi_inode_header_decode: synthetic header");
     memset(buf, 0xEE, SF_INODE_HEADER_SIZE); /* fields not decoded hold garbage */
     memset(buf, 0, 2 * SF_NAME_FIELD);
     memcpy(buf + SF_INODE_NAME_OFF, "vol-1", 5);
     memcpy(buf + SF_INODE_TAG_OFF, "snap\0junk", 9);
-    sf_put_le64(buf + SF_INODE_CTIME_OFF, UINT64_C(0x5F5E100012345678));
-    sf_put_le64(buf + SF_INODE_SNAP_CTIME_OFF, UINT64_C(0x5F5E200000000001));
-    sf_put_le64(buf + SF_INODE_SIZE_OFF, UINT64_C(4) << 40);
+    sfi_put_le64(buf + SF_INODE_CTIME_OFF, UINT64_C(0x5F5E100012345678));
+    sfi_put_le64(buf + SF_INODE_SNAP_CTIME_OFF, UINT64_C(0x5F5E200000000001));
+    sfi_put_le64(buf + SF_INODE_SIZE_OFF, UINT64_C(4) << 40);
     buf[SF_INODE_COPY_POLICY_OFF] = 0x22;
     buf[SF_INODE_STORE_POLICY_OFF] = 1;
     buf[SF_INODE_COPIES_OFF] = 6;
     buf[SF_INODE_BSS_OFF] = 22;
-    sf_put_le32(buf + SF_INODE_SNAP_ID_OFF, 7);
-    sf_put_le32(buf + SF_INODE_VDI_ID_OFF, 0x7f588f);
-    sf_put_le32(buf + SF_INODE_PARENT_OFF, 0x7f4944);
+    sfi_put_le32(buf + SF_INODE_SNAP_ID_OFF, 7);
+    sfi_put_le32(buf + SF_INODE_VDI_ID_OFF, 0x7f588f);
+    sfi_put_le32(buf + SF_INODE_PARENT_OFF, 0x7f4944);
     memset(&info, 0x55, sizeof(info));
-    sf_inode_header_decode(buf, &info);
+    sfi_inode_header_decode(buf, &info);
     check_str(info.name, "vol-1");
     check_str(info.tag, "snap");
     check_eq(info.create_time, UINT64_C(0x5F5E100012345678));
@@ -1307,10 +1321,10 @@ static void test_inode_header_decode(void)
     check_eq(info.vid, 0x7f588f);
     check_eq(info.parent_vid, 0x7f4944);
 
-    test("sf_inode_header_decode: a 256-byte name without NUL stays terminated");
+    test("sfi_inode_header_decode: a 256-byte name without NUL stays terminated");
     memset(buf, 'n', SF_NAME_FIELD);
     memset(buf + SF_INODE_TAG_OFF, 't', SF_NAME_FIELD);
-    sf_inode_header_decode(buf, &info);
+    sfi_inode_header_decode(buf, &info);
     check_eq(strlen(info.name), SF_NAME_MAX);
     check_eq(strlen(info.tag), SF_TAG_MAX);
     check_eq(info.vid, 0x7f588f);
@@ -1324,31 +1338,31 @@ static void test_errors(void)
 
     test("sf_error: categories, codes and messages");
     memset(&err, 0x77, sizeof(err));
-    check_eq(sf_fail(&err, SF_E_INVALID, "bad %s", "thing"), (unsigned long long)SF_ERR);
+    check_eq(sfi_fail(&err, SF_E_INVALID, "bad %s", "thing"), (unsigned long long)SF_ERR);
     check_eq(err.category, SF_E_INVALID);
     check_eq(err.sys_errno, 0);
     check_eq(err.result, 0);
     check_str(err.message, "bad thing");
-    sf_fail_errno(&err, SF_E_CONNECT, ECONNREFUSED, "cannot connect to %s", "h:1");
+    sfi_fail_errno(&err, SF_E_CONNECT, ECONNREFUSED, "cannot connect to %s", "h:1");
     check_eq(err.category, SF_E_CONNECT);
     check_eq(err.sys_errno, ECONNREFUSED);
     char want[300];
     snprintf(want, sizeof(want), "cannot connect to h:1: %s", strerror(ECONNREFUSED));
     check_str(err.message, want);
-    sf_fail_result(&err, SF_RES_NO_VDI, "VDI '%s' not found", "x");
+    sfi_fail_result(&err, SF_RES_NO_VDI, "VDI '%s' not found", "x");
     check_eq(err.category, SF_E_SERVER);
     check_eq(err.result, SF_RES_NO_VDI);
     check_str(err.message, "VDI 'x' not found: NO_VDI (0x08)");
     memset(longname, 'x', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
-    sf_fail_result(&err, SF_RES_NO_VDI, "%s", longname);
+    sfi_fail_result(&err, SF_RES_NO_VDI, "%s", longname);
     check_eq(strlen(err.message), sizeof(err.message) - 1);
-    sf_fail_errno(&err, SF_E_IO, EPIPE, "%s", longname);
+    sfi_fail_errno(&err, SF_E_IO, EPIPE, "%s", longname);
     check_eq(strlen(err.message), sizeof(err.message) - 1);
-    check_eq(sf_fail(NULL, SF_E_IO, "nobody listens"), (unsigned long long)SF_ERR);
-    sf_fail_errno(NULL, SF_E_IO, EPIPE, "nobody");
-    sf_fail_result(NULL, 1, "nobody");
-    sf_error_clear(&err);
+    check_eq(sfi_fail(NULL, SF_E_IO, "nobody listens"), (unsigned long long)SF_ERR);
+    sfi_fail_errno(NULL, SF_E_IO, EPIPE, "nobody");
+    sfi_fail_result(NULL, 1, "nobody");
+    sfi_error_clear(&err);
     check_eq(err.category, SF_E_NONE);
     check_eq(err.message[0], 0);
 }
@@ -1448,7 +1462,7 @@ static int srv_read_request(fake_sheep *f, int fd, sf_req *req, uint8_t **payloa
         *payload = NULL;
     if (srv_read(f, fd, hdr, sizeof(hdr)) < 0)
         return -1;
-    sf_req_decode(hdr, req);
+    sfi_req_decode(hdr, req);
     if (req->flags & SF_FLAG_WRITE) {
         uint8_t *data = malloc(req->data_length ? req->data_length : 1);
         if (srv_read(f, fd, data, req->data_length) < 0) {
@@ -1474,7 +1488,7 @@ static size_t srv_put_reply(uint8_t *out, size_t used, const sf_req *req, uint32
     rsp.id = id;
     rsp.data_length = len;
     rsp.result = result;
-    sf_rsp_encode(&rsp, out + used);
+    sfi_rsp_encode(&rsp, out + used);
     if (len)
         memcpy(out + used + SF_HEADER_SIZE, payload, len);
     return used + SF_HEADER_SIZE + len;
@@ -1523,7 +1537,8 @@ static int fake_start(fake_sheep *f, void (*script)(fake_sheep *))
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (f->listen_fd < 0 || bind(f->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        listen(f->listen_fd, 8) < 0 || getsockname(f->listen_fd, (struct sockaddr *)&sa, &len) < 0) {
+        listen(f->listen_fd, 8) < 0 ||
+        getsockname(f->listen_fd, (struct sockaddr *)&sa, &len) < 0) {
         failure(__FILE__, __LINE__, "cannot listen on loopback: %s", strerror(errno));
         return -1;
     }
@@ -1558,7 +1573,7 @@ static sf_cluster *fake_cluster(unsigned short port, int io_timeout_ms)
     cl->io_timeout_ms = io_timeout_ms;
     cl->depth = SF_DEFAULT_DEPTH;
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-    int n = sf_parse_addresses(addr, cl->gateways, SF_MAX_GATEWAYS, &err);
+    int n = sfi_parse_addresses(addr, cl->gateways, SF_MAX_GATEWAYS, &err);
     check_eq(n, 1);
     cl->nr_configured = cl->nr_gateways = (unsigned)n;
     return cl;
@@ -1604,7 +1619,7 @@ static int op_list_run(sf_cluster *cl, sf_conn **conn, sf_op *ops, unsigned nr, 
     l->nr = nr;
     sf_source src = {l, op_list_next, op_list_complete};
     memset(err, 0, sizeof(*err));
-    return sf_run(cl, conn, &src, depth, err);
+    return sfi_run(cl, conn, &src, depth, err);
 }
 
 static uint8_t pattern(uint32_t idx, uint32_t j)
@@ -1636,7 +1651,7 @@ static void script_out_of_order(fake_sheep *f)
         if (srv_read_request(f, fd, &reqs[i], NULL) < 0)
             goto out;
         if (reqs[i].opcode != SF_OP_READ_OBJ || reqs[i].proto_ver != SF_PROTO_VER ||
-            reqs[i].oid != sf_data_oid(OOO_VID, i))
+            reqs[i].oid != sfi_data_oid(OOO_VID, i))
             srv_fail(f, "request %u: opcode 0x%x pv %u oid %llx", i, reqs[i].opcode,
                      reqs[i].proto_ver, (unsigned long long)reqs[i].oid);
         for (unsigned j = 0; j < i; j++)
@@ -1655,7 +1670,8 @@ static void script_out_of_order(fake_sheep *f)
         if (idx == 2)
             used = srv_put_reply(out, used, req, req->id, SF_RES_NO_OBJ, NULL, 0);
         else
-            used = srv_put_reply(out, used, req, req->id, SF_RES_SUCCESS, payload, req->data_length);
+            used =
+                srv_put_reply(out, used, req, req->id, SF_RES_SUCCESS, payload, req->data_length);
     }
     if (ooo_chunk == 0) {
         srv_write(f, fd, out, used);
@@ -1680,7 +1696,7 @@ static void script_out_of_order(fake_sheep *f)
     rsp.default_copies = 3;
     rsp.default_copy_policy = 0x11;
     rsp.default_bss = 23;
-    sf_rsp_encode(&rsp, hdr);
+    sfi_rsp_encode(&rsp, hdr);
     srv_write(f, fd, hdr, sizeof(hdr));
 out:
     srv_wait_close(f, fd);
@@ -1699,11 +1715,11 @@ static void test_engine_out_of_order(size_t chunk, const char *name)
     if (fake_start(&f, script_out_of_order) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 5000);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     if (!check(conn != NULL)) {
         printf("  connect: %s\n", err.message);
         fake_stop(&f);
-        sf_cluster_unref(cl);
+        sfi_cluster_unref(cl);
         return;
     }
     memset(ops, 0, sizeof(ops));
@@ -1711,8 +1727,8 @@ static void test_engine_out_of_order(size_t chunk, const char *name)
         uint32_t len = 100 + i;
         bufs[i] = malloc(len); /* exact size: an overrun shows under ASan */
         memset(bufs[i], 0xCC, len);
-        sf_req_init(&ops[i].req, SF_OP_READ_OBJ);
-        ops[i].req.oid = sf_data_oid(OOO_VID, i);
+        sfi_req_init(&ops[i].req, SF_OP_READ_OBJ);
+        ops[i].req.oid = sfi_data_oid(OOO_VID, i);
         ops[i].req.offset = 10 * i;
         ops[i].req.data_length = len;
         ops[i].reply_buf = bufs[i];
@@ -1721,7 +1737,7 @@ static void test_engine_out_of_order(size_t chunk, const char *name)
     }
     int rc = op_list_run(cl, &conn, ops, OOO_OPS, 16, &l, &err);
     if (!check_eq(rc, SF_OK))
-        printf("  sf_run: %s\n", err.message);
+        printf("  sfi_run: %s\n", err.message);
     check_eq(l.nr_done, OOO_OPS);
     check_eq(l.max_outstanding, OOO_OPS);
     static const unsigned want_order[OOO_OPS] = {2, 3, 1, 0, 4};
@@ -1750,18 +1766,18 @@ static void test_engine_out_of_order(size_t chunk, const char *name)
     /* the connection stays usable: the next call gets its own reply */
     sf_op op;
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_GET_CLUSTER_DEFAULT);
+    sfi_req_init(&op.req, SF_OP_GET_CLUSTER_DEFAULT);
     op.retryable = 1;
     memset(&err, 0, sizeof(err));
-    if (!check_eq(sf_call(cl, &conn, &op, &err), SF_OK))
-        printf("  sf_call: %s\n", err.message);
+    if (!check_eq(sfi_call(cl, &conn, &op, &err), SF_OK))
+        printf("  sfi_call: %s\n", err.message);
     check_eq(op.rsp.default_copies, 3);
     check_eq(op.rsp.default_copy_policy, 0x11);
     check_eq(op.rsp.default_bss, 23);
 
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
     fake_stop(&f);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
     for (unsigned i = 0; i < OOO_OPS; i++)
         free(bufs[i]);
 }
@@ -1783,7 +1799,7 @@ static void script_window(fake_sheep *f)
                 goto out;
         for (unsigned i = WINDOW_DEPTH; i-- > 0;) {
             uint8_t payload[8];
-            sf_put_le64(payload, reqs[i].oid);
+            sfi_put_le64(payload, reqs[i].oid);
             srv_reply(f, fd, &reqs[i], SF_RES_SUCCESS, payload, sizeof(payload));
         }
     }
@@ -1803,31 +1819,31 @@ static void test_engine_window(void)
     if (fake_start(&f, script_window) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 5000);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     memset(ops, 0, sizeof(ops));
     for (unsigned i = 0; i < WINDOW_OPS; i++) {
-        sf_req_init(&ops[i].req, SF_OP_READ_OBJ);
-        ops[i].req.oid = sf_data_oid(7, i);
+        sfi_req_init(&ops[i].req, SF_OP_READ_OBJ);
+        ops[i].req.oid = sfi_data_oid(7, i);
         ops[i].req.data_length = 8;
         ops[i].reply_buf = bufs[i];
         ops[i].reply_cap = 8;
     }
     int rc = conn ? op_list_run(cl, &conn, ops, WINDOW_OPS, WINDOW_DEPTH, &l, &err) : SF_ERR;
     if (!check_eq(rc, SF_OK))
-        printf("  sf_run: %s\n", err.message);
+        printf("  sfi_run: %s\n", err.message);
     check_eq(l.max_outstanding, WINDOW_DEPTH);
     check_eq(l.nr_done, WINDOW_OPS);
     for (unsigned i = 0; i < WINDOW_OPS; i++) {
         check_eq(l.times_completed[i], 1);
-        check_eq(sf_get_le64(bufs[i]), sf_data_oid(7, i));
+        check_eq(sfi_get_le64(bufs[i]), sfi_data_oid(7, i));
     }
     /* ids on one connection are never reused */
     for (unsigned i = 1; i < WINDOW_OPS; i++)
         check(ops[i].req.id > ops[i - 1].req.id);
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
     fake_stop(&f);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
 }
 
 /* --- large write payloads: partial sends while replies arrive */
@@ -1882,31 +1898,31 @@ static void test_engine_big_writes(void)
     if (fake_start(&f, script_big_writes) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 5000);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     memset(ops, 0, sizeof(ops));
     for (unsigned i = 0; i < WRITE_OPS; i++) {
         payloads[i] = malloc(WRITE_LEN);
         for (uint32_t j = 0; j < WRITE_LEN; j++)
             payloads[i][j] = pattern(i, j);
-        sf_req_init(&ops[i].req, SF_OP_WRITE_OBJ);
+        sfi_req_init(&ops[i].req, SF_OP_WRITE_OBJ);
         ops[i].req.flags = SF_FLAG_WRITE;
-        ops[i].req.oid = sf_data_oid(9, i);
+        ops[i].req.oid = sfi_data_oid(9, i);
         ops[i].req.data_length = WRITE_LEN;
         ops[i].payload = payloads[i];
     }
     int rc = conn ? op_list_run(cl, &conn, ops, WRITE_OPS, 16, &l, &err) : SF_ERR;
     if (!check_eq(rc, SF_OK))
-        printf("  sf_run: %s\n", err.message);
+        printf("  sfi_run: %s\n", err.message);
     check_eq(l.nr_done, WRITE_OPS);
     for (unsigned i = 0; i < WRITE_OPS; i++) {
         check_eq(l.times_completed[i], 1);
         check_eq(ops[i].rsp.result, SF_RES_SUCCESS);
         check_eq(ops[i].sent, SF_HEADER_SIZE + WRITE_LEN);
     }
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
     fake_stop(&f);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
     for (unsigned i = 0; i < WRITE_OPS; i++)
         free(payloads[i]);
 }
@@ -1960,12 +1976,12 @@ static void test_engine_bad_reply(enum bad_reply kind, const char *name, const c
     if (fake_start(&f, script_bad_reply) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 5000);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     memset(buf, 0x11, sizeof(buf));
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_READ_OBJ);
-    op.req.oid = sf_data_oid(3, 3);
+    sfi_req_init(&op.req, SF_OP_READ_OBJ);
+    op.req.oid = sfi_data_oid(3, 3);
     op.req.data_length = 16;
     op.reply_buf = buf;
     op.reply_cap = 16;
@@ -1981,9 +1997,9 @@ static void test_engine_bad_reply(enum bad_reply kind, const char *name, const c
     for (size_t i = 0; i < sizeof(buf); i++)
         touched += buf[i] != 0x11;
     check_eq(touched, 0); /* nothing was received into the caller's buffer */
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
     fake_stop(&f);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
 }
 
 /* --- silence */
@@ -2010,10 +2026,10 @@ static void test_engine_timeout(void)
     if (fake_start(&f, script_silent) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 200);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_READ_OBJ);
+    sfi_req_init(&op.req, SF_OP_READ_OBJ);
     op.req.data_length = sizeof(buf);
     op.reply_buf = buf;
     op.reply_cap = sizeof(buf);
@@ -2028,12 +2044,12 @@ static void test_engine_timeout(void)
         printf("  took %.0f ms for a 200 ms timeout\n", elapsed);
     check(conn != NULL && conn->broken);
     check_eq(l.nr_done, 0);
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
     fake_stop(&f);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
 }
 
-/* --- sf_call maps a result code to SF_E_SERVER */
+/* --- sfi_call maps a result code to SF_E_SERVER */
 
 static void script_errors(fake_sheep *f)
 {
@@ -2044,7 +2060,8 @@ static void script_errors(fake_sheep *f)
         return;
     if (srv_read_request(f, fd, &req, &payload) < 0)
         goto out;
-    if (payload == NULL || req.data_length != 2 * SF_NAME_FIELD || strcmp((char *)payload, "nope") != 0)
+    if (payload == NULL || req.data_length != 2 * SF_NAME_FIELD ||
+        strcmp((char *)payload, "nope") != 0)
         srv_fail(f, "GET_VDI_INFO payload missing or wrong");
     free(payload);
     srv_reply(f, fd, &req, SF_RES_NO_VDI, NULL, 0);
@@ -2057,7 +2074,7 @@ static void script_errors(fake_sheep *f)
     rsp.opcode = req.opcode;
     rsp.id = req.id;
     rsp.vdi_id = 0x7f588f;
-    sf_rsp_encode(&rsp, hdr);
+    sfi_rsp_encode(&rsp, hdr);
     srv_write(f, fd, hdr, sizeof(hdr));
 out:
     srv_wait_close(f, fd);
@@ -2069,14 +2086,14 @@ static void test_engine_call_errors(void)
     sf_error err;
     uint32_t vid = 0;
 
-    test("sf_call/sf_lookup_vid: a result code becomes SF_E_SERVER, the connection survives");
+    test("sfi_call/sfi_lookup_vid: a result code becomes SF_E_SERVER, the connection survives");
     if (fake_start(&f, script_errors) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 5000);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     memset(&err, 0, sizeof(err));
-    int rc = conn ? sf_lookup_vid(cl, &conn, "nope", 4, &vid, &err) : SF_OK;
+    int rc = conn ? sfi_lookup_vid(cl, &conn, "nope", 4, &vid, &err) : SF_OK;
     check_eq(rc, SF_ERR);
     check_eq(err.category, SF_E_SERVER);
     check_eq(err.result, SF_RES_NO_VDI);
@@ -2084,13 +2101,13 @@ static void test_engine_call_errors(void)
         printf("  message: %s\n", err.message);
     check(conn != NULL && !conn->broken);
     memset(&err, 0, sizeof(err));
-    rc = conn ? sf_lookup_vid(cl, &conn, "yes", 3, &vid, &err) : SF_ERR;
+    rc = conn ? sfi_lookup_vid(cl, &conn, "yes", 3, &vid, &err) : SF_ERR;
     if (!check_eq(rc, SF_OK))
-        printf("  sf_lookup_vid: %s\n", err.message);
+        printf("  sfi_lookup_vid: %s\n", err.message);
     check_eq(vid, 0x7f588f);
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
     fake_stop(&f);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
 }
 
 /* --- connection loss */
@@ -2110,8 +2127,8 @@ static void script_drop_then_answer(fake_sheep *f)
         goto out;
     if (srv_read_request(f, fd, &again, &p2) == 0) {
         if (again.opcode != first.opcode || again.oid != first.oid ||
-            again.offset != first.offset || again.data_length != first.data_length ||
-            p2 == NULL || memcmp(p1, p2, first.data_length) != 0)
+            again.offset != first.offset || again.data_length != first.data_length || p2 == NULL ||
+            memcmp(p1, p2, first.data_length) != 0)
             srv_fail(f, "the resent request differs from the first");
         srv_reply(f, fd, &again, SF_RES_SUCCESS, NULL, 0);
     }
@@ -2151,15 +2168,15 @@ static void test_engine_reconnect(int retryable)
     if (fake_start(&f, retryable ? script_drop_then_answer : script_drop_only) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 5000);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     int first_fd = conn ? conn->fd : -1;
     for (unsigned i = 0; i < sizeof(payload); i++)
         payload[i] = pattern(5, i);
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, SF_OP_WRITE_OBJ);
+    sfi_req_init(&op.req, SF_OP_WRITE_OBJ);
     op.req.flags = SF_FLAG_WRITE;
-    op.req.oid = sf_data_oid(5, 5);
+    op.req.oid = sfi_data_oid(5, 5);
     op.req.offset = 4096;
     op.req.data_length = sizeof(payload);
     op.payload = payload;
@@ -2167,7 +2184,7 @@ static void test_engine_reconnect(int retryable)
     int rc = conn ? op_list_run(cl, &conn, &op, 1, 4, &l, &err) : SF_ERR;
     if (retryable) {
         if (!check_eq(rc, SF_OK))
-            printf("  sf_run: %s\n", err.message);
+            printf("  sfi_run: %s\n", err.message);
         check_eq(l.nr_done, 1);
         check_eq(op.rsp.result, SF_RES_SUCCESS);
         check(conn != NULL && !conn->broken);
@@ -2178,10 +2195,10 @@ static void test_engine_reconnect(int retryable)
         check_eq(l.nr_done, 0);
         check(conn != NULL && conn->broken);
     }
-    sf_conn_close(conn);
+    sfi_conn_close(conn);
     fake_stop(&f);
     check_eq(f.connections, retryable ? 2 : 1);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
 }
 
 /* --- the last reply, then EOF */
@@ -2204,7 +2221,8 @@ static void script_reply_then_eof(fake_sheep *f)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
         memset(payload, 0x42, sizeof(payload));
-        srv_reply(f, fd, &req, SF_RES_SUCCESS, payload, eof_reply_has_payload ? sizeof(payload) : 0);
+        srv_reply(f, fd, &req, SF_RES_SUCCESS, payload,
+                  eof_reply_has_payload ? sizeof(payload) : 0);
     }
     close(fd);
 }
@@ -2223,11 +2241,11 @@ static void test_engine_reply_then_eof(int with_payload)
     if (fake_start(&f, script_reply_then_eof) < 0)
         return;
     sf_cluster *cl = fake_cluster(f.port, 5000);
-    sf_conn *conn = sf_connect_any(cl, 0, &err);
+    sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     memset(&op, 0, sizeof(op));
-    sf_req_init(&op.req, with_payload ? SF_OP_READ_OBJ : SF_OP_WRITE_OBJ);
-    op.req.oid = sf_data_oid(6, 6);
+    sfi_req_init(&op.req, with_payload ? SF_OP_READ_OBJ : SF_OP_WRITE_OBJ);
+    op.req.oid = sfi_data_oid(6, 6);
     op.req.data_length = sizeof(buf);
     if (!with_payload) {
         op.req.flags = SF_FLAG_WRITE;
@@ -2241,10 +2259,10 @@ static void test_engine_reply_then_eof(int with_payload)
     int rc = conn ? op_list_run(cl, &conn, &op, 1, 4, &l, &err) : SF_ERR;
     check_eq(l.nr_done, 1);
     if (!check_eq(rc, SF_OK))
-        printf("  sf_run after all replies arrived: %s\n", err.message);
-    sf_conn_close(conn);
+        printf("  sfi_run after all replies arrived: %s\n", err.message);
+    sfi_conn_close(conn);
     fake_stop(&f);
-    sf_cluster_unref(cl);
+    sfi_cluster_unref(cl);
 }
 
 /* --- sf_vdi_list: bitmaps, pipelined inode reads, filtering, order */
@@ -2258,15 +2276,15 @@ static const struct list_vdi {
     uint64_t snap_ctime;
 } list_vdis[] = {
     {0x10, "beta", 1, 0},
-    {0x12, NULL, 0, 0},            /* vanished between bitmap and inode read */
-    {0x13, "", 3, 0},              /* deleted: name zeroed */
-    {0x14, "alpha", 2, 0},         /* the working VDI ... */
-    {0x7f588f, "alpha", 1, 77},    /* ... and its snapshot */
+    {0x12, NULL, 0, 0},         /* vanished between bitmap and inode read */
+    {0x13, "", 3, 0},           /* deleted: name zeroed */
+    {0x14, "alpha", 2, 0},      /* the working VDI ... */
+    {0x7f588f, "alpha", 1, 77}, /* ... and its snapshot */
     {SF_MAX_VID, "gamma", 1, 0},
 };
 #define LIST_VDIS (sizeof(list_vdis) / sizeof(list_vdis[0]))
-#define LIST_DELETED_VID 0x11u    /* in both bitmaps: never read */
-static int list_empty;           /* the cluster has no VDI at all */
+#define LIST_DELETED_VID 0x11u /* in both bitmaps: never read */
+static int list_empty;         /* the cluster has no VDI at all */
 
 static void set_bit(uint8_t *map, uint32_t v)
 {
@@ -2304,7 +2322,7 @@ static void script_list(fake_sheep *f)
         if (srv_read_request(f, fd, &reads[i], NULL) < 0)
             goto out;
         uint32_t vid = (uint32_t)(reads[i].oid >> 32) & SF_VID_MASK;
-        if (reads[i].opcode != SF_OP_READ_OBJ || reads[i].oid != sf_inode_oid(vid) ||
+        if (reads[i].opcode != SF_OP_READ_OBJ || reads[i].oid != sfi_inode_oid(vid) ||
             reads[i].offset != 0 || reads[i].data_length != LIST_BYTES || vid == LIST_DELETED_VID)
             srv_fail(f, "inode read %zu: opcode 0x%x oid %016llx dlen %u", i, reads[i].opcode,
                      (unsigned long long)reads[i].oid, reads[i].data_length);
@@ -2322,12 +2340,12 @@ static void script_list(fake_sheep *f)
         uint8_t inode[LIST_BYTES];
         memset(inode, 0, sizeof(inode));
         memcpy(inode + SF_INODE_NAME_OFF, d->name, strlen(d->name));
-        sf_put_le64(inode + SF_INODE_SNAP_CTIME_OFF, d->snap_ctime);
-        sf_put_le64(inode + SF_INODE_SIZE_OFF, UINT64_C(1) << 30);
+        sfi_put_le64(inode + SF_INODE_SNAP_CTIME_OFF, d->snap_ctime);
+        sfi_put_le64(inode + SF_INODE_SIZE_OFF, UINT64_C(1) << 30);
         inode[SF_INODE_COPIES_OFF] = 2;
         inode[SF_INODE_BSS_OFF] = 22;
-        sf_put_le32(inode + SF_INODE_SNAP_ID_OFF, d->snap_id);
-        sf_put_le32(inode + SF_INODE_VDI_ID_OFF, vid);
+        sfi_put_le32(inode + SF_INODE_SNAP_ID_OFF, d->snap_id);
+        sfi_put_le32(inode + SF_INODE_VDI_ID_OFF, vid);
         srv_reply(f, fd, &reads[i], SF_RES_SUCCESS, inode, sizeof(inode));
     }
 out:
@@ -2359,7 +2377,9 @@ static void test_vdi_list(int empty)
         static const struct {
             const char *name;
             uint32_t vid, snap_id;
-        } want[] = {{"alpha", 0x7f588f, 1}, {"alpha", 0x14, 2}, {"beta", 0x10, 1},
+        } want[] = {{"alpha", 0x7f588f, 1},
+                    {"alpha", 0x14, 2},
+                    {"beta", 0x10, 1},
                     {"gamma", SF_MAX_VID, 1}};
         for (size_t i = 0; i < 4; i++) {
             check_str(out[i].name, want[i].name);
@@ -2371,7 +2391,7 @@ static void test_vdi_list(int empty)
         check_eq(out[1].snap_ctime, 0);
     }
     sf_free(out);
-    sf_cluster_unref(cl); /* closes the pooled connection: the script ends */
+    sfi_cluster_unref(cl); /* closes the pooled connection: the script ends */
     fake_stop(&f);
 }
 
@@ -2406,7 +2426,8 @@ int main(int argc, char **argv)
     test_errors();
 
     test_engine_out_of_order(0, "engine: out-of-order replies in one burst are matched by id");
-    test_engine_out_of_order(7, "engine: out-of-order replies in 7-byte fragments are matched by id");
+    test_engine_out_of_order(7,
+                             "engine: out-of-order replies in 7-byte fragments are matched by id");
     test_engine_window();
     test_engine_big_writes();
     test_engine_bad_reply(BAD_TOO_LONG, "engine: a reply longer than reply_cap is SF_E_PROTOCOL",
