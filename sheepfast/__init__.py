@@ -1,11 +1,11 @@
 """sheepfast: Glance images on a Sheepdog cluster, fast.
 
-    import sheepfast
-    with sheepfast.connect("127.0.0.1:7000") as cluster:
-        cluster.create("img", 1 << 30)
-        with cluster.open("img") as vdi:
-            vdi.write(b"hello", 0)
-            assert vdi.read(0, 5) == b"hello"
+import sheepfast
+with sheepfast.connect("127.0.0.1:7000") as cluster:
+    cluster.create("img", 1 << 30)
+    with cluster.open("img") as vdi:
+        vdi.write(b"hello", 0)
+        assert vdi.read(0, 5) == b"hello"
 """
 
 from __future__ import annotations
@@ -90,9 +90,14 @@ def connect(
     objects); the default, DEFAULT_REQUEST_SIZE, stays below the 512 KiB above
     which sheep maps, zeroes and faults in a fresh buffer for every request.
     """
-    return Cluster(addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth,
-                   routing=routing,
-                   request_size=DEFAULT_REQUEST_SIZE if request_size is None else request_size)
+    return Cluster(
+        addresses,
+        connect_timeout=connect_timeout,
+        io_timeout=io_timeout,
+        depth=depth,
+        routing=routing,
+        request_size=DEFAULT_REQUEST_SIZE if request_size is None else request_size,
+    )
 
 
 __all__ = [

@@ -86,10 +86,11 @@ _OBJECT_SIZES = [0] + [1 << i for i in range(12)]  # MiB: 0 (cluster default), 1
 _MAX_EXTERNAL_BACKENDS = 16
 
 _SHEEPDOG_OPTS = [
-    cfg.IntOpt('sheepdog_store_chunk_size',
-               min=1,
-               default=DEFAULT_CHUNKSIZE,
-               help="""
+    cfg.IntOpt(
+        "sheepdog_store_chunk_size",
+        min=1,
+        default=DEFAULT_CHUNKSIZE,
+        help="""
 Chunk size for images stored in Sheepdog, in mebibytes (1048576 bytes).
 
 Images are read from and written to the Sheepdog cluster this many bytes
@@ -110,10 +111,12 @@ Possible values:
 Related Options:
     * sheepdog_store_io_depth
     * sheepdog_store_object_size
-"""),
-    cfg.PortOpt('sheepdog_store_port',
-                default=DEFAULT_PORT,
-                help="""
+""",
+    ),
+    cfg.PortOpt(
+        "sheepdog_store_port",
+        default=DEFAULT_PORT,
+        help="""
 Port number of the Sheepdog gateway (the ``sheep`` daemon) to connect to.
 
 Images are stored through the sheep listening on this port at
@@ -125,10 +128,12 @@ Possible values:
 Related Options:
     * sheepdog_store_address
     * sheepdog_store_extra_addresses
-"""),
-    cfg.HostAddressOpt('sheepdog_store_address',
-                       default=DEFAULT_ADDR,
-                       help="""
+""",
+    ),
+    cfg.HostAddressOpt(
+        "sheepdog_store_address",
+        default=DEFAULT_ADDR,
+        help="""
 Address of the Sheepdog gateway (the ``sheep`` daemon) to connect to.
 
 Images are stored through the sheep at this address, listening on
@@ -144,10 +149,12 @@ Related Options:
     * sheepdog_store_port
     * sheepdog_store_extra_addresses
     * sheepdog_store_allow_external_locations
-"""),
-    cfg.ListOpt('sheepdog_store_extra_addresses',
-                default=[],
-                help="""
+""",
+    ),
+    cfg.ListOpt(
+        "sheepdog_store_extra_addresses",
+        default=[],
+        help="""
 More gateways of the same Sheepdog cluster, as ``host:port`` (IPv6 as
 ``[addr]:port``; the port defaults to 7000).
 
@@ -161,11 +168,13 @@ Possible values:
 Related Options:
     * sheepdog_store_address
     * sheepdog_store_allow_external_locations
-"""),
-    cfg.StrOpt('sheepdog_store_backend',
-               default='auto',
-               choices=KINDS,
-               help="""
+""",
+    ),
+    cfg.StrOpt(
+        "sheepdog_store_backend",
+        default="auto",
+        choices=KINDS,
+        help="""
 How the driver reaches the Sheepdog cluster.
 
 ``native`` uses sheepfast's C client, which speaks the Sheepdog protocol
@@ -181,10 +190,12 @@ Possible values:
 
 Related Options:
     * sheepdog_store_dog_command
-"""),
-    cfg.StrOpt('sheepdog_store_dog_command',
-               default='dog',
-               help="""
+""",
+    ),
+    cfg.StrOpt(
+        "sheepdog_store_dog_command",
+        default="dog",
+        help="""
 The Sheepdog command-line tool the ``cli`` backend runs: ``dog``, or
 ``collie`` on Sheepdog releases before 0.9, as a name looked up on PATH
 or as an absolute path. The driver refuses to enable ``add`` when the
@@ -195,11 +206,13 @@ Possible values:
 
 Related Options:
     * sheepdog_store_backend
-"""),
-    cfg.FloatOpt('sheepdog_store_connect_timeout',
-                 default=10.0,
-                 min=0.001,
-                 help="""
+""",
+    ),
+    cfg.FloatOpt(
+        "sheepdog_store_connect_timeout",
+        default=10.0,
+        min=0.001,
+        help="""
 Seconds to wait for a connection to a Sheepdog gateway.
 
 When no gateway answers within this time, the operation fails (and
@@ -210,11 +223,13 @@ Possible values:
 
 Related Options:
     * sheepdog_store_io_timeout
-"""),
-    cfg.FloatOpt('sheepdog_store_io_timeout',
-                 default=60.0,
-                 min=0.001,
-                 help="""
+""",
+    ),
+    cfg.FloatOpt(
+        "sheepdog_store_io_timeout",
+        default=60.0,
+        min=0.001,
+        help="""
 Seconds an I/O request may make no progress before it fails.
 
 Applies to every request to the cluster (and, with the ``cli``
@@ -226,12 +241,14 @@ Possible values:
 
 Related Options:
     * sheepdog_store_connect_timeout
-"""),
-    cfg.IntOpt('sheepdog_store_io_depth',
-               default=16,
-               min=1,
-               max=256,
-               help="""
+""",
+    ),
+    cfg.IntOpt(
+        "sheepdog_store_io_depth",
+        default=16,
+        min=1,
+        max=256,
+        help="""
 Object requests the native backend keeps in flight per read or write.
 
 More requests in flight hide network and disk latency, up to what the
@@ -244,10 +261,12 @@ Possible values:
 
 Related Options:
     * sheepdog_store_chunk_size
-"""),
-    cfg.BoolOpt('sheepdog_thin_provisioning',
-                default=True,
-                help="""
+""",
+    ),
+    cfg.BoolOpt(
+        "sheepdog_thin_provisioning",
+        default=True,
+        help="""
 Do not write all-zero data when storing images.
 
 Sheepdog reads objects that were never written as zeros, so leaving them
@@ -261,12 +280,14 @@ Possible values:
 
 Related Options:
     * None
-"""),
-    cfg.IntOpt('sheepdog_store_copies',
-               default=0,
-               min=0,
-               max=31,
-               help="""
+""",
+    ),
+    cfg.IntOpt(
+        "sheepdog_store_copies",
+        default=0,
+        min=0,
+        max=31,
+        help="""
 Number of copies kept of each new image's data.
 
 0 uses the cluster's default (set by ``dog cluster format --copies``).
@@ -277,11 +298,13 @@ Possible values:
 
 Related Options:
     * sheepdog_store_object_size
-"""),
-    cfg.IntOpt('sheepdog_store_object_size',
-               default=0,
-               choices=_OBJECT_SIZES,
-               help="""
+""",
+    ),
+    cfg.IntOpt(
+        "sheepdog_store_object_size",
+        default=0,
+        choices=_OBJECT_SIZES,
+        help="""
 Object size of new images, in mebibytes.
 
 A Sheepdog VDI is stored as objects of this size. 0 uses the cluster's
@@ -295,10 +318,12 @@ Possible values:
 Related Options:
     * sheepdog_store_chunk_size
     * sheepdog_store_copies
-"""),
-    cfg.BoolOpt('sheepdog_store_allow_external_locations',
-                default=False,
-                help="""
+""",
+    ),
+    cfg.BoolOpt(
+        "sheepdog_store_allow_external_locations",
+        default=False,
+        help="""
 Accept image locations that name a Sheepdog gateway other than the ones
 configured.
 
@@ -317,7 +342,8 @@ Possible values:
 Related Options:
     * sheepdog_store_address
     * sheepdog_store_extra_addresses
-"""),
+""",
+    ),
 ]
 
 #: The driver's options (the removed driver's three first).
@@ -340,7 +366,8 @@ def glance_error(exc: BaseException, what: str) -> Exception:
         return exceptions.Duplicate(message=f"Sheepdog image {what} already exists")
     if isinstance(exc, (errors.NoSpace, errors.VdiSpaceFull)):
         return exceptions.StorageFull(
-            message=f"Sheepdog cluster has no space for image {what}: {exc}")
+            message=f"Sheepdog cluster has no space for image {what}: {exc}"
+        )
     if isinstance(exc, errors.OutOfRange):
         return exceptions.Invalid(message=f"Sheepdog image {what}: {exc}")
     if isinstance(exc, errors.VdiLocked):
@@ -436,7 +463,7 @@ class StoreLocation(glance_store.location.StoreLocation):
         """Takes image, addr and port from the specs (absent ones stay None,
         for parse_uri to fill); BadStoreUri if one is not what a location
         can hold."""
-        image, addr, port = (self.specs.get(k) for k in ('image', 'addr', 'port'))
+        image, addr, port = (self.specs.get(k) for k in ("image", "addr", "port"))
         try:
             self.image = None if image is None else check_name(image)
             self.addr = None if addr is None else check_host(addr)
@@ -454,7 +481,7 @@ class StoreLocation(glance_store.location.StoreLocation):
         if not isinstance(uri, str):
             raise _bad_uri(uri, f"a location is a str, not {type(uri).__name__}")
         self.validate_schemas(uri, valid_schemas=(PREFIX,))
-        rest = uri[len(PREFIX):]
+        rest = uri[len(PREFIX) :]
         if ":" not in rest and not rest.startswith("["):
             # The legacy form: just the image, on the configured cluster.
             try:
@@ -487,12 +514,14 @@ class StoreLocation(glance_store.location.StoreLocation):
             if opts.sheepdog_store_allow_external_locations:
                 return
             allowed = _cluster_keys(opts)
-        except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError,
-                errors.InvalidArgument):
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError, errors.InvalidArgument):
             return
         if _host_key(self.addr, self.port) not in allowed:
-            raise _bad_uri(uri, "it names a Sheepdog gateway outside the configured "
-                                "cluster (see sheepdog_store_allow_external_locations)")
+            raise _bad_uri(
+                uri,
+                "it names a Sheepdog gateway outside the configured "
+                "cluster (see sheepdog_store_allow_external_locations)",
+            )
 
 
 # ---------------------------------------------------------------- reading
@@ -508,8 +537,15 @@ class ImageIterator(object):
     when the iteration ends.
     """
 
-    def __init__(self, image: SheepdogImage, offset: int = 0, length: Optional[int] = None,
-                 chunk_size: Optional[int] = None, *, close: bool = False):
+    def __init__(
+        self,
+        image: SheepdogImage,
+        offset: int = 0,
+        length: Optional[int] = None,
+        chunk_size: Optional[int] = None,
+        *,
+        close: bool = False,
+    ):
         self.image = image
         self.offset = offset
         self.length = length
@@ -536,9 +572,11 @@ class ImageIterator(object):
 class Store(glance_store.driver.Store):
     """Sheepdog backend adapter."""
 
-    _CAPABILITIES = (capabilities.BitMasks.READ_RANDOM |
-                     capabilities.BitMasks.WRITE_ACCESS |
-                     capabilities.BitMasks.DRIVER_REUSABLE)
+    _CAPABILITIES = (
+        capabilities.BitMasks.READ_RANDOM
+        | capabilities.BitMasks.WRITE_ACCESS
+        | capabilities.BitMasks.DRIVER_REUSABLE
+    )
     OPTIONS = _SHEEPDOG_OPTS
     EXAMPLE_URL = EXAMPLE_URL
 
@@ -548,12 +586,12 @@ class Store(glance_store.driver.Store):
             # Sets the group's defaults to None so [backend_defaults] shows
             # through, as the other drivers do.
             glance_store.driver.BackendGroupConfiguration(
-                self.OPTIONS, self.backend_group, conf=self.conf)
+                self.OPTIONS, self.backend_group, conf=self.conf
+            )
         self.store_conf = _StoreOptions(self.conf, self.backend_group)
         self._lock = threading.Lock()
         self._backend = None
-        self._external: "collections.OrderedDict[Tuple[str, int], Any]" = \
-            collections.OrderedDict()
+        self._external: "collections.OrderedDict[Tuple[str, int], Any]" = collections.OrderedDict()
         self._set_defaults()
 
     def _set_defaults(self):
@@ -610,8 +648,10 @@ class Store(glance_store.driver.Store):
         if kind == "auto":
             kind = "native" if native_available() else "cli"
         if kind == "native" and not native_available():
-            raise self._bad_config("the native backend is selected but sheepfast's "
-                                   "extension (sheepfast._native) is not built")
+            raise self._bad_config(
+                "the native backend is selected but sheepfast's "
+                "extension (sheepfast._native) is not built"
+            )
         if kind == "cli" and shutil.which(dog_command) is None:
             raise self._bad_config(f"the Sheepdog command {dog_command!r} is not found")
 
@@ -622,8 +662,7 @@ class Store(glance_store.driver.Store):
         self.extra_addresses = extra
         self.backend_kind = kind
         self.dog_command = dog_command
-        self.connect_timeout, self.io_timeout, self.io_depth = \
-            connect_timeout, io_timeout, io_depth
+        self.connect_timeout, self.io_timeout, self.io_depth = connect_timeout, io_timeout, io_depth
         self.thin_provisioning = thin
         self.copies = copies
         self.block_size_shift = object_mib.bit_length() + 19 if object_mib else 0
@@ -636,21 +675,27 @@ class Store(glance_store.driver.Store):
         LOG.error(reason)
         self._config_error = reason
         return exceptions.BadStoreConfiguration(
-            store_name=self.backend_group or SCHEME, reason=reason)
+            store_name=self.backend_group or SCHEME, reason=reason
+        )
 
     # ------------------------------------------------------------ backends
 
     def _check_configured(self):
         if self._config_error is not None:
             raise exceptions.BackendException(
-                f"Sheepdog store {self.backend_group or SCHEME}: {self._config_error}")
+                f"Sheepdog store {self.backend_group or SCHEME}: {self._config_error}"
+            )
 
     def _open_backend(self, addresses: str):
         self._check_configured()
-        return open_backend(addresses, self.backend_kind,
-                            connect_timeout=self.connect_timeout,
-                            io_timeout=self.io_timeout, depth=self.io_depth,
-                            dog_command=self.dog_command)
+        return open_backend(
+            addresses,
+            self.backend_kind,
+            connect_timeout=self.connect_timeout,
+            io_timeout=self.io_timeout,
+            depth=self.io_depth,
+            dog_command=self.dog_command,
+        )
 
     def _shared_backend(self):
         """The configured cluster's backend, opened on first use and shared
@@ -660,7 +705,8 @@ class Store(glance_store.driver.Store):
                 gateways = [(self.addr, self.port)] + list(self.extra_addresses)
                 with _translated(f"store {format_address(self.addr, self.port)}"):
                     self._backend = self._open_backend(
-                        ",".join(format_address(h, p) for h, p in gateways))
+                        ",".join(format_address(h, p) for h, p in gateways)
+                    )
             return self._backend
 
     def _backend_for(self, addr: str, port: int, uri: str):
@@ -669,8 +715,11 @@ class Store(glance_store.driver.Store):
         if key in self._cluster:
             return self._shared_backend()
         if not self.allow_external:
-            raise _bad_uri(uri, "it names a Sheepdog gateway outside the configured "
-                                "cluster (see sheepdog_store_allow_external_locations)")
+            raise _bad_uri(
+                uri,
+                "it names a Sheepdog gateway outside the configured "
+                "cluster (see sheepdog_store_allow_external_locations)",
+            )
         with self._lock:
             backend = self._external.get(key)
             if backend is not None:
@@ -710,8 +759,9 @@ class Store(glance_store.driver.Store):
             raise _bad_uri(uri, str(exc)) from exc
         uri = "%s%s:%s" % (PREFIX, format_address(addr, port), name)
         backend = self._backend_for(addr, port, uri)
-        return SheepdogImage(addr, port, name, self.READ_CHUNKSIZE, backend=backend,
-                             thin=self.thin_provisioning)
+        return SheepdogImage(
+            addr, port, name, self.READ_CHUNKSIZE, backend=backend, thin=self.thin_provisioning
+        )
 
     # ------------------------------------------------------------ operations
 
@@ -743,9 +793,12 @@ class Store(glance_store.driver.Store):
         except errors.InvalidArgument as exc:
             image.close()
             raise exceptions.Invalid(message=f"Sheepdog image {image.name}: {exc}") from exc
-        return (ImageIterator(image, offset=start, length=length,
-                              chunk_size=self.READ_CHUNKSIZE, close=True),
-                length)
+        return (
+            ImageIterator(
+                image, offset=start, length=length, chunk_size=self.READ_CHUNKSIZE, close=True
+            ),
+            length,
+        )
 
     def get_size(self, location, context=None):
         """
@@ -766,8 +819,7 @@ class Store(glance_store.driver.Store):
 
     @glance_store.driver.back_compat_add
     @capabilities.check
-    def add(self, image_id, image_file, image_size, hashing_algo, context=None,
-            verifier=None):
+    def add(self, image_id, image_file, image_size, hashing_algo, context=None, verifier=None):
         """
         Stores an image file with supplied identifier to the backend
         storage system and returns a tuple containing information
@@ -801,20 +853,23 @@ class Store(glance_store.driver.Store):
             raise exceptions.Forbidden(f"Size is not a number of bytes: {exc}") from exc
 
         os_hash_value = utils.get_hasher(hashing_algo, False)
-        checksum = utils.get_hasher('md5', False)
+        checksum = utils.get_hasher("md5", False)
 
-        image = SheepdogImage(self.addr, self.port, name, self.WRITE_CHUNKSIZE,
-                              backend=self._shared_backend(),
-                              thin=self.thin_provisioning)
+        image = SheepdogImage(
+            self.addr,
+            self.port,
+            name,
+            self.WRITE_CHUNKSIZE,
+            backend=self._shared_backend(),
+            thin=self.thin_provisioning,
+        )
         try:
             with _translated(name):
-                image.create(image_size, copies=self.copies,
-                             block_size_shift=self.block_size_shift)
+                image.create(image_size, copies=self.copies, block_size_shift=self.block_size_shift)
         except BaseException:
             image.close()
             raise
-        LOG.debug("Storing image %s (%s bytes) in Sheepdog", name,
-                  image_size or "unknown")
+        LOG.debug("Storing image %s (%s bytes) in Sheepdog", name, image_size or "unknown")
 
         # Each on a thread of its own, while this one reads and another
         # writes: hashlib releases the GIL, so they run in parallel.
@@ -831,16 +886,21 @@ class Store(glance_store.driver.Store):
         finally:
             image.close()
 
-        location = StoreLocation({'image': name, 'addr': self.addr, 'port': self.port},
-                                 self.conf, backend_group=self.backend_group)
+        location = StoreLocation(
+            {"image": name, "addr": self.addr, "port": self.port},
+            self.conf,
+            backend_group=self.backend_group,
+        )
         metadata = {}
         if self.backend_group:
-            metadata['store'] = u"%s" % self.backend_group
-        return (location.get_uri(),
-                bytes_written,
-                checksum.hexdigest(),
-                os_hash_value.hexdigest(),
-                metadata)
+            metadata["store"] = "%s" % self.backend_group
+        return (
+            location.get_uri(),
+            bytes_written,
+            checksum.hexdigest(),
+            os_hash_value.hexdigest(),
+            metadata,
+        )
 
     @staticmethod
     def _discard(image):
@@ -849,12 +909,18 @@ class Store(glance_store.driver.Store):
         try:
             gone = image.discard()
         except Exception:
-            LOG.exception("Could not delete the partial Sheepdog image %s; it keeps "
-                          "its upload mark, for 'sheepfast reclaim' to find", image.name)
+            LOG.exception(
+                "Could not delete the partial Sheepdog image %s; it keeps "
+                "its upload mark, for 'sheepfast reclaim' to find",
+                image.name,
+            )
             return
         if not gone:
-            LOG.error("Could not delete the partial Sheepdog image %s now; it keeps "
-                      "its upload mark, for 'sheepfast reclaim' to find", image.name)
+            LOG.error(
+                "Could not delete the partial Sheepdog image %s now; it keeps "
+                "its upload mark, for 'sheepfast reclaim' to find",
+                image.name,
+            )
 
     @capabilities.check
     def delete(self, location, context=None):

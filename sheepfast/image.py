@@ -59,7 +59,8 @@ READ_PIECE = 1 << 20  #: the most one read() of an upload source is asked for
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 # An IPv6 zone id: an interface name or index (IFNAMSIZ - 1 characters).
 _ZONE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 
@@ -143,7 +144,7 @@ def _whole(value: object, what: str) -> int:
 
 
 def format_address(host: str, port: int) -> str:
-    """"host:port", with an IPv6 address in brackets."""
+    """ "host:port", with an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -195,8 +196,17 @@ class SheepdogImage:
     $SHEEPFAST_BACKEND). thin: skip writing all-zero data (see upload).
     """
 
-    def __init__(self, addr: str, port: Union[int, str], name: str, chunk_size: int, *,
-                 backend: Any = None, kind: Optional[str] = None, thin: bool = True):
+    def __init__(
+        self,
+        addr: str,
+        port: Union[int, str],
+        name: str,
+        chunk_size: int,
+        *,
+        backend: Any = None,
+        kind: Optional[str] = None,
+        thin: bool = True,
+    ):
         self.addr = addr
         self.port = check_port(port)
         self.name = check_name(name)
@@ -223,7 +233,8 @@ class SheepdogImage:
                 from sheepfast.backends import open_backend
 
                 self._backend = open_backend(
-                    format_address(check_host(self.addr), self.port), self._kind)
+                    format_address(check_host(self.addr), self.port), self._kind
+                )
             return self._backend
 
     def open(self):
@@ -276,8 +287,9 @@ class SheepdogImage:
 
     # ------------------------------------------------------------ the old API
 
-    def create(self, size: Union[int, float], *, copies: int = 0,
-               block_size_shift: int = 0) -> None:
+    def create(
+        self, size: Union[int, float], *, copies: int = 0, block_size_shift: int = 0
+    ) -> None:
         """Creates the VDI with size bytes; VdiExists if the name is taken
         (sheep checks and creates in one step: no check-then-create race)."""
         size = check_size(size)
@@ -320,8 +332,9 @@ class SheepdogImage:
             return handle.read(offset, count, recycle=recycle)
         return handle.read(offset, count)
 
-    def chunks(self, offset: int = 0, length: Optional[int] = None,
-               chunk_size: Optional[int] = None) -> Iterator[bytes]:
+    def chunks(
+        self, offset: int = 0, length: Optional[int] = None, chunk_size: Optional[int] = None
+    ) -> Iterator[bytes]:
         """The image from offset, length bytes (to the end when None), in
         chunk_size pieces (default self.chunk_size); see read_chunks."""
         return read_chunks(self, offset, length, chunk_size)
@@ -355,8 +368,14 @@ class SheepdogImage:
 
     # ------------------------------------------------------------ streaming upload
 
-    def upload(self, source: Any, size: int = 0, *,
-               consumers: Sequence[Callable[[Any], None]] = (), buffers: int = 2) -> int:
+    def upload(
+        self,
+        source: Any,
+        size: int = 0,
+        *,
+        consumers: Sequence[Callable[[Any], None]] = (),
+        buffers: int = 2,
+    ) -> int:
         """Streams source into this freshly created VDI; returns the bytes
         written.
 
@@ -403,8 +422,13 @@ class SheepdogImage:
         mark = UploadMark(handle)
         mark.start()
         try:
-            pipe = _Pipeline(handle, buffers, consumers, grow=declared == 0,
-                             skip_zero=self._thin and not hasattr(handle, "thin"))
+            pipe = _Pipeline(
+                handle,
+                buffers,
+                consumers,
+                grow=declared == 0,
+                skip_zero=self._thin and not hasattr(handle, "thin"),
+            )
         except BaseException:
             mark.stop()
             raise
@@ -415,13 +439,19 @@ class SheepdogImage:
                 if declared and total + n > declared:
                     raise SizeMismatch(
                         f"image {self.name!r} is longer than the {declared} bytes declared "
-                        f"(got at least {total + n})", declared, total + n)
+                        f"(got at least {total + n})",
+                        declared,
+                        total + n,
+                    )
                 pipe.submit(token, data, total)
                 total += n
             if declared and total != declared:
                 raise SizeMismatch(
                     f"image {self.name!r} is shorter than the {declared} bytes declared "
-                    f"(got {total})", declared, total)
+                    f"(got {total})",
+                    declared,
+                    total,
+                )
             pipe.finish()
         except BaseException:
             pipe.abort()
@@ -434,8 +464,9 @@ class SheepdogImage:
 # ---------------------------------------------------------------- upload internals
 
 
-def read_chunks(image: Any, offset: int = 0, length: Optional[int] = None,
-                chunk_size: Optional[int] = None) -> Iterator[bytes]:
+def read_chunks(
+    image: Any, offset: int = 0, length: Optional[int] = None, chunk_size: Optional[int] = None
+) -> Iterator[bytes]:
     """The one read engine (the driver's ImageIterator, ``sheepfast get``):
     image's bytes from offset, length of them (to its end when None), in
     chunk_size pieces (default image.chunk_size). image: a SheepdogImage, or
@@ -462,12 +493,14 @@ def read_chunks(image: Any, offset: int = 0, length: Optional[int] = None,
     ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
         pending: Optional[concurrent.futures.Future[bytes]] = ahead.submit(
-            read, pos, min(step, end - pos))
+            read, pos, min(step, end - pos)
+        )
         while pending is not None:
             data = pending.result()
             if not data:
-                raise SheepfastError(f"Sheepdog image {image.name} ended at byte {pos}, "
-                                     f"before the {end} expected")
+                raise SheepfastError(
+                    f"Sheepdog image {image.name} ended at byte {pos}, before the {end} expected"
+                )
             pos += len(data)
             pending = ahead.submit(read, pos, min(step, end - pos)) if pos < end else None
             yield data
@@ -480,8 +513,8 @@ def _is_zero_py(view: memoryview) -> bool:
     step = 1 << 20
     zeros = memoryview(bytes(min(step, len(view))))
     for start in range(0, len(view), step):
-        part = view[start:start + step]
-        if part != zeros[:len(part)]:
+        part = view[start : start + step]
+        if part != zeros[: len(part)]:
             return False
     return True
 
@@ -522,8 +555,15 @@ class _Pipeline:
     blocks; take() then raises the first error.
     """
 
-    def __init__(self, handle: Any, slots: int, consumers: Sequence[Callable[[Any], None]], *,
-                 grow: bool, skip_zero: bool):
+    def __init__(
+        self,
+        handle: Any,
+        slots: int,
+        consumers: Sequence[Callable[[Any], None]],
+        *,
+        grow: bool,
+        skip_zero: bool,
+    ):
         self._handle = handle
         self._grow = grow
         self._size = handle.size if grow else 0
@@ -536,11 +576,14 @@ class _Pipeline:
         self.error: Optional[BaseException] = None
         stages: list = [self._write] + [self._consumer(c) for c in consumers]
         self._queues: "list[queue.SimpleQueue[Optional[_Chunk]]]" = [
-            queue.SimpleQueue() for _ in stages]
+            queue.SimpleQueue() for _ in stages
+        ]
         self._threads = [
-            threading.Thread(target=self._run, args=(stage, q), daemon=True,
-                             name=f"sheepfast-upload-{i}")
-            for i, (stage, q) in enumerate(zip(stages, self._queues))]
+            threading.Thread(
+                target=self._run, args=(stage, q), daemon=True, name=f"sheepfast-upload-{i}"
+            )
+            for i, (stage, q) in enumerate(zip(stages, self._queues))
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -573,9 +616,12 @@ class _Pipeline:
         def stage(item: _Chunk) -> None:
             data = item.data
             consume(data.toreadonly() if isinstance(data, memoryview) else data)
+
         return stage
 
-    def _run(self, stage: Callable[[_Chunk], None], q: "queue.SimpleQueue[Optional[_Chunk]]") -> None:
+    def _run(
+        self, stage: Callable[[_Chunk], None], q: "queue.SimpleQueue[Optional[_Chunk]]"
+    ) -> None:
         while True:
             item = q.get()
             if item is None:
@@ -640,17 +686,20 @@ def _checked_count(count: object, room: int, source: Any) -> int:
     if count is None:
         raise InvalidSource(
             f"image source {_describe(source)} is non-blocking: readinto() returned None "
-            "(no data now); uploads need a blocking source")
+            "(no data now); uploads need a blocking source"
+        )
     try:
         n = operator.index(count)  # type: ignore[arg-type]
     except TypeError:
         raise InvalidSource(
             f"image source {_describe(source)}: readinto() returned {type(count).__name__} "
-            f"{count!r}, not a byte count") from None
+            f"{count!r}, not a byte count"
+        ) from None
     if not 0 <= n <= room:
         raise InvalidSource(
             f"image source {_describe(source)}: readinto() returned {n} for a {room}-byte "
-            f"buffer (a count must be 0..{room})")
+            f"buffer (a count must be 0..{room})"
+        )
     return n
 
 
@@ -689,17 +738,20 @@ def _piece_view(piece: Any, how: str, source: Any) -> memoryview:
     if isinstance(piece, str):
         raise InvalidSource(
             f"image source {_describe(source)}: {how} gave str, not bytes "
-            "(open the source in binary mode)")
+            "(open the source in binary mode)"
+        )
     try:
         return memoryview(piece).cast("B")
     except (TypeError, ValueError) as exc:
         raise InvalidSource(
             f"image source {_describe(source)}: {how} gave {type(piece).__name__}, "
-            f"not a contiguous bytes-like object ({exc})") from None
+            f"not a contiguous bytes-like object ({exc})"
+        ) from None
 
 
-def _chunks(source: Any, chunk: int,
-            take: Callable[[], Optional[bytearray]]) -> Iterator[Tuple[Optional[bytearray], Any]]:
+def _chunks(
+    source: Any, chunk: int, take: Callable[[], Optional[bytearray]]
+) -> Iterator[Tuple[Optional[bytearray], Any]]:
     """Cuts source into chunk-byte pieces (the last may be shorter), as
     (token, data) pairs: the token goes back to the pool once data is written.
 
@@ -730,6 +782,7 @@ def _chunks(source: Any, chunk: int,
 
     read = getattr(source, "read", None)
     if read is not None:
+
         def next_piece(want: int) -> Tuple[Any, memoryview]:
             # Bounded asks: WSGI servers decode chunked request bodies piece by
             # piece, and some (cheroot; Glance's own uwsgi reader) slow down
@@ -739,7 +792,8 @@ def _chunks(source: Any, chunk: int,
             if piece is None:
                 raise InvalidSource(
                     f"image source {_describe(source)} is non-blocking: read() returned None "
-                    "(no data now); uploads need a blocking source")
+                    "(no data now); uploads need a blocking source"
+                )
             return piece, _piece_view(piece, "read()", source)  # empty: the end
     else:
         pieces = iter(source)
@@ -751,7 +805,7 @@ def _chunks(source: Any, chunk: int,
                     return piece, pv
             return b"", memoryview(b"")
 
-    gather: Optional[bytearray] = None   # the buffer being filled from pieces
+    gather: Optional[bytearray] = None  # the buffer being filled from pieces
     view = memoryview(b"")
     filled = 0
     while True:
@@ -765,7 +819,7 @@ def _chunks(source: Any, chunk: int,
                 if pos == 0 and end == chunk and isinstance(piece, bytes):
                     yield token, piece
                 else:
-                    yield token, pv[pos:pos + chunk]
+                    yield token, pv[pos : pos + chunk]
                 pos += chunk
                 continue
             if gather is None:
@@ -774,7 +828,7 @@ def _chunks(source: Any, chunk: int,
                     gather = _chunk_buffer(chunk)
                 view = memoryview(gather)
             n = min(chunk - filled, end - pos)
-            view[filled:filled + n] = pv[pos:pos + n]
+            view[filled : filled + n] = pv[pos : pos + n]
             filled += n
             pos += n
             if filled == chunk:

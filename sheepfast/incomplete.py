@@ -75,7 +75,7 @@ def _process_start(pid: int) -> Optional[int]:
     except OSError:
         return None
     # the command name (field 2) is in parentheses and may hold anything
-    fields = stat[stat.rfind(b")") + 2:].split()
+    fields = stat[stat.rfind(b")") + 2 :].split()
     try:
         return int(fields[19])
     except (IndexError, ValueError):
@@ -86,20 +86,29 @@ def _process_start(pid: int) -> Optional[int]:
 class Mark:
     """What the mark of an upload says."""
 
-    started: float    #: unix time the upload started
+    started: float  #: unix time the upload started
     heartbeat: float  #: unix time the writer last refreshed the mark
-    host: str         #: the writer's host name
-    pid: int          #: the writer's process id
+    host: str  #: the writer's host name
+    pid: int  #: the writer's process id
     pid_start: Optional[int]  #: the writer's start time (/proc), None if unknown
-    vid: int          #: the VDI the mark was made for ...
-    vdi_ctime: int    #: ... and its creation time in whole seconds
+    vid: int  #: the VDI the mark was made for ...
+    vdi_ctime: int  #: ... and its creation time in whole seconds
 
     def encode(self) -> bytes:
-        return json.dumps({
-            "format": _MARK_FORMAT, "started": round(self.started, 3),
-            "heartbeat": round(self.heartbeat, 3), "host": self.host, "pid": self.pid,
-            "pid_start": self.pid_start, "vid": self.vid, "vdi_ctime": self.vdi_ctime,
-        }, separators=(",", ":"), sort_keys=True).encode()
+        return json.dumps(
+            {
+                "format": _MARK_FORMAT,
+                "started": round(self.started, 3),
+                "heartbeat": round(self.heartbeat, 3),
+                "host": self.host,
+                "pid": self.pid,
+                "pid_start": self.pid_start,
+                "vid": self.vid,
+                "vdi_ctime": self.vdi_ctime,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> "Mark":
@@ -111,9 +120,15 @@ class Mark:
         if not isinstance(d, dict) or d.get("format") != _MARK_FORMAT:
             raise ValueError(f"{MARK_KEY} has an unknown format: {raw[:80]!r}")
         try:
-            mark = cls(float(d["started"]), float(d["heartbeat"]), str(d["host"]),
-                       int(d["pid"]), None if d["pid_start"] is None else int(d["pid_start"]),
-                       int(d["vid"]), int(d["vdi_ctime"]))
+            mark = cls(
+                float(d["started"]),
+                float(d["heartbeat"]),
+                str(d["host"]),
+                int(d["pid"]),
+                None if d["pid_start"] is None else int(d["pid_start"]),
+                int(d["vid"]),
+                int(d["vdi_ctime"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{MARK_KEY} lacks or garbles {exc}: {raw[:80]!r}") from None
         if mark.pid <= 0:  # 0 and below would name process groups to os.kill
@@ -147,8 +162,13 @@ class UploadMark:
     thread, leaving the mark for a failed upload whose VDI may outlive it.
     """
 
-    def __init__(self, handle: Any, *, interval: Optional[float] = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        handle: Any,
+        *,
+        interval: Optional[float] = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self._handle = handle
         self._interval = HEARTBEAT_INTERVAL if interval is None else interval
         self._clock = clock
@@ -158,15 +178,17 @@ class UploadMark:
         info = handle.info
         now = clock()
         pid = os.getpid()
-        self.mark = Mark(now, now, _this_host(), pid, _process_start(pid),
-                         info.vid, int(info.create_time))
+        self.mark = Mark(
+            now, now, _this_host(), pid, _process_start(pid), info.vid, int(info.create_time)
+        )
 
     def start(self) -> None:
         """Sets the mark; raises whatever setting it raised (the upload must
         not begin unmarked)."""
         self._handle.metadata_set(MARK_KEY, self.mark.encode())
-        self._thread = threading.Thread(target=self._beat_until_stopped, daemon=True,
-                                        name="sheepfast-heartbeat")
+        self._thread = threading.Thread(
+            target=self._beat_until_stopped, daemon=True, name="sheepfast-heartbeat"
+        )
         self._thread.start()
 
     def beat(self) -> None:
@@ -174,8 +196,15 @@ class UploadMark:
         with self._lock:
             if self._stopping.is_set():
                 return  # the mark is being removed, or left as it is
-            mark = Mark(self.mark.started, self._clock(), self.mark.host, self.mark.pid,
-                        self.mark.pid_start, self.mark.vid, self.mark.vdi_ctime)
+            mark = Mark(
+                self.mark.started,
+                self._clock(),
+                self.mark.host,
+                self.mark.pid,
+                self.mark.pid_start,
+                self.mark.vid,
+                self.mark.vdi_ctime,
+            )
             self._handle.metadata_set(MARK_KEY, mark.encode())
             self.mark = mark
 
@@ -184,8 +213,11 @@ class UploadMark:
             try:
                 self.beat()
             except Exception:  # the next beat tries again; the upload goes on
-                LOG.warning("could not refresh the upload mark of VDI %s",
-                            self._handle.info.name, exc_info=True)
+                LOG.warning(
+                    "could not refresh the upload mark of VDI %s",
+                    self._handle.info.name,
+                    exc_info=True,
+                )
 
     def stop(self) -> None:
         """Stops the heartbeat (a beat under way finishes first)."""
@@ -202,6 +234,7 @@ class UploadMark:
 
 
 # ----------------------------------------------------------- find and reclaim
+
 
 @dataclass(frozen=True)
 class Incomplete:
@@ -238,7 +271,8 @@ def _check_age(older_than: float) -> float:
     if not older_than >= MIN_STALE_AGE:
         raise errors.InvalidArgument(
             f"older_than must be at least {MIN_STALE_AGE:g} s (got {older_than:g}): a live "
-            f"upload refreshes its heartbeat only every {HEARTBEAT_INTERVAL:g} s")
+            f"upload refreshes its heartbeat only every {HEARTBEAT_INTERVAL:g} s"
+        )
     return float(older_than)
 
 
@@ -251,8 +285,16 @@ def _open(cluster: Any, name: str, listed: Any = None) -> Any:
     return cluster.open(name)
 
 
-def _stale(cluster: Any, name: str, vid: int, size: int, create_time: float,
-           older_than: float, now: float, listed: Any = None) -> Optional[Incomplete]:
+def _stale(
+    cluster: Any,
+    name: str,
+    vid: int,
+    size: int,
+    create_time: float,
+    older_than: float,
+    now: float,
+    listed: Any = None,
+) -> Optional[Incomplete]:
     """VDI name (vid, created at create_time) if it carries a mark of its own
     whose heartbeat is older than older_than and whose writer is not alive
     here; else None."""
@@ -276,8 +318,9 @@ def _stale(cluster: Any, name: str, vid: int, size: int, create_time: float,
     return Incomplete(name, vid, size, mark, age)
 
 
-def find_incomplete(cluster: Any, older_than: float, *,
-                    now: Optional[float] = None) -> List[Incomplete]:
+def find_incomplete(
+    cluster: Any, older_than: float, *, now: Optional[float] = None
+) -> List[Incomplete]:
     """The VDIs whose upload mark has a heartbeat older than older_than
     seconds (at least MIN_STALE_AGE) and whose writer is not a live process
     on this host, by name.
@@ -292,17 +335,22 @@ def find_incomplete(cluster: Any, older_than: float, *,
     for info in cluster.list():
         if info.snapshot:
             continue  # uploads write working VDIs only
-        entry = _stale(cluster, info.name, info.vid, info.size, info.create_time,
-                       older_than, now, listed=info)
+        entry = _stale(
+            cluster, info.name, info.vid, info.size, info.create_time, older_than, now, listed=info
+        )
         if entry is not None:
             found.append(entry)
     return found
 
 
-def reclaim_incomplete(cluster: Any, older_than: float, *, dry_run: bool = False,
-                       now: Optional[float] = None,
-                       on_result: Optional[Callable[[Incomplete, Optional[Exception]], None]]
-                       = None) -> ReclaimReport:
+def reclaim_incomplete(
+    cluster: Any,
+    older_than: float,
+    *,
+    dry_run: bool = False,
+    now: Optional[float] = None,
+    on_result: Optional[Callable[[Incomplete, Optional[Exception]], None]] = None,
+) -> ReclaimReport:
     """Deletes what find_incomplete finds (nothing with dry_run). Each VDI is
     checked again just before it is deleted; one that cannot be deleted is
     reported in .failed and the others still go. on_result(entry, error) is
@@ -314,8 +362,15 @@ def reclaim_incomplete(cluster: Any, older_than: float, *, dry_run: bool = False
         error: Optional[Exception] = None
         if not dry_run:
             try:
-                again = _stale(cluster, entry.name, entry.vid, entry.size,
-                               entry.mark.vdi_ctime, older_than, now)
+                again = _stale(
+                    cluster,
+                    entry.name,
+                    entry.vid,
+                    entry.size,
+                    entry.mark.vdi_ctime,
+                    older_than,
+                    now,
+                )
                 if again is None or again.mark.heartbeat != entry.mark.heartbeat:
                     continue  # completed, resumed or replaced meanwhile
                 cluster.delete(entry.name)

@@ -28,7 +28,7 @@ class VdiInfo:
 
     @property
     def redundancy(self) -> str:
-        """"N" copies, or "D:P" for an erasure-coded VDI, as dog prints it."""
+        """ "N" copies, or "D:P" for an erasure-coded VDI, as dog prints it."""
         if self.copy_policy == 0:
             return str(self.copies)
         data = (self.copy_policy >> 4) * 2

@@ -47,6 +47,7 @@ NO_REAL_DOG = "the real dog is not on PATH (needed for the CLI backend on a real
 
 # ---------------------------------------------------------------- fixtures
 
+
 def _script(directory, name: str, body: str) -> str:
     path = os.path.join(str(directory), name)
     with open(path, "w") as f:
@@ -117,8 +118,9 @@ class RawSheep:
         return rsp, self._recv(rsp.data_length)
 
     def lookup(self, name, tag=b"") -> tuple[int, int]:
-        rsp, _ = self.call(w.OP_GET_VDI_INFO, w.VdiArgs(), flags=w.FLAG_WRITE,
-                           payload=w.vdi_payload(name, tag))
+        rsp, _ = self.call(
+            w.OP_GET_VDI_INFO, w.VdiArgs(), flags=w.FLAG_WRITE, payload=w.vdi_payload(name, tag)
+        )
         return rsp.result, rsp.vdi.vdi_id
 
     def vid(self, name, tag=b"") -> int:
@@ -127,16 +129,26 @@ class RawSheep:
         return vid
 
     def header(self, vid: int) -> w.InodeHeader:
-        rsp, data = self.call(w.OP_READ_OBJ, w.ObjArgs(oid=w.inode_oid(vid)),
-                              flags=w.FLAG_DIRECT, data_length=w.INODE_HEADER_SIZE)
+        rsp, data = self.call(
+            w.OP_READ_OBJ,
+            w.ObjArgs(oid=w.inode_oid(vid)),
+            flags=w.FLAG_DIRECT,
+            data_length=w.INODE_HEADER_SIZE,
+        )
         assert rsp.result == w.RES_SUCCESS
         return w.InodeHeader.unpack(data)
 
-    def new_vdi(self, name, size, *, base=0, snapshot=False, copies=0, copy_policy=0,
-                block_size_shift=0) -> int:
-        args = w.VdiArgs(vdi_size=size, base_vdi_id=base, copies=copies,
-                         copy_policy=copy_policy, block_size_shift=block_size_shift,
-                         snapid=1 if snapshot else 0)
+    def new_vdi(
+        self, name, size, *, base=0, snapshot=False, copies=0, copy_policy=0, block_size_shift=0
+    ) -> int:
+        args = w.VdiArgs(
+            vdi_size=size,
+            base_vdi_id=base,
+            copies=copies,
+            copy_policy=copy_policy,
+            block_size_shift=block_size_shift,
+            snapid=1 if snapshot else 0,
+        )
         rsp, _ = self.call(w.OP_NEW_VDI, args, flags=w.FLAG_WRITE, payload=w.pad_name(name))
         assert rsp.result == w.RES_SUCCESS, w.RESULT_NAMES.get(rsp.result)
         return rsp.vdi.vdi_id
@@ -145,19 +157,39 @@ class RawSheep:
         """Freezes the working VDI as snapshot `tag`; returns its vid."""
         vid = self.vid(name)
         h = self.header(vid)
-        rsp, _ = self.call(w.OP_WRITE_OBJ, w.ObjArgs(oid=w.inode_oid(vid), copies=h.nr_copies,
-                                                     copy_policy=h.copy_policy,
-                                                     offset=w.INODE_TAG_OFFSET),
-                           flags=w.FLAG_WRITE, payload=w.pad_name(tag, w.TAG_SIZE))
+        rsp, _ = self.call(
+            w.OP_WRITE_OBJ,
+            w.ObjArgs(
+                oid=w.inode_oid(vid),
+                copies=h.nr_copies,
+                copy_policy=h.copy_policy,
+                offset=w.INODE_TAG_OFFSET,
+            ),
+            flags=w.FLAG_WRITE,
+            payload=w.pad_name(tag, w.TAG_SIZE),
+        )
         assert rsp.result == w.RES_SUCCESS
-        self.new_vdi(name, h.vdi_size, base=vid, snapshot=True, copies=h.nr_copies,
-                     copy_policy=h.copy_policy, block_size_shift=h.block_size_shift)
+        self.new_vdi(
+            name,
+            h.vdi_size,
+            base=vid,
+            snapshot=True,
+            copies=h.nr_copies,
+            copy_policy=h.copy_policy,
+            block_size_shift=h.block_size_shift,
+        )
         return vid
 
     def clone(self, source, tag, name) -> int:
         h = self.header(self.vid(source, tag))
-        return self.new_vdi(name, h.vdi_size, base=h.vdi_id, copies=h.nr_copies,
-                            copy_policy=h.copy_policy, block_size_shift=h.block_size_shift)
+        return self.new_vdi(
+            name,
+            h.vdi_size,
+            base=h.vdi_id,
+            copies=h.nr_copies,
+            copy_policy=h.copy_policy,
+            block_size_shift=h.block_size_shift,
+        )
 
     def delete_snapshot(self, name, tag) -> None:
         """As `dog vdi delete -s TAG NAME`: zero the index, then DEL_VDI."""
@@ -167,13 +199,21 @@ class RawSheep:
         h = self.header(vid)
         count = -(-h.vdi_size // h.object_size)
         if count:
-            rsp, _ = self.call(w.OP_WRITE_OBJ, w.ObjArgs(oid=w.inode_oid(vid), copies=h.nr_copies,
-                                                         copy_policy=h.copy_policy,
-                                                         offset=w.INDEX_OFFSET),
-                               flags=w.FLAG_WRITE | w.FLAG_DIRECT, payload=bytes(4 * count))
+            rsp, _ = self.call(
+                w.OP_WRITE_OBJ,
+                w.ObjArgs(
+                    oid=w.inode_oid(vid),
+                    copies=h.nr_copies,
+                    copy_policy=h.copy_policy,
+                    offset=w.INDEX_OFFSET,
+                ),
+                flags=w.FLAG_WRITE | w.FLAG_DIRECT,
+                payload=bytes(4 * count),
+            )
             assert rsp.result == w.RES_SUCCESS
-        rsp, _ = self.call(w.OP_DEL_VDI, w.VdiArgs(), flags=w.FLAG_WRITE,
-                           payload=w.vdi_payload(name, tag))
+        rsp, _ = self.call(
+            w.OP_DEL_VDI, w.VdiArgs(), flags=w.FLAG_WRITE, payload=w.vdi_payload(name, tag)
+        )
         assert rsp.result == w.RES_SUCCESS
 
 
@@ -219,6 +259,7 @@ def resolves(raw: RawSheep, name) -> bool:
 
 
 # ----------------------------------------------------------- the contract
+
 
 def test_backend_satisfies_the_protocols(backend, vdi_name):
     assert isinstance(backend, Backend)
@@ -294,7 +335,7 @@ def test_round_trip_across_object_boundaries(backend, vdi_name, block_size_shift
         assert image.readinto(buf, start) == len(data) and buf == data
         window = bytearray(100)
         assert image.readinto(memoryview(window)[10:30], start + obj) == 20
-        assert window[10:30] == data[obj:obj + 20] and window[:10] == bytes(10)
+        assert window[10:30] == data[obj : obj + 20] and window[:10] == bytes(10)
         words = array.array("I", bytes(16))
         assert image.readinto(words, start) == 16 and words.tobytes() == data[:16]
         # the last byte of the VDI, and a zero-length read at the very end
@@ -309,8 +350,14 @@ def test_write_accepts_any_buffer(backend, vdi_name):
     backend.create(name, MiB)
     payload = os.urandom(4096)
     with backend.open(name) as image:
-        for offset, buf in enumerate([payload, bytearray(payload), memoryview(payload)[100:900],
-                                      array.array("Q", payload[:800])]):
+        for offset, buf in enumerate(
+            [
+                payload,
+                bytearray(payload),
+                memoryview(payload)[100:900],
+                array.array("Q", payload[:800]),
+            ]
+        ):
             expected = bytes(memoryview(buf).cast("B"))
             assert image.write(buf, offset * 5000) == len(expected)
             assert image.read(offset * 5000, len(expected)) == expected
@@ -335,16 +382,29 @@ def test_resize(backend, vdi_name):
 
 
 AWKWARD_NAMES = [
-    "sp ace", "back\\slash", "x:y:0", "-x", "--help", "-a", "-p", "--", "-r",
-    "-p 1 -a 10.0.0.1", "tab\tnew\nline", "\\ \\", "ünïcødé ☃", "a" * 255,
+    "sp ace",
+    "back\\slash",
+    "x:y:0",
+    "-x",
+    "--help",
+    "-a",
+    "-p",
+    "--",
+    "-r",
+    "-p 1 -a 10.0.0.1",
+    "tab\tnew\nline",
+    "\\ \\",
+    "ünïcødé ☃",
+    "a" * 255,
 ]
 
 
 @pytest.mark.parametrize("stem", AWKWARD_NAMES, ids=repr)
 def test_awkward_names(backend, vdi_name, raw, stem):
     # made unique, keeping what makes the name awkward (leading "-" included)
-    name = vdi_name.keep(stem + "-" + uuid.uuid4().hex[:8] if len(stem) < 200
-                         else uuid.uuid4().hex[:8] + stem[8:])
+    name = vdi_name.keep(
+        stem + "-" + uuid.uuid4().hex[:8] if len(stem) < 200 else uuid.uuid4().hex[:8] + stem[8:]
+    )
     backend.create(name, 2 * MiB)
     info = backend.stat(name)
     assert info.name == name and info.vid == raw.vid(name)
@@ -392,14 +452,24 @@ def test_out_of_range(backend, vdi_name, offset, length):
     assert backend.stat(name).size == MiB
 
 
-@pytest.mark.parametrize("name,why", [
-    ("", "empty"), ("x" * 256, "longer than 255"), ("é" * 128, "longer than 255"),
-    ("a\0b", "NUL"), (b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "name,why",
+    [
+        ("", "empty"),
+        ("x" * 256, "longer than 255"),
+        ("é" * 128, "longer than 255"),
+        ("a\0b", "NUL"),
+        (b"", "empty"),
+    ],
+)
 def test_bad_names(backend, name, why):
-    calls = (lambda: backend.create(name, MiB), lambda: backend.open(name),
-             lambda: backend.stat(name), lambda: backend.delete(name),
-             lambda: backend.exists(name))
+    calls = (
+        lambda: backend.create(name, MiB),
+        lambda: backend.open(name),
+        lambda: backend.stat(name),
+        lambda: backend.delete(name),
+        lambda: backend.exists(name),
+    )
     for call in calls:
         with pytest.raises(errors.InvalidArgument, match=why):
             call()
@@ -441,7 +511,8 @@ def test_snapshots_and_clones(backend, vdi_name, raw):
     assert [(i.name, i.vid, i.tag) for i in snaps] == [(name, snap_vid, tag)]
     assert snaps[0].snap_id >= 1
     assert sorted((i.name, i.vid) for i in listed if not i.snapshot) == sorted(
-        [(name, working.vid), (clone, raw.vid(clone))])
+        [(name, working.vid), (clone, raw.vid(clone))]
+    )
     # the native order: by name, a name's snapshots before its working VDI
     ours = [(i.name, i.snapshot) for i in listed if i.name == name]
     assert ours == [(name, True), (name, False)]
@@ -450,7 +521,7 @@ def test_snapshots_and_clones(backend, vdi_name, raw):
     with backend.open(name) as image:
         image.write(b"new" * 1000, MiB - 1500)
         assert image.read(MiB - 1500, 3000) == b"new" * 1000
-        assert image.read(0, MiB - 1500) == before[:MiB - 1500]
+        assert image.read(0, MiB - 1500) == before[: MiB - 1500]
     with backend.open(clone) as image:
         assert image.read(0, 3 * MiB) == before
         image.write(b"c", 5)
@@ -517,8 +588,10 @@ def test_threads_writing_into_one_object(backend, vdi_name):
     backend.create(name, 2 * MiB, block_size_shift=20)
     pieces = {i: os.urandom(999) for i in range(8)}
     with backend.open(name) as image:
-        threads = [threading.Thread(target=image.write, args=(piece, MiB - 4000 + i * 1000))
-                   for i, piece in pieces.items()]
+        threads = [
+            threading.Thread(target=image.write, args=(piece, MiB - 4000 + i * 1000))
+            for i, piece in pieces.items()
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -529,6 +602,7 @@ def test_threads_writing_into_one_object(backend, vdi_name):
 
 # ------------------------------------------------------- CLI backend only
 
+
 @cli_only
 def test_cli_and_native_agree(backend, target, vdi_name, raw):
     if not native_available():
@@ -538,9 +612,23 @@ def test_cli_and_native_agree(backend, target, vdi_name, raw):
     raw.snapshot(name, "t1")
     vdi_name.snapshots.append((name, "t1"))
     with open_backend(target.address, "native") as native:
+
         def fields(infos):
-            return [(i.name, i.vid, i.size, i.block_size_shift, i.copies, i.copy_policy,
-                     i.snapshot, i.tag, int(i.create_time)) for i in infos if i.name == name]
+            return [
+                (
+                    i.name,
+                    i.vid,
+                    i.size,
+                    i.block_size_shift,
+                    i.copies,
+                    i.copy_policy,
+                    i.snapshot,
+                    i.tag,
+                    int(i.create_time),
+                )
+                for i in infos
+                if i.name == name
+            ]
 
         assert fields(backend.list()) == fields(native.list())
         assert fields([backend.stat(name)]) == fields([native.stat(name)])
@@ -644,9 +732,19 @@ def recording_dog(tmp_path):
     """(path of a recording dog, calls() -> the argv lists it ran with)."""
     log, helper = tmp_path / "argv.jsonl", tmp_path / "record.py"
     helper.write_text(RECORDER)
-    dog = _script(tmp_path, "dog", " ".join(
-        ["exec", shlex.quote(sys.executable), shlex.quote(str(helper)), shlex.quote(str(log)),
-         '"$@"']))
+    dog = _script(
+        tmp_path,
+        "dog",
+        " ".join(
+            [
+                "exec",
+                shlex.quote(sys.executable),
+                shlex.quote(str(helper)),
+                shlex.quote(str(log)),
+                '"$@"',
+            ]
+        ),
+    )
 
     def calls():
         lines = log.read_text().splitlines() if log.exists() else []
@@ -655,8 +753,9 @@ def recording_dog(tmp_path):
     return dog, calls
 
 
-@pytest.mark.parametrize("name", ["-h", "--help", "-a", "-p 1", "--", "-c2", "--address=10.0.0.9",
-                                  "-r", "-x y"])
+@pytest.mark.parametrize(
+    "name", ["-h", "--help", "-a", "-p 1", "--", "-c2", "--address=10.0.0.9", "-r", "-x y"]
+)
 def test_cli_names_never_become_options(recording_dog, name):
     dog, calls = recording_dog
     backend = DogBackend("10.1.2.3:7001,[::1]:7002", dog_command=dog)
@@ -681,9 +780,12 @@ def test_cli_names_never_become_options(recording_dog, name):
 def test_cli_bad_input_runs_no_process(recording_dog):
     dog, calls = recording_dog
     backend = DogBackend("127.0.0.1:7000", dog_command=dog)
-    for call in (lambda: backend.create("", MiB), lambda: backend.stat("a\0"),
-                 lambda: backend.create("x", MiB, block_size_shift=32),
-                 lambda: backend.create("x", -5)):
+    for call in (
+        lambda: backend.create("", MiB),
+        lambda: backend.stat("a\0"),
+        lambda: backend.create("x", MiB, block_size_shift=32),
+        lambda: backend.create("x", -5),
+    ):
         with pytest.raises(errors.InvalidArgument):
             call()
     with backend.open("x") as image:
@@ -801,16 +903,22 @@ def test_fakedog_says_what_dog_says(args, stdin, fake_sheep, real_address, faked
     port = refused.getsockname()[1]
     results = []
     try:
-        for dog, address in ((real_dog, real_address), (os.path.join(fakedog_dir, "dog"),
-                                                         fake_sheep.address)):
+        for dog, address in (
+            (real_dog, real_address),
+            (os.path.join(fakedog_dir, "dog"), fake_sheep.address),
+        ):
             host, gateway_port = parse_addresses(address)[0]
             name, missing = f"sf-dogcase-{uuid.uuid4().hex[:8]}", f"sf-none-{uuid.uuid4().hex[:8]}"
 
             def run(*argv, input=None):
                 argv = [a.format(name=name, missing=missing, port=port) for a in argv]
                 # -a/-p first: a later -p (the refused port) wins, as in getopt
-                done = subprocess.run([dog, "vdi", argv[0], "-a", host, "-p", str(gateway_port),
-                                       *argv[1:]], input=input, capture_output=True, timeout=60)
+                done = subprocess.run(
+                    [dog, "vdi", argv[0], "-a", host, "-p", str(gateway_port), *argv[1:]],
+                    input=input,
+                    capture_output=True,
+                    timeout=60,
+                )
                 return done
 
             run("create", "--", name, "1M").check_returncode()
@@ -819,9 +927,13 @@ def test_fakedog_says_what_dog_says(args, stdin, fake_sheep, real_address, faked
                 done = run(*args, input=stdin)
             finally:
                 run("delete", "--", name)
-            results.append((done.returncode, _normalise(done.stderr, name, missing, port),
-                            _normalise(done.stdout, name, missing, port) if done.returncode == 0
-                            else b""))
+            results.append(
+                (
+                    done.returncode,
+                    _normalise(done.stderr, name, missing, port),
+                    _normalise(done.stdout, name, missing, port) if done.returncode == 0 else b"",
+                )
+            )
     finally:
         refused.close()
     assert results[1] == results[0]
@@ -831,11 +943,13 @@ def _normalise(text: bytes, name: str, missing: str, port: int) -> bytes:
     text = text.replace(name.encode(), b"NAME").replace(missing.encode(), b"MISSING")
     text = text.replace(f":{port}:".encode(), b":PORT:")
     # list lines: ctime and vid differ between clusters
-    return re.sub(rb"^([=sc] NAME \d+ \d+ \d+ \d+) \d+ [0-9a-f]+ ", rb"\1 CTIME VID ", text,
-                  flags=re.M)
+    return re.sub(
+        rb"^([=sc] NAME \d+ \d+ \d+ \d+) \d+ [0-9a-f]+ ", rb"\1 CTIME VID ", text, flags=re.M
+    )
 
 
 # ------------------------------------------------- parsing and mapping
+
 
 def _vector_lines() -> list[bytes]:
     with open(os.path.join(VECTORS, "dog_list_raw_outputs.txt"), "rb") as f:
@@ -847,12 +961,24 @@ def test_parse_captured_list_lines():
     infos = parse_vdi_list(b"".join(lines))
     assert len(infos) == len(lines) == 14
     normal, snap, after, clone, cow, ec, ec42, z20, zero, odd, space, back, colon, hyper = infos
-    assert (normal.name, normal.vid, normal.size, normal.copies, normal.block_size_shift,
-            normal.snapshot, normal.tag, normal.create_time) == (
-        "probe-a", 0x7F588F, 67108864, 2, 22, False, "", 1795744542.0)
+    assert (
+        normal.name,
+        normal.vid,
+        normal.size,
+        normal.copies,
+        normal.block_size_shift,
+        normal.snapshot,
+        normal.tag,
+        normal.create_time,
+    ) == ("probe-a", 0x7F588F, 67108864, 2, 22, False, "", 1795744542.0)
     # the snapshot keeps the old vid; the working VDI moved to the next one
     assert (snap.name, snap.vid, snap.snapshot, snap.snap_id, snap.tag) == (
-        "probe-a", 0x7F588F, True, 1, "snap1")
+        "probe-a",
+        0x7F588F,
+        True,
+        1,
+        "snap1",
+    )
     assert (after.vid, after.snapshot, after.snap_id) == (0x7F5890, False, 0)
     assert (clone.name, clone.snapshot, clone.tag) == ("probe-c", False, "")
     assert (ec.copies, ec.copy_policy, ec.redundancy) == (3, 0x11, "2:1")
@@ -865,10 +991,12 @@ def test_parse_captured_list_lines():
 
 
 def test_parse_escapes_and_tags():
-    out = (b"= a\\\nb\\\tc\\ d\\\\e 0 5 0 0 7 1 3  20\n"      # escaped newline, tab, space, "\"
-           b"s f\\\\ 3 5 0 0 7 2 2 tag with  spaces 22\n"    # tags are printed unescaped
-           b"c \\\\\\  0 5 0 0 7 3 16:15  31\n"             # name "\ " and 16:15 EC
-           b"= \xff\xfe 0 1 0 0 7 4 1  22\n")                # not UTF-8
+    out = (
+        b"= a\\\nb\\\tc\\ d\\\\e 0 5 0 0 7 1 3  20\n"  # escaped newline, tab, space, "\"
+        b"s f\\\\ 3 5 0 0 7 2 2 tag with  spaces 22\n"  # tags are printed unescaped
+        b"c \\\\\\  0 5 0 0 7 3 16:15  31\n"  # name "\ " and 16:15 EC
+        b"= \xff\xfe 0 1 0 0 7 4 1  22\n"
+    )  # not UTF-8
     a, f, c, binary = parse_vdi_list(out)
     assert a.name == "a\nb\tc d\\e" and a.block_size_shift == 20
     assert (f.name, f.tag, f.snapshot, f.snap_id) == ("f\\", "tag with  spaces", True, 3)
@@ -878,18 +1006,29 @@ def test_parse_escapes_and_tags():
 
 def test_parse_pre_1_0_lines():
     # collie and dog 0.8/0.9 print no block size shift (objects were 4 MiB)
-    working, snap = parse_vdi_list(b"= old\\ one 0 4194304 0 0 7 1a 3 \n"
-                                   b"s old 2 5 0 0 7 1b 2 before upgrade\n")
+    working, snap = parse_vdi_list(
+        b"= old\\ one 0 4194304 0 0 7 1a 3 \ns old 2 5 0 0 7 1b 2 before upgrade\n"
+    )
     assert (working.name, working.vid, working.copies, working.tag) == ("old one", 0x1A, 3, "")
     assert working.object_size == 4 * MiB
     assert (snap.snapshot, snap.snap_id, snap.tag, snap.block_size_shift) == (
-        True, 2, "before upgrade", 22)
+        True,
+        2,
+        "before upgrade",
+        22,
+    )
 
 
-@pytest.mark.parametrize("garbage", [
-    b"= name\n", b"x name 0 1 0 0 7 1 2  22\n", b"= a b 0 1 0 0 7 1 2  22\n",
-    b"= name 0 1 0 0 7 zz 2  22\n", b"  Name        Id    Size\n",
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"= name\n",
+        b"x name 0 1 0 0 7 1 2  22\n",
+        b"= a b 0 1 0 0 7 1 2  22\n",
+        b"= name 0 1 0 0 7 zz 2  22\n",
+        b"  Name        Id    Size\n",
+    ],
+)
 def test_parse_rejects_what_dog_does_not_print(garbage):
     with pytest.raises(errors.ProtocolError, match="unexpected line"):
         parse_vdi_list(garbage)
@@ -901,33 +1040,75 @@ def test_parse_rejects_what_dog_does_not_print(garbage):
 # failures follow the same "<what> <oid>[:] <result text>" forms.
 REAL_DOG_FAILURES = [
     ("Failed to create VDI sfcli-probe: VDI exists already\n", 1, errors.VdiExists, 0x04),
-    ("Failed to open VDI nonexist (snapshot id: 0 snapshot tag: ): No VDI found\n", 1,
-     errors.VdiNotFound, 0x08),
+    (
+        "Failed to open VDI nonexist (snapshot id: 0 snapshot tag: ): No VDI found\n",
+        1,
+        errors.VdiNotFound,
+        0x08,
+    ),
     # vdi delete exits 0 even when the VDI is missing
-    ("Failed to open VDI nonexist (snapshot id: 0 snapshot tag: ): No VDI found\n", 0,
-     errors.VdiNotFound, 0x08),
+    (
+        "Failed to open VDI nonexist (snapshot id: 0 snapshot tag: ): No VDI found\n",
+        0,
+        errors.VdiNotFound,
+        0x08,
+    ),
     ("Read offset is beyond the end of the VDI\n", 1, errors.OutOfRange, None),
     ("Write offset is beyond the end of the VDI\n", 1, errors.OutOfRange, None),
     ("Shrinking VDIs is not implemented\n", 64, errors.InvalidArgument, None),
-    ("New VDI size is too large. This volume's max size is 4398046511104\n", 64,
-     errors.InvalidArgument, None),
-    ("VDI size is larger than 4.0 TB bytes, please use '-y' to create a hyper volume with "
-     "size up to 16 PB bytes or use '-z' to create larger object size volume\n", 64,
-     errors.InvalidArgument, None),
-    ("Object Size is larger than 2^20. Please set shift bit larger than 20\n", 1,
-     errors.SheepfastError, None),
-    ("failed to connect to 127.0.0.1:7009: Connection refused\n" * 2
-     + "Failed to open VDI x (snapshot id: 0 snapshot tag: ): I/O error\n", 1,
-     errors.ConnectionError, None),
-    ("failed to connect to 127.0.0.1:7009: Connection refused\n" * 2
-     + "Failed to get node list\n", 2, errors.ConnectionError, None),
-    ("failed to connect to 127.0.0.1:7009: Connection refused\n" * 2, 2,
-     errors.ConnectionError, None),
+    (
+        "New VDI size is too large. This volume's max size is 4398046511104\n",
+        64,
+        errors.InvalidArgument,
+        None,
+    ),
+    (
+        "VDI size is larger than 4.0 TB bytes, please use '-y' to create a hyper volume with "
+        "size up to 16 PB bytes or use '-z' to create larger object size volume\n",
+        64,
+        errors.InvalidArgument,
+        None,
+    ),
+    (
+        "Object Size is larger than 2^20. Please set shift bit larger than 20\n",
+        1,
+        errors.SheepfastError,
+        None,
+    ),
+    (
+        "failed to connect to 127.0.0.1:7009: Connection refused\n" * 2
+        + "Failed to open VDI x (snapshot id: 0 snapshot tag: ): I/O error\n",
+        1,
+        errors.ConnectionError,
+        None,
+    ),
+    (
+        "failed to connect to 127.0.0.1:7009: Connection refused\n" * 2
+        + "Failed to get node list\n",
+        2,
+        errors.ConnectionError,
+        None,
+    ),
+    (
+        "failed to connect to 127.0.0.1:7009: Connection refused\n" * 2,
+        2,
+        errors.ConnectionError,
+        None,
+    ),
     ("Invalid ip address nonexistent.invalid\n", 1, errors.ConnectionError, None),
-    ("Failed to write object 009849d000000000: Server has no space for new objects\n"
-     "Failed to write VDI\n", 1, errors.NoSpace, 0x15),
-    ("Failed to read object 009849d000000000 Object is read-only\nFailed to read VDI\n", 1,
-     errors.ReadOnly, 0x1A),
+    (
+        "Failed to write object 009849d000000000: Server has no space for new objects\n"
+        "Failed to write VDI\n",
+        1,
+        errors.NoSpace,
+        0x15,
+    ),
+    (
+        "Failed to read object 009849d000000000 Object is read-only\nFailed to read VDI\n",
+        1,
+        errors.ReadOnly,
+        0x1A,
+    ),
     ("Failed to delete x: System is shutting down\n", 0, errors.ClusterNotReady, 0x11),
     ("Invalid error code 77\n", 1, errors.SheepfastError, None),
 ]
@@ -947,21 +1128,31 @@ def test_names_in_dog_messages_cannot_fool_the_mapping():
     name = "x: No VDI found\nfailed to connect to 1.2.3.4:5: Connection refused"
     stderr = f"Failed to create VDI {name}: VDI exists already\n"
     exc = dog_module._classify(
-        dog_module._Outcome(1, b"", 0, stderr, False), "creating", name.encode())
+        dog_module._Outcome(1, b"", 0, stderr, False), "creating", name.encode()
+    )
     assert type(exc) is errors.VdiExists
     assert not dog_module._unreachable(dog_module._dog_lines(stderr, name.encode()))
     # and a one-letter name does not eat the message around it
-    exc = dog_module._classify(dog_module._Outcome(
-        0, b"", 0, "Failed to open VDI a (snapshot id: 0 snapshot tag: ): No VDI found\n", False),
-        "deleting", b"a")
+    exc = dog_module._classify(
+        dog_module._Outcome(
+            0, b"", 0, "Failed to open VDI a (snapshot id: 0 snapshot tag: ): No VDI found\n", False
+        ),
+        "deleting",
+        b"a",
+    )
     assert type(exc) is errors.VdiNotFound and str(exc) == "VDI 'a' not found"
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("127.0.0.1:7000", [("127.0.0.1", 7000)]),
-    ("a, b:7001 ,[::1]:7002,[fe80::1],::1", [("a", 7000), ("b", 7001), ("::1", 7002),
-                                             ("fe80::1", 7000), ("::1", 7000)]),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("127.0.0.1:7000", [("127.0.0.1", 7000)]),
+        (
+            "a, b:7001 ,[::1]:7002,[fe80::1],::1",
+            [("a", 7000), ("b", 7001), ("::1", 7002), ("fe80::1", 7000), ("::1", 7000)],
+        ),
+    ],
+)
 def test_parse_addresses(text, expected):
     assert parse_addresses(text) == expected
 

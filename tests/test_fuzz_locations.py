@@ -38,9 +38,12 @@ from sheepfast.image import (  # noqa: E402
 )
 
 EXAMPLES = int(os.environ.get("SHEEPFAST_FUZZ_EXAMPLES", "300"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
-                    derandomize=os.environ.get("SHEEPFAST_FUZZ_RANDOM") != "1",
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=os.environ.get("SHEEPFAST_FUZZ_RANDOM") != "1",
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def make_conf(external: bool) -> cfg.ConfigOpts:
@@ -48,15 +51,15 @@ def make_conf(external: bool) -> cfg.ConfigOpts:
     conf(args=[])
     conf.register_opts(driver.OPTIONS, group="glance_store")
     conf.set_override("sheepdog_store_address", "10.0.0.1", group="glance_store")
-    conf.set_override("sheepdog_store_extra_addresses", ["[fd00::2]:7001", "sheep3.example"],
-                      group="glance_store")
-    conf.set_override("sheepdog_store_allow_external_locations", external,
-                      group="glance_store")
+    conf.set_override(
+        "sheepdog_store_extra_addresses", ["[fd00::2]:7001", "sheep3.example"], group="glance_store"
+    )
+    conf.set_override("sheepdog_store_allow_external_locations", external, group="glance_store")
     return conf
 
 
-OPEN = make_conf(external=True)      # any gateway: every well-formed location parses
-CLOSED = make_conf(external=False)   # only the configured cluster's gateways
+OPEN = make_conf(external=True)  # any gateway: every well-formed location parses
+CLOSED = make_conf(external=False)  # only the configured cluster's gateways
 
 
 def parse(conf, uri):
@@ -71,7 +74,7 @@ def parse(conf, uri):
 # should mean nothing to any of them
 _TRICKY = ":[]%.,-_ \t\n\r\x00\x7f/@?#\\'\"0123456789abcdefABCDEF"
 _tricky_text = st.text(alphabet=st.sampled_from(list(_TRICKY)), max_size=40)
-_any_text = st.text(max_size=40)              # all of Unicode, surrogates excluded
+_any_text = st.text(max_size=40)  # all of Unicode, surrogates excluded
 _long_text = st.text(alphabet=string.ascii_letters + ":.-", min_size=200, max_size=600)
 
 _ipv4 = st.ip_addresses(v=4).map(str)
@@ -80,22 +83,45 @@ _label = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", fullmatch
 _hostname = st.lists(_label, min_size=1, max_size=4).map(".".join)
 
 hosts = st.one_of(
-    _ipv4, _ipv6.map(lambda h: f"[{h}]"), _ipv6, _hostname,
-    _tricky_text, _any_text, _long_text, st.just(""),
-    _ipv6.map(lambda h: f"[{h}"), _ipv4.map(lambda h: f"[{h}]"),
-    st.builds(lambda h, zone: f"[{h}%{zone}]", _ipv6, _tricky_text),   # zone ids
+    _ipv4,
+    _ipv6.map(lambda h: f"[{h}]"),
+    _ipv6,
+    _hostname,
+    _tricky_text,
+    _any_text,
+    _long_text,
+    st.just(""),
+    _ipv6.map(lambda h: f"[{h}"),
+    _ipv4.map(lambda h: f"[{h}]"),
+    st.builds(lambda h, zone: f"[{h}%{zone}]", _ipv6, _tricky_text),  # zone ids
 )
 ports = st.one_of(
-    st.integers(-5, 70000).map(str), st.integers(0, 1 << 80).map(str),
-    st.sampled_from(["", "+7000", " 7000", "7000 ", "0x1b58", "07000", "7e3",
-                     "\u0667\u0660\u0660\u0660", "\uff17\uff10\uff10\uff10", "7000\x00"]),
+    st.integers(-5, 70000).map(str),
+    st.integers(0, 1 << 80).map(str),
+    st.sampled_from(
+        [
+            "",
+            "+7000",
+            " 7000",
+            "7000 ",
+            "0x1b58",
+            "07000",
+            "7e3",
+            "\u0667\u0660\u0660\u0660",
+            "\uff17\uff10\uff10\uff10",
+            "7000\x00",
+        ]
+    ),
     _tricky_text,
 )
 images = st.one_of(
-    st.uuids().map(str), _tricky_text, _any_text,
+    st.uuids().map(str),
+    _tricky_text,
+    _any_text,
     st.text(min_size=NAME_MAX - 2, max_size=NAME_MAX + 2),
     st.text(alphabet="ab:", min_size=1, max_size=20),
-    st.just(""), st.just("-rf"),
+    st.just(""),
+    st.just("-rf"),
 )
 
 
@@ -109,8 +135,19 @@ def locations(draw):
     if shape == "raw":
         return "sheepdog://" + draw(st.one_of(_tricky_text, _any_text, _long_text))
     if shape == "prefix":
-        scheme = draw(st.sampled_from(["sheepdog:/", "sheepdog:", "Sheepdog://", "rbd://", "",
-                                       "sheepdog:///", " sheepdog://"]))
+        scheme = draw(
+            st.sampled_from(
+                [
+                    "sheepdog:/",
+                    "sheepdog:",
+                    "Sheepdog://",
+                    "rbd://",
+                    "",
+                    "sheepdog:///",
+                    " sheepdog://",
+                ]
+            )
+        )
         return scheme + draw(images)
     sep1 = draw(st.sampled_from([":", ":", "", "::", "]:"]))
     sep2 = draw(st.sampled_from([":", ":", "", "::"]))
@@ -151,16 +188,22 @@ def test_a_location_parses_and_round_trips_or_is_a_bad_store_uri(uri):
         assert len(loc.image.encode()) <= NAME_MAX
         again = parse(conf, loc.get_uri())
         assert (again.addr, again.port, again.image) == (loc.addr, loc.port, loc.image)
-        built = driver.StoreLocation({"addr": loc.addr, "port": loc.port, "image": loc.image},
-                                     conf)
+        built = driver.StoreLocation({"addr": loc.addr, "port": loc.port, "image": loc.image}, conf)
         assert built.get_uri() == loc.get_uri()
 
 
 @SETTINGS
-@given(text=st.one_of(
-    st.builds(lambda h, sep, p: f"{h}{sep}{p}", hosts, st.sampled_from([":", "", "]:", "::"]),
-              ports),
-    hosts, _tricky_text, _any_text, _long_text))
+@given(
+    text=st.one_of(
+        st.builds(
+            lambda h, sep, p: f"{h}{sep}{p}", hosts, st.sampled_from([":", "", "]:", "::"]), ports
+        ),
+        hosts,
+        _tricky_text,
+        _any_text,
+        _long_text,
+    )
+)
 @example(text="[::1]:7000")
 @example(text="::1")
 @example(text="[::1]")
@@ -179,9 +222,19 @@ def test_an_address_parses_and_round_trips_or_is_invalid(text):
 
 
 @SETTINGS
-@given(value=st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.binary(),
-                       _any_text, _tricky_text, st.lists(st.integers(), max_size=2),
-                       st.integers().map(str)))
+@given(
+    value=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.binary(),
+        _any_text,
+        _tricky_text,
+        st.lists(st.integers(), max_size=2),
+        st.integers().map(str),
+    )
+)
 def test_checks_refuse_anything_with_invalid_argument(value):
     """check_host, check_port and check_name take any object: a value of
     the right kind back, or InvalidArgument; no other exception."""

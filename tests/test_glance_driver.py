@@ -44,7 +44,7 @@ from sheepfast import glance as driver
 from sheepfast.testing import wire
 
 CHUNK = CHUNK_MIB * MiB
-SIZE = 3 * CHUNK + 12345          # four chunks, the last one short
+SIZE = 3 * CHUNK + 12345  # four chunks, the last one short
 
 
 # ================================================================ StoreLocation
@@ -58,8 +58,9 @@ def loc_conf():
     conf(args=[])
     conf.register_opts(driver.OPTIONS, group="glance_store")
     conf.set_override("sheepdog_store_address", "10.0.0.1", group="glance_store")
-    conf.set_override("sheepdog_store_extra_addresses", ["[fd00::2]:7001", "sheep3.example"],
-                      group="glance_store")
+    conf.set_override(
+        "sheepdog_store_extra_addresses", ["[fd00::2]:7001", "sheep3.example"], group="glance_store"
+    )
     return conf
 
 
@@ -69,14 +70,21 @@ def parse(conf, uri, backend_group=None):
     return loc
 
 
-@pytest.mark.parametrize("uri, addr, port, image", [
-    ("sheepdog://10.0.0.1:7000:6bd59e6e-c410-11e5-ab67-0a73f1fda51b",
-     "10.0.0.1", 7000, "6bd59e6e-c410-11e5-ab67-0a73f1fda51b"),
-    ("sheepdog://10.0.0.1:7000:a:b::c:", "10.0.0.1", 7000, "a:b::c:"),
-    ("sheepdog://[fd00::2]:7001:img", "fd00::2", 7001, "img"),
-    ("sheepdog://[fd00::2]:7001:with:colons", "fd00::2", 7001, "with:colons"),
-    ("sheepdog://sheep3.example:7000:img", "sheep3.example", 7000, "img"),
-])
+@pytest.mark.parametrize(
+    "uri, addr, port, image",
+    [
+        (
+            "sheepdog://10.0.0.1:7000:6bd59e6e-c410-11e5-ab67-0a73f1fda51b",
+            "10.0.0.1",
+            7000,
+            "6bd59e6e-c410-11e5-ab67-0a73f1fda51b",
+        ),
+        ("sheepdog://10.0.0.1:7000:a:b::c:", "10.0.0.1", 7000, "a:b::c:"),
+        ("sheepdog://[fd00::2]:7001:img", "fd00::2", 7001, "img"),
+        ("sheepdog://[fd00::2]:7001:with:colons", "fd00::2", 7001, "with:colons"),
+        ("sheepdog://sheep3.example:7000:img", "sheep3.example", 7000, "img"),
+    ],
+)
 def test_location_round_trip(loc_conf, uri, addr, port, image):
     loc = parse(loc_conf, uri)
     assert (loc.addr, loc.port, loc.image) == (addr, port, image)
@@ -103,44 +111,50 @@ def test_location_ipv6_configured_address_is_bracketed():
     assert parse(conf, loc.get_uri()).addr == "::1"
 
 
-@pytest.mark.parametrize("uri", [
-    "sheepdog://",
-    "sheepdog:/img",
-    "rbd://img",
-    "sheepdog://10.0.0.1:7000:",            # no image
-    "sheepdog://10.0.0.1:7000",             # no image, no ':'
-    "sheepdog://10.0.0.1:img",              # no port
-    "sheepdog://10.0.0.1:port:img",
-    "sheepdog://10.0.0.1:+7000:img",
-    "sheepdog://10.0.0.1:0:img",
-    "sheepdog://10.0.0.1:65536:img",
-    "sheepdog://:7000:img",                 # no host
-    "sheepdog://::1:7000:img",              # IPv6 without brackets
-    "sheepdog://[::1:7000:img",             # unclosed bracket
-    "sheepdog://[::1]7000:img",
-    "sheepdog://[10.0.0.1]:7000:img",       # brackets hold only IPv6
-    "sheepdog://[not-v6]:7000:img",
-    "sheepdog://-oProxyCommand=x:7000:img",  # not a host name
-    "sheepdog://bad host:7000:img",
-    "sheepdog://10.0.0.1:7000:-rf",         # would be an option to dog
-    "sheepdog://10.0.0.1:7000:two words",
-    "sheepdog://10.0.0.1:7000:line\nbreak",
-    "sheepdog://10.0.0.1:7000:nul\x00",
-    "sheepdog://10.0.0.1:7000:" + "x" * 256,  # longer than sheep allows
-    "sheepdog://-img",
-    "sheepdog://[img]",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sheepdog://",
+        "sheepdog:/img",
+        "rbd://img",
+        "sheepdog://10.0.0.1:7000:",  # no image
+        "sheepdog://10.0.0.1:7000",  # no image, no ':'
+        "sheepdog://10.0.0.1:img",  # no port
+        "sheepdog://10.0.0.1:port:img",
+        "sheepdog://10.0.0.1:+7000:img",
+        "sheepdog://10.0.0.1:0:img",
+        "sheepdog://10.0.0.1:65536:img",
+        "sheepdog://:7000:img",  # no host
+        "sheepdog://::1:7000:img",  # IPv6 without brackets
+        "sheepdog://[::1:7000:img",  # unclosed bracket
+        "sheepdog://[::1]7000:img",
+        "sheepdog://[10.0.0.1]:7000:img",  # brackets hold only IPv6
+        "sheepdog://[not-v6]:7000:img",
+        "sheepdog://-oProxyCommand=x:7000:img",  # not a host name
+        "sheepdog://bad host:7000:img",
+        "sheepdog://10.0.0.1:7000:-rf",  # would be an option to dog
+        "sheepdog://10.0.0.1:7000:two words",
+        "sheepdog://10.0.0.1:7000:line\nbreak",
+        "sheepdog://10.0.0.1:7000:nul\x00",
+        "sheepdog://10.0.0.1:7000:" + "x" * 256,  # longer than sheep allows
+        "sheepdog://-img",
+        "sheepdog://[img]",
+    ],
+)
 def test_malformed_locations_are_bad_store_uris(loc_conf, uri):
     with pytest.raises(exceptions.BadStoreUri):
         parse(loc_conf, uri)
 
 
-@pytest.mark.parametrize("uri", [
-    "sheepdog://10.9.9.9:7000:img",          # another host
-    "sheepdog://10.0.0.1:7001:img",          # the configured host, another port
-    "sheepdog://[fd00::3]:7001:img",
-    "sheepdog://localhost:7000:img",          # no DNS: not 10.0.0.1
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sheepdog://10.9.9.9:7000:img",  # another host
+        "sheepdog://10.0.0.1:7001:img",  # the configured host, another port
+        "sheepdog://[fd00::3]:7001:img",
+        "sheepdog://localhost:7000:img",  # no DNS: not 10.0.0.1
+    ],
+)
 def test_locations_outside_the_cluster_are_refused(loc_conf, uri):
     with pytest.raises(exceptions.BadStoreUri, match="outside the configured cluster"):
         parse(loc_conf, uri)
@@ -155,9 +169,11 @@ def test_extra_gateways_belong_to_the_cluster(loc_conf):
 
 def test_location_in_multi_store_mode_reads_backend_defaults(tmp_path):
     conf_file = tmp_path / "g.conf"
-    conf_file.write_text("[DEFAULT]\nenabled_backends = sd:sheepdog\n"
-                         "[backend_defaults]\nsheepdog_store_address = 10.1.1.1\n"
-                         "[sd]\nsheepdog_store_port = 7100\n")
+    conf_file.write_text(
+        "[DEFAULT]\nenabled_backends = sd:sheepdog\n"
+        "[backend_defaults]\nsheepdog_store_address = 10.1.1.1\n"
+        "[sd]\nsheepdog_store_port = 7100\n"
+    )
     conf = cfg.ConfigOpts()
     conf.register_opt(cfg.DictOpt("enabled_backends"))
     conf(args=["--config-file", str(conf_file)])
@@ -203,8 +219,9 @@ def test_round_trip(glance, new_name, source, known):
     only_once_with_cli(glance.kind, source, "readinto")
     data = image_bytes(SIZE)
     image_id = glance.new_id(new_name)
-    uri, size, md5, multihash, meta = glance.add(image_id, make_source(source, data),
-                                                 SIZE if known else 0)
+    uri, size, md5, multihash, meta = glance.add(
+        image_id, make_source(source, data), SIZE if known else 0
+    )
     host, port = split_address(glance.target.address)
     assert uri == f"sheepdog://{host}:{port}:{image_id}"
     assert size == SIZE
@@ -248,7 +265,8 @@ def test_single_store_functions_and_back_compat_add(monkeypatch, target, kind, n
     assert (size, md5, meta) == (len(data), hashlib.md5(data).hexdigest(), {})
     second = g.new_id(new_name)
     uri2, size2, md5_2, meta2 = backend.add_to_backend(
-        g.conf, second, io.BytesIO(data), len(data), scheme="sheepdog")
+        g.conf, second, io.BytesIO(data), len(data), scheme="sheepdog"
+    )
     assert md5_2 == md5
     result = store.add(g.new_id(new_name), io.BytesIO(data), len(data), "sha256")
     assert len(result) == 5 and result[3] == hashlib.sha256(data).hexdigest()
@@ -259,8 +277,16 @@ def test_single_store_functions_and_back_compat_add(monkeypatch, target, kind, n
 
 
 RANGES = [
-    (0, None), (1, None), (CHUNK - 1, 2), (CHUNK, CHUNK), (5, 2 * CHUNK + 3),
-    (SIZE - 1, None), (SIZE - 1, 100), (SIZE, None), (SIZE + 10, 5), (0, 1),
+    (0, None),
+    (1, None),
+    (CHUNK - 1, 2),
+    (CHUNK, CHUNK),
+    (5, 2 * CHUNK + 3),
+    (SIZE - 1, None),
+    (SIZE - 1, 100),
+    (SIZE, None),
+    (SIZE + 10, 5),
+    (0, 1),
 ]
 
 
@@ -274,7 +300,7 @@ def test_get_with_offset_and_chunk_size(glance, new_name):
     for offset, length in RANGES:
         it, size = glance.get(uri, offset=offset, chunk_size=length)
         pieces = list(it)
-        want = data[offset:offset + length] if length else data[offset:]
+        want = data[offset : offset + length] if length else data[offset:]
         assert b"".join(pieces) == want, (offset, length)
         assert size == len(want), (offset, length)
         assert all(0 < len(p) <= CHUNK for p in pieces), (offset, length)
@@ -291,8 +317,11 @@ def test_legacy_location_reads_the_configured_cluster(glance, new_name):
     assert no_vdi(glance.target, image_id)
 
 
-@pytest.mark.parametrize("declared", [SIZE - 1, SIZE - CHUNK, 1, SIZE + 1, SIZE + 5 * CHUNK],
-                         ids=["1-short", "chunk-short", "1-byte", "1-over", "chunks-over"])
+@pytest.mark.parametrize(
+    "declared",
+    [SIZE - 1, SIZE - CHUNK, 1, SIZE + 1, SIZE + 5 * CHUNK],
+    ids=["1-short", "chunk-short", "1-byte", "1-over", "chunks-over"],
+)
 def test_declared_size_mismatch_is_invalid_and_leaves_no_vdi(multi, new_name, declared):
     """Data longer or shorter than declared: the image is deleted and
     glance_store's Invalid raised, as the filesystem and rbd drivers do."""
@@ -308,7 +337,7 @@ def test_declared_size_mismatch_is_invalid_and_leaves_no_vdi(multi, new_name, de
 def test_reader_raising_mid_stream_leaves_no_vdi(multi, new_name, good):
     image_id = multi.new_id(new_name)
     data = image_bytes(SIZE)
-    with pytest.raises(Boom):   # the reader's own error, untranslated
+    with pytest.raises(Boom):  # the reader's own error, untranslated
         multi.add(image_id, FailingSource(data, good), SIZE)
     assert no_vdi(multi.target, image_id)
     with pytest.raises(Boom):
@@ -324,7 +353,7 @@ def test_duplicate(glance, new_name):
         glance.add(image_id, io.BytesIO(b"other" * 1000), 5000)
     with pytest.raises(exceptions.Duplicate):
         glance.add(image_id, io.BytesIO(b"other"), 0)
-    assert glance.read_all(uri) == data   # the first image is untouched
+    assert glance.read_all(uri) == data  # the first image is untouched
 
 
 def test_concurrent_adds_of_one_id_make_one_image(multi, new_name, monkeypatch):
@@ -368,8 +397,9 @@ def test_not_found(glance, new_name):
 
 
 @pytest.mark.parametrize("thin", [True, False])
-def test_thin_provisioning_writes_only_non_zero_objects(monkeypatch, tmp_path, target, kind,
-                                                        new_name, thin):
+def test_thin_provisioning_writes_only_non_zero_objects(
+    monkeypatch, tmp_path, target, kind, new_name, thin
+):
     g = make_multi(monkeypatch, tmp_path, target, kind, sheepdog_thin_provisioning=thin)
     objects = 6
     zero = {1, 2, 5}
@@ -393,8 +423,9 @@ def test_thin_provisioning_writes_only_non_zero_objects(monkeypatch, tmp_path, t
 def test_checksums_and_verifier_per_chunk(multi, new_name, algo):
     data = image_bytes(SIZE)
     verifier = RecordingVerifier()
-    _, _, md5, multihash, _ = multi.add(multi.new_id(new_name), io.BytesIO(data), SIZE,
-                                        hashing_algo=algo, verifier=verifier)
+    _, _, md5, multihash, _ = multi.add(
+        multi.new_id(new_name), io.BytesIO(data), SIZE, hashing_algo=algo, verifier=verifier
+    )
     assert md5 == hashlib.md5(data).hexdigest()
     assert multihash == hashlib.new(algo, data).hexdigest()
     assert [len(c) for c in verifier.chunks] == [CHUNK, CHUNK, CHUNK, 12345]
@@ -474,30 +505,36 @@ def test_foreign_locations_are_refused_without_connecting(multi):
             with pytest.raises(exceptions.BadStoreUri):
                 op(uri)
     store = multi.store
-    loc = glance_location.Location("sheepdog", driver.StoreLocation, multi.conf,
-                                   store_specs={"addr": "192.0.2.1", "port": 7000,
-                                                "image": "img"},
-                                   backend=multi.backend)
+    loc = glance_location.Location(
+        "sheepdog",
+        driver.StoreLocation,
+        multi.conf,
+        store_specs={"addr": "192.0.2.1", "port": 7000, "image": "img"},
+        backend=multi.backend,
+    )
     with pytest.raises(exceptions.BadStoreUri):
-        store.get_size(loc)   # built from specs: the store checks too
+        store.get_size(loc)  # built from specs: the store checks too
     assert time.monotonic() - started < 5
 
 
 def test_allowed_external_location_reaches_that_cluster(monkeypatch, tmp_path, target, kind):
-    g = make_multi(monkeypatch, tmp_path, target, kind,
-                   sheepdog_store_allow_external_locations=True)
+    g = make_multi(
+        monkeypatch, tmp_path, target, kind, sheepdog_store_allow_external_locations=True
+    )
     with pytest.raises(exceptions.BackendException):
-        g.get_size("sheepdog://127.0.0.1:1:img")   # nothing listens there
+        g.get_size("sheepdog://127.0.0.1:1:img")  # nothing listens there
 
 
-def test_extra_gateway_locations_use_the_shared_backend(monkeypatch, tmp_path, target, kind,
-                                                        new_name):
+def test_extra_gateway_locations_use_the_shared_backend(
+    monkeypatch, tmp_path, target, kind, new_name
+):
     host, port = split_address(target.address)
     if host not in ("127.0.0.1", "localhost"):
         pytest.skip("needs a loopback cluster to name it twice")
     other = "localhost" if host == "127.0.0.1" else "127.0.0.1"
-    g = make_multi(monkeypatch, tmp_path, target, kind,
-                   sheepdog_store_extra_addresses=[f"{other}:{port}"])
+    g = make_multi(
+        monkeypatch, tmp_path, target, kind, sheepdog_store_extra_addresses=[f"{other}:{port}"]
+    )
     data = image_bytes(1000)
     image_id = g.new_id(new_name)
     target.names.append(image_id)
@@ -522,10 +559,13 @@ def fake_multi(multi):
     return multi
 
 
-@pytest.mark.parametrize("result, error", [
-    (0x15, exceptions.StorageFull),        # NO_SPACE
-    (0x03, exceptions.BackendException),   # EIO
-])
+@pytest.mark.parametrize(
+    "result, error",
+    [
+        (0x15, exceptions.StorageFull),  # NO_SPACE
+        (0x03, exceptions.BackendException),  # EIO
+    ],
+)
 def test_server_error_mid_upload(fake_multi, new_name, result, error):
     image_id = fake_multi.new_id(new_name)
     fake = fake_multi.target.fake
@@ -546,9 +586,10 @@ def test_cleanup_failing_on_the_server_keeps_the_original_error(fake_multi, new_
         with pytest.raises(exceptions.StorageFull):
             fake_multi.add(image_id, io.BytesIO(image_bytes(SIZE)), SIZE)
     fake.clear_faults()
-    assert any("Could not delete the partial Sheepdog image" in r.getMessage()
-               for r in caplog.records)
-    assert not no_vdi(fake_multi.target, image_id)   # left behind, and said so
+    assert any(
+        "Could not delete the partial Sheepdog image" in r.getMessage() for r in caplog.records
+    )
+    assert not no_vdi(fake_multi.target, image_id)  # left behind, and said so
 
 
 def test_lookups_never_scan_the_cluster(fake_multi, new_name):

@@ -76,8 +76,11 @@ def test_oslo_config_opts_entry_point():
 def test_glance_store_lists_the_options():
     """glance_store's own option listings (used by oslo-config-generator for
     glance-api.conf) include the driver's, found through the entry point."""
-    (group, driver_opts), = [(g, o) for g, o in single_backend._list_opts()
-                             if any(opt.name == "sheepdog_store_address" for opt in o)]
+    ((group, driver_opts),) = [
+        (g, o)
+        for g, o in single_backend._list_opts()
+        if any(opt.name == "sheepdog_store_address" for opt in o)
+    ]
     assert group == "glance_store"
     names = {o.name for o in driver_opts}
     assert set(LEGACY_OPTIONS) <= names and set(NEW_OPTIONS) <= names
@@ -110,7 +113,7 @@ def test_options_keep_the_removed_drivers_names_and_meanings():
     for name, default in NEW_OPTIONS.items():
         assert opts[name].default == default, name
     for opt in driver.OPTIONS:
-        assert len(opt.help.strip()) > 100, opt.name   # full help text
+        assert len(opt.help.strip()) > 100, opt.name  # full help text
     assert driver.Store.OPTIONS is driver.OPTIONS
     assert driver.Store.EXAMPLE_URL == "sheepdog://addr:port:image"
 
@@ -123,19 +126,20 @@ def test_single_store_loads_by_either_name(monkeypatch, target, kind, entry, new
     g = make_single(monkeypatch, target, kind, stores=[entry])
     store = single_backend.get_store_from_scheme("sheepdog")
     assert isinstance(store, driver.Store)
-    assert single_backend.get_store_from_scheme("sheepdog") is store   # reusable
-    assert store.is_capable(capabilities.BitMasks.READ_RANDOM,
-                            capabilities.BitMasks.WRITE_ACCESS)
+    assert single_backend.get_store_from_scheme("sheepdog") is store  # reusable
+    assert store.is_capable(capabilities.BitMasks.READ_RANDOM, capabilities.BitMasks.WRITE_ACCESS)
     image_id = new_name("sf-load")
-    uri = single_backend.add_to_backend(g.conf, image_id, io.BytesIO(b"abc"), 3,
-                                        scheme="sheepdog")[0]
+    uri = single_backend.add_to_backend(g.conf, image_id, io.BytesIO(b"abc"), 3, scheme="sheepdog")[
+        0
+    ]
     assert glance_location.get_location_from_uri(uri, conf=g.conf).store_name == "sheepdog"
     assert single_backend.get_size_from_backend(uri) == 3
     single_backend.delete_from_backend(uri)
 
 
-def test_two_sheepdog_backends_with_their_own_settings(monkeypatch, tmp_path, target, kind,
-                                                       new_name):
+def test_two_sheepdog_backends_with_their_own_settings(
+    monkeypatch, tmp_path, target, kind, new_name
+):
     """enabled_backends with two Sheepdog stores: each reads its own group,
     then [backend_defaults]."""
     host, port = split_address(target.address)
@@ -144,7 +148,9 @@ def test_two_sheepdog_backends_with_their_own_settings(monkeypatch, tmp_path, ta
     if kind == "cli":
         from glance_support import dog_command
 
-        extra = f"sheepdog_store_backend = cli\nsheepdog_store_dog_command = {dog_command(target)}\n"
+        extra = (
+            f"sheepdog_store_backend = cli\nsheepdog_store_dog_command = {dog_command(target)}\n"
+        )
     conf_file.write_text(
         "[DEFAULT]\nenabled_backends = big:sheepdog, small:sheepdog\n"
         "[glance_store]\ndefault_backend = big\n"
@@ -152,7 +158,8 @@ def test_two_sheepdog_backends_with_their_own_settings(monkeypatch, tmp_path, ta
         f"sheepdog_store_port = {port}\nsheepdog_store_chunk_size = 8\n{extra}"
         "[big]\nstore_description = big objects\nsheepdog_store_object_size = 8\n"
         "[small]\nsheepdog_store_object_size = 1\nsheepdog_store_chunk_size = 1\n"
-        "sheepdog_thin_provisioning = false\n")
+        "sheepdog_thin_provisioning = false\n"
+    )
     conf = cfg.ConfigOpts()
     conf.register_opt(cfg.DictOpt("enabled_backends"))
     conf(args=["--config-file", str(conf_file)])
@@ -174,7 +181,8 @@ def test_two_sheepdog_backends_with_their_own_settings(monkeypatch, tmp_path, ta
         image_id = new_name("sf-two")
         data = image_bytes(MiB + 1)
         uri, size, _, _, meta = multi_backend.add_with_multihash(
-            conf, image_id, io.BytesIO(data), len(data), backend_name, "sha256")
+            conf, image_id, io.BytesIO(data), len(data), backend_name, "sha256"
+        )
         assert meta == {"store": backend_name}
         with sheepfast.connect(target.address) as c:
             assert c.stat(image_id).object_size == object_size
@@ -184,8 +192,9 @@ def test_two_sheepdog_backends_with_their_own_settings(monkeypatch, tmp_path, ta
 
 
 def test_bad_configuration_disables_add_and_sends_nothing(monkeypatch, tmp_path, target):
-    g = make_multi(monkeypatch, tmp_path, target, "cli",
-                   sheepdog_store_dog_command="/nonexistent/dog")
+    g = make_multi(
+        monkeypatch, tmp_path, target, "cli", sheepdog_store_dog_command="/nonexistent/dog"
+    )
     store = g.store
     assert not store.is_capable(capabilities.BitMasks.WRITE_ACCESS)
     with pytest.raises(exceptions.StoreAddDisabled):
@@ -202,13 +211,15 @@ def test_native_backend_required_but_missing(monkeypatch, tmp_path, target):
         g.get_size("sheepdog://img")
 
 
-@pytest.mark.parametrize("option, value", [
-    ("sheepdog_store_object_size", 3),          # not a power of two
-    ("sheepdog_store_extra_addresses", "host:notaport"),
-    ("sheepdog_store_backend", "ssh"),
-])
-def test_invalid_option_values_are_bad_configuration(monkeypatch, tmp_path, target, option,
-                                                     value):
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("sheepdog_store_object_size", 3),  # not a power of two
+        ("sheepdog_store_extra_addresses", "host:notaport"),
+        ("sheepdog_store_backend", "ssh"),
+    ],
+)
+def test_invalid_option_values_are_bad_configuration(monkeypatch, tmp_path, target, option, value):
     g = make_multi(monkeypatch, tmp_path, target, "native", **{option: value})
     assert not g.store.is_capable(capabilities.BitMasks.WRITE_ACCESS)
     with pytest.raises(exceptions.StoreAddDisabled):
@@ -217,8 +228,14 @@ def test_invalid_option_values_are_bad_configuration(monkeypatch, tmp_path, targ
 
 def test_configure_does_not_connect(monkeypatch, tmp_path, target):
     """Glance starts while the cluster is down; the first request says so."""
-    g = make_multi(monkeypatch, tmp_path, target, "native",
-                   sheepdog_store_port=1, sheepdog_store_connect_timeout=2.0)
+    g = make_multi(
+        monkeypatch,
+        tmp_path,
+        target,
+        "native",
+        sheepdog_store_port=1,
+        sheepdog_store_connect_timeout=2.0,
+    )
     assert g.store.is_capable(capabilities.BitMasks.WRITE_ACCESS)
     with pytest.raises(exceptions.BackendException):
         g.add("img", io.BytesIO(b"x"), 1)

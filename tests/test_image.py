@@ -63,17 +63,17 @@ def test_old_constructor_opens_its_own_backend(target, new_name):
     driver's signature and methods."""
     host, port = split_address(target.address)
     name = new_name()
-    img = SheepdogImage(host, str(port), name, 4 * MiB)   # the old Store passed str ports too
+    img = SheepdogImage(host, str(port), name, 4 * MiB)  # the old Store passed str ports too
     assert img.exist() is False
     img.create(3 * MiB)
     try:
         assert img.exist() is True
         assert img.get_size() == 3 * MiB
-        img.write(b"hello world", 10, 5)                 # only `count` bytes
+        img.write(b"hello world", 10, 5)  # only `count` bytes
         assert img.read(10, 11) == b"hello" + bytes(6)
         img.resize(5 * MiB)
         assert img.get_size() == 5 * MiB
-        assert img.read(5 * MiB - 2, 100) == bytes(2)    # up to count: short at the end
+        assert img.read(5 * MiB - 2, 100) == bytes(2)  # up to count: short at the end
         assert img.read(5 * MiB, 10) == b""
         img.delete()
         assert img.exist() is False
@@ -88,17 +88,17 @@ def test_image_api(backend, new_name):
     data = image_bytes(2 * MiB + 5)
     img.write(data, 0, len(data))
     assert img.read(0, len(data)) == data
-    assert img.read(MiB, 3) == data[MiB:MiB + 3]
+    assert img.read(MiB, 3) == data[MiB : MiB + 3]
     buf = bytearray(10)
     assert img.readinto(buf, len(data) - 4) == 4
     assert bytes(buf[:4]) == data[-4:]
     assert img.size == img.get_size() == len(data)
     with pytest.raises(sheepfast.VdiExists):
-        img.create(MiB)                           # atomic: sheep refuses the name
+        img.create(MiB)  # atomic: sheep refuses the name
     with pytest.raises(sheepfast.InvalidArgument):
-        img.write(b"abc", 0, 4)                   # more than given
+        img.write(b"abc", 0, 4)  # more than given
     with pytest.raises(sheepfast.OutOfRange):
-        img.write(b"abc", len(data) - 1)          # past the end
+        img.write(b"abc", len(data) - 1)  # past the end
     img.delete()
     with pytest.raises(sheepfast.VdiNotFound):
         img.delete()
@@ -120,7 +120,7 @@ def test_shared_backend_stays_open(backend, new_name):
     first, second = image(backend, new_name()), image(backend, new_name())
     first.create(MiB)
     first.close()
-    second.create(MiB)      # the backend first used is still usable
+    second.create(MiB)  # the backend first used is still usable
     assert backend.exists(second.name)
     first.delete()
     second.delete()
@@ -154,7 +154,7 @@ def test_image_iterator_reuses_chunks_the_caller_dropped(backend, kind, new_name
     for chunk in ImageIterator(img):
         digests.append(hashlib.md5(chunk).digest())
         ids.add(id(chunk))
-    assert digests == [hashlib.md5(data[i:i + MiB]).digest() for i in range(0, len(data), MiB)]
+    assert digests == [hashlib.md5(data[i : i + MiB]).digest() for i in range(0, len(data), MiB)]
     if kind == "native":
         assert len(ids) <= 4  # three chunk buffers take turns, and the short tail
     kept = list(ImageIterator(img))
@@ -193,33 +193,81 @@ def test_image_iterator_stops_on_a_short_image():
 # ---------------------------------------------------------------- names and addresses
 
 
-@pytest.mark.parametrize("name", ["6bd59e6e-c410-11e5-ab67-0a73f1fda51b", "a", "a:b:c",
-                                  "x" * 255, "é" * 127, "with/slash", "[v]"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "6bd59e6e-c410-11e5-ab67-0a73f1fda51b",
+        "a",
+        "a:b:c",
+        "x" * 255,
+        "é" * 127,
+        "with/slash",
+        "[v]",
+    ],
+)
 def test_good_names(name):
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "-rf", "--help", "a b", "tab\t", "new\nline", "nul\x00",
-                                  "x" * 256, "é" * 128, "\udcff", b"bytes", None, 7,
-                                  "zero\u200bwidth\u2028sep"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "-rf",
+        "--help",
+        "a b",
+        "tab\t",
+        "new\nline",
+        "nul\x00",
+        "x" * 256,
+        "é" * 128,
+        "\udcff",
+        b"bytes",
+        None,
+        7,
+        "zero\u200bwidth\u2028sep",
+    ],
+)
 def test_bad_names(name):
     with pytest.raises(sheepfast.InvalidArgument):
         check_name(name)
 
 
-@pytest.mark.parametrize("text, host, port", [
-    ("10.0.0.1", "10.0.0.1", 7000), ("10.0.0.1:7001", "10.0.0.1", 7001),
-    ("[::1]", "::1", 7000), ("[fd00::2]:7002", "fd00::2", 7002), ("::1", "::1", 7000),
-    ("sheep.example.org:1", "sheep.example.org", 1), (" host ", "host", 7000),
-])
+@pytest.mark.parametrize(
+    "text, host, port",
+    [
+        ("10.0.0.1", "10.0.0.1", 7000),
+        ("10.0.0.1:7001", "10.0.0.1", 7001),
+        ("[::1]", "::1", 7000),
+        ("[fd00::2]:7002", "fd00::2", 7002),
+        ("::1", "::1", 7000),
+        ("sheep.example.org:1", "sheep.example.org", 1),
+        (" host ", "host", 7000),
+    ],
+)
 def test_parse_address(text, host, port):
     assert parse_address(text) == (host, port)
     assert parse_address(format_address(host, port)) == (host, port)
 
 
-@pytest.mark.parametrize("text", ["", ":7000", "host:", "host:0", "host:65536", "host:x",
-                                  "[::1", "[::1]x", "[host]:7000", "-a:7000", "a b:7000",
-                                  "host:+1", "under_score:7000"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        ":7000",
+        "host:",
+        "host:0",
+        "host:65536",
+        "host:x",
+        "[::1",
+        "[::1]x",
+        "[host]:7000",
+        "-a:7000",
+        "a b:7000",
+        "host:+1",
+        "under_score:7000",
+    ],
+)
 def test_bad_addresses(text):
     with pytest.raises(sheepfast.InvalidArgument):
         parse_address(text)
@@ -241,7 +289,7 @@ def _run_chunks(source, chunk, slots=2):
     out, held = [], []
 
     def take():
-        if not free:   # the writer would hand the oldest back
+        if not free:  # the writer would hand the oldest back
             free.append(held.pop(0))
         return free.pop()
 
@@ -253,9 +301,12 @@ def _run_chunks(source, chunk, slots=2):
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=st.binary(max_size=5000), chunk=st.integers(1, 700),
-       pieces=st.lists(st.integers(1, 1500), min_size=1, max_size=8),
-       how=st.sampled_from(["read", "iter", "readinto"]))
+@given(
+    data=st.binary(max_size=5000),
+    chunk=st.integers(1, 700),
+    pieces=st.lists(st.integers(1, 1500), min_size=1, max_size=8),
+    how=st.sampled_from(["read", "iter", "readinto"]),
+)
 def test_chunks_cut_any_stream_into_whole_chunks(data, chunk, pieces, how):
     class Reader:
         def __init__(self):
@@ -264,7 +315,7 @@ def test_chunks_cut_any_stream_into_whole_chunks(data, chunk, pieces, how):
         def _next(self, n):
             step = min(n, pieces[self.i % len(pieces)])
             self.i += 1
-            out = data[self.pos:self.pos + step]
+            out = data[self.pos : self.pos + step]
             self.pos += len(out)
             return out
 
@@ -274,7 +325,7 @@ def test_chunks_cut_any_stream_into_whole_chunks(data, chunk, pieces, how):
     class IntoReader(Reader):
         def readinto(self, b):
             out = self._next(len(b))
-            b[:len(out)] = out
+            b[: len(out)] = out
             return len(out)
 
     if how == "read":
@@ -284,7 +335,7 @@ def test_chunks_cut_any_stream_into_whole_chunks(data, chunk, pieces, how):
     else:
         cuts, pos, i = [], 0, 0
         while pos < len(data):
-            cuts.append(data[pos:pos + pieces[i % len(pieces)]])
+            cuts.append(data[pos : pos + pieces[i % len(pieces)]])
             pos += pieces[i % len(pieces)]
             i += 1
         source = iter(cuts)
@@ -309,16 +360,18 @@ def test_upload(backend, new_name, known):
     img = image(backend, new_name())
     img.create(len(data) if known else 0)
     seen = []
-    assert img.upload(io.BytesIO(data), len(data) if known else 0,
-                      consumers=[lambda c: seen.append(bytes(c))]) == len(data)
+    assert img.upload(
+        io.BytesIO(data), len(data) if known else 0, consumers=[lambda c: seen.append(bytes(c))]
+    ) == len(data)
     assert b"".join(seen) == data
     assert img.get_size() == len(data)
     assert img.read(0, len(data)) == data
     img.delete()
 
 
-@pytest.mark.parametrize("declared, actual", [(MiB, MiB + 1), (MiB + 1, MiB), (3 * MiB, MiB),
-                                              (MiB, 3 * MiB)])
+@pytest.mark.parametrize(
+    "declared, actual", [(MiB, MiB + 1), (MiB + 1, MiB), (3 * MiB, MiB), (MiB, 3 * MiB)]
+)
 def test_upload_size_mismatch(backend, new_name, declared, actual):
     img = image(backend, new_name())
     img.create(declared)
@@ -328,8 +381,8 @@ def test_upload_size_mismatch(backend, new_name, declared, actual):
     if actual < declared:
         assert info.value.actual == actual
     else:
-        assert declared < info.value.actual <= actual   # stopped at the first chunk over
-    assert img.get_size() == declared          # nothing was written past it
+        assert declared < info.value.actual <= actual  # stopped at the first chunk over
+    assert img.get_size() == declared  # nothing was written past it
     img.delete()
 
 
@@ -356,7 +409,7 @@ def test_upload_skips_zero_chunks_without_native_thin(backend, target, new_name)
     """The cli backend cannot skip zeros itself; upload leaves all-zero
     chunks of the new VDI unwritten (the native backend does it per object)."""
     img = image(backend, new_name())
-    img.create(0, block_size_shift=20)   # 1 MiB objects: chunks of one object
+    img.create(0, block_size_shift=20)  # 1 MiB objects: chunks of one object
     data = image_bytes(4 * MiB, zero_objects=(1, 2))
     img.upload(io.BytesIO(data), 0)
     with sheepfast.connect(target.address) as c, c.open(img.name) as vdi:
@@ -373,7 +426,7 @@ def test_upload_memory_is_a_few_chunks(target, new_name):
         pytest.skip("measures this process only")
     be = open_backend(target.address, "native")
     img = image(be, new_name(), chunk_size=MiB)
-    img.create(0, block_size_shift=20)   # 1 MiB objects, so 1 MiB chunks
+    img.create(0, block_size_shift=20)  # 1 MiB objects, so 1 MiB chunks
 
     class Zeros:
         left = 64 * MiB

@@ -53,8 +53,9 @@ class Backend(Protocol):
     kind: str  #: "native" or "cli"
     addresses: str
 
-    def create(self, name: str, size: int, *, copies: int = 0,
-               block_size_shift: int = 0) -> None: ...
+    def create(
+        self, name: str, size: int, *, copies: int = 0, block_size_shift: int = 0
+    ) -> None: ...
     def exists(self, name: str) -> bool: ...
     def stat(self, name: str) -> VdiInfo: ...
     def delete(self, name: str) -> None: ...
@@ -79,9 +80,15 @@ def native_available() -> bool:
     return True
 
 
-def open_backend(addresses: Union[str, Sequence[str]], kind: Optional[str] = None, *,
-                 connect_timeout: float = 10.0, io_timeout: float = 60.0, depth: int = 16,
-                 dog_command: str = "dog") -> Backend:
+def open_backend(
+    addresses: Union[str, Sequence[str]],
+    kind: Optional[str] = None,
+    *,
+    connect_timeout: float = 10.0,
+    io_timeout: float = 60.0,
+    depth: int = 16,
+    dog_command: str = "dog",
+) -> Backend:
     """A backend for the cluster at addresses.
 
     kind: "native", "cli", or "auto" (native when the extension imports,
@@ -99,8 +106,9 @@ def open_backend(addresses: Union[str, Sequence[str]], kind: Optional[str] = Non
     if kind == "native":
         from sheepfast.backends.native import NativeBackend
 
-        return NativeBackend(addresses, connect_timeout=connect_timeout,
-                             io_timeout=io_timeout, depth=depth)
+        return NativeBackend(
+            addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth
+        )
     from sheepfast.backends.dog import DogBackend
 
     return DogBackend(addresses, dog_command=dog_command, timeout=io_timeout)

@@ -119,33 +119,44 @@ _RESULT_TEXTS = {
 _UNREACHABLE_PREFIXES = ("failed to connect to ", "Invalid ip address ")
 # The connection broke during a request.
 _NETWORK_PREFIXES = (
-    "failed to read a response", "failed to read the response data",
-    "failed to send request", "failed to read from socket", "failed to write to socket",
+    "failed to read a response",
+    "failed to read the response data",
+    "failed to send request",
+    "failed to read from socket",
+    "failed to write to socket",
 )
-_TOO_LARGE_PREFIXES = ("VDI size is larger than", "VDI size is too large",
-                       "New VDI size is too large")
+_TOO_LARGE_PREFIXES = (
+    "VDI size is larger than",
+    "VDI size is too large",
+    "New VDI size is too large",
+)
 # dog's messages that quote the VDI name ({} stands for it).
 _NAMED_MESSAGES = (
-    "Failed to open VDI {} (snapshot id: ", "Failed to create VDI {}: ",
-    "Failed to delete {}: ", "Failed to read a vdi {}",
+    "Failed to open VDI {} (snapshot id: ",
+    "Failed to create VDI {}: ",
+    "Failed to delete {}: ",
+    "Failed to read a vdi {}",
 )
 # dog read the vid of the working VDI but not its inode (read_vdi_obj)
 _INODE_UNREADABLE = "Failed to read a vdi <name>"
 
 _ATTR_MISSING = re.compile(r"^Attribute '.*' not found$", re.MULTILINE | re.DOTALL)
-_PAST_END_LINES = ("Read offset is beyond the end of the VDI",
-                   "Write offset is beyond the end of the VDI")
+_PAST_END_LINES = (
+    "Read offset is beyond the end of the VDI",
+    "Write offset is beyond the end of the VDI",
+)
 
 _E = TypeVar("_E", bound=errors.SheepfastError)
 _Arg = Union[str, bytes]
 
-_PIPE_CHUNK = 1 << 20   # bytes per write() into dog's stdin
-_PIPE_SIZE = 1 << 20    # asked of the kernel for data pipes: fewer wake-ups
+_PIPE_CHUNK = 1 << 20  # bytes per write() into dog's stdin
+_PIPE_SIZE = 1 << 20  # asked of the kernel for data pipes: fewer wake-ups
 _STDERR_LIMIT = 64 << 10
-_DRAIN_POLL = 0.01      # seconds between looks at whether dog has read its input
+_DRAIN_POLL = 0.01  # seconds between looks at whether dog has read its input
 
 
 # ------------------------------------------------------------------ helpers
+
 
 def _name_bytes(name: Union[str, bytes]) -> bytes:
     """A VDI name as sheep stores it (str as UTF-8, as the native backend)."""
@@ -229,8 +240,11 @@ def parse_addresses(addresses: str) -> list[tuple[str, int]]:
         elif item.count(":") == 1:  # more than one: a bare IPv6 address
             host, _, port = item.partition(":")
         if not host or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
-            raise _oserror(errors.ConnectionError,
-                           f"bad cluster address '{item[:200]}' (want host:port)", _errno.EINVAL)
+            raise _oserror(
+                errors.ConnectionError,
+                f"bad cluster address '{item[:200]}' (want host:port)",
+                _errno.EINVAL,
+            )
         gateways.append((host, int(port) if port else DEFAULT_PORT))
     if not gateways:
         raise errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
@@ -267,30 +281,32 @@ def parse_vdi_list(output: bytes) -> list[VdiInfo]:
     infos = []
     pos, end = 0, len(output)
     while pos < end:
-        if output[pos:pos + 1] == b"\n":  # tolerate blank lines
+        if output[pos : pos + 1] == b"\n":  # tolerate blank lines
             pos += 1
             continue
         m = _RECORD.match(output, pos) or _OLD_RECORD.match(output, pos)
         if m is None:
-            line = output[pos:output.find(b"\n", pos) if b"\n" in output[pos:] else end]
+            line = output[pos : output.find(b"\n", pos) if b"\n" in output[pos:] else end]
             raise errors.ProtocolError(f"unexpected line in dog vdi list output: {line[:300]!r}")
         kind, name, snapid, size, _used, _shared, ctime, vid, redundancy, tag, *rest = m.groups()
         bss = rest[0] if rest else _OLD_BLOCK_SIZE_SHIFT
         copies, copy_policy = _redundancy(redundancy)
-        infos.append(VdiInfo(
-            name=_name_str(_ESCAPED.sub(rb"\1", name)),
-            vid=int(vid, 16),
-            size=int(size),
-            block_size_shift=int(bss),
-            copies=copies,
-            copy_policy=copy_policy,
-            store_policy=0,     # not printed by dog
-            snap_id=int(snapid),
-            tag=_name_str(tag),
-            parent_vid=0,       # not printed by dog
-            create_time=float(ctime),
-            snapshot=kind == b"s",
-        ))
+        infos.append(
+            VdiInfo(
+                name=_name_str(_ESCAPED.sub(rb"\1", name)),
+                vid=int(vid, 16),
+                size=int(size),
+                block_size_shift=int(bss),
+                copies=copies,
+                copy_policy=copy_policy,
+                store_policy=0,  # not printed by dog
+                snap_id=int(snapid),
+                tag=_name_str(tag),
+                parent_vid=0,  # not printed by dog
+                create_time=float(ctime),
+                snapshot=kind == b"s",
+            )
+        )
         pos = m.end()
     return infos
 
@@ -303,10 +319,11 @@ def _sort_key(info: VdiInfo) -> tuple[bytes, bool, int]:
 
 # ------------------------------------------------------- running processes
 
+
 @dataclass
 class _Outcome:
     returncode: int
-    stdout: bytes      # collected stdout when there was no sink
+    stdout: bytes  # collected stdout when there was no sink
     stdout_count: int  # bytes dog wrote to stdout
     stderr: str
     stdin_broken: bool
@@ -345,8 +362,13 @@ class _Process:
     collected), its stderr is collected; all three pipes are pumped at once
     so none can fill up and stall dog."""
 
-    def __init__(self, argv: list[_Arg], env: dict[str, str], feed: Optional[memoryview],
-                 sink: Optional[memoryview]):
+    def __init__(
+        self,
+        argv: list[_Arg],
+        env: dict[str, str],
+        feed: Optional[memoryview],
+        sink: Optional[memoryview],
+    ):
         self.feed, self.sink = feed, sink
         self.sent = self.got = 0
         self.chunks: list[bytes] = []
@@ -354,10 +376,15 @@ class _Process:
         self.stdin_broken = False
         self._scratch = bytearray(1 << 16)
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
+            argv,
+            stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            close_fds=True,
             # its own group, so a timeout kills whatever a wrapper script started
-            start_new_session=True)
+            start_new_session=True,
+        )
 
     def run(self, timeout: float) -> _Outcome:
         """Pumps until dog exits; _Hung after timeout seconds without a byte
@@ -418,14 +445,19 @@ class _Process:
         finally:
             sel.close()
             self._reap()
-        return _Outcome(proc.returncode, b"".join(self.chunks), self.got,
-                        self.err.decode("utf-8", "surrogateescape"), self.stdin_broken)
+        return _Outcome(
+            proc.returncode,
+            b"".join(self.chunks),
+            self.got,
+            self.err.decode("utf-8", "surrogateescape"),
+            self.stdin_broken,
+        )
 
     # Each pump moves what it can: the byte count, or None at the end.
 
     def _pump_stdout(self, fd: int) -> Optional[int]:
         if self.sink is not None and self.got < len(self.sink):
-            n = os.readv(fd, [self.sink[self.got:]])  # straight into the caller's buffer
+            n = os.readv(fd, [self.sink[self.got :]])  # straight into the caller's buffer
         else:  # no sink, or more than asked for (counted, then an error)
             n = os.readv(fd, [self._scratch])
             if self.sink is None:
@@ -435,13 +467,13 @@ class _Process:
 
     def _pump_stderr(self, fd: int) -> Optional[int]:
         n = os.readv(fd, [self._scratch])
-        self.err += self._scratch[:min(n, max(0, _STDERR_LIMIT - len(self.err)))]
+        self.err += self._scratch[: min(n, max(0, _STDERR_LIMIT - len(self.err)))]
         return n or None
 
     def _pump_stdin(self, fd: int) -> Optional[int]:
         assert self.feed is not None
         try:
-            n = os.write(fd, self.feed[self.sent:self.sent + _PIPE_CHUNK])
+            n = os.write(fd, self.feed[self.sent : self.sent + _PIPE_CHUNK])
         except BrokenPipeError:  # dog stopped reading: it failed, stderr says why
             self.stdin_broken = True
             return None
@@ -537,10 +569,19 @@ class _Dog:
         env.pop("SHEEPDOG_DOG_PORT", None)
         self.env = env
 
-    def run(self, what: str, subcommand: str, options: Sequence[str] = (),
-            name: Optional[bytes] = None, args: Sequence[_Arg] = (), *,
-            feed: Optional[memoryview] = None, sink: Optional[memoryview] = None,
-            idempotent: bool = False, benign: Optional[re.Pattern[str]] = None) -> _Outcome:
+    def run(
+        self,
+        what: str,
+        subcommand: str,
+        options: Sequence[str] = (),
+        name: Optional[bytes] = None,
+        args: Sequence[_Arg] = (),
+        *,
+        feed: Optional[memoryview] = None,
+        sink: Optional[memoryview] = None,
+        idempotent: bool = False,
+        benign: Optional[re.Pattern[str]] = None,
+    ) -> _Outcome:
         """Runs ``dog vdi SUBCOMMAND OPTIONS -a H -p P [-- NAME ARGS]`` on the
         preferred gateway, moving on to the next one when dog cannot reach it
         (or, for an idempotent call, when the connection broke). Success is
@@ -550,22 +591,35 @@ class _Dog:
         for step in range(len(self.gateways)):
             index = (start + step) % len(self.gateways)
             host, port = self.gateways[index]
-            argv: list[_Arg] = [*self.command, "vdi", subcommand, *options,
-                                "-a", host, "-p", str(port)]
+            argv: list[_Arg] = [
+                *self.command,
+                "vdi",
+                subcommand,
+                *options,
+                "-a",
+                host,
+                "-p",
+                str(port),
+            ]
             if name is not None:
                 argv += ["--", name, *args]  # after "--" nothing is an option
             try:
                 outcome = _Process(argv, self.env, feed, sink).run(self.timeout)
             except _Hung:
-                raise _oserror(errors.TimeoutError,
-                               f"{what}: dog made no progress for {self.timeout:g} s "
-                               "and was killed", _errno.ETIMEDOUT) from None
+                raise _oserror(
+                    errors.TimeoutError,
+                    f"{what}: dog made no progress for {self.timeout:g} s and was killed",
+                    _errno.ETIMEDOUT,
+                ) from None
             except (FileNotFoundError, PermissionError) as missing:
                 raise errors.InvalidArgument(
-                    f"cannot run {self.command[0]!r}: {missing.strerror}") from None
+                    f"cannot run {self.command[0]!r}: {missing.strerror}"
+                ) from None
             if outcome.returncode == EXIT_SUCCESS and all(
-                    benign is not None and benign.fullmatch(line.strip())
-                    for line in outcome.stderr.splitlines() if line.strip()):
+                benign is not None and benign.fullmatch(line.strip())
+                for line in outcome.stderr.splitlines()
+                if line.strip()
+            ):
                 self._preferred = index
                 return outcome
             lines = _dog_lines(outcome.stderr, name)
@@ -577,14 +631,18 @@ class _Dog:
                     raise failure
                 reason = str(failure)
             failures.append(f"{host}:{port}: {reason}")
-        raise _oserror(errors.ConnectionError,
-                       f"{what}: no gateway answered ({'; '.join(failures)})", _errno.ECONNREFUSED)
+        raise _oserror(
+            errors.ConnectionError,
+            f"{what}: no gateway answered ({'; '.join(failures)})",
+            _errno.ECONNREFUSED,
+        )
 
 
 # A VDI deleted between dog's bitmap read and its inode read: dog skips it
 # and says so, as the native list skips it silently.
 _LIST_VANISHED = re.compile(
-    r"Failed to read object [0-9a-f]{16} No object found|Failed to read inode( header)?")
+    r"Failed to read object [0-9a-f]{16} No object found|Failed to read inode( header)?"
+)
 
 
 def _resolve_command(dog_command: Union[str, Sequence[str]]) -> list[str]:
@@ -595,11 +653,13 @@ def _resolve_command(dog_command: Union[str, Sequence[str]]) -> list[str]:
     if found is None:
         raise errors.InvalidArgument(
             f"dog command {command[0]!r} not found (PATH={os.environ.get('PATH', '')!r}); "
-            "install Sheepdog's dog (or collie), or point dog_command at it")
+            "install Sheepdog's dog (or collie), or point dog_command at it"
+        )
     return [found, *command[1:]]
 
 
 # ------------------------------------------------------------- the backend
+
 
 class _ObjectRanges:
     """Object ranges being written through one image. dog creates a missing
@@ -628,8 +688,14 @@ class _ObjectRanges:
 
 def _working_vdi(dog: _Dog, raw: bytes) -> VdiInfo:
     """VdiInfo of the working VDI called raw, or VdiNotFound."""
-    outcome = dog.run(f"looking up VDI {_name_str(raw)!r}", "list", ("-r",), raw,
-                      idempotent=True, benign=_LIST_VANISHED)
+    outcome = dog.run(
+        f"looking up VDI {_name_str(raw)!r}",
+        "list",
+        ("-r",),
+        raw,
+        idempotent=True,
+        benign=_LIST_VANISHED,
+    )
     for info in parse_vdi_list(outcome.stdout):
         if not info.snapshot and _name_bytes(info.name) == raw:
             return info
@@ -693,7 +759,8 @@ class DogImage:
         if offset > size or length > size - offset:
             raise errors.OutOfRange(
                 f"{what} of {length} bytes at offset {offset} is past the end of VDI "
-                f"{self.info.name!r} ({size} bytes)")
+                f"{self.info.name!r} ({size} bytes)"
+            )
         return offset
 
     def read(self, offset: int, length: int) -> bytes:
@@ -712,11 +779,19 @@ class DogImage:
             return 0
         what = f"reading VDI {self.info.name!r}"
         with self._deletion_explained():
-            outcome = self._dog.run(what, "read", (), self._raw_name,
-                                    (str(offset), str(len(view))), sink=view, idempotent=True)
+            outcome = self._dog.run(
+                what,
+                "read",
+                (),
+                self._raw_name,
+                (str(offset), str(len(view))),
+                sink=view,
+                idempotent=True,
+            )
             if outcome.stdout_count != len(view):
                 raise errors.ProtocolError(
-                    f"{what}: dog returned {outcome.stdout_count} of {len(view)} bytes")
+                    f"{what}: dog returned {outcome.stdout_count} of {len(view)} bytes"
+                )
         return len(view)
 
     def write(self, data: ReadableBuffer, offset: int) -> int:
@@ -729,12 +804,19 @@ class DogImage:
         with self._deletion_explained():
             with self._writing.hold(offset >> shift, (offset + len(view) - 1) >> shift):
                 # the same bytes at the same place: safe to resend on another gateway
-                outcome = self._dog.run(what, "write", (), self._raw_name,
-                                        (str(offset), str(len(view))), feed=view,
-                                        idempotent=True)
+                outcome = self._dog.run(
+                    what,
+                    "write",
+                    (),
+                    self._raw_name,
+                    (str(offset), str(len(view))),
+                    feed=view,
+                    idempotent=True,
+                )
             if outcome.stdin_broken:
                 raise errors.ProtocolError(
-                    f"{what}: dog stopped reading its input but reported success")
+                    f"{what}: dog stopped reading its input but reported success"
+                )
         return len(view)
 
     @contextmanager
@@ -758,8 +840,8 @@ class DogImage:
             if current is not None and current.vid == self.info.vid:
                 raise failure
             raise errors.VdiNotFound(
-                f"VDI {self.info.name!r} not found (vid {self.info.vid:#x} was deleted)",
-                0x08) from failure
+                f"VDI {self.info.name!r} not found (vid {self.info.vid:#x} was deleted)", 0x08
+            ) from failure
 
     # Attributes: sheep keeps them by VDI name (dog vdi setattr/getattr).
 
@@ -787,11 +869,13 @@ class DogImage:
         if len(data) > MAX_ATTR_VALUE_BYTES:
             raise errors.InvalidArgument(
                 f"attribute value of {len(data)} bytes is over the "
-                f"{MAX_ATTR_VALUE_BYTES}-byte limit")
+                f"{MAX_ATTR_VALUE_BYTES}-byte limit"
+            )
         if b"\0" in data:
             raise errors.InvalidArgument(
                 "attribute value contains a NUL byte, which dog cannot pass on "
-                "(use the native backend)")
+                "(use the native backend)"
+            )
         what = f"setting attribute {_name_str(raw)!r} of VDI {self.info.name!r}"
         # the same value again: safe to resend
         self._dog.run(what, "setattr", (), self._raw_name, (raw, data), idempotent=True)
@@ -811,15 +895,23 @@ class DogImage:
             if new_size < self._size:
                 raise errors.InvalidArgument(
                     f"cannot shrink VDI {name!r} from {self._size} to {new_size} bytes "
-                    "(sheep would leak the objects)")
+                    "(sheep would leak the objects)"
+                )
             limit = _max_flat_size(self.info.block_size_shift)
             if new_size > limit:
                 raise errors.InvalidArgument(
-                    f"size {new_size} exceeds the {limit}-byte limit of VDI {name!r}")
+                    f"size {new_size} exceeds the {limit}-byte limit of VDI {name!r}"
+                )
             if new_size == self._size:
                 return
-            self._dog.run(f"resizing VDI {name!r}", "resize", (), self._raw_name,
-                          (str(new_size),), idempotent=True)
+            self._dog.run(
+                f"resizing VDI {name!r}",
+                "resize",
+                (),
+                self._raw_name,
+                (str(new_size),),
+                idempotent=True,
+            )
             self._size = new_size
 
 
@@ -834,8 +926,13 @@ class DogBackend:
 
     kind = "cli"
 
-    def __init__(self, addresses: Union[str, Sequence[str]], *,
-                 dog_command: Union[str, Sequence[str]] = "dog", timeout: float = 60.0):
+    def __init__(
+        self,
+        addresses: Union[str, Sequence[str]],
+        *,
+        dog_command: Union[str, Sequence[str]] = "dog",
+        timeout: float = 60.0,
+    ):
         if not isinstance(addresses, str):
             addresses = ",".join(addresses)
         if not timeout > 0:
@@ -872,8 +969,9 @@ class DogBackend:
         _check_name(raw)
         return raw
 
-    def create(self, name: Union[str, bytes], size: int, *, copies: int = 0,
-               block_size_shift: int = 0) -> None:
+    def create(
+        self, name: Union[str, bytes], size: int, *, copies: int = 0, block_size_shift: int = 0
+    ) -> None:
         raw = self._name(name)
         size = _uint64(size, "size")
         if not 0 <= copies <= MAX_COPIES:
@@ -885,12 +983,14 @@ class DogBackend:
             if not MIN_BLOCK_SIZE_SHIFT <= block_size_shift <= MAX_BLOCK_SIZE_SHIFT:
                 raise errors.InvalidArgument(
                     f"block_size_shift must be {MIN_BLOCK_SIZE_SHIFT}..{MAX_BLOCK_SIZE_SHIFT}, "
-                    f"or 0 for the cluster default (got {block_size_shift})")
+                    f"or 0 for the cluster default (got {block_size_shift})"
+                )
             limit = _max_flat_size(block_size_shift)
             if size > limit:
                 raise errors.InvalidArgument(
                     f"size {size} exceeds the {limit}-byte limit for "
-                    f"{1 << block_size_shift}-byte objects")
+                    f"{1 << block_size_shift}-byte objects"
+                )
             options += ["-z", str(block_size_shift)]
         # with the default object size dog checks the limit itself
         # Not idempotent: a resend after a lost reply would find its own VDI.
@@ -914,8 +1014,9 @@ class DogBackend:
         """Every live VDI (snapshots included, marked .snapshot), by name."""
         if self._closed:
             raise errors.InvalidArgument("I/O operation on a closed cluster")
-        outcome = self._dog.run("listing VDIs", "list", ("-r",), idempotent=True,
-                                benign=_LIST_VANISHED)
+        outcome = self._dog.run(
+            "listing VDIs", "list", ("-r",), idempotent=True, benign=_LIST_VANISHED
+        )
         return sorted(parse_vdi_list(outcome.stdout), key=_sort_key)
 
     def delete(self, name: Union[str, bytes]) -> None:

@@ -15,14 +15,20 @@ class NativeBackend:
 
     kind = "native"
 
-    def __init__(self, addresses: str, *, connect_timeout: float = 10.0,
-                 io_timeout: float = 60.0, depth: int = 16):
+    def __init__(
+        self,
+        addresses: str,
+        *,
+        connect_timeout: float = 10.0,
+        io_timeout: float = 60.0,
+        depth: int = 16,
+    ):
         self.addresses = addresses
-        self.cluster = Cluster(addresses, connect_timeout=connect_timeout,
-                               io_timeout=io_timeout, depth=depth)
+        self.cluster = Cluster(
+            addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth
+        )
 
-    def create(self, name: str, size: int, *, copies: int = 0,
-               block_size_shift: int = 0) -> None:
+    def create(self, name: str, size: int, *, copies: int = 0, block_size_shift: int = 0) -> None:
         self.cluster.create(name, size, copies=copies, block_size_shift=block_size_shift)
 
     def exists(self, name: str) -> bool:
