@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from sheepfast import defaults
 from sheepfast.errors import (
     AttributeNotFound,
     ClusterNotReady,
@@ -53,32 +54,44 @@ def _installed_version() -> str:
 __version__ = _installed_version()
 
 try:
-    # DEFAULT_REQUEST_SIZE: bytes per object request, below the 512 KiB from
-    # which sheep 1.0's malloc maps (and the kernel zeroes) a fresh buffer
-    from sheepfast._native import DEFAULT_REQUEST_SIZE, Cluster, Vdi, deadline
-except ImportError as exc:  # pragma: no cover - exercised only without a build
+    from sheepfast._native import Cluster, Vdi, deadline
+except ImportError as exc:  # the dog backend still works; these say why they cannot
+    from sheepfast.backends import not_built_message
+
     _import_error = exc
-    DEFAULT_REQUEST_SIZE = None  # type: ignore[assignment]  # the extension's
 
-    def _missing(*args, **kwargs):
-        raise ImportError(
-            f"sheepfast's native extension is not built in {__path__[0]}: install the "
-            "package ('pip install .') and run it from outside the source tree, or build "
-            "it in place ('python setup.py build_ext --inplace')"
-        ) from _import_error
+    class _NotBuilt:
+        """Stands in for a class of the extension, which is not built: a
+        class still (isinstance works, and is False), whose construction
+        raises an ImportError saying how to build it."""
 
-    Cluster = Vdi = deadline = _missing  # type: ignore[assignment,misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise ImportError(not_built_message(_import_error)) from _import_error
+
+    class Cluster(_NotBuilt):  # type: ignore[no-redef]
+        pass
+
+    class Vdi(_NotBuilt):  # type: ignore[no-redef]
+        pass
+
+    class deadline(_NotBuilt):  # type: ignore[no-redef]  # noqa: N801
+        pass
+
+
+#: bytes per object request, below the 512 KiB from which sheep 1.0's
+#: malloc maps (and the kernel zeroes) a fresh buffer
+DEFAULT_REQUEST_SIZE = defaults.DEFAULT_REQUEST_SIZE
 
 
 def connect(
-    addresses: str = "127.0.0.1:7000",
+    addresses: str = defaults.DEFAULT_CLUSTER,
     *,
-    connect_timeout: float = 10.0,
-    io_timeout: float = 60.0,
-    depth: int = 16,
+    connect_timeout: float = defaults.DEFAULT_CONNECT_TIMEOUT,
+    io_timeout: float = defaults.DEFAULT_IO_TIMEOUT,
+    depth: int = defaults.DEFAULT_DEPTH,
     routing: bool = True,
     request_size: Optional[int] = None,
-) -> "Cluster":
+) -> Cluster:
     """Connects to a Sheepdog cluster.
 
     addresses: "host:port", several separated by commas, IPv6 as "[addr]:port";

@@ -28,34 +28,35 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ipaddress
 import logging
-import shutil
 import threading
 from typing import Any, Iterator, Optional, Tuple
 
+import glance_store.driver
+import glance_store.location
+from glance_store import capabilities, exceptions
+from glance_store.common import utils
 from oslo_config import cfg
 from oslo_utils import units
 
-import glance_store.driver
-import glance_store.location
-from glance_store import capabilities
-from glance_store import exceptions
-from glance_store.common import utils
-
-from sheepfast import errors
-from sheepfast.backends import KINDS, native_available, open_backend
-from sheepfast.image import (
+from sheepfast import defaults, errors
+from sheepfast.address import (
     DEFAULT_PORT,
-    SheepdogImage,
-    read_chunks,
+    EXAMPLE_LOCATION,
+    LOCATION_PREFIX,
+    SCHEME,
     check_host,
     check_name,
     check_port,
-    check_size,
     format_address,
+    format_addresses,
+    format_location,
+    gateway_key,
     parse_address,
+    parse_location,
 )
+from sheepfast.backends import KINDS, open_backend, resolve_kind
+from sheepfast.image import SheepdogImage, check_size, read_chunks
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -73,16 +74,17 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_ADDR = "127.0.0.1"
-# MiB. The removed driver used 64; an upload or a download holds two chunks
-# (one in flight, one being read, hashed or sent), and 32 keeps that under
-# 100 MiB per transfer at the same speed (8 objects per call are enough to
-# keep a cluster busy). Existing configurations that set 64 keep working.
-DEFAULT_CHUNKSIZE = 32
-SCHEME = "sheepdog"
-PREFIX = SCHEME + "://"
-EXAMPLE_URL = "sheepdog://addr:port:image"
-_OBJECT_SIZES = [0] + [1 << i for i in range(12)]  # MiB: 0 (cluster default), 1 .. 2048
+DEFAULT_ADDR = defaults.DEFAULT_HOST
+# MiB, as the option takes it. Existing configurations that set the removed
+# driver's 64 keep working.
+DEFAULT_CHUNKSIZE = defaults.DEFAULT_CHUNK_SIZE >> 20
+PREFIX = LOCATION_PREFIX
+EXAMPLE_URL = EXAMPLE_LOCATION
+# MiB: 0 (the cluster's default), then every object size sheep allows
+_OBJECT_SIZES = [0] + [
+    1 << (shift - 20)
+    for shift in range(defaults.MIN_BLOCK_SIZE_SHIFT, defaults.MAX_BLOCK_SIZE_SHIFT + 1)
+]
 _MAX_EXTERNAL_BACKENDS = 16
 
 _SHEEPDOG_OPTS = [
@@ -116,11 +118,11 @@ Related Options:
     cfg.PortOpt(
         "sheepdog_store_port",
         default=DEFAULT_PORT,
-        help="""
+        help=f"""
 Port number of the Sheepdog gateway (the ``sheep`` daemon) to connect to.
 
 Images are stored through the sheep listening on this port at
-``sheepdog_store_address``. The default port is 7000.
+``sheepdog_store_address``. The default port is {DEFAULT_PORT}.
 
 Possible values:
     * A valid port number (0 to 65535)
@@ -154,9 +156,9 @@ Related Options:
     cfg.ListOpt(
         "sheepdog_store_extra_addresses",
         default=[],
-        help="""
+        help=f"""
 More gateways of the same Sheepdog cluster, as ``host:port`` (IPv6 as
-``[addr]:port``; the port defaults to 7000).
+``[addr]:port``; the port defaults to {DEFAULT_PORT}).
 
 With the native backend, I/O is spread over these gateways and the
 driver fails over to them when ``sheepdog_store_address`` is unreachable.
@@ -210,7 +212,7 @@ Related Options:
     ),
     cfg.FloatOpt(
         "sheepdog_store_connect_timeout",
-        default=10.0,
+        default=defaults.DEFAULT_CONNECT_TIMEOUT,
         min=0.001,
         help="""
 Seconds to wait for a connection to a Sheepdog gateway.
@@ -227,7 +229,7 @@ Related Options:
     ),
     cfg.FloatOpt(
         "sheepdog_store_io_timeout",
-        default=60.0,
+        default=defaults.DEFAULT_IO_TIMEOUT,
         min=0.001,
         help="""
 Seconds an I/O request may make no progress before it fails.
@@ -245,19 +247,20 @@ Related Options:
     ),
     cfg.IntOpt(
         "sheepdog_store_io_depth",
-        default=16,
+        default=defaults.DEFAULT_DEPTH,
         min=1,
-        max=256,
-        help="""
+        max=defaults.MAX_DEPTH,
+        help=f"""
 Object requests the native backend keeps in flight per read or write.
 
 More requests in flight hide network and disk latency, up to what the
-cluster can serve. Each request carries at most 448 KiB of an object;
-the default of 16 was the fastest measured on a 3-node cluster. Ignored
-by the ``cli`` backend.
+cluster can serve. Each request carries at most
+{defaults.DEFAULT_REQUEST_SIZE >> 10} KiB of an object; the default of
+{defaults.DEFAULT_DEPTH} was the fastest measured on a 3-node cluster.
+The ``cli`` backend runs one request at a time.
 
 Possible values:
-    * An integer from 1 to 256
+    * An integer from 1 to {defaults.MAX_DEPTH}
 
 Related Options:
     * sheepdog_store_chunk_size
@@ -286,15 +289,15 @@ Related Options:
         "sheepdog_store_copies",
         default=0,
         min=0,
-        max=31,
-        help="""
+        max=defaults.MAX_COPIES,
+        help=f"""
 Number of copies kept of each new image's data.
 
 0 uses the cluster's default (set by ``dog cluster format --copies``).
 Existing images keep the redundancy they were created with.
 
 Possible values:
-    * 0, or a number of copies from 1 to 31
+    * 0, or a number of copies from 1 to {defaults.MAX_COPIES}
 
 Related Options:
     * sheepdog_store_object_size
@@ -304,16 +307,16 @@ Related Options:
         "sheepdog_store_object_size",
         default=0,
         choices=_OBJECT_SIZES,
-        help="""
+        help=f"""
 Object size of new images, in mebibytes.
 
 A Sheepdog VDI is stored as objects of this size. 0 uses the cluster's
-default (4 MiB unless the cluster was formatted otherwise). Larger
-objects mean fewer requests; smaller ones less wasted space per
-partially used object.
+default ({1 << (defaults.DEFAULT_BLOCK_SIZE_SHIFT - 20)} MiB unless the
+cluster was formatted otherwise). Larger objects mean fewer requests;
+smaller ones less wasted space per partially used object.
 
 Possible values:
-    * 0, or a power of two from 1 to 2048
+    * 0, or a power of two from {_OBJECT_SIZES[1]} to {_OBJECT_SIZES[-1]}
 
 Related Options:
     * sheepdog_store_chunk_size
@@ -386,16 +389,6 @@ def _translated(what: str) -> Iterator[None]:
 # ---------------------------------------------------------------- locations
 
 
-def _host_key(host: str, port: int) -> Tuple[str, int]:
-    """How two gateway addresses are compared: IPs in canonical form, names
-    case-folded (no DNS: 'localhost' is not '127.0.0.1')."""
-    try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        host = host.lower().rstrip(".")
-    return host, int(port)
-
-
 class _StoreOptions:
     """Reads the driver's options for a store: its group, falling back to
     [backend_defaults] in multi-store mode, or [glance_store]."""
@@ -416,34 +409,16 @@ class _StoreOptions:
 
 
 def _cluster_keys(opts: Any) -> set:
-    """The gateways of the configured cluster, as _host_key()s."""
-    keys = {_host_key(opts.sheepdog_store_address, opts.sheepdog_store_port)}
+    """The gateways of the configured cluster, as gateway_key()s."""
+    keys = {gateway_key(opts.sheepdog_store_address, opts.sheepdog_store_port)}
     for text in opts.sheepdog_store_extra_addresses or ():
-        keys.add(_host_key(*parse_address(text)))
+        keys.add(gateway_key(*parse_address(text)))
     return keys
 
 
 def _bad_uri(uri: str, reason: str) -> exceptions.BadStoreUri:
     LOG.info("Invalid Sheepdog location %r: %s", uri, reason)
     return exceptions.BadStoreUri(message=f"Invalid Sheepdog location {uri!r}: {reason}")
-
-
-def _split_location(rest: str) -> Optional[Tuple[str, str, str]]:
-    """(host, port, image) from "host:port:image" or "[v6]:port:image", or
-    None when rest is not of that shape."""
-    if rest.startswith("["):
-        host, sep, tail = rest[1:].partition("]")
-        if not sep or not tail.startswith(":"):
-            return None
-        tail = tail[1:]
-    else:
-        host, sep, tail = rest.partition(":")
-        if not sep:
-            return None
-    port, sep, image = tail.partition(":")
-    if not sep:
-        return None
-    return host, port, image
 
 
 class StoreLocation(glance_store.location.StoreLocation):
@@ -472,7 +447,7 @@ class StoreLocation(glance_store.location.StoreLocation):
             raise _bad_uri(f"{PREFIX}{addr}:{port}:{image}", str(exc)) from exc
 
     def get_uri(self):
-        return "%s%s:%s" % (PREFIX, format_address(self.addr, self.port), self.image)
+        return format_location(self.addr, self.port, self.image)
 
     def _options(self):
         return _StoreOptions(self.conf, self.backend_group)
@@ -481,29 +456,18 @@ class StoreLocation(glance_store.location.StoreLocation):
         if not isinstance(uri, str):
             raise _bad_uri(uri, f"a location is a str, not {type(uri).__name__}")
         self.validate_schemas(uri, valid_schemas=(PREFIX,))
-        rest = uri[len(PREFIX) :]
-        if ":" not in rest and not rest.startswith("["):
+        try:
+            location = parse_location(uri)
+        except errors.InvalidArgument as exc:
+            raise _bad_uri(uri, str(exc)) from exc
+        self.image = location.image
+        if location.host is None:
             # The legacy form: just the image, on the configured cluster.
-            try:
-                self.image = check_name(rest)
-            except errors.InvalidArgument as exc:
-                raise _bad_uri(uri, str(exc)) from exc
             opts = self._options()
             self.addr = opts.sheepdog_store_address
             self.port = int(opts.sheepdog_store_port)
             return
-        parts = _split_location(rest)
-        if parts is None:
-            raise _bad_uri(uri, "expected sheepdog://addr:port:image or sheepdog://image")
-        host, port, image = parts
-        try:
-            if rest.startswith("[") and ":" not in host:
-                raise errors.InvalidArgument("only an IPv6 address goes in brackets")
-            self.addr = check_host(host)
-            self.port = check_port(port)
-            self.image = check_name(image)
-        except errors.InvalidArgument as exc:
-            raise _bad_uri(uri, str(exc)) from exc
+        self.addr, self.port = location.host, location.port
         self._check_cluster(uri)
 
     def _check_cluster(self, uri):
@@ -516,7 +480,7 @@ class StoreLocation(glance_store.location.StoreLocation):
             allowed = _cluster_keys(opts)
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError, errors.InvalidArgument):
             return
-        if _host_key(self.addr, self.port) not in allowed:
+        if gateway_key(self.addr, self.port) not in allowed:
             raise _bad_uri(
                 uri,
                 "it names a Sheepdog gateway outside the configured "
@@ -527,7 +491,7 @@ class StoreLocation(glance_store.location.StoreLocation):
 # ---------------------------------------------------------------- reading
 
 
-class ImageIterator(object):
+class ImageIterator:
     """Reads a Sheepdog image one chunk at a time.
 
     ImageIterator(image) yields the whole image in image.chunk_size pieces,
@@ -581,7 +545,7 @@ class Store(glance_store.driver.Store):
     EXAMPLE_URL = EXAMPLE_URL
 
     def __init__(self, conf, backend=None):
-        super(Store, self).__init__(conf, backend=backend)
+        super().__init__(conf, backend=backend)
         if self.backend_group:
             # Sets the group's defaults to None so [backend_defaults] shows
             # through, as the other drivers do.
@@ -591,7 +555,7 @@ class Store(glance_store.driver.Store):
         self.store_conf = _StoreOptions(self.conf, self.backend_group)
         self._lock = threading.Lock()
         self._backend = None
-        self._external: "collections.OrderedDict[Tuple[str, int], Any]" = collections.OrderedDict()
+        self._external: collections.OrderedDict[Tuple[str, int], Any] = collections.OrderedDict()
         self._set_defaults()
 
     def _set_defaults(self):
@@ -602,14 +566,14 @@ class Store(glance_store.driver.Store):
         self.backend_kind = "auto"
         self.dog_command = "dog"
         self.extra_addresses = []
-        self.connect_timeout = 10.0
-        self.io_timeout = 60.0
-        self.io_depth = 16
+        self.connect_timeout = defaults.DEFAULT_CONNECT_TIMEOUT
+        self.io_timeout = defaults.DEFAULT_IO_TIMEOUT
+        self.io_depth = defaults.DEFAULT_DEPTH
         self.thin_provisioning = True
         self.copies = 0
         self.block_size_shift = 0
         self.allow_external = False
-        self._cluster = {_host_key(self.addr, self.port)}
+        self._cluster = {gateway_key(self.addr, self.port)}
         # Until configure_add succeeds, nothing is sent anywhere (not to the
         # default address either).
         self._config_error: Optional[str] = "the store is not configured"
@@ -618,7 +582,7 @@ class Store(glance_store.driver.Store):
         return (SCHEME,)
 
     def _set_url_prefix(self):
-        self._url_prefix = "%s%s:" % (PREFIX, format_address(self.addr, self.port))
+        self._url_prefix = f"{PREFIX}{format_address(self.addr, self.port)}:"
 
     def configure_add(self):
         """Reads the options; BadStoreConfiguration (which disables add) if
@@ -642,18 +606,13 @@ class Store(glance_store.driver.Store):
             object_mib = int(opts.sheepdog_store_object_size or 0)
             allow_external = bool(opts.sheepdog_store_allow_external_locations)
         except (cfg.ConfigFileValueError, ValueError, errors.InvalidArgument) as e:
-            raise self._bad_config(f"Error in store configuration: {e}")
+            raise self._bad_config(f"Error in store configuration: {e}") from e
         if kind not in KINDS:
             raise self._bad_config(f"sheepdog_store_backend must be one of {KINDS}")
-        if kind == "auto":
-            kind = "native" if native_available() else "cli"
-        if kind == "native" and not native_available():
-            raise self._bad_config(
-                "the native backend is selected but sheepfast's "
-                "extension (sheepfast._native) is not built"
-            )
-        if kind == "cli" and shutil.which(dog_command) is None:
-            raise self._bad_config(f"the Sheepdog command {dog_command!r} is not found")
+        try:
+            kind = resolve_kind(kind, dog_command)
+        except errors.InvalidArgument as e:
+            raise self._bad_config(f"sheepdog_store_backend = {kind}: {e}") from e
 
         self._close_backends()
         self.chunk_size = chunk_size
@@ -665,9 +624,9 @@ class Store(glance_store.driver.Store):
         self.connect_timeout, self.io_timeout, self.io_depth = connect_timeout, io_timeout, io_depth
         self.thin_provisioning = thin
         self.copies = copies
-        self.block_size_shift = object_mib.bit_length() + 19 if object_mib else 0
+        self.block_size_shift = object_mib.bit_length() - 1 + 20 if object_mib else 0
         self.allow_external = allow_external
-        self._cluster = {_host_key(addr, port)} | {_host_key(h, p) for h, p in extra}
+        self._cluster = {gateway_key(addr, port)} | {gateway_key(h, p) for h, p in extra}
         self._set_url_prefix()
         self._config_error = None
 
@@ -704,14 +663,12 @@ class Store(glance_store.driver.Store):
             if self._backend is None:
                 gateways = [(self.addr, self.port)] + list(self.extra_addresses)
                 with _translated(f"store {format_address(self.addr, self.port)}"):
-                    self._backend = self._open_backend(
-                        ",".join(format_address(h, p) for h, p in gateways)
-                    )
+                    self._backend = self._open_backend(format_addresses(gateways))
             return self._backend
 
     def _backend_for(self, addr: str, port: int, uri: str):
         self._check_configured()
-        key = _host_key(addr, port)
+        key = gateway_key(addr, port)
         if key in self._cluster:
             return self._shared_backend()
         if not self.allow_external:
@@ -750,14 +707,14 @@ class Store(glance_store.driver.Store):
     def _image(self, location) -> SheepdogImage:
         """The SheepdogImage a location names, after checking it."""
         loc = location.store_location
-        uri = "%s%s:%s" % (PREFIX, getattr(loc, "addr", None), getattr(loc, "image", None))
+        uri = f"{PREFIX}{getattr(loc, 'addr', None)}:{getattr(loc, 'image', None)}"
         try:
             name = check_name(loc.image)
             addr = check_host(loc.addr)
             port = check_port(loc.port)
         except errors.InvalidArgument as exc:
             raise _bad_uri(uri, str(exc)) from exc
-        uri = "%s%s:%s" % (PREFIX, format_address(addr, port), name)
+        uri = format_location(addr, port, name)
         backend = self._backend_for(addr, port, uri)
         return SheepdogImage(
             addr, port, name, self.READ_CHUNKSIZE, backend=backend, thin=self.thin_provisioning
@@ -893,7 +850,7 @@ class Store(glance_store.driver.Store):
         )
         metadata = {}
         if self.backend_group:
-            metadata["store"] = "%s" % self.backend_group
+            metadata["store"] = str(self.backend_group)
         return (
             location.get_uri(),
             bytes_written,

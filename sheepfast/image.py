@@ -23,46 +23,45 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import io
-import ipaddress
 import math
 import mmap
 import operator
 import queue
-import re
 import threading
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union, cast
 
+from sheepfast.address import (
+    DEFAULT_PORT,
+    NAME_MAX,
+    check_host,
+    check_name,
+    check_port,
+    format_address,
+    parse_address,
+)
+from sheepfast.address import whole_number as _whole
+from sheepfast.backends import Backend, BackendImage, Capability, RecyclingImage, ThinImage, is_zero
 from sheepfast.errors import InvalidArgument, InvalidSource, OutOfRange, SheepfastError
 from sheepfast.incomplete import UploadMark
 
-try:  # the CLI backend works without the extension
-    from sheepfast._native import Vdi as _NativeVdi
-except ImportError:  # pragma: no cover - only without a built extension
-    _NativeVdi = None
-
 __all__ = [
-    "DEFAULT_PORT",
     "SheepdogImage",
     "SizeMismatch",
-    "check_name",
-    "check_host",
-    "check_port",
     "check_size",
-    "format_address",
-    "parse_address",
+    "read_chunks",
     "readinto_full",
+    # sheepfast.address's, importable from here as before
+    "DEFAULT_PORT",
+    "NAME_MAX",
+    "check_host",
+    "check_name",
+    "check_port",
+    "format_address",
+    "is_zero",
+    "parse_address",
 ]
 
-DEFAULT_PORT = 7000
-NAME_MAX = 255  #: bytes of UTF-8; sheep keeps 256 with the terminating NUL
 READ_PIECE = 1 << 20  #: the most one read() of an upload source is asked for
-
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-)
-# An IPv6 zone id: an interface name or index (IFNAMSIZ - 1 characters).
-_ZONE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 
 
 class SizeMismatch(OutOfRange):
@@ -72,105 +71,6 @@ class SizeMismatch(OutOfRange):
         super().__init__(message)
         self.expected = expected
         self.actual = actual
-
-
-def check_name(name: object) -> str:
-    """name if it is a VDI name sheepfast will use, else InvalidArgument.
-
-    Stricter than sheep (which takes any bytes but NUL): names end up in
-    URIs, logs and, with the command-line backend, in dog's argument list
-    and its space-separated output, so they must be printable, without
-    white space, and must not start with '-' (which dog would read as an
-    option).
-    """
-    if not isinstance(name, str):
-        raise InvalidArgument(f"VDI name must be a str, not {type(name).__name__}")
-    try:
-        raw = name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"VDI name {name!r} is not valid Unicode") from None
-    if not raw:
-        raise InvalidArgument("VDI name is empty")
-    if len(raw) > NAME_MAX:
-        raise InvalidArgument(f"VDI name is longer than {NAME_MAX} bytes ({len(raw)})")
-    if not name.isprintable() or any(c.isspace() for c in name):
-        raise InvalidArgument(f"VDI name {name!r} contains white space or control characters")
-    if name.startswith("-"):
-        raise InvalidArgument(f"VDI name {name!r} starts with '-'")
-    return name
-
-
-def check_host(host: object) -> str:
-    """host (an IPv4 or IPv6 address, without brackets, or a DNS name) if it
-    is well formed, else InvalidArgument. Nothing else can reach a socket
-    call or dog's -a option."""
-    if not isinstance(host, str) or not host:
-        raise InvalidArgument(f"host must be a non-empty str (got {host!r})")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        # ipaddress takes any zone id after '%'; an interface name is all it can be
-        zone = host.partition("%")[2]
-        if "%" not in host or _ZONE_ID.fullmatch(zone):
-            return host
-        raise InvalidArgument(f"{host!r}: the zone id {zone!r} is not an interface name")
-    if _HOSTNAME.fullmatch(host) is None:
-        raise InvalidArgument(f"{host!r} is neither an IP address nor a host name")
-    return host
-
-
-def check_port(port: object) -> int:
-    """port (an int, or a str of digits) if it is 1..65535, else InvalidArgument."""
-    if isinstance(port, str):
-        if not port.isdigit() or not port.isascii():
-            raise InvalidArgument(f"port must be a number (got {port!r})")
-        port = int(port)
-    value = _whole(port, "port")
-    if not 1 <= value <= 65535:
-        raise InvalidArgument(f"port must be 1..65535 (got {port!r})")
-    return value
-
-
-def _whole(value: object, what: str) -> int:
-    """value as an int if it is one (bool is not), else InvalidArgument."""
-    if isinstance(value, bool):
-        raise InvalidArgument(f"{what} must be a number (got {value!r})")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise InvalidArgument(f"{what} must be a whole number (got {value!r})") from None
-
-
-def format_address(host: str, port: int) -> str:
-    """ "host:port", with an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Tuple[str, int]:
-    """(host, port) from "host", "host:port", "[v6]" or "[v6]:port"; a bare
-    IPv6 address (more than one ':') is taken whole. InvalidArgument if
-    malformed."""
-    if not isinstance(text, str):
-        raise InvalidArgument(f"address must be a str (got {text!r})")
-    text = text.strip()
-    port: object = default_port
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise InvalidArgument(f"malformed address {text!r}")
-        if rest:
-            port = rest[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise InvalidArgument(f"{host!r} in {text!r} is not an IPv6 address") from None
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host = text
-    return check_host(host), check_port(port)
 
 
 def check_size(size: object, what: str = "size") -> int:
@@ -226,7 +126,7 @@ class SheepdogImage:
     # ------------------------------------------------------------ plumbing
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
         """The backend in use (opened on first use when none was given)."""
         with self._lock:
             if self._backend is None:
@@ -237,14 +137,17 @@ class SheepdogImage:
                 )
             return self._backend
 
-    def open(self):
+    def _can(self, capability: Capability) -> bool:
+        return capability in self.backend.capabilities
+
+    def open(self) -> BackendImage:
         """The open VDI handle (a BackendImage), opened on first use."""
         backend = self.backend
         with self._lock:
             if self._handle is None:
                 handle = backend.open(self.name)
-                if hasattr(handle, "thin"):
-                    handle.thin = self._thin
+                if Capability.THIN_WRITES in backend.capabilities:
+                    cast(ThinImage, handle).thin = self._thin
                 self._handle = handle
             return self._handle
 
@@ -256,8 +159,8 @@ class SheepdogImage:
     def thin(self, value: bool) -> None:
         self._thin = bool(value)
         handle = self._handle
-        if handle is not None and hasattr(handle, "thin"):
-            handle.thin = self._thin
+        if handle is not None and self._can(Capability.THIN_WRITES):
+            cast(ThinImage, handle).thin = self._thin
 
     @property
     def size(self) -> int:
@@ -279,7 +182,7 @@ class SheepdogImage:
             if backend is not None:
                 backend.close()
 
-    def __enter__(self) -> "SheepdogImage":
+    def __enter__(self) -> SheepdogImage:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -302,7 +205,7 @@ class SheepdogImage:
 
     def discard(self) -> bool:
         """Deletes this VDI as the cleanup of a failed upload, within a short
-        budget of its own (backends.CLEANUP_TIMEOUT); True once it is gone,
+        budget of its own (defaults.CLEANUP_TIMEOUT); True once it is gone,
         False when it could not be deleted now (it is left for reclaiming)."""
         self._drop_handle()
         return self.backend.discard(self.name)
@@ -328,8 +231,8 @@ class SheepdogImage:
         if offset >= size or count == 0:
             return b""
         count = min(count, size - offset)
-        if recycle is not None and _NativeVdi is not None and isinstance(handle, _NativeVdi):
-            return handle.read(offset, count, recycle=recycle)
+        if recycle is not None and self._can(Capability.RECYCLED_READS):
+            return cast(RecyclingImage, handle).read(offset, count, recycle=recycle)
         return handle.read(offset, count)
 
     def chunks(
@@ -427,7 +330,7 @@ class SheepdogImage:
                 buffers,
                 consumers,
                 grow=declared == 0,
-                skip_zero=self._thin and not hasattr(handle, "thin"),
+                skip_zero=self._thin and not self._can(Capability.THIN_WRITES),
             )
         except BaseException:
             mark.stop()
@@ -509,31 +412,6 @@ def read_chunks(
         ahead.shutdown(wait=True, cancel_futures=True)
 
 
-def _is_zero_py(view: memoryview) -> bool:
-    step = 1 << 20
-    zeros = memoryview(bytes(min(step, len(view))))
-    for start in range(0, len(view), step):
-        part = view[start : start + step]
-        if part != zeros[: len(part)]:
-            return False
-    return True
-
-
-_is_zero_native: Optional[Callable[[Any], bool]]
-try:
-    from sheepfast._native import _is_zero as _is_zero_native
-except ImportError:  # pragma: no cover - the command-line backend without a build
-    _is_zero_native = None
-
-
-def is_zero(data: Any) -> bool:
-    """True if the buffer holds only zero bytes (C scan when built)."""
-    view = memoryview(data).cast("B")
-    if _is_zero_native is not None:
-        return bool(_is_zero_native(view))
-    return _is_zero_py(view)
-
-
 class _Chunk:
     __slots__ = ("token", "data", "offset", "pending")
 
@@ -568,14 +446,14 @@ class _Pipeline:
         self._grow = grow
         self._size = handle.size if grow else 0
         self._skip_zero = skip_zero
-        self._free: "queue.SimpleQueue[Optional[bytearray]]" = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[Optional[bytearray]] = queue.SimpleQueue()
         for _ in range(slots):
             self._free.put(None)
         self._lock = threading.Lock()
         self._stop = False
         self.error: Optional[BaseException] = None
         stages: list = [self._write] + [self._consumer(c) for c in consumers]
-        self._queues: "list[queue.SimpleQueue[Optional[_Chunk]]]" = [
+        self._queues: list[queue.SimpleQueue[Optional[_Chunk]]] = [
             queue.SimpleQueue() for _ in stages
         ]
         self._threads = [
@@ -619,9 +497,7 @@ class _Pipeline:
 
         return stage
 
-    def _run(
-        self, stage: Callable[[_Chunk], None], q: "queue.SimpleQueue[Optional[_Chunk]]"
-    ) -> None:
+    def _run(self, stage: Callable[[_Chunk], None], q: queue.SimpleQueue[Optional[_Chunk]]) -> None:
         while True:
             item = q.get()
             if item is None:

@@ -204,7 +204,9 @@ def test_bad_configuration_disables_add_and_sends_nothing(monkeypatch, tmp_path,
 
 
 def test_native_backend_required_but_missing(monkeypatch, tmp_path, target):
-    monkeypatch.setattr(driver, "native_available", lambda: False)
+    from sheepfast import backends
+
+    monkeypatch.setattr(backends, "native_import_error", lambda: ImportError("hidden"))
     g = make_multi(monkeypatch, tmp_path, target, "native")
     assert not g.store.is_capable(capabilities.BitMasks.WRITE_ACCESS)
     with pytest.raises(exceptions.BackendException, match="extension"):

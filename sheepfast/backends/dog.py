@@ -49,23 +49,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, TypeVar, Union
 
-from sheepfast import errors
+from sheepfast import address, defaults, errors
+from sheepfast.backends import Capability
 from sheepfast.types import VdiInfo
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["DogBackend", "DogImage", "parse_vdi_list", "parse_addresses", "DEFAULT_PORT"]
+__all__ = ["DogBackend", "DogImage", "find_dog", "parse_addresses", "parse_vdi_list"]
 
-DEFAULT_PORT = 7000
-MAX_NAME_BYTES = 255
-MIN_BLOCK_SIZE_SHIFT, MAX_BLOCK_SIZE_SHIFT = 20, 31
-MAX_COPIES = 31
-MAX_FLAT_OBJECTS = 1 << 20  # entries in a flat inode index
-# VDI attributes, as sheep stores them (the native backend's ATTR_KEY_MAX /
-# ATTR_VALUE_MAX; a test checks they agree)
-MAX_ATTR_KEY_BYTES = 255
-MAX_ATTR_VALUE_BYTES = 65536
+# Limits are sheepfast.defaults' (the C client's); these two names stay for
+# the callers that read them here.
+MAX_ATTR_KEY_BYTES = defaults.ATTR_KEY_MAX
+MAX_ATTR_VALUE_BYTES = defaults.ATTR_VALUE_MAX
 
 # dog's exit statuses (Sheepdog's include/exits.h).
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_SYSFAIL = 0, 1, 2
@@ -175,8 +171,8 @@ def _check_name(raw: bytes) -> None:
     # Refused here: dog would silently truncate or cut the name.
     if not raw:
         raise errors.InvalidArgument("VDI name is empty")
-    if len(raw) > MAX_NAME_BYTES:
-        raise errors.InvalidArgument("VDI name is longer than 255 bytes")
+    if len(raw) > defaults.NAME_MAX:
+        raise errors.InvalidArgument(f"VDI name is longer than {defaults.NAME_MAX} bytes")
     if b"\0" in raw:
         raise errors.InvalidArgument("VDI name contains a NUL byte")
 
@@ -194,8 +190,8 @@ def _check_attr_key(key: bytes) -> None:
     # refused here: dog would cut a long key and stop a key at a NUL
     if not key:
         raise errors.InvalidArgument("attribute key is empty")
-    if len(key) > MAX_ATTR_KEY_BYTES:
-        raise errors.InvalidArgument(f"attribute key is longer than {MAX_ATTR_KEY_BYTES} bytes")
+    if len(key) > defaults.ATTR_KEY_MAX:
+        raise errors.InvalidArgument(f"attribute key is longer than {defaults.ATTR_KEY_MAX} bytes")
     if b"\0" in key:
         raise errors.InvalidArgument("attribute key contains a NUL byte")
 
@@ -210,45 +206,24 @@ def _uint64(value: int, what: str) -> int:
 
 
 def _max_flat_size(block_size_shift: int) -> int:
-    return MAX_FLAT_OBJECTS << block_size_shift
+    return defaults.MAX_FLAT_OBJECTS << block_size_shift
 
 
 def _oserror(cls: type[_E], message: str, errnum: int) -> _E:
     exc = cls(message)  # one argument, so str() is the message, not "[Errno N] ..."
-    setattr(exc, "errno", errnum)
+    exc.errno = errnum
     return exc
 
 
-def parse_addresses(addresses: str) -> list[tuple[str, int]]:
-    """(host, port) of each gateway in "host:port,[v6]:port,host,..."; the
-    same forms the native backend accepts."""
-    if not isinstance(addresses, str) or not addresses.strip():
-        raise errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
-    gateways = []
-    for item in addresses.split(","):
-        item = item.strip(" \t")
-        if not item:
-            continue
-        host, port = item, ""
-        if item.startswith("["):
-            host, bracket, rest = item[1:].partition("]")
-            if not bracket or (rest and not rest.startswith(":")):
-                host = ""
-            port = rest[1:] if rest else ""
-            if rest == ":":
-                host = ""
-        elif item.count(":") == 1:  # more than one: a bare IPv6 address
-            host, _, port = item.partition(":")
-        if not host or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
-            raise _oserror(
-                errors.ConnectionError,
-                f"bad cluster address '{item[:200]}' (want host:port)",
-                _errno.EINVAL,
-            )
-        gateways.append((host, int(port) if port else DEFAULT_PORT))
-    if not gateways:
-        raise errors.InvalidArgument("cluster address must be 'host:port[,host:port...]'")
-    return gateways
+def parse_addresses(addresses: Union[str, Sequence[str]]) -> list[tuple[str, int]]:
+    """(host, port) of each gateway (sheepfast.address.parse_addresses),
+    refused as the native backend refuses them: a blank list is
+    InvalidArgument, a malformed address ConnectionError (EINVAL)."""
+    items = address.split_addresses(addresses)
+    try:
+        return address.parse_addresses(items)
+    except errors.InvalidArgument as exc:
+        raise _oserror(errors.ConnectionError, str(exc), _errno.EINVAL) from None
 
 
 # ------------------------------------------------------------ list parsing
@@ -263,7 +238,7 @@ _RECORD = re.compile(_HEAD + rb"([^\n]*) (\d+)(?:\n|\Z)", re.DOTALL)
 # were always 4 MiB. Tried second, so a tag ending in " <number>" on such
 # an old tool would be read as a block size shift.
 _OLD_RECORD = re.compile(_HEAD + rb"([^\n]*)(?:\n|\Z)", re.DOTALL)
-_OLD_BLOCK_SIZE_SHIFT = b"22"
+_OLD_BLOCK_SIZE_SHIFT = b"%d" % defaults.DEFAULT_BLOCK_SIZE_SHIFT
 _ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
 
 
@@ -645,14 +620,16 @@ _LIST_VANISHED = re.compile(
 )
 
 
-def _resolve_command(dog_command: Union[str, Sequence[str]]) -> list[str]:
+def find_dog(dog_command: Union[str, Sequence[str]]) -> list[str]:
+    """The dog command as an argument list with its program found on PATH,
+    or InvalidArgument."""
     command = [dog_command] if isinstance(dog_command, str) else list(dog_command)
     if not command:
         raise errors.InvalidArgument("dog_command is empty")
     found = shutil.which(command[0])
     if found is None:
         raise errors.InvalidArgument(
-            f"dog command {command[0]!r} not found (PATH={os.environ.get('PATH', '')!r}); "
+            f"dog command {command[0]!r} not found on PATH; "
             "install Sheepdog's dog (or collie), or point dog_command at it"
         )
     return [found, *command[1:]]
@@ -742,7 +719,7 @@ class DogImage:
     def close(self) -> None:
         self._closed = True  # nothing is held between calls
 
-    def __enter__(self) -> "DogImage":
+    def __enter__(self) -> DogImage:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -857,7 +834,7 @@ class DogImage:
         raw = self._attr_key(key)
         what = f"reading attribute {_name_str(raw)!r} of VDI {self.info.name!r}"
         outcome = self._dog.run(what, "getattr", (), self._raw_name, (raw,), idempotent=True)
-        if len(outcome.stdout) > MAX_ATTR_VALUE_BYTES:
+        if len(outcome.stdout) > defaults.ATTR_VALUE_MAX:
             raise errors.ProtocolError(f"{what}: dog printed {len(outcome.stdout)} bytes")
         return outcome.stdout
 
@@ -866,10 +843,10 @@ class DogImage:
         a command-line argument, so it cannot hold a NUL byte here."""
         raw = self._attr_key(key)
         data = _attr_bytes(value, "value")
-        if len(data) > MAX_ATTR_VALUE_BYTES:
+        if len(data) > defaults.ATTR_VALUE_MAX:
             raise errors.InvalidArgument(
                 f"attribute value of {len(data)} bytes is over the "
-                f"{MAX_ATTR_VALUE_BYTES}-byte limit"
+                f"{defaults.ATTR_VALUE_MAX}-byte limit"
             )
         if b"\0" in data:
             raise errors.InvalidArgument(
@@ -925,13 +902,16 @@ class DogBackend:
     """
 
     kind = "cli"
+    # dog writes what it is given, one request at a time, and passes
+    # attribute values as arguments (no NUL)
+    capabilities = Capability(0)
 
     def __init__(
         self,
         addresses: Union[str, Sequence[str]],
         *,
         dog_command: Union[str, Sequence[str]] = "dog",
-        timeout: float = 60.0,
+        timeout: float = defaults.DEFAULT_IO_TIMEOUT,
     ):
         if not isinstance(addresses, str):
             addresses = ",".join(addresses)
@@ -939,7 +919,7 @@ class DogBackend:
             raise errors.InvalidArgument("timeouts must be positive")
         self.addresses = addresses
         self.timeout = float(timeout)
-        self._dog = _Dog(_resolve_command(dog_command), parse_addresses(addresses), self.timeout)
+        self._dog = _Dog(find_dog(dog_command), parse_addresses(addresses), self.timeout)
         self._closed = False
 
     @property
@@ -953,7 +933,7 @@ class DogBackend:
     def close(self) -> None:
         self._closed = True  # images opened before stay usable, as native
 
-    def __enter__(self) -> "DogBackend":
+    def __enter__(self) -> DogBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -974,15 +954,20 @@ class DogBackend:
     ) -> None:
         raw = self._name(name)
         size = _uint64(size, "size")
-        if not 0 <= copies <= MAX_COPIES:
-            raise errors.InvalidArgument(f"copies must be 0..{MAX_COPIES} (got {copies})")
+        if not 0 <= copies <= defaults.MAX_COPIES:
+            raise errors.InvalidArgument(f"copies must be 0..{defaults.MAX_COPIES} (got {copies})")
         options = []
         if copies:
             options += ["-c", str(copies)]
         if block_size_shift:
-            if not MIN_BLOCK_SIZE_SHIFT <= block_size_shift <= MAX_BLOCK_SIZE_SHIFT:
+            if (
+                not defaults.MIN_BLOCK_SIZE_SHIFT
+                <= block_size_shift
+                <= defaults.MAX_BLOCK_SIZE_SHIFT
+            ):
                 raise errors.InvalidArgument(
-                    f"block_size_shift must be {MIN_BLOCK_SIZE_SHIFT}..{MAX_BLOCK_SIZE_SHIFT}, "
+                    "block_size_shift must be "
+                    f"{defaults.MIN_BLOCK_SIZE_SHIFT}..{defaults.MAX_BLOCK_SIZE_SHIFT}, "
                     f"or 0 for the cluster default (got {block_size_shift})"
                 )
             limit = _max_flat_size(block_size_shift)

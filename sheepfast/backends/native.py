@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sheepfast import errors
+from sheepfast import defaults, errors
 from sheepfast._native import Cluster, Vdi, deadline
+from sheepfast.backends import Capability
 from sheepfast.types import VdiInfo
 
 __all__ = ["NativeBackend"]
@@ -14,18 +15,35 @@ class NativeBackend:
     BackendImage: read, readinto, write, resize, size, object_size)."""
 
     kind = "native"
+    capabilities = (
+        Capability.THIN_WRITES
+        | Capability.RECYCLED_READS
+        | Capability.BINARY_ATTRIBUTES
+        | Capability.ROUTING
+        | Capability.REQUEST_SIZE
+        | Capability.PIPELINE
+        | Capability.DEADLINE
+        | Capability.USAGE
+    )
 
     def __init__(
         self,
         addresses: str,
         *,
-        connect_timeout: float = 10.0,
-        io_timeout: float = 60.0,
-        depth: int = 16,
+        connect_timeout: float = defaults.DEFAULT_CONNECT_TIMEOUT,
+        io_timeout: float = defaults.DEFAULT_IO_TIMEOUT,
+        depth: int = defaults.DEFAULT_DEPTH,
+        routing: bool = True,
+        request_size: int = defaults.DEFAULT_REQUEST_SIZE,
     ):
         self.addresses = addresses
         self.cluster = Cluster(
-            addresses, connect_timeout=connect_timeout, io_timeout=io_timeout, depth=depth
+            addresses,
+            connect_timeout=connect_timeout,
+            io_timeout=io_timeout,
+            depth=depth,
+            routing=routing,
+            request_size=request_size,
         )
 
     def create(self, name: str, size: int, *, copies: int = 0, block_size_shift: int = 0) -> None:
@@ -46,9 +64,7 @@ class NativeBackend:
         One budget (CLEANUP_TIMEOUT, or io_timeout if shorter) covers every
         attempt; a gateway that timed out is tried last by the next one, so
         the second attempt goes through another sheep."""
-        from sheepfast.backends import CLEANUP_TIMEOUT
-
-        with deadline(min(CLEANUP_TIMEOUT, self.cluster.io_timeout)):
+        with deadline(min(defaults.CLEANUP_TIMEOUT, self.cluster.io_timeout)):
             for _ in range(2):
                 try:
                     self.cluster.delete(name)
@@ -65,10 +81,15 @@ class NativeBackend:
     def open(self, name: str) -> Vdi:
         return self.cluster.open(name)
 
+    def open_listed(self, info: VdiInfo) -> Vdi:
+        """A handle on a VDI that list() just returned (opening by name is one
+        lookup here, so it simply opens it again)."""
+        return self.cluster.open(info.name)
+
     def close(self) -> None:
         self.cluster.close()
 
-    def __enter__(self) -> "NativeBackend":
+    def __enter__(self) -> NativeBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
