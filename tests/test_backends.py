@@ -32,9 +32,19 @@ import uuid
 import pytest
 
 from sheepfast import errors
-from sheepfast.backends import Backend, BackendImage, native_available, open_backend
+from sheepfast.backends import (
+    Backend,
+    BackendImage,
+    Capability,
+    RecyclingImage,
+    ThinImage,
+    UsageImage,
+    native_available,
+    open_backend,
+)
 from sheepfast.backends import dog as dog_module
 from sheepfast.backends.dog import DogBackend, parse_addresses, parse_vdi_list
+from sheepfast.defaults import DEFAULT_REQUEST_SIZE
 from sheepfast.testing import FakeSheep
 from sheepfast.testing import wire as w
 
@@ -269,6 +279,48 @@ def test_backend_satisfies_the_protocols(backend, vdi_name):
     with backend.open(name) as image:
         assert isinstance(image, BackendImage)
         assert image.name == name
+
+
+# What a capability adds to the images; what a backend lacks, its images
+# do not pretend to have.
+_IMAGE_PROTOCOLS = {Capability.THIN_WRITES: ThinImage, Capability.USAGE: UsageImage}
+
+
+def test_capabilities_are_declared_and_kept(backend, vdi_name):
+    assert isinstance(backend.capabilities, Capability)
+    held = [c for c in Capability if c in backend.capabilities]
+    assert held == (list(Capability) if backend.kind == "native" else [])
+    name = vdi_name()
+    backend.create(name, MiB)
+    with backend.open(name) as image:
+        for capability, protocol in _IMAGE_PROTOCOLS.items():
+            assert isinstance(image, protocol) == (capability in backend.capabilities)
+        if Capability.RECYCLED_READS in backend.capabilities:
+            assert isinstance(image, RecyclingImage)
+            assert image.read(0, 4096, recycle=[]) == bytes(4096)
+        if Capability.USAGE in backend.capabilities:
+            assert image.usage() == (0, 0)
+
+
+def test_open_backend_passes_routing_and_request_size(target, fakedog_dir):
+    if not native_available():
+        pytest.skip("the native extension is not built")
+    with open_backend(target.address, "native", routing=False, request_size=64 << 10) as b:
+        assert (b.cluster.routing, b.cluster.request_size) == (False, 64 << 10)
+    with open_backend(target.address, "native") as b:
+        assert (b.cluster.routing, b.cluster.request_size) == (True, DEFAULT_REQUEST_SIZE)
+
+
+def test_the_dog_backend_refuses_what_it_cannot_honour(target, fakedog_dir):
+    dog = os.path.join(fakedog_dir, "dog")
+    with pytest.raises(errors.Unsupported, match="route"):
+        open_backend(target.address, "cli", routing=True, dog_command=dog)
+    with pytest.raises(errors.Unsupported, match="request"):
+        open_backend(target.address, "cli", request_size=64 << 10, dog_command=dog)
+    # keeping traffic on the given gateways, at most depth requests in
+    # flight: dog does both already
+    with open_backend(target.address, "cli", routing=False, depth=1, dog_command=dog) as b:
+        assert b.kind == "cli"
 
 
 def test_create_stat_exists_list_delete(backend, vdi_name, raw):

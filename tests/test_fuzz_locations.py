@@ -5,7 +5,7 @@ database and from users (the Location header); cluster addresses come from
 configuration files and the command line. Whatever the text, the driver's
 StoreLocation either parses it into something that round-trips (its URI
 parses back to the same gateway and image) or raises glance_store's
-BadStoreUri; sheepfast.image.parse_address either gives (host, port) that
+BadStoreUri; sheepfast.address.parse_address either gives (host, port) that
 format_address and parse_address turn back into themselves or raises
 InvalidArgument. Never a raw TypeError, ValueError, IndexError or
 UnicodeError, and nothing unprintable reaches a socket call or dog's
@@ -21,14 +21,14 @@ import pytest
 
 pytest.importorskip("hypothesis")
 pytest.importorskip("glance_store")
+from glance_store import exceptions  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from glance_store import exceptions  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from sheepfast import errors  # noqa: E402
 from sheepfast import glance as driver  # noqa: E402
-from sheepfast.image import (  # noqa: E402
+from sheepfast.address import (  # noqa: E402
     NAME_MAX,
     check_host,
     check_name,

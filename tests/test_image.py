@@ -12,30 +12,22 @@ import threading
 import tracemalloc
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from glance_support import (  # noqa: F401  (fixtures)
-    MiB,
     Boom,
     FailingSource,
+    MiB,
     dog_command,
     image_bytes,
     kind,
     split_address,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sheepfast
+from sheepfast.address import check_host, check_name
 from sheepfast.backends import open_backend
-from sheepfast.image import (
-    SheepdogImage,
-    SizeMismatch,
-    _chunks,
-    check_host,
-    check_name,
-    format_address,
-    parse_address,
-)
+from sheepfast.image import SheepdogImage, SizeMismatch, _chunks
 
 
 @pytest.fixture
@@ -231,46 +223,6 @@ def test_good_names(name):
 def test_bad_names(name):
     with pytest.raises(sheepfast.InvalidArgument):
         check_name(name)
-
-
-@pytest.mark.parametrize(
-    "text, host, port",
-    [
-        ("10.0.0.1", "10.0.0.1", 7000),
-        ("10.0.0.1:7001", "10.0.0.1", 7001),
-        ("[::1]", "::1", 7000),
-        ("[fd00::2]:7002", "fd00::2", 7002),
-        ("::1", "::1", 7000),
-        ("sheep.example.org:1", "sheep.example.org", 1),
-        (" host ", "host", 7000),
-    ],
-)
-def test_parse_address(text, host, port):
-    assert parse_address(text) == (host, port)
-    assert parse_address(format_address(host, port)) == (host, port)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        ":7000",
-        "host:",
-        "host:0",
-        "host:65536",
-        "host:x",
-        "[::1",
-        "[::1]x",
-        "[host]:7000",
-        "-a:7000",
-        "a b:7000",
-        "host:+1",
-        "under_score:7000",
-    ],
-)
-def test_bad_addresses(text):
-    with pytest.raises(sheepfast.InvalidArgument):
-        parse_address(text)
 
 
 @pytest.mark.parametrize("host", ["-oProxyCommand=x", "", "a..b", "host name", "a" * 64])
