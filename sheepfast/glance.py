@@ -32,10 +32,11 @@ import logging
 import threading
 from typing import Any, Iterator, Optional, Tuple
 
-import glance_store.driver
-import glance_store.location
+# glance_store ships no type information: its names are Any here
+import glance_store.driver  # type: ignore[import-untyped]
+import glance_store.location  # type: ignore[import-untyped]
 from glance_store import capabilities, exceptions
-from glance_store.common import utils
+from glance_store.common import utils  # type: ignore[import-untyped]
 from oslo_config import cfg
 from oslo_utils import units
 
@@ -55,7 +56,7 @@ from sheepfast.address import (
     parse_address,
     parse_location,
 )
-from sheepfast.backends import KINDS, open_backend, resolve_kind
+from sheepfast.backends import KINDS, Backend, open_backend, resolve_kind
 from sheepfast.image import SheepdogImage, check_size, read_chunks
 
 __all__ = [
@@ -353,7 +354,7 @@ Related Options:
 OPTIONS = _SHEEPDOG_OPTS
 
 
-def list_opts():
+def list_opts() -> list[tuple[str, list[Any]]]:
     """oslo.config.opts hook: [(group, options)] for the sample config."""
     return [("glance_store", list(_SHEEPDOG_OPTS))]
 
@@ -361,7 +362,7 @@ def list_opts():
 # ---------------------------------------------------------------- errors
 
 
-def glance_error(exc: BaseException, what: str) -> Exception:
+def glance_error(exc: BaseException, what: str) -> Any:
     """The glance_store exception for a sheepfast error about image `what`."""
     if isinstance(exc, errors.VdiNotFound):
         return exceptions.NotFound(message=f"Sheepdog image {what} does not exist")
@@ -408,7 +409,7 @@ class _StoreOptions:
         return value
 
 
-def _cluster_keys(opts: Any) -> set:
+def _cluster_keys(opts: Any) -> set[tuple[str, int]]:
     """The gateways of the configured cluster, as gateway_key()s."""
     keys = {gateway_key(opts.sheepdog_store_address, opts.sheepdog_store_port)}
     for text in opts.sheepdog_store_extra_addresses or ():
@@ -416,12 +417,12 @@ def _cluster_keys(opts: Any) -> set:
     return keys
 
 
-def _bad_uri(uri: str, reason: str) -> exceptions.BadStoreUri:
+def _bad_uri(uri: object, reason: str) -> Any:
     LOG.info("Invalid Sheepdog location %r: %s", uri, reason)
     return exceptions.BadStoreUri(message=f"Invalid Sheepdog location {uri!r}: {reason}")
 
 
-class StoreLocation(glance_store.location.StoreLocation):
+class StoreLocation(glance_store.location.StoreLocation):  # type: ignore[misc]
     """A Sheepdog location: ``sheepdog://addr:port:image``, or the legacy
     ``sheepdog://image`` (the configured address and port).
 
@@ -434,7 +435,7 @@ class StoreLocation(glance_store.location.StoreLocation):
     addr: Any = None
     port: Any = None
 
-    def process_specs(self):
+    def process_specs(self) -> None:
         """Takes image, addr and port from the specs (absent ones stay None,
         for parse_uri to fill); BadStoreUri if one is not what a location
         can hold."""
@@ -446,13 +447,13 @@ class StoreLocation(glance_store.location.StoreLocation):
         except errors.InvalidArgument as exc:
             raise _bad_uri(f"{PREFIX}{addr}:{port}:{image}", str(exc)) from exc
 
-    def get_uri(self):
+    def get_uri(self) -> str:
         return format_location(self.addr, self.port, self.image)
 
-    def _options(self):
+    def _options(self) -> _StoreOptions:
         return _StoreOptions(self.conf, self.backend_group)
 
-    def parse_uri(self, uri):
+    def parse_uri(self, uri: object) -> None:
         if not isinstance(uri, str):
             raise _bad_uri(uri, f"a location is a str, not {type(uri).__name__}")
         self.validate_schemas(uri, valid_schemas=(PREFIX,))
@@ -470,7 +471,7 @@ class StoreLocation(glance_store.location.StoreLocation):
         self.addr, self.port = location.host, location.port
         self._check_cluster(uri)
 
-    def _check_cluster(self, uri):
+    def _check_cluster(self, uri: str) -> None:
         """Refuses a location outside the configured cluster (unless allowed),
         when the options are there to tell; the Store checks again."""
         try:
@@ -516,7 +517,7 @@ class ImageIterator:
         self.chunk_size = chunk_size or image.chunk_size
         self._close = close
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         image = self.image
         try:
             with _translated(image.name):
@@ -525,7 +526,7 @@ class ImageIterator:
             if self._close:
                 image.close()
 
-    def close(self):
+    def close(self) -> None:
         if self._close:
             self.image.close()
 
@@ -533,7 +534,7 @@ class ImageIterator:
 # ---------------------------------------------------------------- the store
 
 
-class Store(glance_store.driver.Store):
+class Store(glance_store.driver.Store):  # type: ignore[misc]
     """Sheepdog backend adapter."""
 
     _CAPABILITIES = (
@@ -544,7 +545,7 @@ class Store(glance_store.driver.Store):
     OPTIONS = _SHEEPDOG_OPTS
     EXAMPLE_URL = EXAMPLE_URL
 
-    def __init__(self, conf, backend=None):
+    def __init__(self, conf: Any, backend: Optional[str] = None) -> None:
         super().__init__(conf, backend=backend)
         if self.backend_group:
             # Sets the group's defaults to None so [backend_defaults] shows
@@ -554,18 +555,20 @@ class Store(glance_store.driver.Store):
             )
         self.store_conf = _StoreOptions(self.conf, self.backend_group)
         self._lock = threading.Lock()
-        self._backend = None
-        self._external: collections.OrderedDict[Tuple[str, int], Any] = collections.OrderedDict()
+        self._backend: Optional[Backend] = None
+        self._external: collections.OrderedDict[Tuple[str, int], Backend] = (
+            collections.OrderedDict()
+        )
         self._set_defaults()
 
-    def _set_defaults(self):
+    def _set_defaults(self) -> None:
         self.addr = DEFAULT_ADDR
         self.port = DEFAULT_PORT
         self.chunk_size = DEFAULT_CHUNKSIZE * units.Mi
         self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = self.chunk_size
         self.backend_kind = "auto"
         self.dog_command = "dog"
-        self.extra_addresses = []
+        self.extra_addresses: list[Tuple[str, int]] = []
         self.connect_timeout = defaults.DEFAULT_CONNECT_TIMEOUT
         self.io_timeout = defaults.DEFAULT_IO_TIMEOUT
         self.io_depth = defaults.DEFAULT_DEPTH
@@ -578,13 +581,13 @@ class Store(glance_store.driver.Store):
         # default address either).
         self._config_error: Optional[str] = "the store is not configured"
 
-    def get_schemes(self):
+    def get_schemes(self) -> tuple[str, ...]:
         return (SCHEME,)
 
-    def _set_url_prefix(self):
+    def _set_url_prefix(self) -> None:
         self._url_prefix = f"{PREFIX}{format_address(self.addr, self.port)}:"
 
-    def configure_add(self):
+    def configure_add(self) -> None:
         """Reads the options; BadStoreConfiguration (which disables add) if
         they are wrong or the chosen backend cannot run here. Does not
         connect: a cluster that is down at start-up is found out, and
@@ -630,7 +633,7 @@ class Store(glance_store.driver.Store):
         self._set_url_prefix()
         self._config_error = None
 
-    def _bad_config(self, reason):
+    def _bad_config(self, reason: str) -> Any:
         LOG.error(reason)
         self._config_error = reason
         return exceptions.BadStoreConfiguration(
@@ -639,13 +642,13 @@ class Store(glance_store.driver.Store):
 
     # ------------------------------------------------------------ backends
 
-    def _check_configured(self):
+    def _check_configured(self) -> None:
         if self._config_error is not None:
             raise exceptions.BackendException(
                 f"Sheepdog store {self.backend_group or SCHEME}: {self._config_error}"
             )
 
-    def _open_backend(self, addresses: str):
+    def _open_backend(self, addresses: str) -> Backend:
         self._check_configured()
         return open_backend(
             addresses,
@@ -656,7 +659,7 @@ class Store(glance_store.driver.Store):
             dog_command=self.dog_command,
         )
 
-    def _shared_backend(self):
+    def _shared_backend(self) -> Backend:
         """The configured cluster's backend, opened on first use and shared
         by every request (thread-safe: one connection pool)."""
         with self._lock:
@@ -666,7 +669,7 @@ class Store(glance_store.driver.Store):
                     self._backend = self._open_backend(format_addresses(gateways))
             return self._backend
 
-    def _backend_for(self, addr: str, port: int, uri: str):
+    def _backend_for(self, addr: str, port: int, uri: str) -> Backend:
         self._check_configured()
         key = gateway_key(addr, port)
         if key in self._cluster:
@@ -692,7 +695,7 @@ class Store(glance_store.driver.Store):
                 self._external.popitem(last=False)
         return backend
 
-    def _close_backends(self):
+    def _close_backends(self) -> None:
         with self._lock:
             backends = [self._backend] + list(self._external.values())
             self._backend = None
@@ -704,7 +707,7 @@ class Store(glance_store.driver.Store):
                 except Exception:  # closing must not stop reconfiguration
                     LOG.debug("closing a Sheepdog backend failed", exc_info=True)
 
-    def _image(self, location) -> SheepdogImage:
+    def _image(self, location: Any) -> SheepdogImage:
         """The SheepdogImage a location names, after checking it."""
         loc = location.store_location
         uri = f"{PREFIX}{getattr(loc, 'addr', None)}:{getattr(loc, 'image', None)}"
@@ -722,8 +725,14 @@ class Store(glance_store.driver.Store):
 
     # ------------------------------------------------------------ operations
 
-    @capabilities.check
-    def get(self, location, offset=0, chunk_size=None, context=None):
+    @capabilities.check  # type: ignore[untyped-decorator]
+    def get(
+        self,
+        location: Any,
+        offset: int = 0,
+        chunk_size: Optional[int] = None,
+        context: Any = None,
+    ) -> tuple[ImageIterator, int]:
         """
         Takes a `glance_store.location.Location` object that indicates
         where to find the image file, and returns a tuple of generator
@@ -757,7 +766,7 @@ class Store(glance_store.driver.Store):
             length,
         )
 
-    def get_size(self, location, context=None):
+    def get_size(self, location: Any, context: Any = None) -> int:
         """
         Takes a `glance_store.location.Location` object that indicates
         where to find the image file and returns the image size
@@ -774,9 +783,17 @@ class Store(glance_store.driver.Store):
         finally:
             image.close()
 
-    @glance_store.driver.back_compat_add
-    @capabilities.check
-    def add(self, image_id, image_file, image_size, hashing_algo, context=None, verifier=None):
+    @glance_store.driver.back_compat_add  # type: ignore[untyped-decorator]
+    @capabilities.check  # type: ignore[untyped-decorator]
+    def add(
+        self,
+        image_id: str,
+        image_file: Any,
+        image_size: Optional[int],
+        hashing_algo: str,
+        context: Any = None,
+        verifier: Any = None,
+    ) -> tuple[str, int, str, str, dict[str, str]]:
         """
         Stores an image file with supplied identifier to the backend
         storage system and returns a tuple containing information
@@ -860,7 +877,7 @@ class Store(glance_store.driver.Store):
         )
 
     @staticmethod
-    def _discard(image):
+    def _discard(image: SheepdogImage) -> None:
         """Deletes a partial image; a failure is logged, never raised (the
         error that made the upload fail is the one that matters)."""
         try:
@@ -879,8 +896,8 @@ class Store(glance_store.driver.Store):
                 image.name,
             )
 
-    @capabilities.check
-    def delete(self, location, context=None):
+    @capabilities.check  # type: ignore[untyped-decorator]
+    def delete(self, location: Any, context: Any = None) -> None:
         """
         Takes a `glance_store.location.Location` object that indicates
         where to find the image file to delete

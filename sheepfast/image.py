@@ -103,7 +103,7 @@ class SheepdogImage:
         name: str,
         chunk_size: int,
         *,
-        backend: Any = None,
+        backend: Optional[Backend] = None,
         kind: Optional[str] = None,
         thin: bool = True,
     ):
@@ -117,7 +117,7 @@ class SheepdogImage:
         self._owns_backend = backend is None
         self._kind = kind
         self._thin = bool(thin)
-        self._handle: Any = None
+        self._handle: Optional[BackendImage] = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -217,7 +217,7 @@ class SheepdogImage:
         """The VDI's size, looked up by name (one request, no cluster scan)."""
         return self.backend.stat(self.name).size
 
-    def read(self, offset: int, count: int, *, recycle: Optional[list] = None) -> bytes:
+    def read(self, offset: int, count: int, *, recycle: Optional[list[bytes]] = None) -> bytes:
         """Up to count bytes from offset; fewer at the end, b"" past it.
 
         recycle: a list kept across the reads of one stream; the native
@@ -452,7 +452,9 @@ class _Pipeline:
         self._lock = threading.Lock()
         self._stop = False
         self.error: Optional[BaseException] = None
-        stages: list = [self._write] + [self._consumer(c) for c in consumers]
+        stages: list[Callable[[_Chunk], None]] = [self._write] + [
+            self._consumer(c) for c in consumers
+        ]
         self._queues: list[queue.SimpleQueue[Optional[_Chunk]]] = [
             queue.SimpleQueue() for _ in stages
         ]

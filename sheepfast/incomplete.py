@@ -111,7 +111,7 @@ class Mark:
         ).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Mark":
+    def decode(cls, raw: bytes) -> Mark:
         """The mark in raw; ValueError naming what is wrong if it is not one."""
         try:
             d = json.loads(raw)

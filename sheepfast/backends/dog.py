@@ -47,7 +47,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, TypeVar, Union, cast
 
 from sheepfast import address, defaults, errors
 from sheepfast.backends import Capability
@@ -211,7 +211,7 @@ def _max_flat_size(block_size_shift: int) -> int:
 
 def _oserror(cls: type[_E], message: str, errnum: int) -> _E:
     exc = cls(message)  # one argument, so str() is the message, not "[Errno N] ..."
-    exc.errno = errnum
+    cast(Any, exc).errno = errnum
     return exc
 
 
