@@ -152,6 +152,6 @@ def test_python_m_sheepfast_from_an_unbuilt_source_tree(tmp_path, dog_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "not built in" in done.stderr and str(checkout) in done.stderr
-    assert "pip install" in done.stderr
-    assert done.stderr.count("not built") == 1
+    # said once, by the command (which picks the backend itself), not in silence
+    assert done.stderr.count("not built") == 1, done.stderr
+    assert "dog" in done.stderr
