@@ -30,22 +30,35 @@ import json
 import mmap
 import os
 import secrets
-import shutil
 import signal
 import stat
 import sys
 import time
-from typing import Any, BinaryIO, Callable, Iterator, Optional, Union
+import warnings
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Union, cast
 
 import sheepfast
 from sheepfast import errors, incomplete
-from sheepfast.backends import KINDS, Backend, native_available, open_backend
-from sheepfast.image import NAME_MAX, SheepdogImage, check_name, is_zero, parse_address
+from sheepfast.address import NAME_MAX, check_name, parse_address
+from sheepfast.backends import (
+    KINDS,
+    Backend,
+    Capability,
+    UsageImage,
+    is_zero,
+    open_backend,
+    resolve_kind,
+)
+from sheepfast.defaults import (
+    DEFAULT_CLUSTER,
+    MAX_BLOCK_SIZE_SHIFT,
+    MAX_COPIES,
+    MIN_BLOCK_SIZE_SHIFT,
+)
+from sheepfast.image import SheepdogImage
 from sheepfast.sizes import SizeError, format_size, parse_size
 
 CLUSTER_ENV = "SHEEPFAST_CLUSTER"
-DEFAULT_CLUSTER = "127.0.0.1:7000"
-MAX_COPIES = 31  # sheep's SD_MAX_COPIES
 MiB = 1 << 20
 CHUNK = 64 * MiB  # bytes moved per call: bounds memory
 
@@ -97,7 +110,7 @@ def _size_arg(what: str) -> Callable[[str], int]:
 def _object_size_shift(text: str) -> int:
     size = _size_arg("--object-size")(text)
     shift = size.bit_length() - 1
-    if size <= 0 or size != 1 << shift or not 20 <= shift <= 31:
+    if size <= 0 or size != 1 << shift or not MIN_BLOCK_SIZE_SHIFT <= shift <= MAX_BLOCK_SIZE_SHIFT:
         raise argparse.ArgumentTypeError(
             f"--object-size must be a power of two from 1M to 2G (got {text})"
         )
@@ -409,7 +422,7 @@ def _download(
     progress = Progress(f"get {image.name}", size, args.progress)
     try:
         # the granularity sheep allocates in
-        step = image.open().object_size  # type: ignore[no-untyped-call]
+        step = image.open().object_size
         # the read engine the glance driver uses: the next chunk is read
         # while this one is written out
         for chunk in image.chunks(0, size):
@@ -474,8 +487,8 @@ def cmd_info(args: argparse.Namespace, backend: Backend) -> int:
     info = backend.stat(name)
     used = shared = None
     with backend.open(name) as image:
-        if hasattr(image, "usage"):
-            used, shared = image.usage()
+        if Capability.USAGE in backend.capabilities:
+            used, shared = cast(UsageImage, image).usage()
     d = _info_dict(info, used, shared)
     if args.json:
         json.dump(d, sys.stdout, indent=2)
@@ -744,27 +757,20 @@ def cluster_address(args: argparse.Namespace) -> Iterator[str]:
     yield args.cluster or os.environ.get(CLUSTER_ENV) or DEFAULT_CLUSTER
 
 
-def _backend_kind(args: argparse.Namespace) -> Optional[str]:
-    """The backend to open; says why when the extension is missing."""
-    kind = (args.backend or os.environ.get("SHEEPFAST_BACKEND") or "auto").lower()
-    if kind not in ("auto", "native") or native_available():
-        return kind
-    why = "it imports"
-    try:
-        import sheepfast._native  # noqa: F401
-    except ImportError as exc:
-        why = str(exc)
-    missing = f"the C extension is not built ({why})"
-    if kind == "native":
-        raise errors.SheepfastError(f"--backend native: {missing}")
-    if shutil.which("dog") is None:
-        raise errors.SheepfastError(
-            f"{missing}, and dog is not on PATH for the cli backend: build the extension "
-            "(python -m pip install . from the source checkout) or install dog"
-        )
+def _backend_kind(args: argparse.Namespace) -> str:
+    """The backend to open (backends.resolve_kind, the one place that
+    chooses); its warning that the extension is not built becomes one line
+    on stderr, its refusal an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            kind = resolve_kind(args.backend)
+        except errors.InvalidArgument as exc:
+            raise errors.SheepfastError(str(exc)) from None
     if not args.quiet:
-        print(f"sheepfast: {missing}; using dog", file=sys.stderr)
-    return "cli"
+        for warning in caught:
+            print(f"sheepfast: {warning.message}", file=sys.stderr)
+    return kind
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -135,8 +135,9 @@ def dog(target):
         pytest.skip("dog is not on PATH")
 
     def run(*args: str, input: bytes | None = None) -> bytes:
-        done = subprocess.run(["dog", *args, *target.dog_args()], input=input,
-                              capture_output=True, timeout=120)
+        done = subprocess.run(
+            ["dog", *args, *target.dog_args()], input=input, capture_output=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         return done.stdout
 

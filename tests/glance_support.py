@@ -24,11 +24,10 @@ FAKEDOG = Path(__file__).resolve().parent / "fakedog" / "dog"
 NO_FAKEDOG = "tests/fakedog/dog not present yet"
 
 glance_store = pytest.importorskip("glance_store")
-from oslo_config import cfg  # noqa: E402
-
 from glance_store import backend as single_backend  # noqa: E402
 from glance_store import location as glance_location  # noqa: E402
 from glance_store import multi_backend  # noqa: E402
+from oslo_config import cfg  # noqa: E402
 
 
 def dog_command(target) -> Optional[str]:
@@ -62,11 +61,11 @@ CHUNK_MIB = 1
 class Glance:
     """One glance_store configuration, used through its module functions."""
 
-    mode: str            # "single" or "multi"
+    mode: str  # "single" or "multi"
     conf: Any
     target: Any
     kind: str
-    backend: str = "sheep"   # the store identifier in multi-store mode
+    backend: str = "sheep"  # the store identifier in multi-store mode
     names: list = field(default_factory=list)
 
     @property
@@ -84,10 +83,11 @@ class Glance:
         """(uri, size, md5, multihash, metadata), through the module functions."""
         if self.mode == "single":
             return single_backend.add_to_backend_with_multihash(
-                self.conf, image_id, data, size, hashing_algo, scheme="sheepdog",
-                verifier=verifier)
+                self.conf, image_id, data, size, hashing_algo, scheme="sheepdog", verifier=verifier
+            )
         return multi_backend.add_with_multihash(
-            self.conf, image_id, data, size, self.backend, hashing_algo, verifier=verifier)
+            self.conf, image_id, data, size, self.backend, hashing_algo, verifier=verifier
+        )
 
     def get(self, uri, offset=0, chunk_size=None):
         if self.mode == "single":
@@ -117,8 +117,10 @@ def require_entry_points() -> None:
     from importlib.metadata import entry_points
 
     if not any(ep.name == "sheepdog" for ep in entry_points(group="glance_store.drivers")):
-        pytest.fail("no glance_store.drivers entry point 'sheepdog': install sheepfast "
-                    "(pip install . or pip install -e .) before running these tests")
+        pytest.fail(
+            "no glance_store.drivers entry point 'sheepdog': install sheepfast "
+            "(pip install . or pip install -e .) before running these tests"
+        )
 
 
 def _isolate_glance_store(monkeypatch, conf):
@@ -137,10 +139,15 @@ def make_single(monkeypatch, target, kind, **options) -> Glance:
     _isolate_glance_store(monkeypatch, conf)
     single_backend.register_opts(conf)
     host, port = split_address(target.address)
-    settings = dict(stores=["sheepdog"], sheepdog_store_address=host,
-                    sheepdog_store_port=port, sheepdog_store_chunk_size=CHUNK_MIB,
-                    sheepdog_store_object_size=OBJECT_MIB, sheepdog_store_backend=kind,
-                    sheepdog_store_io_timeout=30.0)
+    settings = dict(
+        stores=["sheepdog"],
+        sheepdog_store_address=host,
+        sheepdog_store_port=port,
+        sheepdog_store_chunk_size=CHUNK_MIB,
+        sheepdog_store_object_size=OBJECT_MIB,
+        sheepdog_store_backend=kind,
+        sheepdog_store_io_timeout=30.0,
+    )
     if kind == "cli":
         settings["sheepdog_store_dog_command"] = dog_command(target)
     settings.update(options)
@@ -155,8 +162,12 @@ def make_multi(monkeypatch, tmp_path, target, kind, **options) -> Glance:
     file, options shared through [backend_defaults], loaded by
     glance_store.multi_backend."""
     host, port = split_address(target.address)
-    defaults = dict(sheepdog_store_address=host, sheepdog_store_chunk_size=CHUNK_MIB,
-                    sheepdog_store_object_size=OBJECT_MIB, sheepdog_store_io_timeout=30.0)
+    defaults = dict(
+        sheepdog_store_address=host,
+        sheepdog_store_chunk_size=CHUNK_MIB,
+        sheepdog_store_object_size=OBJECT_MIB,
+        sheepdog_store_io_timeout=30.0,
+    )
     own = dict(sheepdog_store_port=port, sheepdog_store_backend=kind)
     if kind == "cli":
         own["sheepdog_store_dog_command"] = dog_command(target)
@@ -170,15 +181,24 @@ def make_multi(monkeypatch, tmp_path, target, kind, **options) -> Glance:
 
     (tmp_path / "files").mkdir(exist_ok=True)
     conf_file = tmp_path / "glance-api.conf"
-    conf_file.write_text("\n".join([
-        "[DEFAULT]",
-        "enabled_backends = sheep:sheepdog, files:file",
-        "[glance_store]",
-        "default_backend = sheep",
-        "[backend_defaults]", *lines(defaults),
-        "[sheep]", "store_description = Sheepdog", *lines(own),
-        "[files]", f"filesystem_store_datadir = {tmp_path / 'files'}",
-    ]) + "\n")
+    conf_file.write_text(
+        "\n".join(
+            [
+                "[DEFAULT]",
+                "enabled_backends = sheep:sheepdog, files:file",
+                "[glance_store]",
+                "default_backend = sheep",
+                "[backend_defaults]",
+                *lines(defaults),
+                "[sheep]",
+                "store_description = Sheepdog",
+                *lines(own),
+                "[files]",
+                f"filesystem_store_datadir = {tmp_path / 'files'}",
+            ]
+        )
+        + "\n"
+    )
     conf = cfg.ConfigOpts()
     conf.register_opt(cfg.DictOpt("enabled_backends"))
     conf(args=["--config-file", str(conf_file)])
@@ -212,15 +232,16 @@ def multi(monkeypatch, tmp_path, target, kind):
 # ---------------------------------------------------------------- sources
 
 
-def image_bytes(size: int, zero_objects=(), object_size: int = OBJECT_MIB * MiB,
-                seed: int = 1) -> bytes:
+def image_bytes(
+    size: int, zero_objects=(), object_size: int = OBJECT_MIB * MiB, seed: int = 1
+) -> bytes:
     """Incompressible bytes with the given objects all zero."""
     import random
 
     data = bytearray(random.Random(seed).randbytes(size))
     for i in zero_objects:
         start = i * object_size
-        data[start:start + object_size] = bytes(len(data[start:start + object_size]))
+        data[start : start + object_size] = bytes(len(data[start : start + object_size]))
     return bytes(data)
 
 
@@ -237,7 +258,7 @@ class ReadOnlySource:
         if n is None or n < 0:
             n = len(self._data)
         n = min(n, self._step)
-        out = bytes(self._data[self._pos:self._pos + n])
+        out = bytes(self._data[self._pos : self._pos + n])
         self._pos += len(out)
         return out
 
@@ -248,7 +269,7 @@ def make_source(kind: str, data: bytes):
     if kind == "read":
         return ReadOnlySource(data)
     if kind == "iter":
-        return iter([data[i:i + 300_000] for i in range(0, len(data), 300_000)])
+        return iter([data[i : i + 300_000] for i in range(0, len(data), 300_000)])
     raise ValueError(kind)
 
 
@@ -361,7 +382,7 @@ def bench(address: Optional[str] = None, size_mib: int = 512, chunk_mib: int = 6
                     view = memoryview(data)
                     started = time.perf_counter()
                     for off in range(0, size, chunk_mib * MiB):
-                        vdi.write(view[off:off + chunk_mib * MiB], off)
+                        vdi.write(view[off : off + chunk_mib * MiB], off)
                     rates["raw Vdi.write"] = size_mib / (time.perf_counter() - started)
             finally:
                 cluster.delete(name)
@@ -372,19 +393,20 @@ def bench(address: Optional[str] = None, size_mib: int = 512, chunk_mib: int = 6
                 "[DEFAULT]\nenabled_backends = sheep:sheepdog\n"
                 "[glance_store]\ndefault_backend = sheep\n"
                 f"[sheep]\nsheepdog_store_address = {host}\nsheepdog_store_port = {port}\n"
-                f"sheepdog_store_chunk_size = {chunk_mib}\nsheepdog_store_backend = native\n")
+                f"sheepdog_store_chunk_size = {chunk_mib}\nsheepdog_store_backend = native\n"
+            )
             conf = cfg.ConfigOpts()
             conf.register_opt(cfg.DictOpt("enabled_backends"))
             conf(args=["--config-file", str(conf_file)])
             multi_backend.CONF = conf
             multi_backend.register_store_opts(conf)
             multi_backend.create_multi_stores(conf)
-            for label, declared in (("Store.add known size", size),
-                                    ("Store.add unknown size", 0)):
+            for label, declared in (("Store.add known size", size), ("Store.add unknown size", 0)):
                 image_id = f"sf-bench-{uuid.uuid4().hex[:8]}"
                 started = time.perf_counter()
                 uri = multi_backend.add_with_multihash(
-                    conf, image_id, io.BytesIO(data), declared, "sheep", "sha512")[0]
+                    conf, image_id, io.BytesIO(data), declared, "sheep", "sha512"
+                )[0]
                 rates[label] = size_mib / (time.perf_counter() - started)
                 multi_backend.delete(uri, "sheep")
     finally:

@@ -9,24 +9,22 @@ FakeSheep rely on, on both targets too.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import uuid
 
 import pytest
+from conftest import FAKEDOG, dog_command  # noqa: F401  (FAKEDOG: used below)
 
 import sheepfast
 from sheepfast import errors
-from sheepfast.backends import native_available, open_backend
 from sheepfast.backends import dog as dog_module
+from sheepfast.backends import native_available
 from sheepfast.backends.dog import DogBackend, parse_addresses
 from sheepfast.testing import wire as w
 
 MiB = 1 << 20
 KEY_MAX = 255
 VALUE_MAX = 65536
-from conftest import FAKEDOG, dog_command  # noqa: F401  (FAKEDOG: used below)
 
 
 @pytest.fixture
@@ -51,7 +49,7 @@ def test_round_trip_replace_and_remove(vdi):
     vdi.metadata_set(b"size-hint", b"1073741824")
     assert vdi.metadata_get("owner") == b"glance"
     assert vdi.metadata_get("size-hint") == b"1073741824"  # str and bytes keys are one key
-    vdi.metadata_set("owner", "nova")                      # replaced, not added
+    vdi.metadata_set("owner", "nova")  # replaced, not added
     assert vdi.metadata_get(b"owner") == b"nova"
     vdi.metadata_set("empty", "")
     assert vdi.metadata_get("empty") == b""
@@ -63,7 +61,7 @@ def test_round_trip_replace_and_remove(vdi):
     with pytest.raises(errors.AttributeNotFound):
         vdi.metadata_get("owner")
     assert vdi.metadata_get("size-hint") == b"1073741824"  # the others stay
-    vdi.metadata_set("owner", "again")                      # and it can come back
+    vdi.metadata_set("owner", "again")  # and it can come back
     assert vdi.metadata_get("owner") == b"again"
 
 
@@ -89,12 +87,15 @@ def test_missing_key_is_a_key_error(vdi):
         vdi.metadata_remove("never-set")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("", "v", "key is empty"),
-    ("k" * (KEY_MAX + 1), "v", "longer than 255 bytes"),
-    (b"a\0b", "v", "NUL"),
-    ("k", b"v" * (VALUE_MAX + 1), "65536-byte limit"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("", "v", "key is empty"),
+        ("k" * (KEY_MAX + 1), "v", "longer than 255 bytes"),
+        (b"a\0b", "v", "NUL"),
+        ("k", b"v" * (VALUE_MAX + 1), "65536-byte limit"),
+    ],
+)
 def test_limits_are_checked_before_sending(vdi, key, value, message):
     with pytest.raises(errors.InvalidArgument, match=message):
         vdi.metadata_set(key, value)
@@ -189,8 +190,9 @@ class Raw:
     def call(self, opcode, args=None, *, flags=0, payload=b"", data_length=None):
         if data_length is None:
             data_length = len(payload)
-        self.sock.sendall(w.pack_request(opcode, args, flags=flags, data_length=data_length)
-                          + payload)
+        self.sock.sendall(
+            w.pack_request(opcode, args, flags=flags, data_length=data_length) + payload
+        )
         rsp = w.ResponseHeader.unpack(self._recv(w.HEADER_SIZE))
         return rsp, self._recv(rsp.data_length)
 
@@ -203,8 +205,12 @@ class Raw:
         return bytes(buf)
 
     def attr(self, name, key, value=b"", flags=0):
-        return self.call(w.OP_GET_VDI_ATTR, w.VdiArgs(), flags=w.FLAG_WRITE | flags,
-                         payload=w.attr_record(name, key, value))[0]
+        return self.call(
+            w.OP_GET_VDI_ATTR,
+            w.VdiArgs(),
+            flags=w.FLAG_WRITE | flags,
+            payload=w.attr_record(name, key, value),
+        )[0]
 
 
 @pytest.fixture
@@ -225,15 +231,17 @@ def test_wire_attribute_object(raw, cluster, new_name):
     assert rsp.vdi.vdi_id == w.fnv1a_vid(name)
     expected_first_slot = w.attr_hash(w.attr_record(name, "key"))
     assert rsp.vdi.attr_id == expected_first_slot
-    rsp, record = raw.call(w.OP_READ_OBJ, w.ObjArgs(oid=w.attr_oid(rsp.vdi.vdi_id,
-                                                                   rsp.vdi.attr_id)),
-                           data_length=w.ATTR_OBJ_SIZE)
+    rsp, record = raw.call(
+        w.OP_READ_OBJ,
+        w.ObjArgs(oid=w.attr_oid(rsp.vdi.vdi_id, rsp.vdi.attr_id)),
+        data_length=w.ATTR_OBJ_SIZE,
+    )
     assert rsp.result == w.RES_SUCCESS and len(record) == w.ATTR_OBJ_SIZE
-    assert w.cstr(record[:w.NAME_SIZE]) == name.encode()
-    assert w.cstr(record[w.ATTR_KEY_OFFSET:w.ATTR_VALUE_OFFSET]) == b"key"
-    assert int.from_bytes(record[w.ATTR_VALUE_LEN_OFFSET:w.ATTR_KEY_OFFSET], "little") == 5
-    assert record[w.ATTR_VALUE_OFFSET:w.ATTR_VALUE_OFFSET + 5] == b"value"
-    ctime = int.from_bytes(record[w.ATTR_CTIME_OFFSET:w.ATTR_CTIME_OFFSET + 8], "little")
+    assert w.cstr(record[: w.NAME_SIZE]) == name.encode()
+    assert w.cstr(record[w.ATTR_KEY_OFFSET : w.ATTR_VALUE_OFFSET]) == b"key"
+    assert int.from_bytes(record[w.ATTR_VALUE_LEN_OFFSET : w.ATTR_KEY_OFFSET], "little") == 5
+    assert record[w.ATTR_VALUE_OFFSET : w.ATTR_VALUE_OFFSET + 5] == b"value"
+    ctime = int.from_bytes(record[w.ATTR_CTIME_OFFSET : w.ATTR_CTIME_OFFSET + 8], "little")
     assert ctime >> 32 == int(cluster.stat(name).create_time)
     assert vid  # (the vid itself appears nowhere in the object id)
 
@@ -241,11 +249,12 @@ def test_wire_attribute_object(raw, cluster, new_name):
 def test_wire_flags(raw, cluster, new_name):
     name = new_name("sf-attr")
     cluster.create(name, MiB)
-    assert raw.attr(name, "k").result == w.RES_NO_OBJ                     # lookup, unset
+    assert raw.attr(name, "k").result == w.RES_NO_OBJ  # lookup, unset
     assert raw.attr(name, "k", b"1", w.FLAG_ATTR_CREAT | w.FLAG_ATTR_EXCL).result == 0
-    assert raw.attr(name, "k", b"2", w.FLAG_ATTR_CREAT | w.FLAG_ATTR_EXCL).result == \
-        w.RES_VDI_EXIST                                                    # EXCL refuses
-    assert raw.attr(name, "k", b"3", w.FLAG_ATTR_CREAT).result == 0       # CREAT replaces
+    assert (
+        raw.attr(name, "k", b"2", w.FLAG_ATTR_CREAT | w.FLAG_ATTR_EXCL).result == w.RES_VDI_EXIST
+    )  # EXCL refuses
+    assert raw.attr(name, "k", b"3", w.FLAG_ATTR_CREAT).result == 0  # CREAT replaces
     with cluster.open(name) as vdi:
         assert vdi.metadata_get("k") == b"3"
     assert raw.attr(name, "k", flags=w.FLAG_ATTR_DEL).result == 0
@@ -261,8 +270,12 @@ def test_fakesheep_refuses_a_short_record(fake_sheep):
     (the client always sends the whole record)."""
     raw = Raw(fake_sheep.address)
     try:
-        rsp, _ = raw.call(w.OP_GET_VDI_ATTR, w.VdiArgs(), flags=w.FLAG_WRITE,
-                          payload=w.attr_record("x", "k")[:1024])
+        rsp, _ = raw.call(
+            w.OP_GET_VDI_ATTR,
+            w.VdiArgs(),
+            flags=w.FLAG_WRITE,
+            payload=w.attr_record("x", "k")[:1024],
+        )
     finally:
         raw.close()
     assert rsp.result == w.RES_INVALID_PARMS

@@ -962,7 +962,15 @@ def test_fakedog_says_what_dog_says(args, stdin, fake_sheep, real_address, faked
             host, gateway_port = parse_addresses(address)[0]
             name, missing = f"sf-dogcase-{uuid.uuid4().hex[:8]}", f"sf-none-{uuid.uuid4().hex[:8]}"
 
-            def run(*argv, input=None):
+            def run(
+                *argv,
+                input=None,
+                dog=dog,
+                host=host,
+                gateway_port=gateway_port,
+                name=name,
+                missing=missing,
+            ):
                 argv = [a.format(name=name, missing=missing, port=port) for a in argv]
                 # -a/-p first: a later -p (the refused port) wins, as in getopt
                 done = subprocess.run(

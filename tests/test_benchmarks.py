@@ -47,25 +47,38 @@ def bench(request):
     fixture.group = "hot paths"
 
     def run(fn, *args, rounds=20, iterations=1, **kwargs):
-        return fixture.pedantic(fn, args=args, kwargs=kwargs, rounds=rounds,
-                                iterations=iterations, warmup_rounds=1)
+        return fixture.pedantic(
+            fn, args=args, kwargs=kwargs, rounds=rounds, iterations=iterations, warmup_rounds=1
+        )
 
     return run
 
 
 # ------------------------------------------------------------ microbenchmarks
 
+
 def test_encode_request_header(bench):
-    fields = dict(flags=wire.FLAG_WRITE, id=7, data_length=OBJECT,
-                  oid=wire.data_oid(0x7C2B25, 3), copies=2)
+    fields = dict(
+        flags=wire.FLAG_WRITE, id=7, data_length=OBJECT, oid=wire.data_oid(0x7C2B25, 3), copies=2
+    )
     raw = bench(_native._encode_request, wire.OP_WRITE_OBJ, iterations=1000, **fields)
-    assert raw == wire.pack_request(wire.OP_WRITE_OBJ, wire.ObjArgs(
-        oid=fields["oid"], copies=2), flags=wire.FLAG_WRITE, id=7, data_length=OBJECT)
+    assert raw == wire.pack_request(
+        wire.OP_WRITE_OBJ,
+        wire.ObjArgs(oid=fields["oid"], copies=2),
+        flags=wire.FLAG_WRITE,
+        id=7,
+        data_length=OBJECT,
+    )
 
 
 def test_decode_response_header(bench):
-    raw = wire.pack_response(wire.OP_READ_OBJ, epoch=3, id=11, data_length=OBJECT,
-                             args=wire.ObjResult(copies=2, offset=0))
+    raw = wire.pack_response(
+        wire.OP_READ_OBJ,
+        epoch=3,
+        id=11,
+        data_length=OBJECT,
+        args=wire.ObjResult(copies=2, offset=0),
+    )
     rsp = bench(_native._decode_response, raw, iterations=1000)
     assert (rsp["id"], rsp["data_length"], rsp["result"]) == (11, OBJECT, wire.RES_SUCCESS)
 
@@ -105,14 +118,14 @@ def test_read_one_object_on_fakesheep(bench, object_vdi):
 
 # ------------------------------------------------------------ the harness
 
+
 def _dog_command(tmp_path) -> str:
     """The real dog when on PATH, else tests/fakedog/dog under this Python."""
     real = shutil.which("dog")
     if real:
         return real
     path = tmp_path / "dog"
-    path.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
-                    f"{shlex.quote(FAKEDOG)} \"$@\"\n")
+    path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(FAKEDOG)} "$@"\n')
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
 
@@ -128,10 +141,30 @@ def test_harness_end_to_end_on_the_embedded_cluster(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(roots))
     env.pop("SHEEPFAST_CLUSTER", None)
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--sizes", "8M", "--repeat", "1",
-         "--dog", _dog_command(tmp_path), "--workdir", str(tmp_path),
-         "--json", str(out), "--plot", str(tmp_path / "bench.png"), "--quiet"],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--sizes",
+            "8M",
+            "--repeat",
+            "1",
+            "--dog",
+            _dog_command(tmp_path),
+            "--workdir",
+            str(tmp_path),
+            "--json",
+            str(out),
+            "--plot",
+            str(tmp_path / "bench.png"),
+            "--quiet",
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "embedded FakeSheep" in done.stdout  # says which cluster the figures are for
     assert "targets (embedded FakeSheep: indicative only)" in done.stdout
@@ -156,7 +189,9 @@ def test_harness_end_to_end_on_the_embedded_cluster(tmp_path):
             want = 8 * MiB if row["pattern"] == "dense" else OBJECT  # objects 0, 1: 1 has data
             assert row["allocated"] == row["expected_allocation"] == want, row
     assert {t["target"] for t in doc["targets"]} >= {
-        "raw write >= 2.0x dog vdi write", "Store.get >= 5x old driver"}
+        "raw write >= 2.0x dog vdi write",
+        "Store.get >= 5x old driver",
+    }
     assert all(t["met"] is not None for t in doc["targets"])
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "bench.png").stat().st_size > 0

@@ -604,12 +604,16 @@ def test_help_is_plain_text():
 
 
 def test_missing_extension_and_dog_is_said_plainly(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "native_available", lambda: False)
-    monkeypatch.setitem(sys.modules, "sheepfast._native", None)  # import raises ImportError
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    import sheepfast.backends
+    import sheepfast.backends.dog
+
+    hidden = ImportError("hidden by the test")
+    monkeypatch.setattr(sheepfast.backends, "native_import_error", lambda: hidden)
+    monkeypatch.setattr(sheepfast.backends.dog.shutil, "which", lambda name: None)
     assert cli.main(["--cluster", "127.0.0.1:1", "ls"]) == 1
     err = capsys.readouterr().err
-    assert "C extension is not built" in err and "dog is not on PATH" in err
+    assert "extension (sheepfast._native) is not built" in err and "pip install" in err
+    assert "not found on PATH" in err
     assert "PATH=" not in err and len(err.splitlines()) == 1
     assert cli.main(["--cluster", "127.0.0.1:1", "--backend", "native", "ls"]) == 1
     assert "not built" in capsys.readouterr().err

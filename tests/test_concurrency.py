@@ -6,8 +6,6 @@ import os
 import threading
 import time
 
-import sheepfast
-
 MiB = 1 << 20
 
 
@@ -49,8 +47,8 @@ def test_parallel_writers_and_readers_one_vdi(cluster, new_name):
     # one lands last is up to the threads; every other byte is certain.
     for i in range(15):
         start = i * 2 * obj + 3
-        assert whole[start:start + 2 * obj - 3] == chunks[i][:-3]
-    assert whole[30 * obj + 3:32 * obj] == chunks[15][3:]
+        assert whole[start : start + 2 * obj - 3] == chunks[i][:-3]
+    assert whole[30 * obj + 3 : 32 * obj] == chunks[15][3:]
 
 
 def test_many_threads_many_vdis(cluster, new_name):

@@ -14,8 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sheepfast
-
 MiB = 1 << 20
 
 
@@ -100,11 +98,18 @@ def test_overwrite_uses_existing_objects(cluster, new_name):
         assert vdi.read(1000, 1000) == b"\xff" * 1000
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=st.lists(
-    st.tuples(st.booleans(), st.integers(0, 4 * MiB - 1), st.integers(0, 2 * MiB + 17)),
-    min_size=1, max_size=8))
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    ops=st.lists(
+        st.tuples(st.booleans(), st.integers(0, 4 * MiB - 1), st.integers(0, 2 * MiB + 17)),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_random_ranges_match_a_model(cluster, new_name, ops):
     """Random writes and reads across 1 MiB object boundaries agree with an
     in-memory model of the VDI."""
@@ -120,9 +125,9 @@ def test_random_ranges_match_a_model(cluster, new_name, ops):
                 if is_write:
                     data = rnd.randbytes(length)
                     vdi.write(data, offset)
-                    model[offset:offset + length] = data
+                    model[offset : offset + length] = data
                 else:
-                    assert vdi.read(offset, length) == bytes(model[offset:offset + length])
+                    assert vdi.read(offset, length) == bytes(model[offset : offset + length])
             assert vdi.read(0, size) == bytes(model)
     finally:
         cluster.delete(name)
@@ -152,8 +157,8 @@ def test_buffer_types_zero_copy(cluster, new_name):
         assert vdi.read(MiB, 10) == payload[10:20]
         # a view into the middle of a larger buffer
         big = bytearray(3 * MiB)
-        vdi.readinto(memoryview(big)[MiB:2 * MiB], 0)
-        assert big[MiB:2 * MiB] == payload and big[:MiB] == bytes(MiB)
+        vdi.readinto(memoryview(big)[MiB : 2 * MiB], 0)
+        assert big[MiB : 2 * MiB] == payload and big[:MiB] == bytes(MiB)
 
 
 def test_read_recycles_only_what_nobody_holds(cluster, new_name):
@@ -171,16 +176,16 @@ def test_read_recycles_only_what_nobody_holds(cluster, new_name):
         hash(first)  # caches a hash the refill must forget
         second = vdi.read(n, n, recycle=pool)
         assert second is not first and len(pool) == 2
-        assert first == data[:n] and second == data[n:2 * n]
+        assert first == data[:n] and second == data[n : 2 * n]
         view = memoryview(second)  # a view keeps its bytes from reuse
         del first
         third = vdi.read(2 * n, n, recycle=pool)
         assert id(third) == first_id and len(pool) == 2
-        assert third == data[2 * n:3 * n]
+        assert third == data[2 * n : 3 * n]
         assert hash(third) == hash(bytes(third))
         del second
         fourth = vdi.read(3 * n, n, recycle=pool)
-        assert view.tobytes() == data[n:2 * n] and fourth == data[3 * n:4 * n]
+        assert view.tobytes() == data[n : 2 * n] and fourth == data[3 * n : 4 * n]
         assert len(pool) == 3
         # another size, or a pool at its limit, allocates without pooling
         assert vdi.read(0, 10, recycle=pool) == data[:10] and len(pool) == 4
@@ -202,7 +207,7 @@ def test_thin_skips_zero_objects(cluster, new_name):
     name = new_name()
     cluster.create(name, 16 * MiB, block_size_shift=20)
     data = bytearray(16 * MiB)
-    data[5 * MiB:5 * MiB + 3] = b"abc"
+    data[5 * MiB : 5 * MiB + 3] = b"abc"
     with cluster.open(name) as vdi:
         vdi.write(data, 0)
         assert vdi.stats["create_requests"] == 1

@@ -41,8 +41,11 @@ def test_dog_list_agrees_and_delete_leaves_no_trace(cluster, new_name, dog):
     with cluster.open(name) as vdi:
         vdi.write(os.urandom(8 * MiB), 0)
         vid = vdi.vid
-    line = [l for l in dog("vdi", "list", "-r", name).decode().splitlines()
-            if l.split(" ")[1] == name][0].split(" ")
+    line = [
+        row
+        for row in dog("vdi", "list", "-r", name).decode().splitlines()
+        if row.split(" ")[1] == name
+    ][0].split(" ")
     assert (line[0], int(line[3]), int(line[4]), line[7]) == ("=", 8 * MiB, 8 * MiB, f"{vid:x}")
     cluster.delete(name)
     assert name not in dog("vdi", "list", "-r").decode()
@@ -66,8 +69,8 @@ def test_sheepfast_reads_dog_snapshot_and_clone(cluster, new_name, dog):
         assert vdi.usage() == (0, 8 * MiB)
         vdi.write(b"CoW!", MiB)  # copy-on-write into the clone
         assert vdi.usage() == (4 * MiB, 4 * MiB)
-        assert vdi.read(MiB - 2, 8) == base[MiB - 2:MiB] + b"CoW!" + base[MiB + 4:MiB + 6]
-    assert dog("vdi", "read", name, str(MiB), "4") == base[MiB:MiB + 4]  # parent untouched
+        assert vdi.read(MiB - 2, 8) == base[MiB - 2 : MiB] + b"CoW!" + base[MiB + 4 : MiB + 6]
+    assert dog("vdi", "read", name, str(MiB), "4") == base[MiB : MiB + 4]  # parent untouched
     assert dog("vdi", "read", clone, str(MiB), "4") == b"CoW!"
     cluster.delete(clone)
     dog("vdi", "delete", "-s", "snap1", name)
@@ -88,7 +91,7 @@ def test_sheepfast_reads_hyper_volume(cluster, new_name, dog):
             vdi.write(b"x", 0)
     expected = bytearray(64 * MiB)
     for offset, data in chunks.items():
-        expected[offset:offset + len(data)] = data
+        expected[offset : offset + len(data)] = data
     assert image == bytes(expected)
     cluster.delete(name)  # DEL_VDI alone: no flat zeroing pass over a B-tree
     assert not cluster.exists(name)
@@ -130,8 +133,11 @@ def test_placement_agrees_with_dog(cluster, new_name, dog):
         assert vdi.stats["routed_requests"] == vdi.stats["read_requests"] > 0
     inode_oid = (1 << 63) | (info.vid << 32)
     for idx in [None, *range(64 * MiB // info.object_size)]:
-        args = ["vdi", "object", "location", name] if idx is None else \
-            ["vdi", "object", "location", "-i", str(idx), name]
+        args = (
+            ["vdi", "object", "location", name]
+            if idx is None
+            else ["vdi", "object", "location", "-i", str(idx), name]
+        )
         out = dog(*args).decode()
         tail = out.split("According to sheepdog algorithm", 1)[1]
         expected = re.findall(r"\S+:\d+", tail)
@@ -140,6 +146,7 @@ def test_placement_agrees_with_dog(cluster, new_name, dog):
 
 
 # ------------------------------------------------------------- attributes
+
 
 def _dog_status(target, *args):
     """(exit status, stdout, stderr) of dog, for runs expected to fail."""

@@ -27,6 +27,7 @@ TIMEOUT = 30.0  # generous: CI machines are shared
 # ---------------------------------------------------------------------------
 # a tiny raw client
 
+
 def recv_exact(sock, size):
     buf = bytearray(size)
     view, got = memoryview(buf), 0
@@ -55,15 +56,15 @@ class Client:
         rsp = w.ResponseHeader.unpack(recv_exact(self.sock, w.HEADER_SIZE))
         return rsp, recv_exact(self.sock, rsp.data_length)
 
-    def request(self, opcode, args=None, payload=b"", *, flags=None, data_length=None,
-                **kw):
+    def request(self, opcode, args=None, payload=b"", *, flags=None, data_length=None, **kw):
         if flags is None:
             flags = w.FLAG_WRITE if payload else 0
         if data_length is None:
             data_length = len(payload)
         self.next_id += 1
-        return w.make_request(opcode, args, flags=flags, data_length=data_length,
-                              id=self.next_id, **kw)
+        return w.make_request(
+            opcode, args, flags=flags, data_length=data_length, id=self.next_id, **kw
+        )
 
     def call(self, opcode, args=None, payload=b"", **kw):
         req = self.request(opcode, args, payload, **kw)
@@ -90,23 +91,23 @@ class Client:
         return self.call(w.OP_DEL_VDI, w.VdiArgs(snapid=snapid), w.vdi_payload(name, tag))[0]
 
     def read(self, oid, length, offset=0):
-        rsp, data = self.call(w.OP_READ_OBJ, w.ObjArgs(oid=oid, offset=offset),
-                              data_length=length)
+        rsp, data = self.call(w.OP_READ_OBJ, w.ObjArgs(oid=oid, offset=offset), data_length=length)
         return rsp.result, data
 
     def create(self, oid, data, offset=0, cow_oid=0, copy_policy=0):
         flags = w.FLAG_WRITE | (w.FLAG_COW if cow_oid else 0)
-        return self.call(w.OP_CREATE_AND_WRITE_OBJ,
-                         w.ObjArgs(oid=oid, cow_oid=cow_oid, offset=offset,
-                                   copy_policy=copy_policy),
-                         data, flags=flags)[0].result
+        return self.call(
+            w.OP_CREATE_AND_WRITE_OBJ,
+            w.ObjArgs(oid=oid, cow_oid=cow_oid, offset=offset, copy_policy=copy_policy),
+            data,
+            flags=flags,
+        )[0].result
 
     def write(self, oid, data, offset=0):
         return self.call(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid, offset=offset), data)[0].result
 
     def set_entry(self, vid, idx, value):
-        return self.write(w.inode_oid(vid), struct.pack("<I", value),
-                          w.index_entry_offset(idx))
+        return self.write(w.inode_oid(vid), struct.pack("<I", value), w.index_entry_offset(idx))
 
     def put_object(self, vid, idx, data, offset=0):
         """A fresh object the way dog writes it: CREATE, then the index entry."""
@@ -122,25 +123,35 @@ class Client:
         return w.InodeHeader.unpack(raw)
 
     def entry(self, vid, idx):
-        return struct.unpack("<I", self.read(w.inode_oid(vid), 4,
-                                             w.index_entry_offset(idx))[1])[0]
+        return struct.unpack("<I", self.read(w.inode_oid(vid), 4, w.index_entry_offset(idx))[1])[0]
 
     def snapshot(self, name, tag):
         """dog vdi snapshot: tag the working inode, NEW_VDI with snapid=1."""
         base = self.vid(name)
         hdr = self.header(base)
         assert self.write(w.inode_oid(base), w.pad_name(tag), w.INODE_TAG_OFFSET) == 0
-        rsp = self.new_vdi(name, hdr.vdi_size, base_vdi_id=base, snapid=1,
-                           copies=hdr.nr_copies, copy_policy=hdr.copy_policy,
-                           store_policy=hdr.store_policy,
-                           block_size_shift=hdr.block_size_shift)
+        rsp = self.new_vdi(
+            name,
+            hdr.vdi_size,
+            base_vdi_id=base,
+            snapid=1,
+            copies=hdr.nr_copies,
+            copy_policy=hdr.copy_policy,
+            store_policy=hdr.store_policy,
+            block_size_shift=hdr.block_size_shift,
+        )
         assert rsp.result == w.RES_SUCCESS, rsp
         return base, rsp.vdi.vdi_id
 
     def clone(self, snapshot_vid, name):
         hdr = self.header(snapshot_vid)
-        rsp = self.new_vdi(name, hdr.vdi_size, base_vdi_id=snapshot_vid,
-                           copies=hdr.nr_copies, block_size_shift=hdr.block_size_shift)
+        rsp = self.new_vdi(
+            name,
+            hdr.vdi_size,
+            base_vdi_id=snapshot_vid,
+            copies=hdr.nr_copies,
+            block_size_shift=hdr.block_size_shift,
+        )
         assert rsp.result == w.RES_SUCCESS, rsp
         return rsp.vdi.vdi_id
 
@@ -177,12 +188,13 @@ def take_hazards(sheep, count=1):
 # ---------------------------------------------------------------------------
 # vector replay
 
+
 class Msg(NamedTuple):
     line: int
     direction: str
     header: bytes
     length: int
-    payload: Optional[bytes]       # None when only a sha256 was stored
+    payload: Optional[bytes]  # None when only a sha256 was stored
 
 
 def load_vector(name):
@@ -192,8 +204,11 @@ def load_vector(name):
             if not line.startswith(("C>S ", "S>C ")):
                 continue
             direction, header, length, payload = line.split()
-            raw = None if payload.startswith("sha256:") else \
-                (b"" if payload == "-" else bytes.fromhex(payload))
+            raw = (
+                None
+                if payload.startswith("sha256:")
+                else (b"" if payload == "-" else bytes.fromhex(payload))
+            )
             msgs.append(Msg(number, direction, bytes.fromhex(header), int(length), raw))
     return msgs
 
@@ -209,8 +224,8 @@ class Replay:
     def __init__(self, sheep, port=None):
         self.sheep = sheep
         self.client = Client(port or sheep.port)
-        self.last_read = {}          # oid -> payload of the latest READ_OBJ reply
-        self.reply_ids = []          # reply ids in arrival order, per batch
+        self.last_read = {}  # oid -> payload of the latest READ_OBJ reply
+        self.reply_ids = []  # reply ids in arrival order, per batch
 
     def close(self):
         self.client.close()
@@ -235,8 +250,9 @@ class Replay:
             sent = []
             while i < len(msgs) and msgs[i].direction == "C>S":
                 req = w.RequestHeader.unpack(msgs[i].header)
-                payload = self.payload_for(name, msgs[i], req, synth) \
-                    if req.flags & w.FLAG_WRITE else b""
+                payload = (
+                    self.payload_for(name, msgs[i], req, synth) if req.flags & w.FLAG_WRITE else b""
+                )
                 self.client.send(msgs[i].header, payload)
                 sent.append(req)
                 i += 1
@@ -269,51 +285,64 @@ class Replay:
         ids = [req.id for req in sent]
         if len(set(ids)) == len(ids):
             by_id = {rsp.id: (rsp, data) for rsp, data in replies}
-            return [(exp, req, by_id[req.id]) for req in sent
-                    for exp in expected
-                    if w.ResponseHeader.unpack(exp.header).id == req.id]
+            return [
+                (exp, req, by_id[req.id])
+                for req in sent
+                for exp in expected
+                if w.ResponseHeader.unpack(exp.header).id == req.id
+            ]
         return list(zip(expected, sent, replies))
 
     def _compare(self, name, exp_msg, req, rsp, data):
         where = f"{name}:{exp_msg.line}"
         exp = w.ResponseHeader.unpack(exp_msg.header)
-        assert (rsp.opcode, rsp.result, rsp.data_length) == \
-            (exp.opcode, exp.result, exp.data_length), where
-        assert (rsp.proto_ver, rsp.flags, rsp.id, rsp.epoch) == \
-            (0, 0, exp.id, self.sheep.epoch), where
-        if exp.result != w.RES_VDI_EXIST:      # VDI_EXIST carries a garbage vdi_id
-            assert rsp.args == exp.args, where     # vdi_id, copies, bss, nr_nodes...
+        assert (rsp.opcode, rsp.result, rsp.data_length) == (
+            exp.opcode,
+            exp.result,
+            exp.data_length,
+        ), where
+        assert (rsp.proto_ver, rsp.flags, rsp.id, rsp.epoch) == (0, 0, exp.id, self.sheep.epoch), (
+            where
+        )
+        if exp.result != w.RES_VDI_EXIST:  # VDI_EXIST carries a garbage vdi_id
+            assert rsp.args == exp.args, where  # vdi_id, copies, bss, nr_nodes...
         if exp_msg.payload is None or not exp_msg.length:
             return
         if rsp.opcode == w.OP_GET_NODE_LIST:
             n = rsp.node_list.nr_nodes
             ours = w.unpack_node_list(data, n)
             theirs = w.unpack_node_list(exp_msg.payload, n)
-            assert [(r.addr, r.nr_vnodes, r.zone) for r in ours] == \
-                [(r.addr, r.nr_vnodes, r.zone) for r in theirs], where
+            assert [(r.addr, r.nr_vnodes, r.zone) for r in ours] == [
+                (r.addr, r.nr_vnodes, r.zone) for r in theirs
+            ], where
             assert [r.port for r in ours] == [n.port for n in self.sheep._nodes], where
         elif rsp.opcode == w.OP_STAT_CLUSTER:
-            assert data[8:] == exp_msg.payload[8:], where     # all but ctime
+            assert data[8:] == exp_msg.payload[8:], where  # all but ctime
         else:
             assert data == exp_msg.payload, where
 
 
 def header_rewrite(**fields):
     """Synthesize an inode header write from the header read just before it."""
+
     def synth(replay, req, msg):
-        base = replay.last_read[req.obj.oid][:msg.length]
+        base = replay.last_read[req.obj.oid][: msg.length]
         hdr = w.InodeHeader.unpack(base)._replace(**fields)
-        return hdr.pack() + base[w.INODE_HEADER_FIELDS_SIZE:]
+        return hdr.pack() + base[w.INODE_HEADER_FIELDS_SIZE :]
+
     return synth
 
 
 def hyper_root_rewrite(leaves):
     """hyper_write's offset-0 rewrite: client's header + a depth-1 root."""
+
     def synth(replay, req, msg):
-        base = replay.last_read[req.obj.oid][:w.INODE_HEADER_SIZE]
+        base = replay.last_read[req.obj.oid][: w.INODE_HEADER_SIZE]
         root = w.BTREE_HEADER.pack(w.BTREE_MAGIC, 1, len(leaves)) + b"".join(
-            w.BTREE_LEAF_ENTRY.pack(idx, vid) for idx, vid in leaves)
+            w.BTREE_LEAF_ENTRY.pack(idx, vid) for idx, vid in leaves
+        )
         return base + root
+
     return synth
 
 
@@ -325,6 +354,7 @@ def unknown_vdi(sheep):
 
 # ---------------------------------------------------------------------------
 # dog vdi list -r, computed from the inode the way dog does (section 6.3)
+
 
 def dog_list_line(client, vid):
     result, raw = client.read(w.inode_oid(vid), w.INODE_HEADER_SIZE + 8)
@@ -338,9 +368,21 @@ def dog_list_line(client, vid):
     kind = "s" if hdr.snap_ctime else ("c" if hdr.snap_id == 1 and hdr.parent_vdi_id else "=")
     d, p = w.ec_split(hdr.copy_policy)
     redundancy = f"{d}:{p}" if hdr.copy_policy else str(hdr.nr_copies)
-    return " ".join([kind, hdr.name.decode(), str(hdr.snap_id if hdr.snap_ctime else 0),
-                     str(hdr.vdi_size), str(used), str(shared), str(hdr.create_time >> 32),
-                     f"{vid:x}", redundancy, hdr.tag.decode(), str(hdr.block_size_shift)])
+    return " ".join(
+        [
+            kind,
+            hdr.name.decode(),
+            str(hdr.snap_id if hdr.snap_ctime else 0),
+            str(hdr.vdi_size),
+            str(used),
+            str(shared),
+            str(hdr.create_time >> 32),
+            f"{vid:x}",
+            redundancy,
+            hdr.tag.decode(),
+            str(hdr.block_size_shift),
+        ]
+    )
 
 
 def captured_list_lines():
@@ -350,7 +392,7 @@ def captured_list_lines():
 
 def assert_listed_like_dog(client, vid, expected):
     ours, theirs = dog_list_line(client, vid).split(" "), expected.split(" ")
-    assert abs(int(ours[6]) - time.time()) < 60        # ctime: our clock
+    assert abs(int(ours[6]) - time.time()) < 60  # ctime: our clock
     ours[6] = theirs[6]
     assert ours == theirs
 
@@ -358,15 +400,24 @@ def assert_listed_like_dog(client, vid, expected):
 # ===========================================================================
 # framing, versions, pipelining
 
+
 def test_reply_header_echoes_the_request():
     with FakeSheep(epoch=7) as sheep:
         c = Client(sheep.port)
-        req = w.make_request(w.OP_GET_CLUSTER_DEFAULT, id=0xDEADBEEF, flags=w.FLAG_DIRECT,
-                             epoch=999)
+        req = w.make_request(
+            w.OP_GET_CLUSTER_DEFAULT, id=0xDEADBEEF, flags=w.FLAG_DIRECT, epoch=999
+        )
         c.send(req)
         rsp, data = c.recv()
-        assert (rsp.proto_ver, rsp.opcode, rsp.flags, rsp.epoch, rsp.id, rsp.data_length,
-                rsp.result) == (0, w.OP_GET_CLUSTER_DEFAULT, 0, 7, 0xDEADBEEF, 0, 0)
+        assert (
+            rsp.proto_ver,
+            rsp.opcode,
+            rsp.flags,
+            rsp.epoch,
+            rsp.id,
+            rsp.data_length,
+            rsp.result,
+        ) == (0, w.OP_GET_CLUSTER_DEFAULT, 0, 7, 0xDEADBEEF, 0, 0)
         assert data == b""
         c.close()
 
@@ -375,15 +426,21 @@ def test_payload_is_read_only_when_the_write_flag_is_set(client):
     # Without WRITE the "payload" is parsed as the next request: a faithful
     # desync. Here those 48 bytes happen to be a valid GET_CLUSTER_DEFAULT.
     smuggled = w.make_request(w.OP_GET_CLUSTER_DEFAULT, id=99).pack()
-    read = w.make_request(w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(5, 0)), id=1,
-                          data_length=len(smuggled))
+    read = w.make_request(
+        w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(5, 0)), id=1, data_length=len(smuggled)
+    )
     client.send(read, smuggled)
     first, second = client.recv(), client.recv()
     assert (first[0].id, first[0].result) == (1, w.RES_NO_OBJ)
     assert (second[0].id, second[0].result) == (99, w.RES_SUCCESS)
     # With WRITE the same bytes are consumed as payload (and ignored by READ).
-    read = w.make_request(w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(5, 0)), id=2,
-                          flags=w.FLAG_WRITE, data_length=len(smuggled))
+    read = w.make_request(
+        w.OP_READ_OBJ,
+        w.ObjArgs(oid=w.data_oid(5, 0)),
+        id=2,
+        flags=w.FLAG_WRITE,
+        data_length=len(smuggled),
+    )
     client.send(read, smuggled)
     assert client.recv()[0].id == 2
     assert client.call(w.OP_GET_CLUSTER_DEFAULT)[0].result == w.RES_SUCCESS
@@ -392,8 +449,9 @@ def test_payload_is_read_only_when_the_write_flag_is_set(client):
 def test_write_without_flag_operates_on_a_zero_buffer(client):
     vid = client.new_vdi("nowrite", 8 * MIB).vdi.vdi_id
     client.put_object(vid, 0, b"\xff" * 64)
-    client.send(client.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=w.data_oid(vid, 0)),
-                               flags=0, data_length=16))
+    client.send(
+        client.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=w.data_oid(vid, 0)), flags=0, data_length=16)
+    )
     assert client.recv()[0].result == w.RES_SUCCESS
     assert client.read(w.data_oid(vid, 0), 64)[1] == bytes(16) + b"\xff" * 48
 
@@ -405,19 +463,33 @@ def test_unknown_opcode_is_invalid_and_the_connection_stays_usable(client):
     assert client.call(w.OP_GET_CLUSTER_DEFAULT)[0].result == w.RES_SUCCESS
 
 
-@pytest.mark.parametrize("proto_ver,result", [
-    (0, w.RES_SUCCESS), (1, w.RES_SUCCESS), (2, w.RES_SUCCESS),
-    (3, w.RES_VER_MISMATCH), (0x0A, w.RES_VER_MISMATCH)])
+@pytest.mark.parametrize(
+    "proto_ver,result",
+    [
+        (0, w.RES_SUCCESS),
+        (1, w.RES_SUCCESS),
+        (2, w.RES_SUCCESS),
+        (3, w.RES_VER_MISMATCH),
+        (0x0A, w.RES_VER_MISMATCH),
+    ],
+)
 def test_proto_ver_of_public_ops(client, proto_ver, result):
     assert client.call(w.OP_GET_CLUSTER_DEFAULT, proto_ver=proto_ver)[0].result == result
 
 
-@pytest.mark.parametrize("proto_ver,result", [
-    (0x0A, w.RES_SUCCESS), (0x02, w.RES_VER_MISMATCH), (0x0B, w.RES_VER_MISMATCH),
-    (0, w.RES_VER_MISMATCH)])
+@pytest.mark.parametrize(
+    "proto_ver,result",
+    [
+        (0x0A, w.RES_SUCCESS),
+        (0x02, w.RES_VER_MISMATCH),
+        (0x0B, w.RES_VER_MISMATCH),
+        (0, w.RES_VER_MISMATCH),
+    ],
+)
 def test_proto_ver_of_internal_ops(client, proto_ver, result):
-    rsp, data = client.call(w.OP_GET_NODE_LIST, data_length=w.NODE_LIST_BUFFER_SIZE,
-                            proto_ver=proto_ver)
+    rsp, data = client.call(
+        w.OP_GET_NODE_LIST, data_length=w.NODE_LIST_BUFFER_SIZE, proto_ver=proto_ver
+    )
     assert rsp.result == result
     assert len(data) == (80 if result == 0 else 0)
 
@@ -434,8 +506,9 @@ def test_pipelined_requests_are_matched_by_id(client):
     requests = {}
     wire_bytes = b""
     for idx in blobs:
-        req = client.request(w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(vid, idx)),
-                             data_length=len(blobs[idx]))
+        req = client.request(
+            w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(vid, idx)), data_length=len(blobs[idx])
+        )
         requests[req.id] = idx
         wire_bytes += req.pack()
     client.sock.sendall(wire_bytes)
@@ -488,10 +561,15 @@ def test_a_client_that_stops_reading_does_not_block_others(sheep, client):
     for idx in range(4):
         client.put_object(vid, idx, os.urandom(OBJ))
     hog = Client(sheep.port)
-    hog.sock.sendall(b"".join(
-        hog.request(w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(vid, i % 4)),
-                    data_length=OBJ).pack() for i in range(24)))
-    time.sleep(0.2)                          # let its replies pile up
+    hog.sock.sendall(
+        b"".join(
+            hog.request(
+                w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(vid, i % 4)), data_length=OBJ
+            ).pack()
+            for i in range(24)
+        )
+    )
+    time.sleep(0.2)  # let its replies pile up
     for _ in range(3):
         start = time.monotonic()
         assert client.read(w.data_oid(vid, 1), OBJ)[0] == 0
@@ -512,6 +590,7 @@ def test_many_connections_share_one_store(cluster3):
 
 # ===========================================================================
 # cluster ops
+
 
 def test_cluster_defaults_come_from_the_constructor():
     with FakeSheep(copies=3, copy_policy=0x11, block_size_shift=20) as sheep:
@@ -543,13 +622,20 @@ def test_cluster_info(cluster3):
     rsp, data = c.call(w.OP_CLUSTER_INFO, data_length=w.CLUSTER_INFO_SIZE)
     assert rsp.result == 0 and len(data) == w.CLUSTER_INFO_SIZE == 491568
     info = w.ClusterInfo.unpack(data)
-    assert (info.proto_ver, info.nr_nodes, info.epoch, info.flags, info.nr_copies,
-            info.status, info.block_size_shift, info.default_store) == \
-        (0x0A, 3, 1, w.CLUSTER_FLAG_AUTO_VNODES, 2, 1, 22, b"plain")
+    assert (
+        info.proto_ver,
+        info.nr_nodes,
+        info.epoch,
+        info.flags,
+        info.nr_copies,
+        info.status,
+        info.block_size_shift,
+        info.default_store,
+    ) == (0x0A, 3, 1, w.CLUSTER_FLAG_AUTO_VNODES, 2, 1, 22, b"plain")
     assert info.ctime >> 32 == pytest.approx(time.time(), abs=60)
     nodes = w.unpack_node_list(data[48:], 3)
     assert [n.port for n in nodes] == [int(a.rsplit(":", 1)[1]) for a in cluster3.addresses]
-    assert not any(data[48 + 3 * 80:])
+    assert not any(data[48 + 3 * 80 :])
     c.close()
 
 
@@ -557,8 +643,13 @@ def test_stat_cluster(client):
     rsp, data = client.call(w.OP_STAT_CLUSTER, w.ClusterArgs(0), data_length=48)
     assert rsp.result == 0 and len(data) == 48
     rec = w.StatCluster.unpack(data)
-    assert (rec.epoch, rec.nr_nodes, rec.nr_copies, rec.flags, rec.driver) == \
-        (1, 0, 2, w.CLUSTER_FLAG_AUTO_VNODES, b"plain")
+    assert (rec.epoch, rec.nr_nodes, rec.nr_copies, rec.flags, rec.driver) == (
+        1,
+        0,
+        2,
+        w.CLUSTER_FLAG_AUTO_VNODES,
+        b"plain",
+    )
     assert rec.ctime >> 32 == pytest.approx(time.time(), abs=60)
     rsp, data = client.call(w.OP_STAT_CLUSTER, w.ClusterArgs(1), data_length=128)
     assert rsp.result == 0 and w.StatCluster.unpack(data).nr_nodes == 1
@@ -578,8 +669,10 @@ def test_vdi_bitmaps(client):
     for opcode in (w.OP_READ_VDIS, w.OP_READ_DEL_VDIS):
         for bad in (0, 4096, w.VDI_BITMAP_SIZE + 1):
             assert client.call(opcode, data_length=bad)[0].result == w.RES_INVALID_PARMS
-    assert client.call(w.OP_READ_DEL_VDIS, data_length=w.VDI_BITMAP_SIZE,
-                       proto_ver=2)[0].result == w.RES_VER_MISMATCH
+    assert (
+        client.call(w.OP_READ_DEL_VDIS, data_length=w.VDI_BITMAP_SIZE, proto_ver=2)[0].result
+        == w.RES_VER_MISMATCH
+    )
     rsp, in_use = client.call(w.OP_READ_VDIS, data_length=w.VDI_BITMAP_SIZE)
     assert rsp.result == 0 and len(in_use) == w.VDI_BITMAP_SIZE
     assert w.bitmap_test(in_use, vid)
@@ -595,17 +688,27 @@ def test_vdi_bitmaps(client):
 # ===========================================================================
 # VDI ops
 
+
 def test_new_vdi(client):
     rsp = client.new_vdi("probe-a", 64 * MIB)
     assert rsp.result == 0
     assert rsp.vdi == w.VdiResult(0x7F588F, 0, 2, 22)
     hdr = client.header(0x7F588F)
-    assert (hdr.name, hdr.tag, hdr.vdi_size, hdr.nr_copies, hdr.block_size_shift,
-            hdr.snap_id, hdr.vdi_id, hdr.parent_vdi_id, hdr.snap_ctime,
-            hdr.copy_policy, hdr.store_policy) == \
-        (b"probe-a", b"", 64 * MIB, 2, 22, 1, 0x7F588F, 0, 0, 0, 0)
+    assert (
+        hdr.name,
+        hdr.tag,
+        hdr.vdi_size,
+        hdr.nr_copies,
+        hdr.block_size_shift,
+        hdr.snap_id,
+        hdr.vdi_id,
+        hdr.parent_vdi_id,
+        hdr.snap_ctime,
+        hdr.copy_policy,
+        hdr.store_policy,
+    ) == (b"probe-a", b"", 64 * MIB, 2, 22, 1, 0x7F588F, 0, 0, 0, 0)
     sec, nsec = hdr.create_time >> 32, hdr.create_time & 0xFFFFFFFF
-    assert abs(sec - time.time()) < 60 and nsec < 10 ** 9
+    assert abs(sec - time.time()) < 60 and nsec < 10**9
     assert client.new_vdi("probe-a", MIB).result == w.RES_VDI_EXIST
     rsp = client.new_vdi("explicit", 0, copies=3, block_size_shift=20)
     assert rsp.vdi[2:] == (3, 20)
@@ -617,7 +720,7 @@ def test_new_vdi_payload_rules(client):
     for payload in (w.vdi_payload("x", ""), b"x", b""):
         rsp, _ = client.call(w.OP_NEW_VDI, args, payload, flags=w.FLAG_WRITE)
         assert rsp.result == w.RES_INVALID_PARMS
-    rsp, _ = client.call(w.OP_NEW_VDI, args, b"n" * 256)      # no NUL
+    rsp, _ = client.call(w.OP_NEW_VDI, args, b"n" * 256)  # no NUL
     assert rsp.result == w.RES_INVALID_PARMS
     rsp, _ = client.call(w.OP_NEW_VDI, args, w.pad_name("n" * 255))
     assert rsp.result == 0
@@ -634,14 +737,14 @@ def test_vid_allocation_skips_zero_and_wraps(sheep):
     name = b"wrap"
     start = w.fnv1a_vid(name)
     assert store._alloc_vid(name) == start
-    store.in_use[start >> 3] |= 0xFF & ~((1 << (start & 7)) - 1)   # bits start.. of its byte
-    store.in_use[(start >> 3) + 1:] = b"\xff" * (len(store.in_use) - (start >> 3) - 1)
+    store.in_use[start >> 3] |= 0xFF & ~((1 << (start & 7)) - 1)  # bits start.. of its byte
+    store.in_use[(start >> 3) + 1 :] = b"\xff" * (len(store.in_use) - (start >> 3) - 1)
     assert w.bitmap_test(store.in_use, start) and w.bitmap_test(store.in_use, w.VID_MASK)
     assert not w.bitmap_test(store.in_use, start - 1)
-    assert store._alloc_vid(name) == 1           # wrapped; 0 is never a vid
+    assert store._alloc_vid(name) == 1  # wrapped; 0 is never a vid
     store.in_use[0] |= 0b10
     assert store._alloc_vid(name) == 2
-    store.in_use[:start >> 3] = b"\xff" * (start >> 3)
+    store.in_use[: start >> 3] = b"\xff" * (start >> 3)
     assert store._alloc_vid(name) == (start & ~7 if start & 7 else None)
     store.in_use[:] = b"\xff" * len(store.in_use)
     assert store._alloc_vid(name) is None
@@ -654,9 +757,9 @@ def test_vdi_lookup_table(client):
     client.new_vdi("vm", 8 * MIB)
     snap, working = client.snapshot("vm", "monday")
     assert client.lookup("vm").vdi.vdi_id == working
-    assert client.lookup("vm", tag=None).vdi.vdi_id == working          # 256-byte form
+    assert client.lookup("vm", tag=None).vdi.vdi_id == working  # 256-byte form
     assert client.lookup("vm", "monday").vdi.vdi_id == snap
-    assert client.lookup("vm", "monday", snapid=7).vdi.vdi_id == snap    # tag wins
+    assert client.lookup("vm", "monday", snapid=7).vdi.vdi_id == snap  # tag wins
     assert client.lookup("vm", snapid=1).vdi.vdi_id == snap
     # the working VDI has snap_id 2, but snapid lookups only match snapshots
     assert client.header(working).snap_id == 2
@@ -677,7 +780,7 @@ def test_lock_and_release_are_lookups(client):
     for tag in (None, ""):
         rsp = client.lookup("lockme", tag, opcode=w.OP_LOCK_VDI)
         assert rsp.result == 0 and rsp.vdi == w.VdiResult(vid, 0, 2, 22)
-    assert client.lookup("lockme", opcode=w.OP_LOCK_VDI).result == 0   # no lock held
+    assert client.lookup("lockme", opcode=w.OP_LOCK_VDI).result == 0  # no lock held
     assert client.lookup("nope", opcode=w.OP_LOCK_VDI).result == w.RES_NO_VDI
     rsp, _ = client.call(w.OP_RELEASE_VDI, w.VdiArgs(base_vdi_id=vid))
     assert rsp.result == 0 and rsp.vdi == w.VdiResult()
@@ -716,14 +819,13 @@ def test_snapshot_of_an_older_base_keeps_one_working_vdi(sheep, client):
     new = sheep.vdi("rollback")
     assert new.vid == rsp.vdi.vdi_id and new.parent == snap1 and new.snap_id == 3
     assert new.entries == {0: snap1}
-    assert sheep.vdi_by_id(working).snapshot            # frozen, not a 2nd working VDI
+    assert sheep.vdi_by_id(working).snapshot  # frozen, not a 2nd working VDI
 
 
 def test_snapshot_and_clone_errors(client):
     client.new_vdi("orig", MIB)
     vid = client.vid("orig")
-    assert client.new_vdi("orig", MIB, base_vdi_id=0x123456, snapid=1).result == \
-        w.RES_BASE_VDI_READ
+    assert client.new_vdi("orig", MIB, base_vdi_id=0x123456, snapid=1).result == w.RES_BASE_VDI_READ
     assert client.new_vdi("ghost", MIB, base_vdi_id=vid, snapid=1).result == w.RES_NO_VDI
     assert client.new_vdi("copy", MIB, base_vdi_id=0x123456).result == w.RES_BASE_VDI_READ
     assert client.new_vdi("orig", MIB, base_vdi_id=vid).result == w.RES_VDI_EXIST
@@ -735,9 +837,14 @@ def test_clone(sheep, client):
     snap, _working = client.snapshot("golden", "v1")
     clone = client.clone(snap, "child")
     info = sheep.vdi("child")
-    assert (info.vid, info.parent, info.snap_id, info.snapshot, info.entries) == \
-        (clone, snap, 1, False, {1: snap})
-    assert sheep.refcount(w.data_oid(snap, 1)) == 3       # snapshot, working, clone
+    assert (info.vid, info.parent, info.snap_id, info.snapshot, info.entries) == (
+        clone,
+        snap,
+        1,
+        False,
+        {1: snap},
+    )
+    assert sheep.refcount(w.data_oid(snap, 1)) == 3  # snapshot, working, clone
     assert client.read(w.data_oid(info.entries[1], 1), 11) == (0, b"golden bits")
 
 
@@ -764,9 +871,9 @@ def test_delete_without_zeroing_leaves_a_zombie(sheep, client):
     for idx in range(2):
         client.put_object(vid, idx, b"leak")
     assert client.delete("zombie").result == 0
-    assert sheep.object_ids() == {w.data_oid(vid, 0), w.data_oid(vid, 1)}   # leaked
+    assert sheep.object_ids() == {w.data_oid(vid, 0), w.data_oid(vid, 1)}  # leaked
     assert sheep.vdi_by_id(vid).deleted
-    assert client.lookup("zombie").vdi.vdi_id == vid                      # still resolves
+    assert client.lookup("zombie").vdi.vdi_id == vid  # still resolves
     assert client.header(vid).name == b"zombie"
     assert client.new_vdi("zombie", MIB).result == w.RES_VDI_EXIST
     _, listed = client.call(w.OP_READ_DEL_VDIS, data_length=w.VDI_BITMAP_SIZE)
@@ -797,7 +904,7 @@ def test_index_update_replacing_an_entry_moves_the_reference(sheep, client):
     client.put_object(vid, 0, b"mine")
     assert client.create(w.data_oid(other, 0), b"theirs") == 0
     assert client.set_entry(vid, 0, other) == 0
-    assert w.data_oid(vid, 0) not in sheep.object_ids()        # count fell to 0
+    assert w.data_oid(vid, 0) not in sheep.object_ids()  # count fell to 0
     assert sheep.refcount(w.data_oid(other, 0)) == 1
     # a partial (2-byte) write inside an entry is still an index update
     assert client.write(w.inode_oid(vid), b"\0\0", w.INDEX_OFFSET + 2) == 0
@@ -809,15 +916,16 @@ def test_header_rewrite_bypasses_reference_counting(sheep, client):
     vid = client.new_vdi("resize", 4 * MIB).vdi.vdi_id
     client.put_object(vid, 0, b"keep")
     hdr = client.header(vid)._replace(vdi_size=16 * MIB)
-    raw = hdr.pack().ljust(w.INODE_HEADER_SIZE, b"\0") + bytes(4)    # also clobbers entry 0
+    raw = hdr.pack().ljust(w.INODE_HEADER_SIZE, b"\0") + bytes(4)  # also clobbers entry 0
     assert client.write(w.inode_oid(vid), raw) == 0
     assert client.header(vid).vdi_size == 16 * MIB
     assert client.entry(vid, 0) == 0
-    assert w.data_oid(vid, 0) in sheep.object_ids()            # not reclaimed
+    assert w.data_oid(vid, 0) in sheep.object_ids()  # not reclaimed
 
 
 # ===========================================================================
 # object ops
+
 
 def test_create_replaces_an_existing_object(client):
     vid = client.new_vdi("objs", 8 * MIB).vdi.vdi_id
@@ -836,7 +944,7 @@ def test_write_and_read_edges(client):
     rsp, data = client.call(w.OP_READ_OBJ, w.ObjArgs(oid=oid), data_length=512)
     assert (rsp.result, rsp.data_length, data) == (w.RES_NO_OBJ, 0, b"")
     assert client.create(oid, b"") == 0
-    assert client.write(oid, b"u" * 100, offset=1000) == 0           # unaligned
+    assert client.write(oid, b"u" * 100, offset=1000) == 0  # unaligned
     assert client.write(oid, b"end!", offset=OBJ - 4) == 0
     result, data = client.read(oid, 1200)
     assert data == bytes(1000) + b"u" * 100 + bytes(100)
@@ -852,8 +960,7 @@ def test_writes_past_the_object_end_are_refused(sheep, client):
     assert client.create(oid, b"x" * 10, offset=OBJ - 9) == w.RES_INVALID_PARMS
     assert client.create(oid, b"") == 0
     assert client.write(oid, b"x" * 10, offset=OBJ - 9) == w.RES_INVALID_PARMS
-    assert client.write(w.inode_oid(vid), b"x" * 8, offset=w.INODE_SIZE - 4) == \
-        w.RES_INVALID_PARMS
+    assert client.write(w.inode_oid(vid), b"x" * 8, offset=w.INODE_SIZE - 4) == w.RES_INVALID_PARMS
     assert all("past the object end" in h for h in take_hazards(sheep, 3))
     assert client.write(w.inode_oid(vid), b"x" * 4, offset=w.INODE_SIZE - 4) == 0
 
@@ -896,8 +1003,9 @@ def test_copy_on_write(sheep, client):
     assert client.read(dst, 66)[1] == b"PPPPccPPPP" + b"P" * 54 + bytes(2)
     # the cow source is not touched, and without the COW flag cow_oid is ignored
     assert client.read(src, 64)[1] == b"P" * 64
-    rsp, _ = client.call(w.OP_CREATE_AND_WRITE_OBJ,
-                         w.ObjArgs(oid=dst, cow_oid=src, offset=4), b"cc")
+    rsp, _ = client.call(
+        w.OP_CREATE_AND_WRITE_OBJ, w.ObjArgs(oid=dst, cow_oid=src, offset=4), b"cc"
+    )
     assert rsp.result == 0 and client.read(dst, 8)[1] == bytes(4) + b"cc\0\0"
     missing = w.data_oid(parent, 5)
     assert client.create(dst, b"z", cow_oid=missing) == w.RES_NO_OBJ
@@ -913,7 +1021,7 @@ def test_the_inode_reads_like_the_full_byte_array(sheep, client):
     hdr = w.InodeHeader.unpack(raw)
     assert (hdr.name, hdr.vdi_id, hdr.vdi_size) == (b"inode", vid, 8 * MIB)
     assert struct.unpack_from("<2I", raw, w.INDEX_OFFSET) == (0, vid)
-    assert not any(raw[w.INDEX_OFFSET + 8:])
+    assert not any(raw[w.INDEX_OFFSET + 8 :])
     # sparse storage: memory grows with what is used, not with 12 MiB
     assert len(sheep.store.inodes[vid].buf) < w.INODE_HEADER_SIZE + 64
     # writes anywhere (gref area included) are plain bytes
@@ -934,7 +1042,8 @@ def test_hyper_volume(sheep, client):
         assert client.create(w.data_oid(vid, idx), b"h%d" % idx) == 0
     # dog's update: rewrite header + root from offset 0, then the counter
     root = w.BTREE_HEADER.pack(w.BTREE_MAGIC, 1, 3) + b"".join(
-        w.BTREE_LEAF_ENTRY.pack(idx, vid) for idx in (0, 2, 10))
+        w.BTREE_LEAF_ENTRY.pack(idx, vid) for idx in (0, 2, 10)
+    )
     header = client.read(w.inode_oid(vid), w.INODE_HEADER_SIZE)[1]
     assert client.write(w.inode_oid(vid), header + root) == 0
     assert client.write(w.inode_oid(vid), bytes(4), w.INODE_BTREE_COUNTER_OFFSET) == 0
@@ -949,14 +1058,17 @@ def test_hyper_volume(sheep, client):
     raw = client.read(w.inode_oid(vid), w.INODE_HEADER_SIZE + 8)[1]
     hdr = w.InodeHeader.unpack(raw)
     assert (hdr.name, hdr.vdi_size, hdr.store_policy, hdr.vdi_id) == (b"", 0, 1, vid)
-    assert raw[w.INODE_HEADER_SIZE:] == bytes(8)
+    assert raw[w.INODE_HEADER_SIZE :] == bytes(8)
 
 
 def test_hyper_volume_depth_two_delete(sheep, client):
     vid = client.new_vdi("deep", 64 * MIB, store_policy=1).vdi.vdi_id
     node = w.btree_oid(vid, 1)
-    leaf = w.BTREE_HEADER.pack(w.BTREE_MAGIC, 1, 2) + w.BTREE_LEAF_ENTRY.pack(4, vid) + \
-        w.BTREE_LEAF_ENTRY.pack(7, vid)
+    leaf = (
+        w.BTREE_HEADER.pack(w.BTREE_MAGIC, 1, 2)
+        + w.BTREE_LEAF_ENTRY.pack(4, vid)
+        + w.BTREE_LEAF_ENTRY.pack(7, vid)
+    )
     assert client.create(node, leaf) == 0
     for idx in (4, 7):
         assert client.create(w.data_oid(vid, idx), b"d") == 0
@@ -988,6 +1100,7 @@ def test_erasure_coded_vdis_need_enough_zones(sheep, client):
 # ===========================================================================
 # hazards
 
+
 def test_hazards_are_recorded_and_refused(sheep, client):
     rsp = client.new_vdi("panic", MIB, copies=1, copy_policy=0x10)
     assert rsp.result == w.RES_INVALID_PARMS
@@ -1013,23 +1126,24 @@ def test_hazards_are_recorded_and_refused(sheep, client):
 # ===========================================================================
 # fault knobs and introspection
 
+
 def test_fail_nth(sheep, client):
     vid = client.new_vdi("faulty", 8 * MIB).vdi.vdi_id
     oid = w.data_oid(vid, 0)
     client.put_object(vid, 0, b"first")
     sheep.fail_nth(2, w.RES_EIO, w.OP_WRITE_OBJ)
     assert client.write(oid, b"secnd") == 0
-    assert client.call(w.OP_GET_CLUSTER_DEFAULT)[0].result == 0      # not counted
+    assert client.call(w.OP_GET_CLUSTER_DEFAULT)[0].result == 0  # not counted
     assert client.write(oid, b"third") == w.RES_EIO
-    assert client.read(oid, 5)[1] == b"secnd"                      # not executed
+    assert client.read(oid, 5)[1] == b"secnd"  # not executed
     assert client.write(oid, b"forth") == 0
-    sheep.fail_nth(1, w.RES_WAIT_FOR_JOIN)                          # any opcode
+    sheep.fail_nth(1, w.RES_WAIT_FOR_JOIN)  # any opcode
     rsp, data = client.call(w.OP_READ_OBJ, w.ObjArgs(oid=oid), data_length=5)
     assert (rsp.result, rsp.data_length, data) == (w.RES_WAIT_FOR_JOIN, 0, b"")
     assert client.read(oid, 5)[1] == b"forth"
     sheep.fail_nth(1, w.RES_EIO, w.OP_WRITE_OBJ, applied=True)
     assert client.write(oid, b"fifth") == w.RES_EIO
-    assert client.read(oid, 5)[1] == b"fifth"                      # executed all the same
+    assert client.read(oid, 5)[1] == b"fifth"  # executed all the same
 
 
 def test_drop_nth(sheep, client):
@@ -1042,7 +1156,7 @@ def test_drop_nth(sheep, client):
     client.send(client.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid), b"two..."), b"two...")
     with pytest.raises((EOFError, ConnectionError)):
         client.recv()
-    assert other.read(oid, 6) == (0, b"one...")                   # not executed
+    assert other.read(oid, 6) == (0, b"one...")  # not executed
     fresh = Client(sheep.port)
     assert fresh.write(oid, b"three.") == 0
     assert other.read(oid, 6) == (0, b"three.")
@@ -1060,8 +1174,8 @@ def test_drop_reply_nth_executes_then_resets(sheep, client):
     client.send(client.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid), b"two..."), b"two...")
     with pytest.raises((EOFError, ConnectionError)):
         client.recv()
-    assert other.read(oid, 6) == (0, b"two...")                   # executed
-    assert other.write(oid, b"three.") == 0                       # fired once
+    assert other.read(oid, 6) == (0, b"two...")  # executed
+    assert other.write(oid, b"three.") == 0  # fired once
     assert other.read(oid, 6) == (0, b"three.")
     other.close()
 
@@ -1072,16 +1186,16 @@ def test_stop_node_nth_before_and_after_executing(cluster3):
     vid = c0.new_vdi("stopping", 8 * MIB).vdi.vdi_id
     oid = w.data_oid(vid, 0)
     c0.put_object(vid, 0, b"before")
-    cluster3.stop_node_nth(1, w.OP_WRITE_OBJ)                    # not executed
+    cluster3.stop_node_nth(1, w.OP_WRITE_OBJ)  # not executed
     c1.send(c1.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid), b"lost.."), b"lost..")
     with pytest.raises((EOFError, ConnectionError)):
         c1.recv()
     with pytest.raises(ConnectionError):
-        Client(ports[1])                                          # the node is down
+        Client(ports[1])  # the node is down
     assert c0.read(oid, 6) == (0, b"before")
     assert c0.call(w.OP_GET_CLUSTER_DEFAULT)[0].epoch == 2
     c2 = Client(ports[2])
-    cluster3.stop_node_nth(1, w.OP_WRITE_OBJ, applied=True)       # executed
+    cluster3.stop_node_nth(1, w.OP_WRITE_OBJ, applied=True)  # executed
     c2.send(c2.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid), b"kept.."), b"kept..")
     with pytest.raises((EOFError, ConnectionError)):
         c2.recv()
@@ -1104,16 +1218,17 @@ def test_a_stopped_node_executes_nothing_it_had_read(cluster3):
     oid = w.data_oid(vid, 0)
     # the first WRITE stops the node; the ones behind it were read already
     cluster3.stop_node_nth(1, w.OP_WRITE_OBJ, applied=True)
-    cluster3.set_reorder(True)           # read them as one batch
-    requests = [c1.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid, offset=i), b"%d" % i)
-                for i in range(1, 6)]
+    cluster3.set_reorder(True)  # read them as one batch
+    requests = [
+        c1.request(w.OP_WRITE_OBJ, w.ObjArgs(oid=oid, offset=i), b"%d" % i) for i in range(1, 6)
+    ]
     c1.sock.sendall(b"".join(r.pack() + b"%d" % (i + 1) for i, r in enumerate(requests)))
     with pytest.raises((EOFError, ConnectionError)):
         c1.recv()
     cluster3.clear_faults()
     written = c0.read(oid, 6)[1]
-    assert written[1:2] == b"1"          # the first was executed before the stop
-    assert written[2:6] == bytes(4)      # the others never were
+    assert written[1:2] == b"1"  # the first was executed before the stop
+    assert written[2:6] == bytes(4)  # the others never were
     c0.close()
     c1.close()
 
@@ -1161,14 +1276,19 @@ def test_request_counts_and_log(sheep, client):
     vid = client.new_vdi("counted", 8 * MIB).vdi.vdi_id
     client.put_object(vid, 1, b"abc", offset=7)
     client.read(w.data_oid(vid, 1), 10)
-    assert sheep.request_counts() == {w.OP_NEW_VDI: 1, w.OP_CREATE_AND_WRITE_OBJ: 1,
-                                      w.OP_WRITE_OBJ: 1, w.OP_READ_OBJ: 1}
+    assert sheep.request_counts() == {
+        w.OP_NEW_VDI: 1,
+        w.OP_CREATE_AND_WRITE_OBJ: 1,
+        w.OP_WRITE_OBJ: 1,
+        w.OP_READ_OBJ: 1,
+    }
     log = sheep.request_log()
     assert [(e.opcode, e.oid, e.offset, e.data_length) for e in log] == [
         (w.OP_NEW_VDI, 0, 0, 256),
         (w.OP_CREATE_AND_WRITE_OBJ, w.data_oid(vid, 1), 7, 3),
         (w.OP_WRITE_OBJ, w.inode_oid(vid), w.index_entry_offset(1), 4),
-        (w.OP_READ_OBJ, w.data_oid(vid, 1), 0, 10)]
+        (w.OP_READ_OBJ, w.data_oid(vid, 1), 0, 10),
+    ]
     assert log[1].flags == w.FLAG_WRITE and log[0].node == 0
     sheep.clear_request_log()
     assert sheep.request_log() == []
@@ -1211,10 +1331,15 @@ def test_throughput_of_4mib_objects(client):
         client.sock.sendall(data)
 
     write = pipeline(send_create)
-    read = pipeline(lambda i: client.send(client.request(
-        w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(vid, i)), data_length=OBJ)))
-    print(f"\nFakeSheep loopback, 4 MiB objects, depth {depth}: "
-          f"write {write:.0f} MB/s, read {read:.0f} MB/s")
+    read = pipeline(
+        lambda i: client.send(
+            client.request(w.OP_READ_OBJ, w.ObjArgs(oid=w.data_oid(vid, i)), data_length=OBJ)
+        )
+    )
+    print(
+        f"\nFakeSheep loopback, 4 MiB objects, depth {depth}: "
+        f"write {write:.0f} MB/s, read {read:.0f} MB/s"
+    )
     # Speed is the benchmarks' business; here only correctness is asserted.
     assert client.read(w.data_oid(vid, count - 1), OBJ)[1] == data
 
@@ -1289,10 +1414,17 @@ def test_replay_delete_clone(cluster3):
     replay.close()
 
 
-@pytest.mark.parametrize("names", [
-    ["create_zero"], ["create_prealloc"], ["create_bss20", "write_bss20"],
-    ["ec_create", "ec_write", "ec_read", "ec_delete"], ["ec42_create", "ec42_write"],
-    ["hyper_create"]])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["create_zero"],
+        ["create_prealloc"],
+        ["create_bss20", "write_bss20"],
+        ["ec_create", "ec_write", "ec_read", "ec_delete"],
+        ["ec42_create", "ec42_write"],
+        ["hyper_create"],
+    ],
+)
 def test_replay_create_variants(cluster3, names):
     replay = Replay(cluster3)
     for name in names:
@@ -1303,7 +1435,7 @@ def test_replay_create_variants(cluster3, names):
         assert cluster3.object_ids() == {w.data_oid(vid, i) for i in range(3)}
         assert cluster3.vdi("probe-p2").entries == {0: vid, 1: vid, 2: vid}
     if names[0] == "ec_create":
-        assert cluster3.object_ids() == set()        # index zeroed, then deleted
+        assert cluster3.object_ids() == set()  # index zeroed, then deleted
         assert cluster3.vdi_by_id(0x57B2E0).deleted
 
 
@@ -1318,7 +1450,8 @@ def test_replay_hyper_write_and_direct_delete(cluster3):
         assert c.create(w.data_oid(vid, idx), b"more") == 0
     header = c.read(w.inode_oid(vid), w.INODE_HEADER_SIZE)[1]
     root = w.BTREE_HEADER.pack(w.BTREE_MAGIC, 1, 3) + b"".join(
-        w.BTREE_LEAF_ENTRY.pack(i, vid) for i in (0, 2, 10))
+        w.BTREE_LEAF_ENTRY.pack(i, vid) for i in (0, 2, 10)
+    )
     assert c.write(w.inode_oid(vid), header + root) == 0
     replay.run("hyper_delete_direct")
     assert cluster3.object_ids() == set()
@@ -1342,8 +1475,7 @@ def test_replay_direct_pipeline(cluster3, reorder):
     # recreate 'base' with objects 0x14..0x16; 0x16 holds the bytes the
     # captured READ of id 4 returned
     msgs = load_vector("direct_pipeline")
-    expected_read = next(m.payload for m in msgs
-                         if m.direction == "S>C" and m.length == 512)
+    expected_read = next(m.payload for m in msgs if m.direction == "S>C" and m.length == 512)
     c = Client(cluster3.port)
     vid = c.new_vdi("base", 64 * MIB).vdi.vdi_id
     assert vid == 0x54C278

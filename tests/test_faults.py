@@ -183,7 +183,7 @@ def test_write_that_crossed_a_membership_change_is_checked_and_mended(fake, fclu
         assert vdi.read(0, 16 * MiB) == data
     assert fake.vdi(name) is not None
     for i in range(16):
-        assert fake.object_data(w.data_oid(fake.vdi(name).vid, i)) == data[i * MiB:(i + 1) * MiB]
+        assert fake.object_data(w.data_oid(fake.vdi(name).vid, i)) == data[i * MiB : (i + 1) * MiB]
     fcluster.delete(name)
 
 
@@ -266,9 +266,9 @@ def test_overwrites_soon_after_a_membership_change_are_checked(fake, fcluster):
     name = _name("window")
     fcluster.create(name, 8 * MiB, block_size_shift=20)
     with fcluster.open(name) as vdi:
-        vdi.write(b"\x03" * (4 * MiB), 0)     # objects 0-3 exist
-        fake.epoch += 1                        # a membership change ...
-        vdi.read(0, 1)                         # ... that the client has seen
+        vdi.write(b"\x03" * (4 * MiB), 0)  # objects 0-3 exist
+        fake.epoch += 1  # a membership change ...
+        vdi.read(0, 1)  # ... that the client has seen
         vdi.write(os.urandom(4 * MiB), 4 * MiB)
         assert vdi.stats["objects_checked"] == 0  # fresh objects: nothing to check
         vdi.write(os.urandom(4 * MiB), 0)

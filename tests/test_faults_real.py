@@ -50,15 +50,19 @@ RECORD_ENV = "SHEEPFAST_FAULT_RECORD"
 LOG_LEVEL_ENV = "SHEEPFAST_FAULT_SHEEP_LOG"  # e.g. "debug": sheep logs every request
 
 if os.environ.get(LOCAL_SHEEP_ENV) != "1":
-    pytest.skip(f"fault injection needs sheep processes of its own: set {LOCAL_SHEEP_ENV}=1 "
-                "with sheep and dog on PATH", allow_module_level=True)
+    pytest.skip(
+        f"fault injection needs sheep processes of its own: set {LOCAL_SHEEP_ENV}=1 "
+        "with sheep and dog on PATH",
+        allow_module_level=True,
+    )
 
 
 def _runs() -> int:
     text = os.environ.get(RUNS_ENV, "1")
     if not text.isdigit() or int(text) < 1:
-        raise pytest.UsageError(f"{RUNS_ENV} must be a whole number of runs, 1 or more "
-                                f"(got {text!r})")
+        raise pytest.UsageError(
+            f"{RUNS_ENV} must be a whole number of runs, 1 or more (got {text!r})"
+        )
     return int(text)
 
 
@@ -66,17 +70,17 @@ RUNS = _runs()
 
 NODES = 3
 COPIES = 2
-OBJECT_SIZE = 4 * MiB              # the cluster's default object size
-IMAGE_SIZE = 256 * MiB             # 64 objects: a run takes seconds
-PIECE = 32 * MiB                   # raw calls and the driver's chunks
+OBJECT_SIZE = 4 * MiB  # the cluster's default object size
+IMAGE_SIZE = 256 * MiB  # 64 objects: a run takes seconds
+PIECE = 32 * MiB  # raw calls and the driver's chunks
 ZERO_OBJECTS = (0, 9, 10, 37, 63)  # all-zero objects (thin: never written by the driver)
-GATEWAY = 0                        # the sheep configured first
-OTHER = 2                          # a sheep the client was not told about
-KILL_IO_TIMEOUT = 20.0             # a killed sheep resets its sockets: no wait involved
-PAUSE_IO_TIMEOUT = 5.0             # a frozen sheep answers nothing: the timeout decides
+GATEWAY = 0  # the sheep configured first
+OTHER = 2  # a sheep the client was not told about
+KILL_IO_TIMEOUT = 20.0  # a killed sheep resets its sockets: no wait involved
+PAUSE_IO_TIMEOUT = 5.0  # a frozen sheep answers nothing: the timeout decides
 PAUSE_GUARD = 6 * PAUSE_IO_TIMEOUT  # a frozen sheep is let go after this, whatever happens
-CALL_BOUND = 60.0                  # no run may take longer than this (a hang fails it)
-CLUSTER_BOUND = 120.0              # leaving, joining, recovering (a loaded machine is slow)
+CALL_BOUND = 60.0  # no run may take longer than this (a hang fails it)
+CLUSTER_BOUND = 120.0  # leaving, joining, recovering (a loaded machine is slow)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -88,8 +92,7 @@ def sheep():
 
     if not available():
         pytest.fail(f"{LOCAL_SHEEP_ENV}=1 but sheep/dog are not on PATH")
-    local = LocalSheep(nodes=NODES, copies=COPIES,
-                       log_level=os.environ.get(LOG_LEVEL_ENV) or None)
+    local = LocalSheep(nodes=NODES, copies=COPIES, log_level=os.environ.get(LOG_LEVEL_ENV) or None)
     try:
         yield local  # started (afresh) by each test's healthy fixture
     finally:
@@ -101,7 +104,7 @@ def image() -> bytes:
     """Random bytes with some all-zero objects, among them the first and the last."""
     data = bytearray(os.urandom(IMAGE_SIZE))
     for index in ZERO_OBJECTS:
-        data[index * OBJECT_SIZE:(index + 1) * OBJECT_SIZE] = bytes(OBJECT_SIZE)
+        data[index * OBJECT_SIZE : (index + 1) * OBJECT_SIZE] = bytes(OBJECT_SIZE)
     return bytes(data)
 
 
@@ -132,9 +135,9 @@ class Fault:
     def __init__(self, sheep, victim: int, kind: str):
         self.sheep = sheep
         self.victim = victim
-        self.kind = kind              # "kill" or "pause"
+        self.kind = kind  # "kill" or "pause"
         self.call_started = 0.0
-        self.hit_at: Optional[float] = None   # seconds into the call
+        self.hit_at: Optional[float] = None  # seconds into the call
         self._armed = False
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -179,7 +182,7 @@ class TriggeringSource(io.RawIOBase):
     def readinto(self, b) -> int:
         view = memoryview(b).cast("B")
         n = min(len(view), len(self._data) - self._pos)
-        view[:n] = self._data[self._pos:self._pos + n]
+        view[:n] = self._data[self._pos : self._pos + n]
         self._pos += n
         if self._pos >= self._trigger:
             self._fault.arm()
@@ -222,13 +225,13 @@ class PieceTimer:
 class Call:
     """What the call under test did."""
 
-    name: str                      # the VDI
+    name: str  # the VDI
     ok: bool = False
     error: str = ""
     elapsed: float = 0.0
     returned: Optional[str] = None  # sha256 of what a read returned
     checksum: Optional[str] = None  # md5 Store.add reported
-    size: Optional[int] = None      # bytes Store.add reported
+    size: Optional[int] = None  # bytes Store.add reported
     detail: str = ""
 
 
@@ -241,12 +244,17 @@ def _glance(monkeypatch, tmp_path, sheep, gateways: str, io_timeout: float):
 
     extra = [] if gateways == "one" else sheep.addresses[1:]
     target = SimpleNamespace(address=sheep.address, is_fake=False)
-    return make_multi(monkeypatch, tmp_path, target, "native",
-                      sheepdog_store_chunk_size=PIECE // MiB,
-                      sheepdog_store_object_size=OBJECT_SIZE // MiB,
-                      sheepdog_store_io_timeout=io_timeout,
-                      sheepdog_store_connect_timeout=io_timeout,
-                      sheepdog_store_extra_addresses=extra)
+    return make_multi(
+        monkeypatch,
+        tmp_path,
+        target,
+        "native",
+        sheepdog_store_chunk_size=PIECE // MiB,
+        sheepdog_store_object_size=OBJECT_SIZE // MiB,
+        sheepdog_store_io_timeout=io_timeout,
+        sheepdog_store_connect_timeout=io_timeout,
+        sheepdog_store_extra_addresses=extra,
+    )
 
 
 def _store_plainly(sheep, name: str, data: bytes) -> None:
@@ -261,18 +269,22 @@ def op_raw_write(ctx) -> Call:
     call = Call(ctx.name)
     timer = PieceTimer(ctx.fault, ctx.rng)
     view = memoryview(ctx.image)
-    with sheepfast.connect(",".join(ctx.addresses), io_timeout=ctx.io_timeout,
-                           connect_timeout=ctx.io_timeout) as cluster:
+    with sheepfast.connect(
+        ",".join(ctx.addresses), io_timeout=ctx.io_timeout, connect_timeout=ctx.io_timeout
+    ) as cluster:
         cluster.create(ctx.name, len(ctx.image))
         ctx.names.append(ctx.name)
         with cluster.open(ctx.name) as vdi:
             ctx.start()
             for index, (off, n) in enumerate(_pieces(len(view))):
                 timer.before(index)
-                vdi.write(view[off:off + n], off)
+                vdi.write(view[off : off + n], off)
                 timer.after()
-    call.detail = f"fault {timer.delay:.3f} s into piece {PieceTimer.TRIGGER_PIECE}" \
-        if timer.delay is not None else ""
+    call.detail = (
+        f"fault {timer.delay:.3f} s into piece {PieceTimer.TRIGGER_PIECE}"
+        if timer.delay is not None
+        else ""
+    )
     return call
 
 
@@ -282,8 +294,9 @@ def op_raw_read(ctx) -> Call:
     ctx.names.append(ctx.name)
     timer = PieceTimer(ctx.fault, ctx.rng)
     digest = hashlib.sha256()
-    with sheepfast.connect(",".join(ctx.addresses), io_timeout=ctx.io_timeout,
-                           connect_timeout=ctx.io_timeout) as cluster:
+    with sheepfast.connect(
+        ",".join(ctx.addresses), io_timeout=ctx.io_timeout, connect_timeout=ctx.io_timeout
+    ) as cluster:
         with cluster.open(ctx.name) as vdi:
             ctx.start()
             for index, (off, n) in enumerate(_pieces(len(ctx.image))):
@@ -361,8 +374,8 @@ class Run:
     victim: int
     gateways: str
     io_timeout: float
-    outcome: str = ""              # "ok" or the error
-    elapsed: float = 0.0           # the call, seconds
+    outcome: str = ""  # "ok" or the error
+    elapsed: float = 0.0  # the call, seconds
     fault_at: Optional[float] = None  # seconds into the call; None: never hit
     fault_during_call: bool = False
     detail: str = ""
@@ -376,7 +389,7 @@ class Run:
     problems: list = field(default_factory=list)
     log: dict = field(default_factory=dict)
     oid_log: dict = field(default_factory=dict)  # wrong object -> sheep -> lines naming it
-    phases: dict = field(default_factory=dict)   # seconds each step of the run took
+    phases: dict = field(default_factory=dict)  # seconds each step of the run took
 
 
 class Context:
@@ -398,20 +411,24 @@ class Context:
 
     def check_piece(self, call: Call, off: int, got) -> None:
         """A read returned these bytes at off: are they the image's?"""
-        want = memoryview(self.image)[off:off + len(got)]
+        want = memoryview(self.image)[off : off + len(got)]
         if bytes(got) != want:
             from sheepfast.testing.localsheep import ObjectMismatch
 
             for start in range(0, len(got), OBJECT_SIZE):
-                a = bytes(want[start:start + OBJECT_SIZE])
-                b = bytes(memoryview(got)[start:start + OBJECT_SIZE])
+                a = bytes(want[start : start + OBJECT_SIZE])
+                b = bytes(memoryview(got)[start : start + OBJECT_SIZE])
                 if a != b:
                     self.returned_mismatches.append(
-                        str(ObjectMismatch.of((off + start) // OBJECT_SIZE, a, b)))
+                        str(ObjectMismatch.of((off + start) // OBJECT_SIZE, a, b))
+                    )
 
 
-_LOG_INTERESTING = re.compile(r"\b(ERROR|WARN|EMERG|ALERT|CRIT)\b|old epoch|"
-                              r"epoch|recovered|left|joined|fail", re.I)
+_LOG_INTERESTING = re.compile(
+    r"\b(ERROR|WARN|EMERG|ALERT|CRIT)\b|old epoch|"
+    r"epoch|recovered|left|joined|fail",
+    re.I,
+)
 
 
 _LOG_NOISE = ("recovery progress", "check_host_env", "Connection refused")
@@ -420,8 +437,11 @@ _LOG_NOISE = ("recovery progress", "check_host_env", "Connection refused")
 def _interesting(lines: list, limit: int = 40) -> list:
     """Warnings, errors and epoch changes; a dead sheep's refused connections
     only counted (there are hundreds)."""
-    picked = [line for line in lines
-              if _LOG_INTERESTING.search(line) and not any(n in line for n in _LOG_NOISE)]
+    picked = [
+        line
+        for line in lines
+        if _LOG_INTERESTING.search(line) and not any(n in line for n in _LOG_NOISE)
+    ]
     refused = sum("Connection refused" in line for line in lines)
     if refused:
         picked.append(f"({refused} lines: connect_to ... Connection refused)")
@@ -435,8 +455,19 @@ def _record(run: Run) -> None:
             f.write(json.dumps(asdict(run)) + "\n")
 
 
-def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, victim: int,
-                 gateways: str, run_index: int, glance_factory) -> Run:
+def run_scenario(
+    sheep,
+    image,
+    digests,
+    names,
+    *,
+    op: str,
+    fault_kind: str,
+    victim: int,
+    gateways: str,
+    run_index: int,
+    glance_factory,
+) -> Run:
     io_timeout = KILL_IO_TIMEOUT if fault_kind == "kill" else PAUSE_IO_TIMEOUT
     scenario = f"{fault_kind}-{'gateway' if victim == GATEWAY else 'other'}-{op}-{gateways}"
     record = Run(scenario, run_index, fault_kind, victim, gateways, io_timeout)
@@ -445,8 +476,9 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
     # The store is set up here, before the call: importing and configuring
     # glance_store on the call's thread once took longer than CALL_BOUND.
     glance = glance_factory(gateways, io_timeout) if op in GLANCE_OPS else None
-    ctx = Context(sheep, image, names, _addresses(sheep, gateways), io_timeout, fault, rng,
-                  lambda: glance)
+    ctx = Context(
+        sheep, image, names, _addresses(sheep, gateways), io_timeout, fault, rng, lambda: glance
+    )
     marks = sheep.log_marks()
     survivors = [i for i in range(NODES) if i != victim]
     reader = survivors[0]
@@ -471,8 +503,10 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
     if fault_kind == "pause":
         # Frozen until the call returns, or for PAUSE_GUARD at most.
         while not returned.is_set() and time.monotonic() < deadline:
-            if (fault.hit_at is not None
-                    and time.monotonic() - fault.call_started - fault.hit_at >= PAUSE_GUARD):
+            if (
+                fault.hit_at is not None
+                and time.monotonic() - fault.call_started - fault.hit_at >= PAUSE_GUARD
+            ):
                 record.detail = f"still running {PAUSE_GUARD:.0f} s after the freeze: let go"
                 break
             returned.wait(0.1)
@@ -524,12 +558,16 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
             record.orphan = True  # judged once the cluster is whole again (below)
         if call is not None and op in ADDS:
             if call.size != len(image) or call.checksum != digests["md5"]:
-                record.problems.append(f"add reported {call.size} bytes, md5 {call.checksum}; "
-                                       f"the image has {len(image)}, md5 {digests['md5']}")
+                record.problems.append(
+                    f"add reported {call.size} bytes, md5 {call.checksum}; "
+                    f"the image has {len(image)}, md5 {digests['md5']}"
+                )
         if call is not None and op not in WRITES:
             if call.returned != digests["sha256"] or ctx.returned_mismatches:
-                record.problems.append("the read reported success but returned wrong bytes: "
-                                       + "; ".join(ctx.returned_mismatches[:8]))
+                record.problems.append(
+                    "the read reported success but returned wrong bytes: "
+                    + "; ".join(ctx.returned_mismatches[:8])
+                )
 
         must_be_right = call is not None or op not in WRITES
         if must_be_right and expected_there:
@@ -558,7 +596,9 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
                     except sheepfast.errors.AttributeNotFound:
                         pass
             if not record.orphan_marked:
-                record.problems.append(f"the failed add left VDI {ctx.name} without its upload mark")
+                record.problems.append(
+                    f"the failed add left VDI {ctx.name} without its upload mark"
+                )
         if must_be_right and expected_there:
             after = sheep.compare_vdi(ctx.name, image, via=victim, object_size=OBJECT_SIZE)
             if not after.ok:
@@ -576,8 +616,10 @@ def run_scenario(sheep, image, digests, names, *, op: str, fault_kind: str, vict
         allowed = {ctx.name} if (op not in ADDS or call is not None) else set()
         unexpected = sheep.vdi_names() - allowed
         if unexpected and not record.orphan:
-            record.problems.append(f"dog vdi list shows VDIs the test did not expect "
-                                   f"after recovery: {sorted(unexpected)}")
+            record.problems.append(
+                f"dog vdi list shows VDIs the test did not expect "
+                f"after recovery: {sorted(unexpected)}"
+            )
     except Exception as exc:
         record.problems.append(f"the checks themselves failed: {type(exc).__name__}: {exc}")
         raise
@@ -595,7 +637,7 @@ def _diagnose(record: Run, sheep, comparison, image: bytes, marks) -> None:
     logs = sheep.log_since(marks)
     for mismatch in comparison.bad_objects[:4]:
         oid = (vid << 32) | mismatch.index
-        want = image[mismatch.index * OBJECT_SIZE:(mismatch.index + 1) * OBJECT_SIZE]
+        want = image[mismatch.index * OBJECT_SIZE : (mismatch.index + 1) * OBJECT_SIZE]
         copies = sheep.object_files(oid)
         record.problems.append(f"  object {mismatch.index} (oid {oid:016x}) on disk:")
         for node in range(NODES):
@@ -605,9 +647,12 @@ def _diagnose(record: Run, sheep, comparison, image: bytes, marks) -> None:
                 record.problems.append(f"    sheep {node}: right")
             else:
                 record.problems.append(
-                    f"    sheep {node}: {ObjectMismatch.of(mismatch.index, want, copies[node])}")
-        named = {str(node): [line for line in lines if f"{oid:016x}" in line][:30]
-                 for node, lines in logs.items()}
+                    f"    sheep {node}: {ObjectMismatch.of(mismatch.index, want, copies[node])}"
+                )
+        named = {
+            str(node): [line for line in lines if f"{oid:016x}" in line][:30]
+            for node, lines in logs.items()
+        }
         record.oid_log[f"{oid:016x}"] = named
 
 
@@ -637,8 +682,10 @@ def _finish(record: Run, sheep, marks) -> None:
 
 
 def _explain(record: Run) -> str:
-    lines = [f"{record.scenario} run {record.run}: {record.outcome} after {record.elapsed} s "
-             f"(io_timeout {record.io_timeout} s; fault at {record.fault_at} s)"]
+    lines = [
+        f"{record.scenario} run {record.run}: {record.outcome} after {record.elapsed} s "
+        f"(io_timeout {record.io_timeout} s; fault at {record.fault_at} s)"
+    ]
     lines += record.problems
     for node, log in record.log.items():
         if log:
@@ -663,37 +710,63 @@ def _params(fault_kind: str, ops, victims, gateway_sets):
                 for gateways in gateway_sets:
                     who = "gateway" if victim == GATEWAY else "other"
                     key = f"{fault_kind}-{who}-{op}-{gateways}"
-                    marks = [pytest.mark.xfail(strict=False, reason=KNOWN_BUG[key])] \
-                        if key in KNOWN_BUG else []
-                    yield pytest.param(op, victim, gateways, run, marks=marks,
-                                       id=f"{key}-{run}")
+                    marks = (
+                        [pytest.mark.xfail(strict=False, reason=KNOWN_BUG[key])]
+                        if key in KNOWN_BUG
+                        else []
+                    )
+                    yield pytest.param(op, victim, gateways, run, marks=marks, id=f"{key}-{run}")
 
 
 @pytest.fixture
 def glance_factory(monkeypatch, tmp_path, sheep):
     def make(gateways: str, io_timeout: float):
         return _glance(monkeypatch, tmp_path, sheep, gateways, io_timeout)
+
     return make
 
 
-@pytest.mark.parametrize("op, victim, gateways, run",
-                         list(_params("kill", OPS, (OTHER, GATEWAY), ("one", "all"))))
-def test_kill_a_sheep(sheep, image, image_digests, healthy, glance_factory,
-                      op, victim, gateways, run):
-    record = run_scenario(sheep, image, image_digests, healthy, op=op, fault_kind="kill",
-                          victim=victim, gateways=gateways, run_index=run,
-                          glance_factory=glance_factory)
+@pytest.mark.parametrize(
+    "op, victim, gateways, run", list(_params("kill", OPS, (OTHER, GATEWAY), ("one", "all")))
+)
+def test_kill_a_sheep(
+    sheep, image, image_digests, healthy, glance_factory, op, victim, gateways, run
+):
+    record = run_scenario(
+        sheep,
+        image,
+        image_digests,
+        healthy,
+        op=op,
+        fault_kind="kill",
+        victim=victim,
+        gateways=gateways,
+        run_index=run,
+        glance_factory=glance_factory,
+    )
     assert record.fault_at is not None, "the fault never hit: " + _explain(record)
     assert not record.problems, _explain(record)
 
 
-@pytest.mark.parametrize("op, victim, gateways, run",
-                         list(_params("pause", ("add-known",), (OTHER, GATEWAY), ("one", "all"))))
-def test_freeze_a_sheep(sheep, image, image_digests, healthy, glance_factory,
-                        op, victim, gateways, run):
-    record = run_scenario(sheep, image, image_digests, healthy, op=op, fault_kind="pause",
-                          victim=victim, gateways=gateways, run_index=run,
-                          glance_factory=glance_factory)
+@pytest.mark.parametrize(
+    "op, victim, gateways, run",
+    list(_params("pause", ("add-known",), (OTHER, GATEWAY), ("one", "all"))),
+)
+def test_freeze_a_sheep(
+    sheep, image, image_digests, healthy, glance_factory, op, victim, gateways, run
+):
+    record = run_scenario(
+        sheep,
+        image,
+        image_digests,
+        healthy,
+        op=op,
+        fault_kind="pause",
+        victim=victim,
+        gateways=gateways,
+        run_index=run,
+        glance_factory=glance_factory,
+    )
     assert record.fault_at is not None, "the fault never hit: " + _explain(record)
     assert not record.problems, _explain(record)
 
@@ -709,9 +782,8 @@ def test_the_checker_sees_wrong_bytes(sheep, healthy):
     assert sheep.compare_vdi(name, data, via=1, object_size=OBJECT_SIZE).ok
     wrong = bytearray(data)
     wrong[OBJECT_SIZE + 12345] ^= 0xFF
-    wrong[3 * OBJECT_SIZE + 896 * 1024:] = bytes(OBJECT_SIZE - 896 * 1024)
+    wrong[3 * OBJECT_SIZE + 896 * 1024 :] = bytes(OBJECT_SIZE - 896 * 1024)
     result = sheep.compare_vdi(name, wrong, via=2, object_size=OBJECT_SIZE)
     assert not result.ok
-    assert [(m.index, m.right_prefix) for m in result.bad_objects] == \
-        [(1, 12345), (3, 896 * 1024)]
+    assert [(m.index, m.right_prefix) for m in result.bad_objects] == [(1, 12345), (3, 896 * 1024)]
     assert sheep.vdi_names() == {name}

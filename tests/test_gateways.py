@@ -16,7 +16,7 @@ MiB = 1 << 20
 def _dead_address() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return "127.0.0.1:%d" % s.getsockname()[1]
+        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_ipv6_address():
@@ -124,7 +124,7 @@ def test_a_dead_configured_gateway_is_skipped_quickly():
 
 # ------------------------------------------------------------ read routing
 
-_FNV_INIT, _FNV_PRIME, _M64 = 0xcbf29ce484222325, 0x100000001b3, (1 << 64) - 1
+_FNV_INIT, _FNV_PRIME, _M64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
 
 def _fnv(data: bytes, h: int = _FNV_INIT) -> int:
@@ -233,12 +233,15 @@ def test_reads_carry_on_when_a_holder_is_down():
 
 # ------------------------------------------------------------ request size
 
+
 def _object_requests(sheep, oid):
     from sheepfast.testing import wire as w
 
-    return [(e.opcode, e.offset, e.data_length) for e in sheep.request_log()
-            if e.oid == oid and e.opcode in (w.OP_CREATE_AND_WRITE_OBJ, w.OP_WRITE_OBJ,
-                                             w.OP_READ_OBJ)]
+    return [
+        (e.opcode, e.offset, e.data_length)
+        for e in sheep.request_log()
+        if e.oid == oid and e.opcode in (w.OP_CREATE_AND_WRITE_OBJ, w.OP_WRITE_OBJ, w.OP_READ_OBJ)
+    ]
 
 
 def test_objects_go_out_in_requests_below_sheeps_mmap_threshold():
@@ -263,8 +266,9 @@ def test_objects_go_out_in_requests_below_sheeps_mmap_threshold():
     writes = [r for r in log0 if r[0] != w.OP_READ_OBJ]
     assert writes[0] == (w.OP_CREATE_AND_WRITE_OBJ, 1000, 448 * K - 1000)
     assert all(op == w.OP_WRITE_OBJ for op, _, _ in writes[1:])
-    assert [(off, n) for _, off, n in writes[1:]] == \
-        [(i * 448 * K, 448 * K) for i in range(1, 9)] + [(9 * 448 * K, 4 * MiB - 9 * 448 * K)]
+    assert [(off, n) for _, off, n in writes[1:]] == [
+        (i * 448 * K, 448 * K) for i in range(1, 9)
+    ] + [(9 * 448 * K, 4 * MiB - 9 * 448 * K)]
     reads = [(off, n) for op, off, n in log0 if op == w.OP_READ_OBJ]
     assert reads == [(off, n) for _, off, n in writes]
     assert stats["create_requests"] == 2  # one per object

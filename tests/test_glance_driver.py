@@ -15,14 +15,15 @@ import threading
 import time
 
 import pytest
-
+from glance_store import capabilities, exceptions
+from glance_store import location as glance_location
 from glance_support import (  # noqa: F401  (fixtures)
     CHUNK_MIB,
-    MiB,
     OBJECT_MIB,
     Boom,
     BufferWatchingSource,
     FailingSource,
+    MiB,
     RecordingVerifier,
     WatchedSource,
     glance,
@@ -34,12 +35,9 @@ from glance_support import (  # noqa: F401  (fixtures)
     multi,
     split_address,
 )
-
-import sheepfast
-from glance_store import capabilities, exceptions
-from glance_store import location as glance_location
 from oslo_config import cfg
 
+import sheepfast
 from sheepfast import glance as driver
 from sheepfast.testing import wire
 
@@ -612,6 +610,7 @@ def test_lookups_never_scan_the_cluster(fake_multi, new_name):
 
 def test_ipv6_cluster(monkeypatch, tmp_path, target, kind, new_name):
     from conftest import Target
+
     from sheepfast.testing import FakeSheep
 
     if not target.is_fake:

@@ -24,13 +24,11 @@ import os
 import random
 import time
 import uuid
-from pathlib import Path
 
 import pytest
+from glance_e2e import harness
 
 from sheepfast.testing import FakeSheep, wire
-
-from glance_e2e import harness
 
 MiB = 1 << 20
 OBJ = 4 * MiB  # Sheepdog's default object size
@@ -50,8 +48,10 @@ def glance_python():
     python = harness.glance_python()
     why = harness.probe(python, "import glance.common.wsgi_app, glance.cmd.manage, cheroot")
     if why:
-        _require(f"Glance is not installed for {python} ({why}); "
-                 f"pip install -r {harness.REQUIREMENTS.relative_to(harness.REPO)}")
+        _require(
+            f"Glance is not installed for {python} ({why}); "
+            f"pip install -r {harness.REQUIREMENTS.relative_to(harness.REPO)}"
+        )
     return python
 
 
@@ -87,21 +87,26 @@ def glance(request, glance_python, tmp_path_factory):
         if why:
             _require(f"the sheepdog driver sheepfast.glance is not importable ({why})")
     base = tmp_path_factory.mktemp(f"glance-{backend}")
-    extra = {"DEFAULT": {"image_size_cap": SIZE_CAP,
-                         # direct_url shows the store location (sheepdog://...)
-                         "show_image_direct_url": "True"}}
+    extra = {
+        "DEFAULT": {
+            "image_size_cap": SIZE_CAP,
+            # direct_url shows the store location (sheepdog://...)
+            "show_image_direct_url": "True",
+        }
+    }
     with FakeSheep() as sheep:
-        harness.write_config(base / "etc", base / "state", backend,
-                             sheep_address=sheep.address, extra=extra)
+        harness.write_config(
+            base / "etc", base / "state", backend, sheep_address=sheep.address, extra=extra
+        )
         server = harness.GlanceServer(base / "etc", base / "glance-api.log", glance_python)
         server.db_sync()
         with server.start():
-            yield Deployment(backend, server, base / "state",
-                             sheep if backend == "sd" else None)
+            yield Deployment(backend, server, base / "state", sheep if backend == "sd" else None)
         assert sheep.hazards == [], sheep.hazards
 
 
 # -- data --------------------------------------------------------------------
+
 
 def _image_data() -> bytes:
     """~41 MiB: random objects, whole zero objects (which thin provisioning
@@ -132,7 +137,7 @@ def _pieces(data, sizes=(MiB + 7, 3 * MiB - 1, 64 * 1024, 2 * MiB + 513)):
     pos, i = 0, 0
     while pos < len(view):
         n = sizes[i % len(sizes)]
-        yield bytes(view[pos:pos + n])
+        yield bytes(view[pos : pos + n])
         pos += n
         i += 1
 
@@ -141,7 +146,7 @@ def _nonzero_objects(data: bytes, object_size: int) -> set:
     """Indexes of the objects of `data` that hold a non-zero byte."""
     found = set()
     for idx, start in enumerate(range(0, len(data), object_size)):
-        piece = data[start:start + object_size]
+        piece = data[start : start + object_size]
         if piece.count(0) != len(piece):
             found.add(idx)
     return found
@@ -154,6 +159,7 @@ def _new_image(glance: Deployment, what: str) -> str:
 
 
 # -- the main flow ------------------------------------------------------------
+
 
 def test_upload_unknown_size_download_delete(glance, image_data):
     server = glance.server
@@ -193,11 +199,12 @@ def test_upload_unknown_size_download_delete(glance, image_data):
         wanted = _nonzero_objects(image_data, info.object_size)
         assert set(info.entries) == wanted, (
             f"objects stored {sorted(info.entries)}, non-zero objects {sorted(wanted)}: "
-            "all-zero objects must not be written (thin provisioning)")
+            "all-zero objects must not be written (thin provisioning)"
+        )
         for idx in sorted(wanted):
             stored = sheep.object_data(wire.data_oid(info.vid, idx))
-            chunk = image_data[idx * info.object_size:(idx + 1) * info.object_size]
-            assert stored is not None and stored[:len(chunk)] == chunk, f"object {idx} differs"
+            chunk = image_data[idx * info.object_size : (idx + 1) * info.object_size]
+            assert stored is not None and stored[: len(chunk)] == chunk, f"object {idx} differs"
         vid = info.vid
         vdi_objects = {o for o in sheep.object_ids() if wire.vid_of(o) == vid}
         assert len(vdi_objects) == len(wanted)
@@ -228,13 +235,16 @@ def test_upload_unknown_size_download_delete(glance, image_data):
     # A byte range across a zero object and into the half-zero one.
     first, last = 3 * OBJ - 1000, 4 * OBJ + OBJ // 2 + 999
     status, headers, part = server.request(
-        "GET", f"/v2/images/{image_id}/file", headers={"Range": f"bytes={first}-{last}"})
+        "GET", f"/v2/images/{image_id}/file", headers={"Range": f"bytes={first}-{last}"}
+    )
     assert status == 206, (status, part[:2000])
     assert headers.get("Content-Range") == f"bytes {first}-{last}/{size}"
-    assert part == image_data[first:last + 1]
+    assert part == image_data[first : last + 1]
 
-    print(f"\n[{glance.backend}] {size / MiB:.1f} MiB: upload {size / MiB / t_up:.0f} MiB/s, "
-          f"download {size / MiB / t_down:.0f} MiB/s")
+    print(
+        f"\n[{glance.backend}] {size / MiB:.1f} MiB: upload {size / MiB / t_up:.0f} MiB/s, "
+        f"download {size / MiB / t_down:.0f} MiB/s"
+    )
 
     # Delete: the image, its VDI and the VDI's objects go.
     status, _h, body = server.request("DELETE", f"/v2/images/{image_id}")
@@ -248,6 +258,7 @@ def test_upload_unknown_size_download_delete(glance, image_data):
 
 
 # -- failed uploads leave nothing behind -----------------------------------------
+
 
 def _assert_clean_after_failure(glance, image_id, objects_before):
     server = glance.server
@@ -273,7 +284,7 @@ def test_client_gone_mid_upload_leaves_nothing(glance, image_data):
     image_id = _new_image(glance, "aborted")
     before = glance.data_objects()
     # 12 MiB of the body, then the connection is reset.
-    glance.server.upload_aborted(image_id, _pieces(image_data[:12 * MiB]))
+    glance.server.upload_aborted(image_id, _pieces(image_data[: 12 * MiB]))
     _assert_clean_after_failure(glance, image_id, before)
 
 
@@ -295,8 +306,9 @@ def test_declared_size_smaller_than_data(glance):
     image_id = _new_image(glance, "wrong-size")
     before = glance.data_objects()
     data = random.Random(13).randbytes(2 * OBJ + 999)
-    status, body = server.upload_chunked(image_id, _pieces(data),
-                                         headers={"X-Openstack-Image-Size": str(OBJ)})
+    status, body = server.upload_chunked(
+        image_id, _pieces(data), headers={"X-Openstack-Image-Size": str(OBJ)}
+    )
     if status == 204:
         image = server.json("GET", f"/v2/images/{image_id}")
         assert image["status"] == "active" and image["size"] == len(data), image

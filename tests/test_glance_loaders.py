@@ -12,7 +12,9 @@ import io
 from importlib.metadata import entry_points
 
 import pytest
-
+from glance_store import backend as single_backend
+from glance_store import capabilities, exceptions, multi_backend
+from glance_store import location as glance_location
 from glance_support import (  # noqa: F401  (fixtures)
     MiB,
     image_bytes,
@@ -21,11 +23,6 @@ from glance_support import (  # noqa: F401  (fixtures)
     make_single,
     split_address,
 )
-
-from glance_store import backend as single_backend
-from glance_store import capabilities, exceptions
-from glance_store import location as glance_location
-from glance_store import multi_backend
 from oslo_config import cfg
 from stevedore import driver as stevedore_driver
 

@@ -22,9 +22,13 @@ MiB = 1 << 20
 
 def _raw_call(port: int, opcode: int, args=None, payload: bytes = b"", data_length=None):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        req = w.make_request(opcode, args, flags=w.FLAG_WRITE if payload else 0,
-                             data_length=len(payload) if data_length is None else data_length,
-                             id=1)
+        req = w.make_request(
+            opcode,
+            args,
+            flags=w.FLAG_WRITE if payload else 0,
+            data_length=len(payload) if data_length is None else data_length,
+            id=1,
+        )
         s.sendall(req.pack() + payload)
         buf = b""
         while len(buf) < w.HEADER_SIZE:
@@ -36,9 +40,14 @@ def _raw_call(port: int, opcode: int, args=None, payload: bytes = b"", data_leng
 
 def make_hyper(sheep: FakeSheep, name: str, size: int, block_size_shift: int) -> int:
     """A hyper volume as dog makes one: an empty B-tree root in the inode."""
-    rsp = _raw_call(sheep.port, w.OP_NEW_VDI,
-                    w.VdiArgs(vdi_size=size, store_policy=w.STORE_POLICY_HYPER,
-                              block_size_shift=block_size_shift), w.pad_name(name))
+    rsp = _raw_call(
+        sheep.port,
+        w.OP_NEW_VDI,
+        w.VdiArgs(
+            vdi_size=size, store_policy=w.STORE_POLICY_HYPER, block_size_shift=block_size_shift
+        ),
+        w.pad_name(name),
+    )
     assert rsp.result == w.RES_SUCCESS
     return rsp.vdi.vdi_id
 
@@ -58,8 +67,9 @@ def test_an_empty_hyper_volume_reads_as_zeros():
         make_hyper(sheep, "hv-empty", 64 * MiB, 22)
         # what another VDI, vid 0x16274, might hold in its first object
         foreign = w.data_oid(w.BTREE_MAGIC | (1 << 16), 0)
-        rsp = _raw_call(sheep.port, w.OP_CREATE_AND_WRITE_OBJ, w.ObjArgs(oid=foreign),
-                        b"someone else's data")
+        rsp = _raw_call(
+            sheep.port, w.OP_CREATE_AND_WRITE_OBJ, w.ObjArgs(oid=foreign), b"someone else's data"
+        )
         assert rsp.result == w.RES_SUCCESS
         with sheepfast.connect(sheep.address) as c, c.open("hv-empty") as vdi:
             assert vdi.read(0, 4096) == bytes(4096)
@@ -67,7 +77,7 @@ def test_an_empty_hyper_volume_reads_as_zeros():
 
 def test_the_largest_hyper_volume_opens_and_reads_without_crashing():
     """In a child process: today it crashes."""
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         import sys
         sys.path[:0] = sys.argv[1:2]
         import sheepfast
@@ -83,12 +93,19 @@ def test_the_largest_hyper_volume_opens_and_reads_without_crashing():
                 except sheepfast.SheepfastError as exc:   # a clear refusal is fine
                     print("refused:", exc)
         print("ok")
-    ''')
+    """)
     env = dict(os.environ, MALLOC_ARENA_MAX="2")
     # run from tests/: from the checkout's root, "-c" would import the
     # unbuilt source tree instead of the installed package
     here = os.path.dirname(os.path.abspath(__file__))
-    done = subprocess.run([sys.executable, "-c", code, here], cwd=here,
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), \
+    done = subprocess.run(
+        [sys.executable, "-c", code, here],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (
         f"status {done.returncode}: {done.stderr[-2000:]}"
+    )

@@ -13,25 +13,29 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import dog_command  # noqa: F401  (the backend fixture is in conftest)
 
 import sheepfast
 from sheepfast import errors, incomplete
-from sheepfast.backends import native_available, open_backend
+from sheepfast.backends import open_backend
 from sheepfast.backends.dog import DogBackend
 from sheepfast.image import SheepdogImage, parse_address
-from sheepfast.incomplete import (MARK_KEY, Mark, UploadMark, find_incomplete, parse_age,
-                                  reclaim_incomplete)
+from sheepfast.incomplete import (
+    MARK_KEY,
+    Mark,
+    UploadMark,
+    find_incomplete,
+    parse_age,
+    reclaim_incomplete,
+)
 from sheepfast.testing import FakeSheep
 from sheepfast.testing import wire as w
-
-from conftest import dog_command  # noqa: F401  (the backend fixture is in conftest)
 
 MiB = 1 << 20
 HOUR = 3600.0
@@ -62,8 +66,15 @@ def put_mark(cluster, name, *, age, host="elsewhere.invalid", pid=4242, vid=None
     """Marks VDI name as if an upload on host had last beaten `age` s ago."""
     info = cluster.stat(name)
     now = time.time()
-    mark = Mark(now - age - 600, now - age, host, pid, None,
-                info.vid if vid is None else vid, int(info.create_time))
+    mark = Mark(
+        now - age - 600,
+        now - age,
+        host,
+        pid,
+        None,
+        info.vid if vid is None else vid,
+        int(info.create_time),
+    )
     with cluster.open(name) as vdi:
         vdi.metadata_set(MARK_KEY, mark.encode())
     return mark
@@ -95,26 +106,43 @@ def test_mark_encodes_and_decodes():
     assert Mark.decode(Mark(1, 2, "h", 3, None, 4, 5).encode()).pid_start is None
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b"not json", "not JSON"),
-    (b"\xff\xfe", "not JSON"),
-    (b"[1, 2]", "unknown format"),
-    (b'{"format": 99}', "unknown format"),
-    (b'{"format": 1, "started": 1}', "lacks or garbles"),
-    (b'{"format": 1, "started": "x", "heartbeat": 1, "host": "h", "pid": 1, '
-     b'"pid_start": null, "vid": 1, "vdi_ctime": 1}', "lacks or garbles"),
-    (b'{"format": 1, "started": 1, "heartbeat": 1, "host": "h", "pid": 0, '
-     b'"pid_start": null, "vid": 1, "vdi_ctime": 1}', "pid 0"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "unknown format"),
+        (b'{"format": 99}', "unknown format"),
+        (b'{"format": 1, "started": 1}', "lacks or garbles"),
+        (
+            b'{"format": 1, "started": "x", "heartbeat": 1, "host": "h", "pid": 1, '
+            b'"pid_start": null, "vid": 1, "vdi_ctime": 1}',
+            "lacks or garbles",
+        ),
+        (
+            b'{"format": 1, "started": 1, "heartbeat": 1, "host": "h", "pid": 0, '
+            b'"pid_start": null, "vid": 1, "vdi_ctime": 1}',
+            "pid 0",
+        ),
+    ],
+)
 def test_garbled_marks_are_refused(raw, why):
     with pytest.raises(ValueError, match=why):
         Mark.decode(raw)
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), ("3600", 3600),
-    ("1.5h", 5400), (" 2H ", 7200),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("1h", 3600),
+        ("2d", 172800),
+        ("3600", 3600),
+        ("1.5h", 5400),
+        (" 2H ", 7200),
+    ],
+)
 def test_parse_age(text, seconds):
     assert parse_age(text) == seconds
 
@@ -134,8 +162,9 @@ def test_ages_below_two_heartbeats_are_refused(cluster):
 
 def test_writer_alive_only_for_a_live_process_here():
     here = socket.gethostname()
-    assert Mark(0, 0, here, os.getpid(), incomplete._process_start(os.getpid()), 1, 1) \
-        .writer_alive()
+    assert Mark(
+        0, 0, here, os.getpid(), incomplete._process_start(os.getpid()), 1, 1
+    ).writer_alive()
     assert not Mark(0, 0, here, dead_pid(), None, 1, 1).writer_alive()
     assert not Mark(0, 0, "elsewhere.invalid", os.getpid(), None, 1, 1).writer_alive()
     # the pid is alive, but started at another time: the kernel reused it
@@ -158,7 +187,7 @@ class CheckingSource:
         if self.seen is None and self.pos >= len(self.data) // 2:
             with sheepfast.connect(self.address) as cluster:
                 self.seen = read_mark(cluster, self.name)
-        piece = self.data[self.pos:self.pos + min(n, 256 << 10)]
+        piece = self.data[self.pos : self.pos + min(n, 256 << 10)]
         self.pos += len(piece)
         return piece
 
@@ -239,8 +268,13 @@ def test_successful_put_leaves_no_mark(target, new_name, tmp_path, cluster):
     name = new_name("sf-mark")
     path = tmp_path / "img"
     path.write_bytes(os.urandom(5 * MiB + 1))
-    done = subprocess.run([*COMMAND, "--cluster", target.address, "put", str(path), name],
-                          capture_output=True, cwd="/", env=ENV, timeout=120)
+    done = subprocess.run(
+        [*COMMAND, "--cluster", target.address, "put", str(path), name],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert not has_mark(cluster, name)
     assert cluster.stat(name).size == 5 * MiB + 1
@@ -250,8 +284,13 @@ def test_killed_put_leaves_a_vdi_that_can_be_found(target, new_name, cluster):
     """A worker killed mid-upload: the VDI stays, marked, its heartbeat
     frozen. Found once the heartbeat is old enough, and not before."""
     name = new_name("sf-killed")
-    proc = subprocess.Popen([*COMMAND, "--cluster", target.address, "put", "-", name],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=ENV)
+    proc = subprocess.Popen(
+        [*COMMAND, "--cluster", target.address, "put", "-", name],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        env=ENV,
+    )
     proc.stdin.write(os.urandom(6 * MiB))  # some data, and no end of it
     proc.stdin.flush()
     deadline = time.monotonic() + 60  # a guard, not a measurement
@@ -279,9 +318,18 @@ def test_killed_put_leaves_a_vdi_that_can_be_found(target, new_name, cluster):
 
 def make_population(cluster, new_name):
     """One VDI of each kind; returns {kind: name}."""
-    names = {kind: new_name(f"sf-pop-{kind}") for kind in (
-        "complete", "fresh", "stale", "stale_dead_here", "stale_live_here", "leftover",
-        "garbled")}
+    names = {
+        kind: new_name(f"sf-pop-{kind}")
+        for kind in (
+            "complete",
+            "fresh",
+            "stale",
+            "stale_dead_here",
+            "stale_live_here",
+            "leftover",
+            "garbled",
+        )
+    }
     for name in names.values():
         cluster.create(name, MiB)
     here = socket.gethostname()
@@ -368,8 +416,7 @@ def test_a_failed_upload_whose_delete_fails_is_reclaimable(own_fake, monkeypatch
         later = time.time() + 2 * HOUR
         assert find_incomplete(cluster, HOUR, now=later) == []  # its writer is alive here
         monkeypatch.setattr(incomplete, "_this_host", lambda: "another-host")
-        assert [e.name for e in reclaim_incomplete(cluster, HOUR, now=later).deleted] == \
-            ["partial"]
+        assert [e.name for e in reclaim_incomplete(cluster, HOUR, now=later).deleted] == ["partial"]
         assert not cluster.exists("partial")
 
 
@@ -377,16 +424,24 @@ def test_a_failed_upload_whose_delete_fails_is_reclaimable(own_fake, monkeypatch
 
 
 def reclaim(address, *args, timeout=120):
-    return subprocess.run([*COMMAND, "--cluster", address, "reclaim", *args],
-                          capture_output=True, cwd="/", env=ENV, timeout=timeout)
+    return subprocess.run(
+        [*COMMAND, "--cluster", address, "reclaim", *args],
+        capture_output=True,
+        cwd="/",
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def test_command_dry_run_lists_and_keeps(target, cluster, new_name):
     names = make_population(cluster, new_name)
     done = reclaim(target.address, "--older-than", "1h", "--dry-run")
     assert done.returncode == 0, done.stderr
-    lines = {line.split()[2]: line for line in done.stdout.decode().splitlines()
-             if line.startswith("would delete")}
+    lines = {
+        line.split()[2]: line
+        for line in done.stdout.decode().splitlines()
+        if line.startswith("would delete")
+    }
     mine = set(names.values())
     assert set(lines) & mine == {names["stale"], names["stale_dead_here"]}
     assert "writer elsewhere.invalid pid 4242" in lines[names["stale"]]
@@ -421,9 +476,13 @@ def test_command_exit_status_when_a_delete_fails(own_fake):
         assert cluster.exists("stuck")
 
 
-@pytest.mark.parametrize("age, message", [
-    ("10s", "at least 60s"), ("soon", "bad age"),
-])
+@pytest.mark.parametrize(
+    "age, message",
+    [
+        ("10s", "at least 60s"),
+        ("soon", "bad age"),
+    ],
+)
 def test_command_refuses_bad_ages(own_fake, age, message):
     done = reclaim(own_fake.address, "--older-than", age)
     assert done.returncode == 2

@@ -3,21 +3,19 @@ like every upload (sheepfast.incomplete), on both backends and targets."""
 
 from __future__ import annotations
 
-import io
 import os
 
 import pytest
-
+from glance_store import exceptions
 from glance_support import (  # noqa: F401  (fixtures)
-    MiB,
     Boom,
     FailingSource,
+    MiB,
     kind,
     multi,
 )
 
 import sheepfast
-from glance_store import exceptions
 from sheepfast import errors
 from sheepfast.incomplete import MARK_KEY, Mark
 from sheepfast.testing import wire
@@ -35,7 +33,7 @@ class MarkWatchingSource:
         if self.mark is None and self.pos >= len(self.data) // 2:
             with sheepfast.connect(self.address) as cluster, cluster.open(self.name) as vdi:
                 self.mark = Mark.decode(vdi.metadata_get(MARK_KEY))
-        piece = self.data[self.pos:self.pos + min(n, MiB)]
+        piece = self.data[self.pos : self.pos + min(n, MiB)]
         self.pos += len(piece)
         return piece
 

@@ -22,7 +22,7 @@ from sheepfast.testing import wire as w
 
 MiB = 1 << 20
 K = 1024
-SIZE = 24 * MiB        # 24 objects of 1 MiB
+SIZE = 24 * MiB  # 24 objects of 1 MiB
 SHIFT = 20
 
 
@@ -61,7 +61,7 @@ def pattern(size: int, seed: int) -> bytes:
     """Random data with some all-zero objects (skipped on write: thin)."""
     rnd = bytearray(os.urandom(size))
     for idx in range(seed % 3, size // MiB, 5):
-        rnd[idx * MiB:(idx + 1) * MiB] = bytes(MiB)
+        rnd[idx * MiB : (idx + 1) * MiB] = bytes(MiB)
     return bytes(rnd)
 
 
@@ -76,14 +76,17 @@ def sheep():
 # ------------------------------------------------------ a reply lost after the write
 
 
-@pytest.mark.parametrize("opcode, n", cases(
-    (w.OP_CREATE_AND_WRITE_OBJ, 1),
-    (w.OP_CREATE_AND_WRITE_OBJ, 7),
-    (w.OP_CREATE_AND_WRITE_OBJ, 18),
-    (w.OP_WRITE_OBJ, 1),
-    (w.OP_WRITE_OBJ, 20),
-    (w.OP_WRITE_OBJ, 30),
-))
+@pytest.mark.parametrize(
+    "opcode, n",
+    cases(
+        (w.OP_CREATE_AND_WRITE_OBJ, 1),
+        (w.OP_CREATE_AND_WRITE_OBJ, 7),
+        (w.OP_CREATE_AND_WRITE_OBJ, 18),
+        (w.OP_WRITE_OBJ, 1),
+        (w.OP_WRITE_OBJ, 20),
+        (w.OP_WRITE_OBJ, 30),
+    ),
+)
 def test_a_lost_reply_is_resent_and_every_byte_reads_back(sheep, opcode, n):
     """The sheep applied the request, then the connection went before the
     reply: the client resends it on a fresh connection (the same request
@@ -108,8 +111,9 @@ def test_a_lost_index_update_reply_is_resent(sheep):
     lost after sheep applied it, the update is sent again; the index holds
     every object once (reference counts unchanged by the repeat)."""
     data = os.urandom(SIZE)
-    with sheepfast.connect(sheep.addresses[0], io_timeout=10, connect_timeout=2,
-                           request_size=MiB) as c:
+    with sheepfast.connect(
+        sheep.addresses[0], io_timeout=10, connect_timeout=2, request_size=MiB
+    ) as c:
         c.create("lostindex", SIZE, block_size_shift=SHIFT)
         with c.open("lostindex") as vdi:
             sheep.enable_request_log()
@@ -129,12 +133,13 @@ def test_a_create_lost_for_good_is_probed_and_indexed(sheep):
     """The CREATE's reply is lost on every connection the client tries: the
     write fails, but the object that CREATE made (and every other one) is in
     the index, and delete reclaims them all."""
-    with sheepfast.connect(sheep.addresses[0], io_timeout=10, connect_timeout=2,
-                           routing=False, depth=1) as c:
+    with sheepfast.connect(
+        sheep.addresses[0], io_timeout=10, connect_timeout=2, routing=False, depth=1
+    ) as c:
         c.create("lostcreate", SIZE, block_size_shift=SHIFT)
         with c.open("lostcreate") as vdi:
             vid = vdi.vid
-            for n in range(3, 9):   # more than the client reconnects for
+            for n in range(3, 9):  # more than the client reconnects for
                 sheep.drop_reply_nth(n, opcode=w.OP_CREATE_AND_WRITE_OBJ)
             with pytest.raises(sheepfast.ConnectionError):
                 vdi.write(os.urandom(SIZE), 0)
@@ -149,12 +154,15 @@ def test_a_create_lost_for_good_is_probed_and_indexed(sheep):
 
 
 @pytest.mark.parametrize("applied", [False, True], ids=["before", "after"])
-@pytest.mark.parametrize("opcode, n", cases(
-    (w.OP_CREATE_AND_WRITE_OBJ, 2),
-    (w.OP_CREATE_AND_WRITE_OBJ, 11),
-    (w.OP_WRITE_OBJ, 5),
-    (w.OP_WRITE_OBJ, 30),
-))
+@pytest.mark.parametrize(
+    "opcode, n",
+    cases(
+        (w.OP_CREATE_AND_WRITE_OBJ, 2),
+        (w.OP_CREATE_AND_WRITE_OBJ, 11),
+        (w.OP_WRITE_OBJ, 5),
+        (w.OP_WRITE_OBJ, 30),
+    ),
+)
 def test_a_gateway_stopping_mid_write_loses_no_byte(sheep, opcode, n, applied):
     """Three gateways configured, the write spread over them; one stops when
     it receives the n-th request (having executed it, or not). The write
@@ -203,7 +211,7 @@ def test_a_failed_index_update_leaves_its_objects_indexed(sheep):
         c.create("idxfail", 8 * MiB, block_size_shift=SHIFT)
         with c.open("idxfail") as vdi:
             vid = vdi.vid
-            sheep.fail_nth(1, w.RES_EIO, opcode=w.OP_WRITE_OBJ)   # the first index update
+            sheep.fail_nth(1, w.RES_EIO, opcode=w.OP_WRITE_OBJ)  # the first index update
             with pytest.raises(sheepfast.ServerError, match="updating the index"):
                 vdi.write(os.urandom(8 * MiB), 0)
     assert len(owned(sheep, vid)) == 8

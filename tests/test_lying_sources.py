@@ -20,7 +20,8 @@ import subprocess
 import sys
 
 import pytest
-
+from glance_store import exceptions
+from glance_store import location as glance_location
 from glance_support import (  # noqa: F401  (fixtures)
     CHUNK_MIB,
     MiB,
@@ -29,12 +30,9 @@ from glance_support import (  # noqa: F401  (fixtures)
     kind,
     multi,
 )
-
-import sheepfast
-from glance_store import exceptions
-from glance_store import location as glance_location
 from oslo_config import cfg
 
+import sheepfast
 from sheepfast import errors
 from sheepfast import glance as driver
 from sheepfast.backends import dog as dog_module
@@ -43,7 +41,7 @@ from sheepfast.image import SheepdogImage
 from sheepfast.testing import wire as w
 
 CHUNK = CHUNK_MIB * MiB
-GOOD = CHUNK + CHUNK // 2      # a whole chunk is written before the lie
+GOOD = CHUNK + CHUNK // 2  # a whole chunk is written before the lie
 
 
 def no_vdi(target, name) -> bool:
@@ -109,8 +107,10 @@ def native_only(multi):
 @pytest.mark.parametrize("known", [True, False], ids=["known-size", "unknown-size"])
 def test_lying_source_is_a_backend_error_and_leaves_no_vdi(multi, new_name, liar, known):
     if multi.kind == "cli" and (known or liar not in CLI_LIARS):
-        pytest.skip("the source is checked above the backend: one liar per way of reading "
-                    "is enough for cli (its own part is the cleanup)")
+        pytest.skip(
+            "the source is checked above the backend: one liar per way of reading "
+            "is enough for cli (its own part is the cleanup)"
+        )
     image_id = multi.new_id(new_name)
     data = image_bytes(GOOD)
     declared = GOOD + CHUNK if known else 0
@@ -136,8 +136,10 @@ def test_message_names_what_the_source_did(target, new_name):
     """The error says which call gave what, for the operator to find the
     broken reader."""
     cases = [
-        (ReadintoThenLie(b"", lambda room: -1),
-         r"readinto\(\) returned -1 for a (\d+)-byte buffer \(a count must be 0\.\.\1\)"),
+        (
+            ReadintoThenLie(b"", lambda room: -1),
+            r"readinto\(\) returned -1 for a (\d+)-byte buffer \(a count must be 0\.\.\1\)",
+        ),
         (ReadintoThenLie(b"", lambda room: room + 1), r"returned \d+ for a \d+-byte buffer"),
         (ReadintoThenLie(b"", lambda room: None), r"non-blocking: readinto\(\) returned None"),
         (ReadThenLie(b"", None), r"non-blocking: read\(\) returned None"),
@@ -152,7 +154,7 @@ def test_message_names_what_the_source_did(target, new_name):
             for source, message in cases:
                 with pytest.raises(errors.InvalidSource, match=message):
                     image.upload(source)
-            assert image.get_size() == 0   # nothing was written or grown
+            assert image.get_size() == 0  # nothing was written or grown
         finally:
             image.delete()
 
@@ -199,8 +201,7 @@ def test_empty_pieces_do_not_end_an_iterable(multi, new_name):
 # ---------------------------------------------------------------- sizes and locations
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "12", 2.5, -3, True, [1]],
-                         ids=repr)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "12", 2.5, -3, True, [1]], ids=repr)
 def test_image_size_that_is_no_byte_count_is_forbidden(multi, new_name, bad):
     if multi.kind == "cli" and bad not in (math.inf,):
         pytest.skip("refused before any backend call: one variant is enough for cli")
@@ -230,24 +231,28 @@ def loc_conf():
     return conf
 
 
-@pytest.mark.parametrize("uri", [123, None, b"sheepdog://10.0.0.1:7000:img", ["sheepdog://x"],
-                                 3.5], ids=repr)
+@pytest.mark.parametrize(
+    "uri", [123, None, b"sheepdog://10.0.0.1:7000:img", ["sheepdog://x"], 3.5], ids=repr
+)
 def test_non_string_uri_is_a_bad_store_uri(loc_conf, uri):
     loc = driver.StoreLocation({}, loc_conf)
     with pytest.raises(exceptions.BadStoreUri, match="a location is a str"):
         loc.parse_uri(uri)
 
 
-@pytest.mark.parametrize("specs, named", [
-    ({"image": 5, "addr": "10.0.0.1", "port": 7000}, "VDI name must be a str"),
-    ({"image": "img", "addr": 1234, "port": 7000}, "host must be a non-empty str"),
-    ({"image": "img", "addr": "10.0.0.1", "port": "x"}, "port must be a number"),
-    ({"image": "img", "addr": "10.0.0.1", "port": 7000.5}, "got 7000.5"),
-    ({"image": "img", "addr": "10.0.0.1", "port": math.nan}, "got nan"),
-    ({"image": "img", "addr": "10.0.0.1", "port": [7000]}, "got \\[7000\\]"),
-    ({"image": "img", "addr": "10.0.0.1", "port": 0}, "1..65535"),
-    ({"image": "-rf", "addr": "10.0.0.1", "port": 7000}, "starts with '-'"),
-])
+@pytest.mark.parametrize(
+    "specs, named",
+    [
+        ({"image": 5, "addr": "10.0.0.1", "port": 7000}, "VDI name must be a str"),
+        ({"image": "img", "addr": 1234, "port": 7000}, "host must be a non-empty str"),
+        ({"image": "img", "addr": "10.0.0.1", "port": "x"}, "port must be a number"),
+        ({"image": "img", "addr": "10.0.0.1", "port": 7000.5}, "got 7000.5"),
+        ({"image": "img", "addr": "10.0.0.1", "port": math.nan}, "got nan"),
+        ({"image": "img", "addr": "10.0.0.1", "port": [7000]}, "got \\[7000\\]"),
+        ({"image": "img", "addr": "10.0.0.1", "port": 0}, "1..65535"),
+        ({"image": "-rf", "addr": "10.0.0.1", "port": 7000}, "starts with '-'"),
+    ],
+)
 def test_bad_location_specs_are_bad_store_uris(loc_conf, specs, named):
     with pytest.raises(exceptions.BadStoreUri, match=named):
         driver.StoreLocation(specs, loc_conf)
@@ -290,7 +295,7 @@ def test_vdi_deleted_while_being_opened_is_not_found(fake, backend, kind, new_na
     name = new_name()
     backend.create(name, 3 * MiB)
     with backend.open(name) as image:
-        image.write(b"data", MiB)      # an object to reclaim, as a real image has
+        image.write(b"data", MiB)  # an object to reclaim, as a real image has
     fake.after_nth(1, lambda: fake.delete_vdi(name), opcode=LOOKUP[kind])
     with pytest.raises(errors.VdiNotFound, match=name):
         backend.open(name)
@@ -316,7 +321,7 @@ def test_inode_missing_after_the_lookup_is_not_found(fake, new_name):
         fake.fail_nth(1, w.RES_NO_OBJ, opcode=w.OP_READ_OBJ)
         with pytest.raises(sheepfast.VdiNotFound, match="no inode"):
             cluster.open(name)
-        assert cluster.open(name).size == MiB   # it was only that one read
+        assert cluster.open(name).size == MiB  # it was only that one read
 
 
 @pytest.mark.parametrize("op", ["read", "write"])
@@ -353,14 +358,29 @@ def test_dog_finding_no_inode_is_not_found(fake, target, new_name):
 def test_dog_inode_read_failures_map_by_their_reason():
     """The mapping itself: dog's inode-read failure with NO_OBJ is
     VdiNotFound; its other messages keep their classes."""
-    gone = dog_module._Outcome(1, b"", 0, "Failed to read object 8012345600000000 No object "
-                               "found\nFailed to read a vdi x\n", False)
+    gone = dog_module._Outcome(
+        1,
+        b"",
+        0,
+        "Failed to read object 8012345600000000 No object found\nFailed to read a vdi x\n",
+        False,
+    )
     assert type(dog_module._classify(gone, "reading", b"x")) is errors.VdiNotFound
-    eio = dog_module._Outcome(1, b"", 0, "Failed to read object 8012345600000000 I/O error\n"
-                              "Failed to read a vdi x\n", False)
+    eio = dog_module._Outcome(
+        1,
+        b"",
+        0,
+        "Failed to read object 8012345600000000 I/O error\nFailed to read a vdi x\n",
+        False,
+    )
     assert type(dog_module._classify(eio, "reading", b"x")) is errors.ServerError
-    data = dog_module._Outcome(1, b"", 0, "Failed to read object 0012345600000000 No object "
-                               "found\nFailed to read VDI\n", False)
+    data = dog_module._Outcome(
+        1,
+        b"",
+        0,
+        "Failed to read object 0012345600000000 No object found\nFailed to read VDI\n",
+        False,
+    )
     assert type(dog_module._classify(data, "reading", b"x")) is errors.ObjectNotFound
 
 
@@ -387,12 +407,17 @@ def test_put_from_a_non_blocking_stdin_fails_and_leaves_no_vdi(target, new_name)
     try:
         os.write(wfd, b"some bytes, then nothing for now")
         os.set_blocking(r, False)
-        done = subprocess.run([sys.executable, "-m", "sheepfast", "--cluster", target.address,
-                               "put", "-", name], stdin=r, capture_output=True, timeout=120,
-                              cwd="/", env=env)
+        done = subprocess.run(
+            [sys.executable, "-m", "sheepfast", "--cluster", target.address, "put", "-", name],
+            stdin=r,
+            capture_output=True,
+            timeout=120,
+            cwd="/",
+            env=env,
+        )
     finally:
         os.close(r)
-        os.close(wfd)     # the writer stayed open: the data had not ended
+        os.close(wfd)  # the writer stayed open: the data had not ended
     assert done.returncode == 1, done.stderr
     assert b"non-blocking" in done.stderr
     assert no_vdi(target, name)

@@ -37,8 +37,8 @@ MiB = 1 << 20
 SOAK_SECONDS = float(os.environ.get("SHEEPFAST_SOAK_SECONDS", "3"))
 SEED = int(os.environ.get("SHEEPFAST_SOAK_SEED", str(random.randrange(1 << 32))))
 THREADS = 16
-SHIFT = 20                     # 1 MiB objects: a few MiB make several
-STRIPE = 3 * MiB // 2          # stripes of the shared VDI straddle objects
+SHIFT = 20  # 1 MiB objects: a few MiB make several
+STRIPE = 3 * MiB // 2  # stripes of the shared VDI straddle objects
 MAX_IMAGE = 4 * MiB + 12345
 
 
@@ -47,9 +47,9 @@ def random_image(rng: random.Random, size: int) -> bytes:
     data = bytearray(rng.randbytes(size))
     for idx in range(0, (size + MiB - 1) >> SHIFT):
         roll = rng.random()
-        if roll < 0.25:                       # an all-zero object: never written
-            data[idx * MiB:(idx + 1) * MiB] = bytes(len(data[idx * MiB:(idx + 1) * MiB]))
-        elif roll < 0.5:                      # a zero run inside a written object
+        if roll < 0.25:  # an all-zero object: never written
+            data[idx * MiB : (idx + 1) * MiB] = bytes(len(data[idx * MiB : (idx + 1) * MiB]))
+        elif roll < 0.5:  # a zero run inside a written object
             start = idx * MiB + rng.randrange(MiB)
             end = min(size, start + rng.randrange(1, MiB))
             data[start:end] = bytes(max(0, end - start))
@@ -80,8 +80,10 @@ class Soak:
         self.bytes_checked = 0
 
     def run(self, work) -> None:
-        threads = [threading.Thread(target=self._guard, args=(work, i), name=f"soak-{i}")
-                   for i in range(THREADS)]
+        threads = [
+            threading.Thread(target=self._guard, args=(work, i), name=f"soak-{i}")
+            for i in range(THREADS)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -99,8 +101,9 @@ class Soak:
                     return
         except BaseException as exc:  # reported by run()
             with self.lock:
-                self.failures.append(f"thread {i}, round {self.rounds[i]}, "
-                                     f"SHEEPFAST_SOAK_SEED={SEED}: {exc!r}")
+                self.failures.append(
+                    f"thread {i}, round {self.rounds[i]}, SHEEPFAST_SOAK_SEED={SEED}: {exc!r}"
+                )
 
     def checked(self, n: int) -> None:
         with self.lock:
@@ -136,18 +139,18 @@ def test_threads_sharing_one_cluster_lose_no_byte(target):
                 soak.vids.add(vid)
             with cluster.open(name) as vdi:
                 for offset, length in random_pieces(rng, size):
-                    vdi.write(memoryview(data)[offset:offset + length], offset)
+                    vdi.write(memoryview(data)[offset : offset + length], offset)
                 assert digest(vdi.read(0, size)) == digest(data), f"{name} reads back wrong"
                 offset = rng.randrange(size)
                 part = bytearray(rng.randrange(1, size - offset + 1))
                 vdi.readinto(part, offset)
-                assert part == data[offset:offset + len(part)], f"{name} part at {offset}"
+                assert part == data[offset : offset + len(part)], f"{name} part at {offset}"
             soak.checked(size + len(part))
             cluster.delete(name)
             # this thread's stripe of the shared VDI
             stripe = random_image(rng, STRIPE)
             for offset, length in random_pieces(rng, STRIPE):
-                shared.write(memoryview(stripe)[offset:offset + length], i * STRIPE + offset)
+                shared.write(memoryview(stripe)[offset : offset + length], i * STRIPE + offset)
             got = shared.read(i * STRIPE, STRIPE)
             assert digest(got) == digest(stripe), f"stripe {i} of the shared VDI reads back wrong"
             last_stripe[i] = stripe
@@ -163,8 +166,10 @@ def test_threads_sharing_one_cluster_lose_no_byte(target):
         left = [v.name for v in cluster.list() if v.name.startswith(prefix)]
         assert left == [], f"VDIs left behind: {left}"
     _no_objects_left(target, soak.vids)
-    print(f"soak: {sum(soak.rounds)} rounds over {THREADS} threads, "
-          f"{soak.bytes_checked / MiB:.0f} MiB checked, seed {SEED}")
+    print(
+        f"soak: {sum(soak.rounds)} rounds over {THREADS} threads, "
+        f"{soak.bytes_checked / MiB:.0f} MiB checked, seed {SEED}"
+    )
 
 
 def test_threads_sharing_one_glance_store_lose_no_byte(target, monkeypatch, tmp_path):
@@ -179,9 +184,10 @@ def test_threads_sharing_one_glance_store_lose_no_byte(target, monkeypatch, tmp_
             target.names.append(image_id)
         size = rng.randrange(1, MAX_IMAGE)
         data = random_image(rng, size)
-        known = rng.random() < 0.5            # Glance may not know the size
-        uri, stored, md5, multihash, _meta = g.add(image_id, io.BytesIO(data),
-                                                    size if known else 0, "sha256")
+        known = rng.random() < 0.5  # Glance may not know the size
+        uri, stored, md5, multihash, _meta = g.add(
+            image_id, io.BytesIO(data), size if known else 0, "sha256"
+        )
         assert stored == size and md5 == hashlib.md5(data).hexdigest()
         assert multihash == digest(data)
         assert digest(g.read_all(uri)) == digest(data), f"{image_id} reads back wrong"
@@ -192,5 +198,7 @@ def test_threads_sharing_one_glance_store_lose_no_byte(target, monkeypatch, tmp_
     with sheepfast.connect(target.address) as cluster:
         left = [v.name for v in cluster.list() if v.name.startswith(prefix)]
     assert left == [], f"VDIs left behind: {left}"
-    print(f"glance soak: {sum(soak.rounds)} rounds over {THREADS} threads, "
-          f"{soak.bytes_checked / MiB:.0f} MiB checked, seed {SEED}")
+    print(
+        f"glance soak: {sum(soak.rounds)} rounds over {THREADS} threads, "
+        f"{soak.bytes_checked / MiB:.0f} MiB checked, seed {SEED}"
+    )

@@ -15,8 +15,10 @@ from sheepfast.testing import wire as w
 
 VECTOR_DIR = os.path.join(os.path.dirname(__file__), "vectors")
 VECTOR_FILES = sorted(
-    f for f in os.listdir(VECTOR_DIR)
-    if f.endswith(".txt") and f not in ("README.txt", "dog_list_raw_outputs.txt"))
+    f
+    for f in os.listdir(VECTOR_DIR)
+    if f.endswith(".txt") and f not in ("README.txt", "dog_list_raw_outputs.txt")
+)
 
 
 def vector_messages(filename):
@@ -39,7 +41,7 @@ def comment_fields(comment):
     """key=value pairs of a decoded comment line, numbers parsed."""
     fields = {}
     for key, value in re.findall(r"(\w+)=('[^']*'|\S+)", comment):
-        if key == "u":                  # raw union bytes
+        if key == "u":  # raw union bytes
             continue
         if value.startswith("'"):
             fields[key] = value[1:-1]
@@ -69,26 +71,46 @@ def test_decoded_fields_match_the_capture_comments(filename):
         f = comment_fields(comment)
         if direction == "C>S":
             req = w.RequestHeader.unpack(raw)
-            assert (req.proto_ver, req.flags, req.epoch, req.id, req.data_length) == \
-                (f["pv"], f["flags"], f["epoch"], f["id"], f["dlen"])
+            assert (req.proto_ver, req.flags, req.epoch, req.id, req.data_length) == (
+                f["pv"],
+                f["flags"],
+                f["epoch"],
+                f["id"],
+                f["dlen"],
+            )
             if req.opcode in w.OBJ_OPCODES:
                 a = req.obj
-                assert (a.oid, a.copies, a.copy_policy, a.offset) == \
-                    (f["oid"], f["copies"], f["copy_policy"], f["offset"])
+                assert (a.oid, a.copies, a.copy_policy, a.offset) == (
+                    f["oid"],
+                    f["copies"],
+                    f["copy_policy"],
+                    f["offset"],
+                )
                 assert a.cow_oid == f.get("cow_oid", 0)
             elif req.opcode in w.VDI_OPCODES:
                 a = req.vdi
-                assert a == w.VdiArgs(f["vdi_size"], f["base_vid"], f["copies"],
-                                      f["copy_policy"], f["store_policy"], f["bss"],
-                                      f["snapid"], f["type"])
+                assert a == w.VdiArgs(
+                    f["vdi_size"],
+                    f["base_vid"],
+                    f["copies"],
+                    f["copy_policy"],
+                    f["store_policy"],
+                    f["bss"],
+                    f["snapid"],
+                    f["type"],
+                )
         else:
             rsp = w.ResponseHeader.unpack(raw)
-            assert (rsp.proto_ver, rsp.flags, rsp.epoch, rsp.id, rsp.data_length,
-                    rsp.result) == (f["pv"], f["flags"], f["epoch"], f["id"], f["dlen"],
-                                    f["result"])
+            assert (rsp.proto_ver, rsp.flags, rsp.epoch, rsp.id, rsp.data_length, rsp.result) == (
+                f["pv"],
+                f["flags"],
+                f["epoch"],
+                f["id"],
+                f["dlen"],
+                f["result"],
+            )
             if "vdi_id" in f:
-                assert rsp.vdi == w.VdiResult(f["vdi_id"], f["attr_id"], f["copies"],
-                                              f["bss"])
+                assert rsp.vdi == w.VdiResult(f["vdi_id"], f["attr_id"], f["copies"], f["bss"])
         checked += 1
     assert checked
 
@@ -96,15 +118,18 @@ def test_decoded_fields_match_the_capture_comments(filename):
 def test_annotated_example_from_the_protocol_notes():
     raw = bytes.fromhex(
         "02010100000000000000000000020000000000008f587f00"
-        "000000000000000002000000000000000000100000000000")
+        "000000000000000002000000000000000000100000000000"
+    )
     req = w.RequestHeader.unpack(raw)
     assert req.opcode == w.OP_CREATE_AND_WRITE_OBJ
     assert req.flags == w.FLAG_WRITE and req.has_payload
     assert req.data_length == 512
     assert req.obj == w.ObjArgs(oid=0x007F588F00000000, copies=2, offset=0x100000)
-    rsp = w.ResponseHeader.unpack(bytes.fromhex(
-        "00140000" "01000000" "00000000" "00000000" "00000000" "00000000"
-        "8f587f00" "00000000" "0216" + "00" * 14))
+    rsp = w.ResponseHeader.unpack(
+        bytes.fromhex(
+            "0014000001000000000000000000000000000000000000008f587f00000000000216" + "00" * 14
+        )
+    )
     assert rsp.opcode == w.OP_GET_VDI_INFO and rsp.epoch == 1
     assert rsp.vdi == w.VdiResult(0x7F588F, 0, 2, 22)
 
@@ -120,25 +145,51 @@ def test_request_builders_pick_the_protocol_version():
 
 
 def test_union_field_offsets():
-    raw = w.pack_request(w.OP_WRITE_OBJ, w.ObjArgs(
-        oid=0x1122334455667788, cow_oid=0x99, copies=3, copy_policy=0x11,
-        ec_index=4, tgt_epoch=5, offset=0xABCDEF))
+    raw = w.pack_request(
+        w.OP_WRITE_OBJ,
+        w.ObjArgs(
+            oid=0x1122334455667788,
+            cow_oid=0x99,
+            copies=3,
+            copy_policy=0x11,
+            ec_index=4,
+            tgt_epoch=5,
+            offset=0xABCDEF,
+        ),
+    )
     assert struct.unpack_from("<QQBBBBII", raw, 16) == (
-        0x1122334455667788, 0x99, 3, 0x11, 4, 0, 5, 0xABCDEF)
-    raw = w.pack_request(w.OP_NEW_VDI, w.VdiArgs(
-        vdi_size=1 << 40, base_vdi_id=0x7F588F, copies=2, copy_policy=0x22,
-        store_policy=1, block_size_shift=20, snapid=1, type=1))
-    assert struct.unpack_from("<QIBBBBII", raw, 16) == (
-        1 << 40, 0x7F588F, 2, 0x22, 1, 20, 1, 1)
+        0x1122334455667788,
+        0x99,
+        3,
+        0x11,
+        4,
+        0,
+        5,
+        0xABCDEF,
+    )
+    raw = w.pack_request(
+        w.OP_NEW_VDI,
+        w.VdiArgs(
+            vdi_size=1 << 40,
+            base_vdi_id=0x7F588F,
+            copies=2,
+            copy_policy=0x22,
+            store_policy=1,
+            block_size_shift=20,
+            snapid=1,
+            type=1,
+        ),
+    )
+    assert struct.unpack_from("<QIBBBBII", raw, 16) == (1 << 40, 0x7F588F, 2, 0x22, 1, 20, 1, 1)
     assert raw[40:] == bytes(8)
     rsp = w.pack_response(w.OP_GET_CLUSTER_DEFAULT, args=w.ClusterDefaults(2, 0x11, 22))
     assert rsp[20:23] == bytes([2, 0x11, 22])
     rsp = w.pack_response(w.OP_STAT_SHEEP, args=w.SheepStat(10, 5))
     assert struct.unpack_from("<QQ", rsp, 32) == (10, 5)
-    rsp = w.pack_response(w.OP_GET_NODE_LIST, 0, epoch=9, id=3, data_length=240,
-                          args=w.NodeListResult(3))
-    assert rsp.hex() == "00820000" "09000000" "03000000" "f0000000" "00000000" \
-        "03000000" + "00" * 24
+    rsp = w.pack_response(
+        w.OP_GET_NODE_LIST, 0, epoch=9, id=3, data_length=240, args=w.NodeListResult(3)
+    )
+    assert rsp.hex() == "008200000900000003000000f00000000000000003000000" + "00" * 24
 
 
 def test_headers_reject_short_buffers():
@@ -148,13 +199,26 @@ def test_headers_reject_short_buffers():
         w.ResponseHeader.unpack(bytes(10))
 
 
-@pytest.mark.parametrize("name,vid", [
-    ("probe-a", 0x7F588F), ("probe-c", 0x7F5BF5), ("probe-x", 0x7F4944),
-    ("base", 0x54C278), ("probe-p2", 0x324D7A), ("probe-z20", 0x7E5DE8),
-    ("probe-zero", 0x3ACCD6), ("probe-hv", 0x76EF66), ("probe-ec", 0x57B2E0),
-    ("probe-ec42", 0x4551CA), ("probe-c2", 0x68F325), ("probe-odd", 0x28DE41),
-    ("probe-sp ace", 0x9FCAD0), ("probe-back\\slash", 0x7B5C6E), ("probe-x:y", 0x89FB39),
-])
+@pytest.mark.parametrize(
+    "name,vid",
+    [
+        ("probe-a", 0x7F588F),
+        ("probe-c", 0x7F5BF5),
+        ("probe-x", 0x7F4944),
+        ("base", 0x54C278),
+        ("probe-p2", 0x324D7A),
+        ("probe-z20", 0x7E5DE8),
+        ("probe-zero", 0x3ACCD6),
+        ("probe-hv", 0x76EF66),
+        ("probe-ec", 0x57B2E0),
+        ("probe-ec42", 0x4551CA),
+        ("probe-c2", 0x68F325),
+        ("probe-odd", 0x28DE41),
+        ("probe-sp ace", 0x9FCAD0),
+        ("probe-back\\slash", 0x7B5C6E),
+        ("probe-x:y", 0x89FB39),
+    ],
+)
 def test_fnv1a_vid_matches_vids_allocated_by_sheep(name, vid):
     assert w.fnv1a_vid(name) == vid
     assert w.fnv1a_vid(name.encode()) == vid
@@ -183,7 +247,7 @@ def test_sizes():
     assert w.INODE_SIZE == 12587576
     assert w.INODE_HEADER_SIZE == 4664
     assert w.GREF_OFFSET == 4198968
-    assert w.MAX_OBJECTS_FLAT == 2 ** 20
+    assert w.MAX_OBJECTS_FLAT == 2**20
     assert w.NODE_RECORD_SIZE == 80
     assert w.NODE_LIST_BUFFER_SIZE == 491520
     assert w.VDI_BITMAP_SIZE == 2097152
@@ -192,20 +256,41 @@ def test_sizes():
 
 
 def test_inode_header_layout():
-    hdr = w.InodeHeader(name=b"probe-a", tag=b"snap1", create_time=1, snap_ctime=2,
-                        vm_clock_nsec=3, vdi_size=4, vm_state_size=5, copy_policy=6,
-                        store_policy=7, nr_copies=8, block_size_shift=9, snap_id=10,
-                        vdi_id=11, parent_vdi_id=12, btree_counter=13)
+    hdr = w.InodeHeader(
+        name=b"probe-a",
+        tag=b"snap1",
+        create_time=1,
+        snap_ctime=2,
+        vm_clock_nsec=3,
+        vdi_size=4,
+        vm_state_size=5,
+        copy_policy=6,
+        store_policy=7,
+        nr_copies=8,
+        block_size_shift=9,
+        snap_id=10,
+        vdi_id=11,
+        parent_vdi_id=12,
+        btree_counter=13,
+    )
     raw = hdr.pack()
     assert len(raw) == 572
     assert raw[:8] == b"probe-a\0" and raw[256:262] == b"snap1\0"
-    offsets = {w.INODE_CREATE_TIME_OFFSET: ("<Q", 1), w.INODE_SNAP_CTIME_OFFSET: ("<Q", 2),
-               w.INODE_VM_CLOCK_OFFSET: ("<Q", 3), w.INODE_VDI_SIZE_OFFSET: ("<Q", 4),
-               w.INODE_VM_STATE_SIZE_OFFSET: ("<Q", 5), w.INODE_COPY_POLICY_OFFSET: ("B", 6),
-               w.INODE_STORE_POLICY_OFFSET: ("B", 7), w.INODE_NR_COPIES_OFFSET: ("B", 8),
-               w.INODE_BSS_OFFSET: ("B", 9), w.INODE_SNAP_ID_OFFSET: ("<I", 10),
-               w.INODE_VDI_ID_OFFSET: ("<I", 11), w.INODE_PARENT_OFFSET: ("<I", 12),
-               w.INODE_BTREE_COUNTER_OFFSET: ("<I", 13)}
+    offsets = {
+        w.INODE_CREATE_TIME_OFFSET: ("<Q", 1),
+        w.INODE_SNAP_CTIME_OFFSET: ("<Q", 2),
+        w.INODE_VM_CLOCK_OFFSET: ("<Q", 3),
+        w.INODE_VDI_SIZE_OFFSET: ("<Q", 4),
+        w.INODE_VM_STATE_SIZE_OFFSET: ("<Q", 5),
+        w.INODE_COPY_POLICY_OFFSET: ("B", 6),
+        w.INODE_STORE_POLICY_OFFSET: ("B", 7),
+        w.INODE_NR_COPIES_OFFSET: ("B", 8),
+        w.INODE_BSS_OFFSET: ("B", 9),
+        w.INODE_SNAP_ID_OFFSET: ("<I", 10),
+        w.INODE_VDI_ID_OFFSET: ("<I", 11),
+        w.INODE_PARENT_OFFSET: ("<I", 12),
+        w.INODE_BTREE_COUNTER_OFFSET: ("<I", 13),
+    }
     for offset, (fmt, value) in offsets.items():
         assert struct.unpack_from(fmt, raw, offset) == (value,), offset
     assert w.InodeHeader.unpack(raw) == hdr
@@ -213,29 +298,43 @@ def test_inode_header_layout():
 
 
 def test_node_records_from_a_captured_node_list():
-    line = next(l for l in open(os.path.join(VECTOR_DIR, "direct_discovery.txt"))
-                if l.startswith("S>C 0082"))
+    line = next(
+        row
+        for row in open(os.path.join(VECTOR_DIR, "direct_discovery.txt"))
+        if row.startswith("S>C 0082")
+    )
     payload = bytes.fromhex(line.split()[3])
     nodes = w.unpack_node_list(payload, 3)
     assert [(n.addr, n.port, n.nr_vnodes, n.zone) for n in nodes] == [
-        ("127.0.0.1", 7000, 128, 0), ("127.0.0.1", 7001, 128, 1),
-        ("127.0.0.1", 7002, 128, 2)]
+        ("127.0.0.1", 7000, 128, 0),
+        ("127.0.0.1", 7001, 128, 1),
+        ("127.0.0.1", 7002, 128, 2),
+    ]
     assert nodes[0].space == 0x13F36D2000 and nodes[0].io_addr == ""
     # our own encoding: 12 zero bytes + IPv4, port at 40 (pointers are zero)
     raw = nodes[1].pack()
     assert raw[24:40] == bytes(12) + bytes([127, 0, 0, 1]) and raw[40:42] == b"\x59\x1b"
-    assert raw[24:] == payload[80 + 24:160]
+    assert raw[24:] == payload[80 + 24 : 160]
     # (an IPv6 address with 12 leading zero bytes, like ::1, reads back as IPv4)
     assert w.NodeRecord.unpack(w.NodeRecord("fe80::1", 7000).pack()).addr == "fe80::1"
 
 
 def test_stat_cluster_record_from_the_capture():
-    line = next(l for l in open(os.path.join(VECTOR_DIR, "direct_discovery.txt"))
-                if l.startswith("S>C 0087"))
+    line = next(
+        row
+        for row in open(os.path.join(VECTOR_DIR, "direct_discovery.txt"))
+        if row.startswith("S>C 0087")
+    )
     payload = bytes.fromhex(line.split()[3])
     rec = w.StatCluster.unpack(payload)
-    assert (rec.epoch, rec.nr_nodes, rec.nr_copies, rec.copy_policy, rec.flags,
-            rec.driver) == (1, 0, 2, 0, w.CLUSTER_FLAG_AUTO_VNODES, b"plain")
+    assert (rec.epoch, rec.nr_nodes, rec.nr_copies, rec.copy_policy, rec.flags, rec.driver) == (
+        1,
+        0,
+        2,
+        0,
+        w.CLUSTER_FLAG_AUTO_VNODES,
+        b"plain",
+    )
     assert rec.ctime >> 32 == 0x6B08E1D0
     assert rec._replace(driver=b"plain").pack() == payload
 

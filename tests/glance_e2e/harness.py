@@ -53,8 +53,7 @@ def glance_python() -> str:
 def probe(python: str, code: str) -> Optional[str]:
     """None if `code` runs under `python`, else the reason it does not."""
     try:
-        done = subprocess.run([python, "-c", code], capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
     except OSError as exc:
         return f"{python}: {exc}"
     if done.returncode == 0:
@@ -70,17 +69,20 @@ def free_port() -> int:
 
 
 def _read_ini(path: Path) -> configparser.RawConfigParser:
-    cp = configparser.RawConfigParser(interpolation=None,
-                                      default_section="__no_default__")
+    cp = configparser.RawConfigParser(interpolation=None, default_section="__no_default__")
     cp.optionxform = str  # keep option names as written
     with open(path) as f:
         cp.read_file(f)
     return cp
 
 
-def write_config(conf_dir: Path, state_dir: Path, backend: str,
-                 sheep_address: Optional[str] = None,
-                 extra: Optional[dict] = None) -> Path:
+def write_config(
+    conf_dir: Path,
+    state_dir: Path,
+    backend: str,
+    sheep_address: Optional[str] = None,
+    extra: Optional[dict] = None,
+) -> Path:
     """Write glance-api.conf and glance-api-paste.ini into `conf_dir`.
 
     backend "sd": examples/glance-api.conf as it is, pointed at
@@ -141,8 +143,7 @@ class GlanceServer:
         self.python = python or glance_python()
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
-        self.env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(conf_dir),
-                        PYTHONUNBUFFERED="1")
+        self.env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(conf_dir), PYTHONUNBUFFERED="1")
 
     # -- logs ------------------------------------------------------------
     def log(self, tail: int = 12000) -> str:
@@ -155,23 +156,45 @@ class GlanceServer:
     # -- life cycle ------------------------------------------------------
     def db_sync(self) -> None:
         done = subprocess.run(
-            [self.python, "-m", "glance.cmd.manage", "--config-file",
-             str(self.conf_dir / "glance-api.conf"), "db_sync"],
-            capture_output=True, text=True, timeout=120, env=self.env)
+            [
+                self.python,
+                "-m",
+                "glance.cmd.manage",
+                "--config-file",
+                str(self.conf_dir / "glance-api.conf"),
+                "db_sync",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=self.env,
+        )
         assert done.returncode == 0, (
-            f"glance-manage db_sync failed ({done.returncode}):\n"
-            f"{done.stdout}\n{done.stderr}")
+            f"glance-manage db_sync failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
 
-    def start(self, timeout: float = 60.0) -> "GlanceServer":
+    def start(self, timeout: float = 60.0) -> GlanceServer:
         for _attempt in range(3):  # a free port can be taken before we bind it
             self.port = free_port()
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [self.python, "-m", "cheroot", "--bind", f"127.0.0.1:{self.port}",
-                 "--threads", "4", "glance.wsgi.api:application"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=str(self.log_path.parent),
-                start_new_session=True)
+                [
+                    self.python,
+                    "-m",
+                    "cheroot",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--threads",
+                    "4",
+                    "glance.wsgi.api:application",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=str(self.log_path.parent),
+                start_new_session=True,
+            )
             log.close()
             if self._wait_ready(timeout):
                 return self
@@ -180,7 +203,8 @@ class GlanceServer:
         self.stop()
         raise AssertionError(
             f"Glance did not come up on 127.0.0.1:{self.port} within {timeout:.0f} s; "
-            f"server log:\n{self.log()}")
+            f"server log:\n{self.log()}"
+        )
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -206,7 +230,7 @@ class GlanceServer:
             self.proc.kill()
             self.proc.wait(timeout=15)
 
-    def __enter__(self) -> "GlanceServer":
+    def __enter__(self) -> GlanceServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -216,8 +240,15 @@ class GlanceServer:
     def connection(self, timeout: float = 120.0) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
-    def request(self, method: str, path: str, body=None, headers=None,
-                auth: bool = True, timeout: float = 120.0):
+    def request(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        headers=None,
+        auth: bool = True,
+        timeout: float = 120.0,
+    ):
         """One request on a fresh connection: (status, headers, body bytes)."""
         hdrs = dict(AUTH_HEADERS) if auth else {}
         hdrs.update(headers or {})
@@ -237,7 +268,8 @@ class GlanceServer:
             hdrs.setdefault("Content-Type", "application/json")
         status, _h, raw = self.request(method, path, body=body, headers=hdrs)
         assert status in expect, (
-            f"{method} {path}: HTTP {status}: {raw[:2000]!r}\nserver log:\n{self.log()}")
+            f"{method} {path}: HTTP {status}: {raw[:2000]!r}\nserver log:\n{self.log()}"
+        )
         return json.loads(raw) if raw else None
 
     def create_image(self, name: str, **fields) -> dict:
@@ -255,8 +287,13 @@ class GlanceServer:
         hdrs.update(headers or {})
         conn = self.connection()
         try:
-            conn.request("PUT", f"/v2/images/{image_id}/file", body=iter(pieces),
-                         headers=hdrs, encode_chunked=True)
+            conn.request(
+                "PUT",
+                f"/v2/images/{image_id}/file",
+                body=iter(pieces),
+                headers=hdrs,
+                encode_chunked=True,
+            )
             resp = conn.getresponse()
             return resp.status, resp.read()
         finally:
@@ -279,8 +316,7 @@ class GlanceServer:
                 conn.send(piece)
                 conn.send(b"\r\n")
             # Reset rather than FIN, like a client killed mid-transfer.
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                 struct.pack("ii", 1, 0))
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         finally:
             conn.close()
 
@@ -291,4 +327,3 @@ class GlanceServer:
             if image["status"] == wanted or time.monotonic() > deadline:
                 return image
             time.sleep(0.2)
-
