@@ -92,6 +92,16 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
     sfi_op_named(&op, SF_OP_NEW_VDI, payload, sizeof(payload), name, name_len);
     op.req.vdi_size = size;
     op.req.copies = (uint8_t)opt->copies; /* all three checked above */
+    if (opt->copy_policy != 0) {
+        /* sheep takes the cluster's redundancy, its policy included, for a
+         * request without copies: an erasure code needs its strip count */
+        unsigned strips = (opt->copy_policy >> 4) * 2 + (opt->copy_policy & 0x0F);
+        if (opt->copies != 0 && opt->copies != strips)
+            return sfi_fail(err, SF_E_INVALID,
+                            "copies %u does not match copy_policy 0x%02x (%u data + parity strips)",
+                            opt->copies, opt->copy_policy, strips);
+        op.req.copies = (uint8_t)strips;
+    }
     op.req.copy_policy = (uint8_t)opt->copy_policy;
     op.req.block_size_shift = (uint8_t)opt->block_size_shift;
     op.payload = payload;

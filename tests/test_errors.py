@@ -258,3 +258,16 @@ def test_every_c_error_category_maps_to_its_class():
         exc = errors.from_status(value, 0, 0x99, f"a {name} failure")
         assert type(exc) is CATEGORY_CLASSES[name], name
         assert str(exc) == f"a {name} failure"
+
+
+def test_an_erasure_code_sends_its_strip_count(cluster, new_name):
+    """Sheep takes the cluster's redundancy, policy included, for a NEW_VDI
+    without copies: the client sends the code's data + parity strips, and a
+    copies that contradicts the code is refused before anything is sent."""
+    name = new_name()
+    with pytest.raises(sheepfast.InvalidArgument, match="does not match copy_policy"):
+        cluster.create(name, MiB, copies=2, copy_policy=0x11)
+    assert not cluster.exists(name)
+    cluster.create(name, MiB, copy_policy=0x11)
+    info = cluster.stat(name)
+    assert (info.copies, info.copy_policy, info.redundancy) == (3, 0x11, "2:1")
