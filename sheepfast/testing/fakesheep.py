@@ -70,13 +70,13 @@ class RequestLogEntry(NamedTuple):
     opcode: int
     flags: int
     id: int
-    oid: int            # 0 for non-object ops
-    offset: int         # 0 for non-object ops
+    oid: int  # 0 for non-object ops
+    offset: int  # 0 for non-object ops
     data_length: int
 
 
 class _Fault(NamedTuple):
-    kind: str           # one of _FAULT_KINDS
+    kind: str  # one of _FAULT_KINDS
     n: int
     opcode: Optional[int]
     result: int
@@ -85,13 +85,13 @@ class _Fault(NamedTuple):
 # What each fault does to the request it fires on, and which one wins when
 # several fire on the same request (the most violent).
 _FAULT_KINDS = {
-    "stop": 4,          # the node stops before executing it
-    "stop_after": 3,    # the node executes it, then stops (its reply is lost)
-    "drop": 2,          # the connection is reset before executing it
-    "drop_reply": 1,    # executed, then the connection is reset unanswered
-    "fail_after": 0,    # executed, then answered `result` all the same
-    "fail": 0,          # answered `result`, not executed
-    "diverge": 0,       # answered SUCCESS, not executed, and the epoch moves on
+    "stop": 4,  # the node stops before executing it
+    "stop_after": 3,  # the node executes it, then stops (its reply is lost)
+    "drop": 2,  # the connection is reset before executing it
+    "drop_reply": 1,  # executed, then the connection is reset unanswered
+    "fail_after": 0,  # executed, then answered `result` all the same
+    "fail": 0,  # answered `result`, not executed
+    "diverge": 0,  # answered SUCCESS, not executed, and the epoch moves on
 }
 
 
@@ -101,8 +101,8 @@ class _Faults:
     def __init__(self):
         self._lock = threading.Lock()
         self._delays: Dict[Optional[int], float] = {}
-        self._armed: List[List] = []     # [fault, matching requests seen so far]
-        self._actions: List[List] = []   # [n, opcode, action, matching requests executed]
+        self._armed: List[List] = []  # [fault, matching requests seen so far]
+        self._actions: List[List] = []  # [n, opcode, action, matching requests executed]
         self.reorder = False
 
     def set_delay(self, seconds: float, opcode: Optional[int]) -> None:
@@ -206,18 +206,19 @@ class _Connection:
         self.node = node
         self.sock = sock
         self._cond = threading.Condition()
-        self._replies: list = []      # heap of (due, seq, buffers)
+        self._replies: list = []  # heap of (due, seq, buffers)
         self._seq = 0
-        self._pending = 0             # admitted requests not yet answered
+        self._pending = 0  # admitted requests not yet answered
         self._eof = False
         self._closed = False
-        self.node_stopped = False     # set when its node stops: execute nothing more
+        self.node_stopped = False  # set when its node stops: execute nothing more
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def start(self) -> None:
         for target, role in ((self._read_loop, "reader"), (self._write_loop, "writer")):
-            threading.Thread(target=target, daemon=True,
-                             name=f"fakesheep-{self.node.index}-{role}").start()
+            threading.Thread(
+                target=target, daemon=True, name=f"fakesheep-{self.node.index}-{role}"
+            ).start()
 
     # ---------------------------------------------------------------- reading
 
@@ -227,7 +228,7 @@ class _Connection:
             return None
         req = w.RequestHeader.unpack(header)
         payload = None
-        if req.flags & w.FLAG_WRITE:       # never read a payload without WRITE
+        if req.flags & w.FLAG_WRITE:  # never read a payload without WRITE
             payload = bytearray(req.data_length)
             if not _recv_exact(self.sock, memoryview(payload)):
                 return None
@@ -254,8 +255,11 @@ class _Connection:
                         self.sheep.stop_node(self.node.index)
                         return
                     batch.append((req, payload, fault))
-                    if not self.sheep._faults.reorder or len(batch) >= REORDER_MAX_BATCH \
-                            or not self._more_waiting():
+                    if (
+                        not self.sheep._faults.reorder
+                        or len(batch) >= REORDER_MAX_BATCH
+                        or not self._more_waiting()
+                    ):
                         break
                 with self._cond:
                     self._pending += len(batch)
@@ -323,8 +327,7 @@ class _Connection:
             self._cond.notify_all()
         try:
             if abortive:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                     struct.pack("ii", 1, 0))
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             # shutdown wakes our own reader/writer if they are blocked
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -345,19 +348,28 @@ class _Node:
 class FakeSheep:
     """An embedded Sheepdog 1.0 cluster of `nodes` gateways sharing one store."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, nodes: int = 1,
-                 copies: int = 2, copy_policy: int = 0,
-                 block_size_shift: int = w.DEFAULT_BLOCK_SIZE_SHIFT,
-                 epoch: int = 1, workers: int = 4):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        nodes: int = 1,
+        copies: int = 2,
+        copy_policy: int = 0,
+        block_size_shift: int = w.DEFAULT_BLOCK_SIZE_SHIFT,
+        epoch: int = 1,
+        workers: int = 4,
+    ):
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self.host = host
         self.epoch = epoch
         self.ctime = _now_ctime()
-        self.store = Store(copies=copies, copy_policy=copy_policy,
-                           block_size_shift=block_size_shift)
+        self.store = Store(
+            copies=copies, copy_policy=copy_policy, block_size_shift=block_size_shift
+        )
         self.hazards: List[str] = []
-        self.internal_errors: List[str] = []   # handler crashes (FakeSheep bugs)
+        self.internal_errors: List[str] = []  # handler crashes (FakeSheep bugs)
         self._handlers = Handlers(self.store, self)
         self._faults = _Faults()
         self._lock = threading.Lock()
@@ -431,15 +443,19 @@ class FakeSheep:
         node.port = listener.getsockname()[1]
         node.listener = listener
         node.running = True
-        threading.Thread(target=self._accept_loop, args=(node, listener), daemon=True,
-                         name=f"fakesheep-{node.index}-accept").start()
+        threading.Thread(
+            target=self._accept_loop,
+            args=(node, listener),
+            daemon=True,
+            name=f"fakesheep-{node.index}-accept",
+        ).start()
 
     def _close(self, node: _Node) -> None:
         node.running = False
         listener, node.listener = node.listener, None
         if listener is not None:
             try:
-                listener.shutdown(socket.SHUT_RDWR)   # wakes accept() on Linux
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
             except OSError:
                 pass
             listener.close()
@@ -490,8 +506,9 @@ class FakeSheep:
     def node_records(self) -> List[w.NodeRecord]:
         """GET_NODE_LIST's view: the running nodes, one zone each."""
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return [w.NodeRecord(host, n.port, 128, n.index, NODE_SPACE)
-                for n in self._nodes if n.running]
+        return [
+            w.NodeRecord(host, n.port, 128, n.index, NODE_SPACE) for n in self._nodes if n.running
+        ]
 
     # ------------------------------------------------------------ requests
 
@@ -502,8 +519,11 @@ class FakeSheep:
                 oid = offset = 0
                 if req.opcode in w.OBJ_OPCODES:
                     oid, offset = req.obj.oid, req.obj.offset
-                self._log.append(RequestLogEntry(node, req.opcode, req.flags, req.id,
-                                                 oid, offset, req.data_length))
+                self._log.append(
+                    RequestLogEntry(
+                        node, req.opcode, req.flags, req.id, oid, offset, req.data_length
+                    )
+                )
         return self._faults.admit(req.opcode)
 
     def _submit(self, conn: _Connection, batch) -> None:
@@ -516,7 +536,7 @@ class FakeSheep:
                 pool.submit(self._run_one, conn, *batch[0])
             else:
                 pool.submit(self._run_batch, conn, batch)
-        except RuntimeError:          # pool shut down while stopping
+        except RuntimeError:  # pool shut down while stopping
             conn.abort()
 
     def _run_one(self, conn: _Connection, req, payload, fault) -> None:
@@ -527,10 +547,10 @@ class FakeSheep:
         replies = []
         for req, payload, fault in batch:
             if conn.node_stopped:
-                return                # a dead sheep executes nothing more
+                return  # a dead sheep executes nothing more
             buffers = self._execute(req, payload, fault)
             if fault is not None and fault.kind == "drop_reply":
-                conn.abort()          # executed, and the client never hears of it
+                conn.abort()  # executed, and the client never hears of it
                 return
             if fault is not None and fault.kind == "stop_after":
                 self.stop_node(conn.node.index)
@@ -559,8 +579,14 @@ class FakeSheep:
                     action()
                 except Exception:
                     self.internal_errors.append(traceback.format_exc())
-        header = w.pack_response(req.opcode, reply.result, epoch=self.epoch, id=req.id,
-                                 data_length=reply.data_length, args=reply.args)
+        header = w.pack_response(
+            req.opcode,
+            reply.result,
+            epoch=self.epoch,
+            id=req.id,
+            data_length=reply.data_length,
+            args=reply.args,
+        )
         return [header, *reply.data]
 
     def record_hazard(self, description: str) -> None:
@@ -573,8 +599,9 @@ class FakeSheep:
         """Delay every reply (or those of `opcode`); the op itself runs at once."""
         self._faults.set_delay(seconds, opcode)
 
-    def fail_nth(self, n: int, result: int, opcode: Optional[int] = None, *,
-                 applied: bool = False) -> None:
+    def fail_nth(
+        self, n: int, result: int, opcode: Optional[int] = None, *, applied: bool = False
+    ) -> None:
         """The n-th matching request from now is answered `result`, not
         executed; applied=True executes it first and answers `result` all the
         same (a gateway whose write reached some copies and failed on others)."""
@@ -610,8 +637,7 @@ class FakeSheep:
         is reset without the reply: the client cannot tell whether it happened."""
         self._faults.arm(_Fault("drop_reply", n, opcode, 0))
 
-    def stop_node_nth(self, n: int, opcode: Optional[int] = None, *,
-                      applied: bool = False) -> None:
+    def stop_node_nth(self, n: int, opcode: Optional[int] = None, *, applied: bool = False) -> None:
         """On the n-th matching request from now, the node that received it
         stops (as stop_node: listener and connections closed, epoch bumped).
         applied=True executes that request first, so its effect stays and its

@@ -58,9 +58,9 @@ class ObjectMismatch:
 
     index: int
     length: int
-    right_prefix: int     # bytes equal to the expected ones from its start
-    rest_zero: bool       # everything after that prefix reads as zeros
-    expected_zero: bool   # the expected object is all zeros
+    right_prefix: int  # bytes equal to the expected ones from its start
+    rest_zero: bool  # everything after that prefix reads as zeros
+    expected_zero: bool  # the expected object is all zeros
     # (start, end, "zeros" or "other") of each wrong run, in MISMATCH_GRAIN blocks
     wrong: list = field(default_factory=list)
 
@@ -76,8 +76,8 @@ class ObjectMismatch:
                 hi = mid - 1
         wrong: list = []
         for start in range(0, max(len(want), len(got)), MISMATCH_GRAIN):
-            a = want[start:start + MISMATCH_GRAIN]
-            b = got[start:start + MISMATCH_GRAIN]
+            a = want[start : start + MISMATCH_GRAIN]
+            b = got[start : start + MISMATCH_GRAIN]
             if a == b:
                 continue
             kind = "zeros" if b.count(0) == len(b) else "other"
@@ -86,17 +86,24 @@ class ObjectMismatch:
                 wrong[-1] = (wrong[-1][0], end, kind)
             else:
                 wrong.append((start, end, kind))
-        return cls(index=index, length=len(got), right_prefix=lo,
-                   rest_zero=got[lo:].count(0) == len(got) - lo,
-                   expected_zero=want.count(0) == len(want), wrong=wrong)
+        return cls(
+            index=index,
+            length=len(got),
+            right_prefix=lo,
+            rest_zero=got[lo:].count(0) == len(got) - lo,
+            expected_zero=want.count(0) == len(want),
+            wrong=wrong,
+        )
 
     def __str__(self) -> str:
         what = "then zeros" if self.rest_zero else "then other bytes"
         if self.expected_zero:
             what += " (expected all zeros)"
         runs = ", ".join(f"{a // 1024}-{b // 1024} KiB {kind}" for a, b, kind in self.wrong[:6])
-        return (f"object {self.index}: {self.right_prefix} of {self.length} bytes right "
-                f"({self.right_prefix / 1024:.0f} KiB), {what}; wrong: {runs}")
+        return (
+            f"object {self.index}: {self.right_prefix} of {self.length} bytes right "
+            f"({self.right_prefix / 1024:.0f} KiB), {what}; wrong: {runs}"
+        )
 
 
 @dataclass
@@ -116,14 +123,20 @@ class VdiComparison:
 
     @property
     def ok(self) -> bool:
-        return (self.returncode == 0 and not self.timed_out and self.read == self.size
-                and self.sha256 == self.expected_sha256)
+        return (
+            self.returncode == 0
+            and not self.timed_out
+            and self.read == self.size
+            and self.sha256 == self.expected_sha256
+        )
 
     def __str__(self) -> str:
         if self.ok:
             return f"{self.name} via sheep {self.via}: all {self.size} bytes right"
-        parts = [f"{self.name} via sheep {self.via}: read {self.read} of {self.size} bytes, "
-                 f"dog exit {self.returncode}"]
+        parts = [
+            f"{self.name} via sheep {self.via}: read {self.read} of {self.size} bytes, "
+            f"dog exit {self.returncode}"
+        ]
         if self.timed_out:
             parts.append("timed out")
         if self.stderr:
@@ -144,8 +157,14 @@ class LocalSheep:
 
     host = "127.0.0.1"
 
-    def __init__(self, nodes: int = 3, copies: int = 2, *, start_timeout: float = 30.0,
-                 log_level: str | None = None):
+    def __init__(
+        self,
+        nodes: int = 3,
+        copies: int = 2,
+        *,
+        start_timeout: float = 30.0,
+        log_level: str | None = None,
+    ):
         if not available():
             raise LocalSheepError("sheep and dog must be on PATH")
         self.nodes = nodes
@@ -165,32 +184,43 @@ class LocalSheep:
     def addresses(self) -> list[str]:
         return [f"{self.host}:{p}" for p in self.ports]
 
-    def dog(self, *args: str, node: int = 0, input: bytes | None = None,
-            timeout: float = 60.0) -> subprocess.CompletedProcess:
+    def dog(
+        self, *args: str, node: int = 0, input: bytes | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess:
         """Runs dog against one node; raises with dog's stderr on failure."""
         cmd = ["dog", *args, "-a", self.host, "-p", str(self.ports[node])]
         done = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
         if done.returncode != 0:
-            raise LocalSheepError(f"{' '.join(cmd)}: {done.stderr.decode(errors='replace').strip()}")
+            raise LocalSheepError(
+                f"{' '.join(cmd)}: {done.stderr.decode(errors='replace').strip()}"
+            )
         return done
 
     def _spawn(self, i: int) -> None:
         node_dir = os.path.join(self.base_dir, str(i))
         os.makedirs(node_dir, exist_ok=True)
         cmd = [
-            "sheep", "-f",            # foreground: we are its parent and reap it
-            "-n",                     # no O_SYNC: a throwaway cluster
-            "-b", self.host, "-y", self.host,
-            "-p", str(self.ports[i]),
-            "-z", str(i),             # one zone per node, or copies can't spread
+            "sheep",
+            "-f",  # foreground: we are its parent and reap it
+            "-n",  # no O_SYNC: a throwaway cluster
+            "-b",
+            self.host,
+            "-y",
+            self.host,
+            "-p",
+            str(self.ports[i]),
+            "-z",
+            str(i),  # one zone per node, or copies can't spread
             *(["-l", f"level={self.log_level}"] if self.log_level else []),
-            "-c", "local:" + os.path.join(self.base_dir, "shm"),  # own driver file
+            "-c",
+            "local:" + os.path.join(self.base_dir, "shm"),  # own driver file
             node_dir,
         ]
         log = open(os.path.join(node_dir, "stdout.log"), "ab")
         with log:
             self._procs[i] = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
 
     def _wait(self, what: str, ready, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
@@ -232,8 +262,10 @@ class LocalSheep:
                 self._wait(f"node {i} to listen", lambda: self._listening(i))
             self._wait("all nodes to join", lambda: self._nodes_listed() == self.nodes)
             self.dog("cluster", "format", "-c", str(self.copies))
-            self._wait("the cluster to run", lambda: b"running" in
-                       self.dog("cluster", "info").stdout.splitlines()[0])
+            self._wait(
+                "the cluster to run",
+                lambda: b"running" in self.dog("cluster", "info").stdout.splitlines()[0],
+            )
         except LocalSheepError as exc:
             logs = self._log_tails()
             self.stop()
@@ -330,8 +362,9 @@ class LocalSheep:
             raise LocalSheepError(f"node {node} lists sheep that are not ours: {sorted(unknown)}")
         return sorted(by_address[a] for a in listed)
 
-    def wait_for_nodes(self, expected, *, via: int | None = None,
-                       timeout: float | None = None) -> int:
+    def wait_for_nodes(
+        self, expected, *, via: int | None = None, timeout: float | None = None
+    ) -> int:
         """Waits until the running sheep (or ``via``) list exactly the sheep
         in ``expected`` and agree on one epoch: the cluster has noticed a
         node leave or join. Returns that epoch."""
@@ -343,11 +376,12 @@ class LocalSheep:
             found.clear()
             for i in askers:
                 found[i] = (self.members(i), self.epoch(i))
-            return (all(m == expected for m, _ in found.values())
-                    and len({e for _, e in found.values()}) == 1)
+            return (
+                all(m == expected for m, _ in found.values())
+                and len({e for _, e in found.values()}) == 1
+            )
 
-        self._wait(f"the cluster to list nodes {expected} (last seen {found})",
-                   settled, timeout)
+        self._wait(f"the cluster to list nodes {expected} (last seen {found})", settled, timeout)
         return next(iter(found.values()))[1]
 
     def recovery_progress(self, node: int = 0) -> dict:
@@ -378,8 +412,9 @@ class LocalSheep:
         try:
             self._wait("recovery to finish", done, timeout)
         except LocalSheepError as exc:
-            raise LocalSheepError(f"{exc}; still recovering (sheep: (done, total)): {seen}\n"
-                                  f"{self._log_tails(12)}") from None
+            raise LocalSheepError(
+                f"{exc}; still recovering (sheep: (done, total)): {seen}\n{self._log_tails(12)}"
+            ) from None
 
     def restart_cluster(self) -> None:
         """Throws the whole cluster away and starts a fresh one (new ports,
@@ -409,8 +444,9 @@ class LocalSheep:
             names.add("".join(name))
         return names
 
-    def compare_vdi(self, name: str, expected, *, via: int, object_size: int,
-                    timeout: float = 120.0) -> "VdiComparison":
+    def compare_vdi(
+        self, name: str, expected, *, via: int, object_size: int, timeout: float = 120.0
+    ) -> "VdiComparison":
         """Reads VDI ``name`` with ``dog vdi read`` through sheep ``via`` and
         compares it, object by object, with ``expected`` (bytes-like)."""
         expected = memoryview(expected)
@@ -418,8 +454,9 @@ class LocalSheep:
         result = VdiComparison(name=name, via=via, size=len(expected))
         whole = hashlib.sha256()
         timed_out = threading.Event()
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) as proc:
+        with subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as proc:
 
             def give_up() -> None:
                 timed_out.set()
@@ -435,7 +472,7 @@ class LocalSheep:
                         break
                     whole.update(got)
                     start = index * object_size
-                    want = expected[start:start + len(got)]
+                    want = expected[start : start + len(got)]
                     if got != want:
                         result.bad_objects.append(ObjectMismatch.of(index, bytes(want), got))
                     result.read += len(got)
