@@ -201,7 +201,7 @@ def _send_all(sock: socket.socket, buffers) -> None:
 
 
 class _Connection:
-    def __init__(self, sheep: "FakeSheep", node: "_Node", sock: socket.socket):
+    def __init__(self, sheep: FakeSheep, node: _Node, sock: socket.socket):
         self.sheep = sheep
         self.node = node
         self.sock = sock
@@ -385,7 +385,7 @@ class FakeSheep:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> "FakeSheep":
+    def start(self) -> FakeSheep:
         if self._pool is not None:
             return self
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="fakesheep-worker")
@@ -405,7 +405,7 @@ class FakeSheep:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "FakeSheep":
+    def __enter__(self) -> FakeSheep:
         return self.start()
 
     def __exit__(self, *exc) -> None:

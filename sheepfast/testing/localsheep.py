@@ -9,6 +9,7 @@ project; this only runs binaries that are already installed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -65,7 +66,7 @@ class ObjectMismatch:
     wrong: list = field(default_factory=list)
 
     @classmethod
-    def of(cls, index: int, want: bytes, got: bytes) -> "ObjectMismatch":
+    def of(cls, index: int, want: bytes, got: bytes) -> ObjectMismatch:
         n = min(len(want), len(got))
         lo, hi = 0, n  # binary search over equal prefixes, in bytes
         while lo < hi:
@@ -250,7 +251,7 @@ class LocalSheep:
         out = self.dog("node", "list", "-r").stdout.decode()
         return sum(1 for line in out.splitlines() if line.strip())
 
-    def start(self) -> "LocalSheep":
+    def start(self) -> LocalSheep:
         self.base_dir = tempfile.mkdtemp(prefix="sheepfast-localsheep-")
         self.ports = [_free_port() for _ in range(self.nodes)]
         self._procs = [None] * self.nodes
@@ -259,7 +260,7 @@ class LocalSheep:
                 # One at a time: sheep purges a fixed lock directory at start,
                 # and two starting at once race on it and one gives up.
                 self._spawn(i)
-                self._wait(f"node {i} to listen", lambda: self._listening(i))
+                self._wait(f"node {i} to listen", functools.partial(self._listening, i))
             self._wait("all nodes to join", lambda: self._nodes_listed() == self.nodes)
             self.dog("cluster", "format", "-c", str(self.copies))
             self._wait(
@@ -446,7 +447,7 @@ class LocalSheep:
 
     def compare_vdi(
         self, name: str, expected, *, via: int, object_size: int, timeout: float = 120.0
-    ) -> "VdiComparison":
+    ) -> VdiComparison:
         """Reads VDI ``name`` with ``dog vdi read`` through sheep ``via`` and
         compares it, object by object, with ``expected`` (bytes-like)."""
         expected = memoryview(expected)
@@ -549,7 +550,7 @@ class LocalSheep:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = ""
 
-    def __enter__(self) -> "LocalSheep":
+    def __enter__(self) -> LocalSheep:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

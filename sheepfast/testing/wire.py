@@ -399,7 +399,7 @@ class ObjArgs(NamedTuple):
         )
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ObjArgs":
+    def unpack(cls, raw: bytes) -> ObjArgs:
         oid, cow, copies, policy, ec_index, _rsv, tgt, off = _REQ_OBJ.unpack(raw)
         return cls(oid, cow, copies, policy, ec_index, tgt, off)
 
@@ -420,7 +420,7 @@ class VdiArgs(NamedTuple):
         return _REQ_VDI.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "VdiArgs":
+    def unpack(cls, raw: bytes) -> VdiArgs:
         return cls(*_REQ_VDI.unpack(raw))
 
 
@@ -433,7 +433,7 @@ class ClusterArgs(NamedTuple):
         return _REQ_CLUSTER.pack(self.nodes_nr)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ClusterArgs":
+    def unpack(cls, raw: bytes) -> ClusterArgs:
         return cls(*_REQ_CLUSTER.unpack(raw))
 
 
@@ -463,7 +463,7 @@ class RequestHeader:
         )
 
     @classmethod
-    def unpack(cls, buf) -> "RequestHeader":
+    def unpack(cls, buf) -> RequestHeader:
         if len(buf) < HEADER_SIZE:
             raise ValueError(f"request header needs {HEADER_SIZE} bytes")
         pv, op, flags, epoch, rid, dlen = _REQ_COMMON.unpack_from(buf)
@@ -532,7 +532,7 @@ class VdiResult(NamedTuple):
         return _RSP_VDI.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "VdiResult":
+    def unpack(cls, raw: bytes) -> VdiResult:
         return cls(*_RSP_VDI.unpack(raw))
 
 
@@ -545,7 +545,7 @@ class ClusterDefaults(NamedTuple):
         return _RSP_CLUSTER_DEFAULT.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ClusterDefaults":
+    def unpack(cls, raw: bytes) -> ClusterDefaults:
         return cls(*_RSP_CLUSTER_DEFAULT.unpack(raw))
 
 
@@ -556,7 +556,7 @@ class NodeListResult(NamedTuple):
         return _RSP_NODE_LIST.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "NodeListResult":
+    def unpack(cls, raw: bytes) -> NodeListResult:
         return cls(*_RSP_NODE_LIST.unpack(raw))
 
 
@@ -568,7 +568,7 @@ class ObjResult(NamedTuple):
         return _RSP_OBJ.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ObjResult":
+    def unpack(cls, raw: bytes) -> ObjResult:
         return cls(*_RSP_OBJ.unpack(raw))
 
 
@@ -580,7 +580,7 @@ class SheepStat(NamedTuple):
         return _RSP_STAT_SHEEP.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "SheepStat":
+    def unpack(cls, raw: bytes) -> SheepStat:
         return cls(*_RSP_STAT_SHEEP.unpack(raw))
 
 
@@ -613,7 +613,7 @@ class ResponseHeader:
         )
 
     @classmethod
-    def unpack(cls, buf) -> "ResponseHeader":
+    def unpack(cls, buf) -> ResponseHeader:
         if len(buf) < HEADER_SIZE:
             raise ValueError(f"response header needs {HEADER_SIZE} bytes")
         pv, op, flags, epoch, rid, dlen, result = _RSP_COMMON.unpack_from(buf)
@@ -699,7 +699,7 @@ class NodeRecord(NamedTuple):
         )
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "NodeRecord":
+    def unpack(cls, raw: bytes) -> NodeRecord:
         addr, port, io_addr, io_port, vnodes, zone, space = _NODE.unpack(
             bytes(raw[:NODE_RECORD_SIZE])
         )
@@ -759,7 +759,7 @@ class InodeHeader(NamedTuple):
         return _INODE_HEADER.pack(self.name, self.tag, *self[2:])
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "InodeHeader":
+    def unpack(cls, raw: bytes) -> InodeHeader:
         name, tag, *rest = _INODE_HEADER.unpack_from(raw)
         return cls(name.split(b"\0", 1)[0], tag.split(b"\0", 1)[0], *rest)
 
@@ -802,7 +802,7 @@ class StatCluster(NamedTuple):
         return _STAT_CLUSTER.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "StatCluster":
+    def unpack(cls, raw: bytes) -> StatCluster:
         rec = cls(*_STAT_CLUSTER.unpack_from(raw))
         return rec._replace(driver=rec.driver.split(b"\0", 1)[0])
 
@@ -826,7 +826,7 @@ class ClusterInfo(NamedTuple):
         return _CLUSTER_INFO_HEAD.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ClusterInfo":
+    def unpack(cls, raw: bytes) -> ClusterInfo:
         info = cls(*_CLUSTER_INFO_HEAD.unpack_from(raw))
         return info._replace(default_store=info.default_store.split(b"\0", 1)[0])
 
