@@ -8,7 +8,7 @@ fakesheep.py.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from . import wire as w
 from ._store import Store
@@ -17,7 +17,7 @@ from ._store import Store
 class Reply(NamedTuple):
     result: int
     args: Optional[w.ResponseArgs] = None
-    data: Sequence = ()  # buffers sent after the header, in order
+    data: Sequence[w.Buffer] = ()  # buffers sent after the header, in order
     data_length: int = 0
 
 
@@ -27,7 +27,7 @@ class Cluster(Protocol):
     epoch: int
     ctime: int
 
-    def node_records(self) -> list: ...
+    def node_records(self) -> List[w.NodeRecord]: ...
     def record_hazard(self, description: str) -> None: ...
 
 
@@ -47,6 +47,9 @@ def _error(result: int) -> Reply:
 
 
 _INVALID = Reply(w.RES_INVALID_PARMS)
+
+# one request handler: the header and its request data
+Handler = Callable[[w.RequestHeader, bytearray], Reply]
 
 # The ops whose request data travels through the cluster driver: sheep
 # asserts (aborts) when it exceeds CLUSTER_OP_MAX_DATA (docs/PROTOCOL.md
@@ -70,7 +73,7 @@ class Handlers:
     def __init__(self, store: Store, cluster: Cluster):
         self.store = store
         self.cluster = cluster
-        self._table: Dict[int, Callable] = {
+        self._table: Dict[int, Handler] = {
             w.OP_CREATE_AND_WRITE_OBJ: self.create_and_write_obj,
             w.OP_READ_OBJ: self.read_obj,
             w.OP_WRITE_OBJ: self.write_obj,
@@ -135,7 +138,7 @@ class Handlers:
     # ------------------------------------------------------------------
     # object ops
 
-    def _check_obj_write(self, req: w.RequestHeader, data) -> Optional[Reply]:
+    def _check_obj_write(self, req: w.RequestHeader, data: bytearray) -> Optional[Reply]:
         a = req.obj
         end = a.offset + len(data)
         if end > self.store.object_size(a.oid):
@@ -159,7 +162,7 @@ class Handlers:
             )
         return None
 
-    def create_and_write_obj(self, req, data) -> Reply:
+    def create_and_write_obj(self, req: w.RequestHeader, data: bytearray) -> Reply:
         bad = self._check_obj_write(req, data)
         if bad:
             return bad
@@ -171,14 +174,14 @@ class Handlers:
             )
         )
 
-    def write_obj(self, req, data) -> Reply:
+    def write_obj(self, req: w.RequestHeader, data: bytearray) -> Reply:
         bad = self._check_obj_write(req, data)
         if bad:
             return bad
         a = req.obj
         return _error(self.store.write(a.oid, a.offset, data, copy_policy=a.copy_policy))
 
-    def read_obj(self, req, _data) -> Reply:
+    def read_obj(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         a = req.obj
         result, stored, pad = self.store.read(a.oid, a.offset, req.data_length)
         if result:
@@ -187,22 +190,22 @@ class Handlers:
         parts = (stored, zeros(pad)) if pad else (stored,)
         return Reply(w.RES_SUCCESS, None, parts, req.data_length)
 
-    def remove_obj(self, req, _data) -> Reply:
+    def remove_obj(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return _error(self.store.remove(req.obj.oid))
 
-    def discard_obj(self, req, _data) -> Reply:
+    def discard_obj(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return _error(self.store.discard(req.obj.oid))
 
     # ------------------------------------------------------------------
     # VDI ops
 
     @staticmethod
-    def _name_and_tag(data):
+    def _name_and_tag(data: bytearray) -> Tuple[Optional[bytes], Optional[bytes]]:
         name = w.cstr(data[: w.NAME_SIZE])
         tag = w.cstr(data[w.NAME_SIZE :]) if len(data) > w.NAME_SIZE else b""
         return name, tag
 
-    def new_vdi(self, req, data) -> Reply:
+    def new_vdi(self, req: w.RequestHeader, data: bytearray) -> Reply:
         a = req.vdi
         if req.data_length != w.NAME_SIZE:
             return _INVALID  # 512 gives 0x05 [exp]
@@ -212,7 +215,7 @@ class Handlers:
         result, info = self.store.new_vdi(name, a)
         return Reply(result, info)
 
-    def get_vdi_info(self, req, data) -> Reply:
+    def get_vdi_info(self, req: w.RequestHeader, data: bytearray) -> Reply:
         """GET_VDI_INFO, and LOCK_VDI (locking is off: just a lookup)."""
         if req.data_length not in (w.NAME_SIZE, w.NAME_SIZE + w.TAG_SIZE):
             return _INVALID
@@ -220,21 +223,23 @@ class Handlers:
         result, hdr = self.store.lookup(name, tag, req.vdi.snapid)
         if result:
             return _error(result)
+        assert hdr is not None  # success always names the inode
         return Reply(w.RES_SUCCESS, w.VdiResult(hdr.vdi_id, 0, hdr.nr_copies, hdr.block_size_shift))
 
-    def release_vdi(self, req, _data) -> Reply:
+    def release_vdi(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return Reply(w.RES_SUCCESS)
 
-    def del_vdi(self, req, data) -> Reply:
+    def del_vdi(self, req: w.RequestHeader, data: bytearray) -> Reply:
         if req.data_length not in (w.NAME_SIZE, w.NAME_SIZE + w.TAG_SIZE):
             return _INVALID
         name, tag = self._name_and_tag(data)
         result, vid = self.store.del_vdi(name, tag, req.vdi.snapid)
         if result:
             return _error(result)
+        assert vid is not None  # success always names the vid
         return Reply(w.RES_SUCCESS, w.VdiResult(vid))  # copies and bss are 0
 
-    def get_vdi_attr(self, req, data) -> Reply:
+    def get_vdi_attr(self, req: w.RequestHeader, data: bytearray) -> Reply:
         # sheep reads the record's fields at fixed offsets and writes
         # data_length bytes into a fixed-size object: anything but a whole
         # record reads or writes past a buffer
@@ -269,27 +274,27 @@ class Handlers:
         )
         return Reply(result, args)
 
-    def _bitmap(self, req, deleted: bool) -> Reply:
+    def _bitmap(self, req: w.RequestHeader, deleted: bool) -> Reply:
         if req.data_length != w.VDI_BITMAP_SIZE:
             return _INVALID
         return Reply(w.RES_SUCCESS, None, (self.store.bitmap(deleted),), w.VDI_BITMAP_SIZE)
 
-    def read_vdis(self, req, _data) -> Reply:
+    def read_vdis(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return self._bitmap(req, deleted=False)
 
-    def read_del_vdis(self, req, _data) -> Reply:
+    def read_del_vdis(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return self._bitmap(req, deleted=True)
 
     # ------------------------------------------------------------------
     # cluster ops
 
-    def get_cluster_default(self, req, _data) -> Reply:
+    def get_cluster_default(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         s = self.store
         return Reply(
             w.RES_SUCCESS, w.ClusterDefaults(s.default_copies, s.default_copy_policy, s.default_bss)
         )
 
-    def get_node_list(self, req, _data) -> Reply:
+    def get_node_list(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         records = self.cluster.node_records()
         size = len(records) * w.NODE_RECORD_SIZE
         if req.data_length < size:
@@ -297,11 +302,11 @@ class Handlers:
         payload = b"".join(r.pack() for r in records)
         return Reply(w.RES_SUCCESS, w.NodeListResult(len(records)), (payload,), size)
 
-    def stat_sheep(self, req, _data) -> Reply:
+    def stat_sheep(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         used = self.store.stored_bytes()
         return Reply(w.RES_SUCCESS, w.SheepStat(NODE_SPACE, max(NODE_SPACE - used, 0)))
 
-    def stat_cluster(self, req, _data) -> Reply:
+    def stat_cluster(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         """One epoch-log record for the current epoch.
 
         Only nodes_nr=0 was observed [exp]; with nodes_nr > 0 FakeSheep
@@ -328,7 +333,7 @@ class Handlers:
         body = b"".join(r.pack() for r in records).ljust(want * w.NODE_RECORD_SIZE, b"\0")
         return Reply(w.RES_SUCCESS, None, (head + body,), size)
 
-    def cluster_info(self, req, _data) -> Reply:
+    def cluster_info(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         # FakeSheep choice: a shorter buffer gets INVALID_PARMS
         if req.data_length < w.CLUSTER_INFO_SIZE:
             return _INVALID

@@ -22,7 +22,7 @@ _FLAT_INDEX_END = w.INDEX_OFFSET + w.INDEX_SIZE
 _NOT_FULL_BYTE = re.compile(rb"[^\xff]")  # C-speed scan of the vid bitmap
 
 
-def _u32s(raw: bytes) -> array:
+def _u32s(raw: bytes) -> array[int]:
     """Little-endian u32 words of raw as an array (raw length % 4 == 0)."""
     words = array("I")
     assert words.itemsize == 4
@@ -57,7 +57,7 @@ class SparseObject:
         data, pad = self.read_parts(offset, length)
         return data + bytes(pad) if pad else data
 
-    def write(self, offset: int, data) -> None:
+    def write(self, offset: int, data: w.Buffer) -> None:
         end = offset + len(data)
         if end > len(self.buf):
             if offset > len(self.buf):
@@ -78,7 +78,7 @@ class SparseObject:
     def u32(self, offset: int) -> int:
         return int.from_bytes(self.read(offset, 4), "little")
 
-    def u32s(self, offset: int, count: int) -> array:
+    def u32s(self, offset: int, count: int) -> array[int]:
         return _u32s(self.read(offset, 4 * count))
 
 
@@ -196,7 +196,7 @@ class Store:
             return w.RES_SYSTEM_ERROR  # seen with 4:2 on 3 zones (ec42_write)
         return w.RES_SUCCESS
 
-    def _write_inode(self, vid: int, inode: SparseObject, offset: int, data) -> None:
+    def _write_inode(self, vid: int, inode: SparseObject, offset: int, data: w.Buffer) -> None:
         """Raw inode write; runs reference counting for flat index updates.
 
         Only writes lying entirely inside [4664, 4664+4 MiB) are index updates
@@ -270,7 +270,7 @@ class Store:
             return (w.RES_SUCCESS, *obj.read_parts(offset, length))
 
     def create_and_write(
-        self, oid: int, offset: int, data, *, cow_oid: int = 0, copy_policy: int = 0
+        self, oid: int, offset: int, data: w.Buffer, *, cow_oid: int = 0, copy_policy: int = 0
     ) -> int:
         """CREATE_AND_WRITE_OBJ: a new object replaces any old one entirely."""
         with self.lock:
@@ -293,7 +293,7 @@ class Store:
             self._put(oid, obj)
             return w.RES_SUCCESS
 
-    def write(self, oid: int, offset: int, data, *, copy_policy: int = 0) -> int:
+    def write(self, oid: int, offset: int, data: w.Buffer, *, copy_policy: int = 0) -> int:
         with self.lock:
             result = self._write_checks(oid, copy_policy)
             if result:
@@ -349,10 +349,11 @@ class Store:
         The deleted bitmap is not consulted: a zombie (DEL_VDI without index
         zeroing) still resolves by name, as on a real sheep (section 6.7).
         """
-        found = []
+        found: List[w.InodeHeader] = []
         for vid in sorted(self.inodes):
             if w.bitmap_test(self.in_use, vid):
                 hdr = self._header(vid)
+                assert hdr is not None  # every vid in self.inodes has a header
                 if hdr.name == name:
                     found.append(hdr)
         return found
@@ -362,7 +363,9 @@ class Store:
         working = [hdr for hdr in named if not hdr.is_snapshot]
         return max(working, key=lambda h: h.create_time) if working else None
 
-    def _lookup(self, name: Optional[bytes], tag: Optional[bytes], snapid: int):
+    def _lookup(
+        self, name: Optional[bytes], tag: Optional[bytes], snapid: int
+    ) -> Tuple[int, Optional[w.InodeHeader]]:
         """Section 6.11's table. Returns (result, InodeHeader or None)."""
         named = self._named(name) if name else []
         if not named:
@@ -443,7 +446,15 @@ class Store:
                 return w.RES_FULL_VDI, None
             return w.RES_SUCCESS, self._create_inode(vid, name, args, base, working, named)
 
-    def _create_inode(self, vid, name, args, base, working, named) -> w.VdiResult:
+    def _create_inode(
+        self,
+        vid: int,
+        name: bytes,
+        args: w.VdiArgs,
+        base: Optional[w.InodeHeader],
+        working: Optional[w.InodeHeader],
+        named: List[w.InodeHeader],
+    ) -> w.VdiResult:
         now = _now_ctime()
         # as sheep does (sheep/ops.c): a request without copies takes the
         # cluster's redundancy, its copy policy included, whatever it asked
@@ -452,6 +463,7 @@ class Store:
         copies = data_strips + parity if policy else (args.copies or self.default_copies)
         bss = args.block_size_shift or self.default_bss
         if args.snapid:
+            assert base is not None and working is not None  # new_vdi checked both
             if base.vdi_id == working.vdi_id:
                 snap_id = base.snap_id + 1
             else:
@@ -505,6 +517,7 @@ class Store:
             result, hdr = self._lookup(name, tag, snapid)
             if result:
                 return result, None
+            assert hdr is not None  # success always names the inode
             vid = hdr.vdi_id
             inode = self.inodes[vid]
             self._set_bit(self.deleted, vid)
@@ -531,6 +544,7 @@ class Store:
             result, hdr = self._lookup(name, b"", 0)
             if result:
                 return result
+            assert hdr is not None  # success always names the inode
             vid = hdr.vdi_id
             inode = self.inodes[vid]
             if hdr.store_policy != w.STORE_POLICY_HYPER:
@@ -557,6 +571,8 @@ class Store:
             result, hdr = self._lookup(name, tag, snapid)
             if result:
                 return result, None
+            # success means both parsed and the inode was found
+            assert name is not None and hdr is not None
             name_hash = w.fnv1a_vid(name)
             # sheep stamps the record with the VDI's creation time
             record[w.ATTR_CTIME_OFFSET : w.ATTR_CTIME_OFFSET + 8] = hdr.create_time.to_bytes(
@@ -565,8 +581,8 @@ class Store:
             key = record[w.ATTR_KEY_OFFSET : w.ATTR_VALUE_OFFSET]
             snap_id = record[w.ATTR_SNAP_ID_OFFSET : w.ATTR_VALUE_LEN_OFFSET]
             attr_id = w.attr_hash(record)
-            owner = self.inodes.get(name_hash)
-            copies = self._header(name_hash).nr_copies if owner is not None else 0
+            owner = self._header(name_hash)
+            copies = owner.nr_copies if owner is not None else 0
             result = w.RES_NO_OBJ
             for _ in range(1 << 32):
                 oid = w.attr_oid(name_hash, attr_id)
@@ -639,11 +655,11 @@ class Store:
                 entries=entries,
             )
 
-    def data_object_ids(self) -> set:
+    def data_object_ids(self) -> set[int]:
         with self.lock:
             return {oid for oid in self.objects if w.is_data(oid)}
 
-    def all_object_ids(self) -> set:
+    def all_object_ids(self) -> set[int]:
         with self.lock:
             return set(self.objects) | {w.inode_oid(vid) for vid in self.inodes}
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Tuple, Union
+
+# what the decoders accept: a reply or request buffer in any of its forms
+Buffer = Union[bytes, bytearray, memoryview]
 
 # --------------------------------------------------------------------------
 # Protocol versions (section 2.1)
@@ -305,7 +308,7 @@ def attr_record(
     return (head + bytes(value)).ljust(ATTR_OBJ_SIZE, b"\0")
 
 
-def attr_hash(record: bytes) -> int:
+def attr_hash(record: Buffer) -> int:
     """The attr_id sheep tries first: FNV-1a-64 over the whole name, tag,
     snap_id and key fields (every byte, NULs and what follows them
     included), cut to 32 bits."""
@@ -333,13 +336,13 @@ def vdi_payload(name: Union[str, bytes], tag: Optional[Union[str, bytes]] = None
     return payload
 
 
-def cstr(field: bytes) -> Optional[bytes]:
+def cstr(field: Union[bytes, bytearray]) -> Optional[bytes]:
     """The bytes before the first NUL, or None if there is no NUL."""
     end = field.find(b"\0")
     return None if end < 0 else bytes(field[:end])
 
 
-def bitmap_test(bitmap: bytes, bit: int) -> bool:
+def bitmap_test(bitmap: Buffer, bit: int) -> bool:
     """Bit v of a vid bitmap lives in byte v>>3, bit v&7 (section 6.3)."""
     return bool(bitmap[bit >> 3] & (1 << (bit & 7)))
 
@@ -354,7 +357,7 @@ def ec_policy(data_strips: int, parity_strips: int) -> int:
     return ((data_strips // 2) << 4) | parity_strips
 
 
-def ec_split(policy: int) -> tuple:
+def ec_split(policy: int) -> Tuple[int, int]:
     """(d, p) of an EC policy byte; (0, 0) for replication."""
     return ((policy >> 4) * 2, policy & 0x0F)
 
@@ -463,7 +466,7 @@ class RequestHeader:
         )
 
     @classmethod
-    def unpack(cls, buf) -> RequestHeader:
+    def unpack(cls, buf: Buffer) -> RequestHeader:
         if len(buf) < HEADER_SIZE:
             raise ValueError(f"request header needs {HEADER_SIZE} bytes")
         pv, op, flags, epoch, rid, dlen = _REQ_COMMON.unpack_from(buf)
@@ -504,7 +507,7 @@ def make_request(
     return RequestHeader(opcode, proto_ver, flags, epoch, id, data_length, raw)
 
 
-def pack_request(opcode: int, args: Optional[RequestArgs] = None, **kw) -> bytes:
+def pack_request(opcode: int, args: Optional[RequestArgs] = None, **kw: Any) -> bytes:
     return make_request(opcode, args, **kw).pack()
 
 
@@ -613,7 +616,7 @@ class ResponseHeader:
         )
 
     @classmethod
-    def unpack(cls, buf) -> ResponseHeader:
+    def unpack(cls, buf: Buffer) -> ResponseHeader:
         if len(buf) < HEADER_SIZE:
             raise ValueError(f"response header needs {HEADER_SIZE} bytes")
         pv, op, flags, epoch, rid, dlen, result = _RSP_COMMON.unpack_from(buf)
@@ -706,7 +709,7 @@ class NodeRecord(NamedTuple):
         return cls(_unpack_addr(addr), port, vnodes, zone, space, _unpack_addr(io_addr), io_port)
 
 
-def unpack_node_list(payload: bytes, nr_nodes: int) -> list:
+def unpack_node_list(payload: bytes, nr_nodes: int) -> List[NodeRecord]:
     return [
         NodeRecord.unpack(payload[i * NODE_RECORD_SIZE : (i + 1) * NODE_RECORD_SIZE])
         for i in range(nr_nodes)
