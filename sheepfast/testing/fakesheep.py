@@ -53,7 +53,7 @@ import time
 import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, NamedTuple, Optional, Set
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from . import wire as w
 from ._ops import NODE_SPACE, Handlers, Reply
@@ -95,14 +95,19 @@ _FAULT_KINDS = {
 }
 
 
+# one admitted request waiting to run: header, payload (None without
+# FLAG_WRITE) and the fault that fired on it
+_Admitted = Tuple[w.RequestHeader, Optional[bytearray], Optional[_Fault]]
+
+
 class _Faults:
     """Thread-safe fault-injection state shared by every connection."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._delays: Dict[Optional[int], float] = {}
-        self._armed: List[List] = []  # [fault, matching requests seen so far]
-        self._actions: List[List] = []  # [n, opcode, action, matching requests executed]
+        self._armed: List[List[Any]] = []  # [fault, matching requests seen so far]
+        self._actions: List[List[Any]] = []  # [n, opcode, action, matching requests executed]
         self.reorder = False
 
     def set_delay(self, seconds: float, opcode: Optional[int]) -> None:
@@ -130,10 +135,10 @@ class _Faults:
         When several fire on the same request the most violent wins
         (_FAULT_KINDS).
         """
-        fired = None
+        fired: Optional[_Fault] = None
         with self._lock:
             for slot in list(self._armed):
-                fault = slot[0]
+                fault: _Fault = slot[0]
                 if fault.opcode is not None and fault.opcode != opcode:
                     continue
                 slot[1] += 1
@@ -156,7 +161,7 @@ class _Faults:
     def actions_after(self, opcode: int) -> List[Callable[[], None]]:
         """Count this executed request against every armed action; return
         those it fires."""
-        fired = []
+        fired: List[Callable[[], None]] = []
         with self._lock:
             for slot in list(self._actions):
                 n, wanted, action, _seen = slot
@@ -187,7 +192,7 @@ def _recv_exact(sock: socket.socket, view: memoryview) -> bool:
     return True
 
 
-def _send_all(sock: socket.socket, buffers) -> None:
+def _send_all(sock: socket.socket, buffers: List[w.Buffer]) -> None:
     """Gathered send of header + payload parts without joining them."""
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     while views:
@@ -206,7 +211,7 @@ class _Connection:
         self.node = node
         self.sock = sock
         self._cond = threading.Condition()
-        self._replies: list = []  # heap of (due, seq, buffers)
+        self._replies: List[Tuple[float, int, List[w.Buffer]]] = []  # heap
         self._seq = 0
         self._pending = 0  # admitted requests not yet answered
         self._eof = False
@@ -222,12 +227,12 @@ class _Connection:
 
     # ---------------------------------------------------------------- reading
 
-    def _read_request(self):
+    def _read_request(self) -> Optional[Tuple[w.RequestHeader, Optional[bytearray]]]:
         header = bytearray(w.HEADER_SIZE)
         if not _recv_exact(self.sock, memoryview(header)):
             return None
         req = w.RequestHeader.unpack(header)
-        payload = None
+        payload: Optional[bytearray] = None
         if req.flags & w.FLAG_WRITE:  # never read a payload without WRITE
             payload = bytearray(req.data_length)
             if not _recv_exact(self.sock, memoryview(payload)):
@@ -241,7 +246,7 @@ class _Connection:
     def _read_loop(self) -> None:
         try:
             while True:
-                batch = []
+                batch: List[_Admitted] = []
                 while True:
                     item = self._read_request()
                     if item is None:
@@ -273,7 +278,7 @@ class _Connection:
 
     # ---------------------------------------------------------------- writing
 
-    def queue_reply(self, buffers, delay: float) -> None:
+    def queue_reply(self, buffers: List[w.Buffer], delay: float) -> None:
         with self._cond:
             if self._closed:
                 return
@@ -282,7 +287,7 @@ class _Connection:
             self._seq += 1
             self._cond.notify_all()
 
-    def _next_reply(self):
+    def _next_reply(self) -> Optional[List[w.Buffer]]:
         with self._cond:
             while not self._closed:
                 if self._replies:
@@ -373,7 +378,7 @@ class FakeSheep:
         self._handlers = Handlers(self.store, self)
         self._faults = _Faults()
         self._lock = threading.Lock()
-        self._counts: Counter = Counter()
+        self._counts: Counter[int] = Counter()
         self._log: Optional[List[RequestLogEntry]] = None
         self._nodes = [_Node(i, port + i if port else 0) for i in range(nodes)]
         self._workers = workers
@@ -408,7 +413,7 @@ class FakeSheep:
     def __enter__(self) -> FakeSheep:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop_node(self, i: int) -> None:
@@ -526,7 +531,7 @@ class FakeSheep:
                 )
         return self._faults.admit(req.opcode)
 
-    def _submit(self, conn: _Connection, batch) -> None:
+    def _submit(self, conn: _Connection, batch: List[_Admitted]) -> None:
         pool = self._pool
         if pool is None:
             conn.abort()
@@ -539,12 +544,18 @@ class FakeSheep:
         except RuntimeError:  # pool shut down while stopping
             conn.abort()
 
-    def _run_one(self, conn: _Connection, req, payload, fault) -> None:
+    def _run_one(
+        self,
+        conn: _Connection,
+        req: w.RequestHeader,
+        payload: Optional[bytearray],
+        fault: Optional[_Fault],
+    ) -> None:
         self._run_batch(conn, [(req, payload, fault)])
 
-    def _run_batch(self, conn: _Connection, batch) -> None:
+    def _run_batch(self, conn: _Connection, batch: List[_Admitted]) -> None:
         # executed in arrival order, answered in reverse (set_reorder)
-        replies = []
+        replies: List[Tuple[List[w.Buffer], int]] = []
         for req, payload, fault in batch:
             if conn.node_stopped:
                 return  # a dead sheep executes nothing more
@@ -559,7 +570,9 @@ class FakeSheep:
         for buffers, opcode in reversed(replies):
             conn.queue_reply(buffers, self._faults.delay_for(opcode))
 
-    def _execute(self, req: w.RequestHeader, payload, fault: Optional[_Fault]) -> list:
+    def _execute(
+        self, req: w.RequestHeader, payload: Optional[bytearray], fault: Optional[_Fault]
+    ) -> List[w.Buffer]:
         if fault is not None and fault.kind == "diverge":
             with self._lock:
                 self.epoch += 1
@@ -618,7 +631,7 @@ class FakeSheep:
         delete_vdi() between a lookup and the inode read that follows it."""
         self._faults.arm_action(n, opcode, action)
 
-    def delete_vdi(self, name) -> None:
+    def delete_vdi(self, name: Union[str, bytes]) -> None:
         """Deletes the working VDI called name as a client would: index
         zeroed, then DEL_VDI (the inode keeps its vid, name and size zeroed)."""
         raw = name.encode() if isinstance(name, str) else bytes(name)
@@ -695,12 +708,17 @@ class FakeSheep:
         """Live index entries that point at a data object."""
         return self.store.refcount(oid)
 
-    def vdi(self, name, tag=b"", snapid: int = 0) -> Optional[VdiInfo]:
+    def vdi(
+        self, name: Union[str, bytes], tag: Union[str, bytes] = b"", snapid: int = 0
+    ) -> Optional[VdiInfo]:
         """Look a VDI up the way GET_VDI_INFO does; None if it does not resolve."""
         raw_name = name.encode() if isinstance(name, str) else bytes(name)
         raw_tag = tag.encode() if isinstance(tag, str) else bytes(tag)
         result, hdr = self.store.lookup(raw_name, raw_tag, snapid)
-        return self.store.vdi_info(hdr.vdi_id) if result == w.RES_SUCCESS else None
+        if result != w.RES_SUCCESS:
+            return None
+        assert hdr is not None  # success always names the inode
+        return self.store.vdi_info(hdr.vdi_id)
 
     def vdi_by_id(self, vid: int) -> Optional[VdiInfo]:
         return self.store.vdi_info(vid)
