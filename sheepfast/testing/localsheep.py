@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import IO, Callable, Iterable
 
 __all__ = ["LocalSheep", "LocalSheepError", "ObjectMismatch", "VdiComparison", "available"]
 
@@ -37,9 +38,10 @@ def available() -> bool:
     return shutil.which("sheep") is not None and shutil.which("dog") is not None
 
 
-def _read_full(stream, n: int) -> bytes:
+def _read_full(stream: IO[bytes], n: int) -> bytes:
     """Up to n bytes from a pipe: fewer only at its end."""
-    parts, left = [], n
+    parts: list[bytes] = []
+    left = n
     while left:
         part = stream.read(left)
         if not part:
@@ -63,7 +65,7 @@ class ObjectMismatch:
     rest_zero: bool  # everything after that prefix reads as zeros
     expected_zero: bool  # the expected object is all zeros
     # (start, end, "zeros" or "other") of each wrong run, in MISMATCH_GRAIN blocks
-    wrong: list = field(default_factory=list)
+    wrong: list[tuple[int, int, str]] = field(default_factory=list)
 
     @classmethod
     def of(cls, index: int, want: bytes, got: bytes) -> ObjectMismatch:
@@ -75,7 +77,7 @@ class ObjectMismatch:
                 lo = mid
             else:
                 hi = mid - 1
-        wrong: list = []
+        wrong: list[tuple[int, int, str]] = []
         for start in range(0, max(len(want), len(got)), MISMATCH_GRAIN):
             a = want[start : start + MISMATCH_GRAIN]
             b = got[start : start + MISMATCH_GRAIN]
@@ -120,7 +122,7 @@ class VdiComparison:
     stderr: str = ""
     sha256: str = ""
     expected_sha256: str = ""
-    bad_objects: list = field(default_factory=list)
+    bad_objects: list[ObjectMismatch] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -150,7 +152,8 @@ class VdiComparison:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class LocalSheep:
@@ -174,8 +177,8 @@ class LocalSheep:
         self.log_level = log_level  # sheep's own names: "debug", "info", ...
         self.ports: list[int] = []
         self.base_dir = ""
-        self._procs: list[subprocess.Popen | None] = []
-        self._paused: set = set()
+        self._procs: list[subprocess.Popen[bytes] | None] = []
+        self._paused: set[int] = set()
 
     @property
     def address(self) -> str:
@@ -187,7 +190,7 @@ class LocalSheep:
 
     def dog(
         self, *args: str, node: int = 0, input: bytes | None = None, timeout: float = 60.0
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[bytes]:
         """Runs dog against one node; raises with dog's stderr on failure."""
         cmd = ["dog", *args, "-a", self.host, "-p", str(self.ports[node])]
         done = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
@@ -223,7 +226,7 @@ class LocalSheep:
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
 
-    def _wait(self, what: str, ready, timeout: float | None = None) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool], timeout: float | None = None) -> None:
         deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
         while True:
             try:
@@ -364,14 +367,14 @@ class LocalSheep:
         return sorted(by_address[a] for a in listed)
 
     def wait_for_nodes(
-        self, expected, *, via: int | None = None, timeout: float | None = None
+        self, expected: Iterable[int], *, via: int | None = None, timeout: float | None = None
     ) -> int:
         """Waits until the running sheep (or ``via``) list exactly the sheep
         in ``expected`` and agree on one epoch: the cluster has noticed a
         node leave or join. Returns that epoch."""
         expected = sorted(expected)
         askers = [via] if via is not None else [i for i in expected if self.running(i)]
-        found: dict = {}
+        found: dict[int, tuple[list[int], int]] = {}
 
         def settled() -> bool:
             found.clear()
@@ -385,12 +388,12 @@ class LocalSheep:
         self._wait(f"the cluster to list nodes {expected} (last seen {found})", settled, timeout)
         return next(iter(found.values()))[1]
 
-    def recovery_progress(self, node: int = 0) -> dict:
+    def recovery_progress(self, node: int = 0) -> dict[int, tuple[int, int]]:
         """Sheep -> (objects recovered, objects to recover) for every sheep
         that reports recovery under way (``dog node recovery``)."""
         out = self.dog("node", "recovery", "-r", node=node).stdout.decode()
         by_address = {a: i for i, a in enumerate(self.addresses)}
-        busy = {}
+        busy: dict[int, tuple[int, int]] = {}
         for line in out.splitlines():
             fields = line.split()  # "<id> host:port <vnodes> <zone> <done> <total>"
             if len(fields) >= 6:
@@ -403,7 +406,7 @@ class LocalSheep:
 
     def wait_for_recovery(self, *, via: int = 0, timeout: float | None = None) -> None:
         """Waits until no sheep in the cluster is recovering objects."""
-        seen: dict = {}
+        seen: dict[int, tuple[int, int]] = {}
 
         def done() -> bool:
             seen.clear()
@@ -423,7 +426,7 @@ class LocalSheep:
         self.stop()
         self.start()
 
-    def vdi_names(self, node: int = 0) -> set:
+    def vdi_names(self, node: int = 0) -> set[str]:
         """The names of the working (not snapshot) VDIs, as dog vdi list gives them."""
         out = self.dog("vdi", "list", "-r", node=node).stdout.decode()
         names = set()
@@ -446,7 +449,13 @@ class LocalSheep:
         return names
 
     def compare_vdi(
-        self, name: str, expected, *, via: int, object_size: int, timeout: float = 120.0
+        self,
+        name: str,
+        expected: bytes | bytearray | memoryview,
+        *,
+        via: int,
+        object_size: int,
+        timeout: float = 120.0,
     ) -> VdiComparison:
         """Reads VDI ``name`` with ``dog vdi read`` through sheep ``via`` and
         compares it, object by object, with ``expected`` (bytes-like)."""
@@ -458,6 +467,7 @@ class LocalSheep:
         with subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None  # both PIPEs
 
             def give_up() -> None:
                 timed_out.set()
@@ -488,10 +498,10 @@ class LocalSheep:
         result.expected_sha256 = hashlib.sha256(expected).hexdigest()
         return result
 
-    def object_files(self, oid: int) -> dict:
+    def object_files(self, oid: int) -> dict[int, bytes]:
         """Node -> the bytes of object ``oid`` in that sheep's store
         directory (plain store: one file per object), for diagnosis."""
-        found = {}
+        found: dict[int, bytes] = {}
         for i in range(self.nodes):
             path = os.path.join(self.base_dir, str(i), "obj", f"{oid:016x}")
             try:
@@ -514,9 +524,9 @@ class LocalSheep:
                 marks.append(0)
         return marks
 
-    def log_since(self, marks: list[int]) -> dict:
+    def log_since(self, marks: list[int]) -> dict[int, list[str]]:
         """Node -> the log lines each sheep wrote after ``marks``."""
-        out = {}
+        out: dict[int, list[str]] = {}
         for i, mark in enumerate(marks):
             try:
                 with open(self.log_path(i), "rb") as f:
