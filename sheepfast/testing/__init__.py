@@ -10,8 +10,8 @@ public names are re-exported here for convenience. Standard library only.
 """
 
 from . import wire
-from .fakesheep import FakeSheep, RequestLogEntry
 from ._store import VdiInfo
+from .fakesheep import FakeSheep, RequestLogEntry
 from .wire import *  # noqa: F401,F403  (constants, headers, oid helpers)
 
 __all__ = ["FakeSheep", "RequestLogEntry", "VdiInfo", "wire", *wire.__all__]

@@ -8,7 +8,7 @@ fakesheep.py.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from . import wire as w
 from ._store import Store
@@ -17,16 +17,17 @@ from ._store import Store
 class Reply(NamedTuple):
     result: int
     args: Optional[w.ResponseArgs] = None
-    data: Sequence = ()          # buffers sent after the header, in order
+    data: Sequence[w.Buffer] = ()  # buffers sent after the header, in order
     data_length: int = 0
 
 
 class Cluster(Protocol):
     """What the handlers need to know about the running FakeSheep."""
+
     epoch: int
     ctime: int
 
-    def node_records(self) -> list: ...
+    def node_records(self) -> List[w.NodeRecord]: ...
     def record_hazard(self, description: str) -> None: ...
 
 
@@ -46,6 +47,9 @@ def _error(result: int) -> Reply:
 
 
 _INVALID = Reply(w.RES_INVALID_PARMS)
+
+# one request handler: the header and its request data
+Handler = Callable[[w.RequestHeader, bytearray], Reply]
 
 # The ops whose request data travels through the cluster driver: sheep
 # asserts (aborts) when it exceeds CLUSTER_OP_MAX_DATA (docs/PROTOCOL.md
@@ -69,18 +73,18 @@ class Handlers:
     def __init__(self, store: Store, cluster: Cluster):
         self.store = store
         self.cluster = cluster
-        self._table: Dict[int, Callable] = {
+        self._table: Dict[int, Handler] = {
             w.OP_CREATE_AND_WRITE_OBJ: self.create_and_write_obj,
             w.OP_READ_OBJ: self.read_obj,
             w.OP_WRITE_OBJ: self.write_obj,
             w.OP_REMOVE_OBJ: self.remove_obj,
             w.OP_DISCARD_OBJ: self.discard_obj,
             w.OP_NEW_VDI: self.new_vdi,
-            w.OP_LOCK_VDI: self.get_vdi_info,     # locking is off: a lookup
+            w.OP_LOCK_VDI: self.get_vdi_info,  # locking is off: a lookup
             w.OP_RELEASE_VDI: self.release_vdi,
             w.OP_GET_VDI_INFO: self.get_vdi_info,
             w.OP_READ_VDIS: self.read_vdis,
-            w.OP_FLUSH_VDI: lambda req, data: _INVALID,   # obsolete in 1.0
+            w.OP_FLUSH_VDI: lambda req, data: _INVALID,  # obsolete in 1.0
             w.OP_DEL_VDI: self.del_vdi,
             w.OP_GET_CLUSTER_DEFAULT: self.get_cluster_default,
             w.OP_GET_NODE_LIST: self.get_node_list,
@@ -104,19 +108,27 @@ class Handlers:
         if handler is None:
             return _INVALID
         if req.opcode in _CLUSTER_OPS and req.data_length > w.CLUSTER_OP_MAX_DATA:
-            return self._hazard(req, "cluster-op data_length above 131072-96 "
-                                     "(sheep asserts)")
+            return self._hazard(req, "cluster-op data_length above 131072-96 (sheep asserts)")
         if req.opcode in w.OBJ_OPCODES or req.opcode == w.OP_NEW_VDI:
             # a NEW_VDI without copies takes the cluster's policy instead
-            policy = req.obj.copy_policy if req.opcode in w.OBJ_OPCODES \
-                else req.vdi.copy_policy if req.vdi.copies else 0
+            policy = (
+                req.obj.copy_policy
+                if req.opcode in w.OBJ_OPCODES
+                else req.vdi.copy_policy
+                if req.vdi.copies
+                else 0
+            )
             if w.is_fatal_policy(policy):
-                return self._hazard(req, f"copy_policy 0x{policy:02x} has a zero "
-                                         "parity nibble (sheep panics)")
+                return self._hazard(
+                    req, f"copy_policy 0x{policy:02x} has a zero parity nibble (sheep panics)"
+                )
         # Without FLAG_WRITE sheep runs the op on an unfilled buffer of
         # data_length bytes; FakeSheep uses zeros for it.
-        data = payload if payload is not None else bytearray(
-            req.data_length if req.opcode in _CONSUMES_DATA else 0)
+        data = (
+            payload
+            if payload is not None
+            else bytearray(req.data_length if req.opcode in _CONSUMES_DATA else 0)
+        )
         return handler(req, data)
 
     def _hazard(self, req: w.RequestHeader, why: str) -> Reply:
@@ -126,38 +138,50 @@ class Handlers:
     # ------------------------------------------------------------------
     # object ops
 
-    def _check_obj_write(self, req: w.RequestHeader, data) -> Optional[Reply]:
+    def _check_obj_write(self, req: w.RequestHeader, data: bytearray) -> Optional[Reply]:
         a = req.obj
         end = a.offset + len(data)
         if end > self.store.object_size(a.oid):
             if req.flags & w.FLAG_COW and a.cow_oid:
-                return self._hazard(req, "COW create past the object end "
-                                         "(out-of-bounds copy in the gateway)")
+                return self._hazard(
+                    req, "COW create past the object end (out-of-bounds copy in the gateway)"
+                )
             # FakeSheep choice: a real plain store would silently grow the file
             return self._hazard(req, "write past the object end")
-        if w.is_inode(a.oid) and len(data) and self.store.is_hyper(w.vid_of(a.oid)) \
-                and w.INDEX_OFFSET <= a.offset and end <= w.GREF_OFFSET:
-            return self._hazard(req, "index-range write to a hyper volume inode "
-                                     "(sheep would refcount B-tree words as vids)")
+        if (
+            w.is_inode(a.oid)
+            and len(data)
+            and self.store.is_hyper(w.vid_of(a.oid))
+            and w.INDEX_OFFSET <= a.offset
+            and end <= w.GREF_OFFSET
+        ):
+            return self._hazard(
+                req,
+                "index-range write to a hyper volume inode "
+                "(sheep would refcount B-tree words as vids)",
+            )
         return None
 
-    def create_and_write_obj(self, req, data) -> Reply:
+    def create_and_write_obj(self, req: w.RequestHeader, data: bytearray) -> Reply:
         bad = self._check_obj_write(req, data)
         if bad:
             return bad
         a = req.obj
         cow_oid = a.cow_oid if req.flags & w.FLAG_COW else 0
-        return _error(self.store.create_and_write(
-            a.oid, a.offset, data, cow_oid=cow_oid, copy_policy=a.copy_policy))
+        return _error(
+            self.store.create_and_write(
+                a.oid, a.offset, data, cow_oid=cow_oid, copy_policy=a.copy_policy
+            )
+        )
 
-    def write_obj(self, req, data) -> Reply:
+    def write_obj(self, req: w.RequestHeader, data: bytearray) -> Reply:
         bad = self._check_obj_write(req, data)
         if bad:
             return bad
         a = req.obj
         return _error(self.store.write(a.oid, a.offset, data, copy_policy=a.copy_policy))
 
-    def read_obj(self, req, _data) -> Reply:
+    def read_obj(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         a = req.obj
         result, stored, pad = self.store.read(a.oid, a.offset, req.data_length)
         if result:
@@ -166,32 +190,32 @@ class Handlers:
         parts = (stored, zeros(pad)) if pad else (stored,)
         return Reply(w.RES_SUCCESS, None, parts, req.data_length)
 
-    def remove_obj(self, req, _data) -> Reply:
+    def remove_obj(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return _error(self.store.remove(req.obj.oid))
 
-    def discard_obj(self, req, _data) -> Reply:
+    def discard_obj(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return _error(self.store.discard(req.obj.oid))
 
     # ------------------------------------------------------------------
     # VDI ops
 
     @staticmethod
-    def _name_and_tag(data):
-        name = w.cstr(data[:w.NAME_SIZE])
-        tag = w.cstr(data[w.NAME_SIZE:]) if len(data) > w.NAME_SIZE else b""
+    def _name_and_tag(data: bytearray) -> Tuple[Optional[bytes], Optional[bytes]]:
+        name = w.cstr(data[: w.NAME_SIZE])
+        tag = w.cstr(data[w.NAME_SIZE :]) if len(data) > w.NAME_SIZE else b""
         return name, tag
 
-    def new_vdi(self, req, data) -> Reply:
+    def new_vdi(self, req: w.RequestHeader, data: bytearray) -> Reply:
         a = req.vdi
         if req.data_length != w.NAME_SIZE:
-            return _INVALID                       # 512 gives 0x05 [exp]
+            return _INVALID  # 512 gives 0x05 [exp]
         name = w.cstr(data)
         if not name:
-            return _INVALID       # FakeSheep choice: empty or unterminated name
+            return _INVALID  # FakeSheep choice: empty or unterminated name
         result, info = self.store.new_vdi(name, a)
         return Reply(result, info)
 
-    def get_vdi_info(self, req, data) -> Reply:
+    def get_vdi_info(self, req: w.RequestHeader, data: bytearray) -> Reply:
         """GET_VDI_INFO, and LOCK_VDI (locking is off: just a lookup)."""
         if req.data_length not in (w.NAME_SIZE, w.NAME_SIZE + w.TAG_SIZE):
             return _INVALID
@@ -199,76 +223,90 @@ class Handlers:
         result, hdr = self.store.lookup(name, tag, req.vdi.snapid)
         if result:
             return _error(result)
-        return Reply(w.RES_SUCCESS,
-                     w.VdiResult(hdr.vdi_id, 0, hdr.nr_copies, hdr.block_size_shift))
+        assert hdr is not None  # success always names the inode
+        return Reply(w.RES_SUCCESS, w.VdiResult(hdr.vdi_id, 0, hdr.nr_copies, hdr.block_size_shift))
 
-    def release_vdi(self, req, _data) -> Reply:
+    def release_vdi(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return Reply(w.RES_SUCCESS)
 
-    def del_vdi(self, req, data) -> Reply:
+    def del_vdi(self, req: w.RequestHeader, data: bytearray) -> Reply:
         if req.data_length not in (w.NAME_SIZE, w.NAME_SIZE + w.TAG_SIZE):
             return _INVALID
         name, tag = self._name_and_tag(data)
         result, vid = self.store.del_vdi(name, tag, req.vdi.snapid)
         if result:
             return _error(result)
-        return Reply(w.RES_SUCCESS, w.VdiResult(vid))   # copies and bss are 0
+        assert vid is not None  # success always names the vid
+        return Reply(w.RES_SUCCESS, w.VdiResult(vid))  # copies and bss are 0
 
-    def get_vdi_attr(self, req, data) -> Reply:
+    def get_vdi_attr(self, req: w.RequestHeader, data: bytearray) -> Reply:
         # sheep reads the record's fields at fixed offsets and writes
         # data_length bytes into a fixed-size object: anything but a whole
         # record reads or writes past a buffer
         if req.data_length != w.ATTR_OBJ_SIZE:
-            return self._hazard(req, f"GET_VDI_ATTR with {req.data_length} bytes, not the "
-                                     f"{w.ATTR_OBJ_SIZE}-byte attribute record")
-        if w.cstr(data[:w.NAME_SIZE]) is None or w.cstr(data[w.NAME_SIZE:2 * w.NAME_SIZE]) is None \
-                or w.cstr(data[w.ATTR_KEY_OFFSET:w.ATTR_VALUE_OFFSET]) is None:
-            return self._hazard(req, "GET_VDI_ATTR name, tag or key without a NUL "
-                                     "(sheep runs strcmp past the field)")
-        value_len = int.from_bytes(data[w.ATTR_VALUE_LEN_OFFSET:w.ATTR_KEY_OFFSET], "little")
+            return self._hazard(
+                req,
+                f"GET_VDI_ATTR with {req.data_length} bytes, not the "
+                f"{w.ATTR_OBJ_SIZE}-byte attribute record",
+            )
+        if (
+            w.cstr(data[: w.NAME_SIZE]) is None
+            or w.cstr(data[w.NAME_SIZE : 2 * w.NAME_SIZE]) is None
+            or w.cstr(data[w.ATTR_KEY_OFFSET : w.ATTR_VALUE_OFFSET]) is None
+        ):
+            return self._hazard(
+                req,
+                "GET_VDI_ATTR name, tag or key without a NUL (sheep runs strcmp past the field)",
+            )
+        value_len = int.from_bytes(data[w.ATTR_VALUE_LEN_OFFSET : w.ATTR_KEY_OFFSET], "little")
         if value_len > w.ATTR_VALUE_MAX:
             # FakeSheep choice: sheep stores it; dog would then print past the value
-            return self._hazard(req, f"GET_VDI_ATTR value_len {value_len} over the "
-                                     f"{w.ATTR_VALUE_MAX}-byte value field")
+            return self._hazard(
+                req,
+                f"GET_VDI_ATTR value_len {value_len} over the {w.ATTR_VALUE_MAX}-byte value field",
+            )
         result, args = self.store.vdi_attr(
-            data, req.vdi.snapid, create=bool(req.flags & w.FLAG_ATTR_CREAT),
-            excl=bool(req.flags & w.FLAG_ATTR_EXCL), delete=bool(req.flags & w.FLAG_ATTR_DEL))
+            data,
+            req.vdi.snapid,
+            create=bool(req.flags & w.FLAG_ATTR_CREAT),
+            excl=bool(req.flags & w.FLAG_ATTR_EXCL),
+            delete=bool(req.flags & w.FLAG_ATTR_DEL),
+        )
         return Reply(result, args)
 
-    def _bitmap(self, req, deleted: bool) -> Reply:
+    def _bitmap(self, req: w.RequestHeader, deleted: bool) -> Reply:
         if req.data_length != w.VDI_BITMAP_SIZE:
             return _INVALID
-        return Reply(w.RES_SUCCESS, None, (self.store.bitmap(deleted),),
-                     w.VDI_BITMAP_SIZE)
+        return Reply(w.RES_SUCCESS, None, (self.store.bitmap(deleted),), w.VDI_BITMAP_SIZE)
 
-    def read_vdis(self, req, _data) -> Reply:
+    def read_vdis(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return self._bitmap(req, deleted=False)
 
-    def read_del_vdis(self, req, _data) -> Reply:
+    def read_del_vdis(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         return self._bitmap(req, deleted=True)
 
     # ------------------------------------------------------------------
     # cluster ops
 
-    def get_cluster_default(self, req, _data) -> Reply:
+    def get_cluster_default(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         s = self.store
-        return Reply(w.RES_SUCCESS, w.ClusterDefaults(
-            s.default_copies, s.default_copy_policy, s.default_bss))
+        return Reply(
+            w.RES_SUCCESS, w.ClusterDefaults(s.default_copies, s.default_copy_policy, s.default_bss)
+        )
 
-    def get_node_list(self, req, _data) -> Reply:
+    def get_node_list(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         records = self.cluster.node_records()
         size = len(records) * w.NODE_RECORD_SIZE
         if req.data_length < size:
-            return self._hazard(req, f"buffer below nr_nodes*80 = {size} "
-                                     "(heap overflow in sheep)")
+            return self._hazard(req, f"buffer below nr_nodes*80 = {size} (heap overflow in sheep)")
         payload = b"".join(r.pack() for r in records)
         return Reply(w.RES_SUCCESS, w.NodeListResult(len(records)), (payload,), size)
 
-    def stat_sheep(self, req, _data) -> Reply:
+    def stat_sheep(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         used = self.store.stored_bytes()
         return Reply(w.RES_SUCCESS, w.SheepStat(NODE_SPACE, max(NODE_SPACE - used, 0)))
 
-    def stat_cluster(self, req, _data) -> Reply:
+    def stat_cluster(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         """One epoch-log record for the current epoch.
 
         Only nodes_nr=0 was observed [exp]; with nodes_nr > 0 FakeSheep
@@ -281,29 +319,53 @@ class Handlers:
         if req.data_length < size:
             return _error(w.RES_BUFFER_SMALL)
         s = self.store
-        head = w.StatCluster(self.cluster.ctime, 0, self.cluster.epoch, len(records), 0,
-                             s.default_copies, s.default_copy_policy,
-                             w.CLUSTER_FLAG_AUTO_VNODES, b"plain").pack()
+        head = w.StatCluster(
+            self.cluster.ctime,
+            0,
+            self.cluster.epoch,
+            len(records),
+            0,
+            s.default_copies,
+            s.default_copy_policy,
+            w.CLUSTER_FLAG_AUTO_VNODES,
+            b"plain",
+        ).pack()
         body = b"".join(r.pack() for r in records).ljust(want * w.NODE_RECORD_SIZE, b"\0")
         return Reply(w.RES_SUCCESS, None, (head + body,), size)
 
-    def cluster_info(self, req, _data) -> Reply:
+    def cluster_info(self, req: w.RequestHeader, _data: bytearray) -> Reply:
         # FakeSheep choice: a shorter buffer gets INVALID_PARMS
         if req.data_length < w.CLUSTER_INFO_SIZE:
             return _INVALID
         records = self.cluster.node_records()
         s = self.store
-        head = w.ClusterInfo(w.INTERNAL_PROTO_VER, 0, len(records), self.cluster.epoch,
-                             self.cluster.ctime, w.CLUSTER_FLAG_AUTO_VNODES,
-                             s.default_copies, s.default_copy_policy,
-                             w.CLUSTER_STATUS_OK, s.default_bss, b"plain").pack()
+        head = w.ClusterInfo(
+            w.INTERNAL_PROTO_VER,
+            0,
+            len(records),
+            self.cluster.epoch,
+            self.cluster.ctime,
+            w.CLUSTER_FLAG_AUTO_VNODES,
+            s.default_copies,
+            s.default_copy_policy,
+            w.CLUSTER_STATUS_OK,
+            s.default_bss,
+            b"plain",
+        ).pack()
         nodes = b"".join(r.pack() for r in records)
         pad = w.CLUSTER_INFO_SIZE - len(head) - len(nodes)
         return Reply(w.RES_SUCCESS, None, (head, nodes, zeros(pad)), w.CLUSTER_INFO_SIZE)
 
 
 # ops that read their request data (the rest ignore it)
-_CONSUMES_DATA = frozenset({
-    w.OP_CREATE_AND_WRITE_OBJ, w.OP_WRITE_OBJ, w.OP_NEW_VDI, w.OP_LOCK_VDI,
-    w.OP_GET_VDI_INFO, w.OP_DEL_VDI, w.OP_GET_VDI_ATTR,
-})
+_CONSUMES_DATA = frozenset(
+    {
+        w.OP_CREATE_AND_WRITE_OBJ,
+        w.OP_WRITE_OBJ,
+        w.OP_NEW_VDI,
+        w.OP_LOCK_VDI,
+        w.OP_GET_VDI_INFO,
+        w.OP_DEL_VDI,
+        w.OP_GET_VDI_ATTR,
+    }
+)

@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Tuple
 from . import wire as w
 
 _FLAT_INDEX_END = w.INDEX_OFFSET + w.INDEX_SIZE
-_NOT_FULL_BYTE = re.compile(rb"[^\xff]")     # C-speed scan of the vid bitmap
+_NOT_FULL_BYTE = re.compile(rb"[^\xff]")  # C-speed scan of the vid bitmap
 
 
-def _u32s(raw: bytes) -> array:
+def _u32s(raw: bytes) -> array[int]:
     """Little-endian u32 words of raw as an array (raw length % 4 == 0)."""
     words = array("I")
     assert words.itemsize == 4
@@ -57,7 +57,7 @@ class SparseObject:
         data, pad = self.read_parts(offset, length)
         return data + bytes(pad) if pad else data
 
-    def write(self, offset: int, data) -> None:
+    def write(self, offset: int, data: w.Buffer) -> None:
         end = offset + len(data)
         if end > len(self.buf):
             if offset > len(self.buf):
@@ -71,20 +71,21 @@ class SparseObject:
         if offset >= stored:
             return
         if offset + length >= stored:
-            del self.buf[offset:]          # trailing zeros need no storage
+            del self.buf[offset:]  # trailing zeros need no storage
         else:
-            self.buf[offset:offset + length] = bytes(length)
+            self.buf[offset : offset + length] = bytes(length)
 
     def u32(self, offset: int) -> int:
         return int.from_bytes(self.read(offset, 4), "little")
 
-    def u32s(self, offset: int, count: int) -> array:
+    def u32s(self, offset: int, count: int) -> array[int]:
         return _u32s(self.read(offset, 4 * count))
 
 
 @dataclass
 class VdiInfo:
     """A snapshot of one VDI's inode, for test assertions."""
+
     vid: int
     name: bytes
     tag: bytes
@@ -119,10 +120,10 @@ class Store:
         self.default_copies = copies
         self.default_copy_policy = copy_policy
         self.default_bss = block_size_shift
-        self.zones = 1                       # running nodes; EC writes need >= d
-        self.objects: Dict[int, SparseObject] = {}   # every object but inodes
-        self.inodes: Dict[int, SparseObject] = {}    # vid -> inode object
-        self.refs: Dict[int, int] = {}       # data oid -> live index entries
+        self.zones = 1  # running nodes; EC writes need >= d
+        self.objects: Dict[int, SparseObject] = {}  # every object but inodes
+        self.inodes: Dict[int, SparseObject] = {}  # vid -> inode object
+        self.refs: Dict[int, int] = {}  # data oid -> live index entries
         self.in_use = bytearray(w.VDI_BITMAP_SIZE)
         self.deleted = bytearray(w.VDI_BITMAP_SIZE)
 
@@ -141,8 +142,10 @@ class Store:
 
     def _is_hyper(self, vid: int) -> bool:
         inode = self.inodes.get(vid)
-        return inode is not None and \
-            inode.read(w.INODE_STORE_POLICY_OFFSET, 1)[0] == w.STORE_POLICY_HYPER
+        return (
+            inode is not None
+            and inode.read(w.INODE_STORE_POLICY_OFFSET, 1)[0] == w.STORE_POLICY_HYPER
+        )
 
     def _object_size(self, oid: int) -> int:
         if w.is_inode(oid):
@@ -154,7 +157,7 @@ class Store:
             return 1 << (bss or self.default_bss)
         if oid & w.VDI_ATTR_BIT:
             return w.ATTR_OBJ_SIZE
-        return w.BTREE_NODE_SIZE          # B-tree node, vmstate, ledger: 4 MiB
+        return w.BTREE_NODE_SIZE  # B-tree node, vmstate, ledger: 4 MiB
 
     def _get(self, oid: int) -> Optional[SparseObject]:
         if w.is_inode(oid):
@@ -190,18 +193,19 @@ class Store:
         policy = req_policy or (hdr.copy_policy if hdr else 0)
         data_strips, _parity = w.ec_split(policy)
         if data_strips > self.zones:
-            return w.RES_SYSTEM_ERROR     # seen with 4:2 on 3 zones (ec42_write)
+            return w.RES_SYSTEM_ERROR  # seen with 4:2 on 3 zones (ec42_write)
         return w.RES_SUCCESS
 
-    def _write_inode(self, vid: int, inode: SparseObject, offset: int, data) -> None:
+    def _write_inode(self, vid: int, inode: SparseObject, offset: int, data: w.Buffer) -> None:
         """Raw inode write; runs reference counting for flat index updates.
 
         Only writes lying entirely inside [4664, 4664+4 MiB) are index updates
         (section 5.2): header rewrites from offset 0 bypass the bookkeeping.
         """
         end = offset + len(data)
-        if not (len(data) and w.INDEX_OFFSET <= offset and end <= _FLAT_INDEX_END) \
-                or self._is_hyper(vid):
+        if not (
+            len(data) and w.INDEX_OFFSET <= offset and end <= _FLAT_INDEX_END
+        ) or self._is_hyper(vid):
             inode.write(offset, data)
             return
         first = (offset - w.INDEX_OFFSET) // 4
@@ -235,8 +239,9 @@ class Store:
             raw = inode.read(body, entries * 8)
             return dict(w.BTREE_LEAF_ENTRY.iter_unpack(raw)), []
         leaves: Dict[int, int] = {}
-        nodes = [oid for _max_idx, oid in
-                 w.BTREE_INDEX_ENTRY.iter_unpack(inode.read(body, entries * 16))]
+        nodes = [
+            oid for _max_idx, oid in w.BTREE_INDEX_ENTRY.iter_unpack(inode.read(body, entries * 16))
+        ]
         for node_oid in nodes:
             node = self.objects.get(node_oid)
             if node is None:
@@ -264,8 +269,9 @@ class Store:
                 return w.RES_NO_OBJ, b"", 0
             return (w.RES_SUCCESS, *obj.read_parts(offset, length))
 
-    def create_and_write(self, oid: int, offset: int, data, *, cow_oid: int = 0,
-                         copy_policy: int = 0) -> int:
+    def create_and_write(
+        self, oid: int, offset: int, data: w.Buffer, *, cow_oid: int = 0, copy_policy: int = 0
+    ) -> int:
         """CREATE_AND_WRITE_OBJ: a new object replaces any old one entirely."""
         with self.lock:
             result = self._write_checks(oid, copy_policy)
@@ -275,11 +281,11 @@ class Store:
             if cow_oid:
                 source = self._get(cow_oid)
                 if source is None:
-                    return w.RES_NO_OBJ   # FakeSheep choice: the COW read fails
+                    return w.RES_NO_OBJ  # FakeSheep choice: the COW read fails
                 obj = SparseObject(size, bytearray(source.buf[:size]))
                 obj.write(offset, data)
             elif offset == 0 and isinstance(data, bytearray):
-                obj = SparseObject(size, data)   # adopt the received buffer
+                obj = SparseObject(size, data)  # adopt the received buffer
             else:
                 obj = SparseObject(size)
                 obj.write(offset, data)
@@ -287,7 +293,7 @@ class Store:
             self._put(oid, obj)
             return w.RES_SUCCESS
 
-    def write(self, oid: int, offset: int, data, *, copy_policy: int = 0) -> int:
+    def write(self, oid: int, offset: int, data: w.Buffer, *, copy_policy: int = 0) -> int:
         with self.lock:
             result = self._write_checks(oid, copy_policy)
             if result:
@@ -343,10 +349,11 @@ class Store:
         The deleted bitmap is not consulted: a zombie (DEL_VDI without index
         zeroing) still resolves by name, as on a real sheep (section 6.7).
         """
-        found = []
+        found: List[w.InodeHeader] = []
         for vid in sorted(self.inodes):
             if w.bitmap_test(self.in_use, vid):
                 hdr = self._header(vid)
+                assert hdr is not None  # every vid in self.inodes has a header
                 if hdr.name == name:
                     found.append(hdr)
         return found
@@ -356,17 +363,18 @@ class Store:
         working = [hdr for hdr in named if not hdr.is_snapshot]
         return max(working, key=lambda h: h.create_time) if working else None
 
-    def _lookup(self, name: Optional[bytes], tag: Optional[bytes], snapid: int):
+    def _lookup(
+        self, name: Optional[bytes], tag: Optional[bytes], snapid: int
+    ) -> Tuple[int, Optional[w.InodeHeader]]:
         """Section 6.11's table. Returns (result, InodeHeader or None)."""
         named = self._named(name) if name else []
         if not named:
             return w.RES_NO_VDI, None
         if tag is None:
-            return w.RES_NO_TAG, None      # 256 tag bytes without a NUL
+            return w.RES_NO_TAG, None  # 256 tag bytes without a NUL
         if tag:
             # FakeSheep choice: any inode with this tag; snapshots first
-            tagged = sorted((h for h in named if h.tag == tag),
-                            key=lambda h: not h.is_snapshot)
+            tagged = sorted((h for h in named if h.tag == tag), key=lambda h: not h.is_snapshot)
             return (w.RES_SUCCESS, tagged[0]) if tagged else (w.RES_NO_TAG, None)
         if snapid:
             for hdr in named:
@@ -377,8 +385,9 @@ class Store:
         # FakeSheep choice: only snapshots left under this name -> NO_VDI
         return (w.RES_SUCCESS, working) if working else (w.RES_NO_VDI, None)
 
-    def lookup(self, name: Optional[bytes], tag: Optional[bytes] = b"",
-               snapid: int = 0) -> Tuple[int, Optional[w.InodeHeader]]:
+    def lookup(
+        self, name: Optional[bytes], tag: Optional[bytes] = b"", snapid: int = 0
+    ) -> Tuple[int, Optional[w.InodeHeader]]:
         with self.lock:
             return self._lookup(name, tag, snapid)
 
@@ -410,7 +419,7 @@ class Store:
         """Copy the data_vdi_id area; a flat copy takes one reference per entry."""
         stored = min(len(base.buf), _FLAT_INDEX_END)
         if stored > w.INDEX_OFFSET:
-            child.write(w.INDEX_OFFSET, base.buf[w.INDEX_OFFSET:stored])
+            child.write(w.INDEX_OFFSET, base.buf[w.INDEX_OFFSET : stored])
         if flat:
             for idx, vid in self._index_entries(child).items():
                 self._incref(w.data_oid(vid, idx))
@@ -437,7 +446,15 @@ class Store:
                 return w.RES_FULL_VDI, None
             return w.RES_SUCCESS, self._create_inode(vid, name, args, base, working, named)
 
-    def _create_inode(self, vid, name, args, base, working, named) -> w.VdiResult:
+    def _create_inode(
+        self,
+        vid: int,
+        name: bytes,
+        args: w.VdiArgs,
+        base: Optional[w.InodeHeader],
+        working: Optional[w.InodeHeader],
+        named: List[w.InodeHeader],
+    ) -> w.VdiResult:
         now = _now_ctime()
         # as sheep does (sheep/ops.c): a request without copies takes the
         # cluster's redundancy, its copy policy included, whatever it asked
@@ -446,6 +463,7 @@ class Store:
         copies = data_strips + parity if policy else (args.copies or self.default_copies)
         bss = args.block_size_shift or self.default_bss
         if args.snapid:
+            assert base is not None and working is not None  # new_vdi checked both
             if base.vdi_id == working.vdi_id:
                 snap_id = base.snap_id + 1
             else:
@@ -455,17 +473,26 @@ class Store:
                 self._freeze(working.vdi_id, now)
             self._freeze(base.vdi_id, now)
         else:
-            snap_id = 1                   # fresh VDI or clone
+            snap_id = 1  # fresh VDI or clone
         header = w.InodeHeader(
-            name=name, create_time=now, vdi_size=args.vdi_size,
-            copy_policy=policy, store_policy=args.store_policy,
-            nr_copies=copies, block_size_shift=bss, snap_id=snap_id,
-            vdi_id=vid, parent_vdi_id=base.vdi_id if base else 0)
-        inode = SparseObject(w.INODE_SIZE,
-                             bytearray(header.pack().ljust(w.INODE_HEADER_SIZE, b"\0")))
+            name=name,
+            create_time=now,
+            vdi_size=args.vdi_size,
+            copy_policy=policy,
+            store_policy=args.store_policy,
+            nr_copies=copies,
+            block_size_shift=bss,
+            snap_id=snap_id,
+            vdi_id=vid,
+            parent_vdi_id=base.vdi_id if base else 0,
+        )
+        inode = SparseObject(
+            w.INODE_SIZE, bytearray(header.pack().ljust(w.INODE_HEADER_SIZE, b"\0"))
+        )
         if base is not None:
-            self._copy_index(self.inodes[base.vdi_id], inode,
-                             flat=base.store_policy == w.STORE_POLICY_FLAT)
+            self._copy_index(
+                self.inodes[base.vdi_id], inode, flat=base.store_policy == w.STORE_POLICY_FLAT
+            )
         elif args.store_policy == w.STORE_POLICY_HYPER:
             inode.write(w.INDEX_OFFSET, w.EMPTY_BTREE_ROOT)
         self.inodes[vid] = inode
@@ -477,8 +504,9 @@ class Store:
         if not any(inode.read(w.INODE_SNAP_CTIME_OFFSET, 8)):
             inode.write(w.INODE_SNAP_CTIME_OFFSET, now.to_bytes(8, "little"))
 
-    def del_vdi(self, name: Optional[bytes], tag: Optional[bytes],
-                snapid: int) -> Tuple[int, Optional[int]]:
+    def del_vdi(
+        self, name: Optional[bytes], tag: Optional[bytes], snapid: int
+    ) -> Tuple[int, Optional[int]]:
         """DEL_VDI: returns (result, deleted vid).
 
         Flat: if the client did not zero the index first, the inode is left
@@ -489,6 +517,7 @@ class Store:
             result, hdr = self._lookup(name, tag, snapid)
             if result:
                 return result, None
+            assert hdr is not None  # success always names the inode
             vid = hdr.vdi_id
             inode = self.inodes[vid]
             self._set_bit(self.deleted, vid)
@@ -501,7 +530,7 @@ class Store:
                 for node_oid in nodes:
                     self.objects.pop(node_oid, None)
             elif self._index_entries(inode):
-                return w.RES_SUCCESS, vid         # zombie
+                return w.RES_SUCCESS, vid  # zombie
             inode.zero(w.INODE_NAME_OFFSET, w.NAME_SIZE)
             inode.zero(w.INODE_VDI_SIZE_OFFSET, 8)
             inode.zero(w.INDEX_OFFSET, w.INDEX_SIZE)
@@ -515,6 +544,7 @@ class Store:
             result, hdr = self._lookup(name, b"", 0)
             if result:
                 return result
+            assert hdr is not None  # success always names the inode
             vid = hdr.vdi_id
             inode = self.inodes[vid]
             if hdr.store_policy != w.STORE_POLICY_HYPER:
@@ -522,8 +552,9 @@ class Store:
                     self._write_inode(vid, inode, w.index_entry_offset(idx), bytes(4))
             return self.del_vdi(name, b"", 0)[0]
 
-    def vdi_attr(self, record: bytearray, snapid: int, *, create: bool, excl: bool,
-                 delete: bool) -> Tuple[int, Optional[w.VdiResult]]:
+    def vdi_attr(
+        self, record: bytearray, snapid: int, *, create: bool, excl: bool, delete: bool
+    ) -> Tuple[int, Optional[w.VdiResult]]:
         """GET_VDI_ATTR, as sheep 1.0 runs it: (result, reply union).
 
         The VDI is looked up by the record's name and tag and the header's
@@ -535,20 +566,23 @@ class Store:
         it); nothing ever removes an attribute object, not even DEL_VDI.
         """
         with self.lock:
-            name = w.cstr(record[:w.NAME_SIZE])
-            tag = w.cstr(record[w.NAME_SIZE:w.ATTR_CTIME_OFFSET])
+            name = w.cstr(record[: w.NAME_SIZE])
+            tag = w.cstr(record[w.NAME_SIZE : w.ATTR_CTIME_OFFSET])
             result, hdr = self._lookup(name, tag, snapid)
             if result:
                 return result, None
+            # success means both parsed and the inode was found
+            assert name is not None and hdr is not None
             name_hash = w.fnv1a_vid(name)
             # sheep stamps the record with the VDI's creation time
-            record[w.ATTR_CTIME_OFFSET:w.ATTR_CTIME_OFFSET + 8] = \
-                hdr.create_time.to_bytes(8, "little")
-            key = record[w.ATTR_KEY_OFFSET:w.ATTR_VALUE_OFFSET]
-            snap_id = record[w.ATTR_SNAP_ID_OFFSET:w.ATTR_VALUE_LEN_OFFSET]
+            record[w.ATTR_CTIME_OFFSET : w.ATTR_CTIME_OFFSET + 8] = hdr.create_time.to_bytes(
+                8, "little"
+            )
+            key = record[w.ATTR_KEY_OFFSET : w.ATTR_VALUE_OFFSET]
+            snap_id = record[w.ATTR_SNAP_ID_OFFSET : w.ATTR_VALUE_LEN_OFFSET]
             attr_id = w.attr_hash(record)
-            owner = self.inodes.get(name_hash)
-            copies = self._header(name_hash).nr_copies if owner is not None else 0
+            owner = self._header(name_hash)
+            copies = owner.nr_copies if owner is not None else 0
             result = w.RES_NO_OBJ
             for _ in range(1 << 32):
                 oid = w.attr_oid(name_hash, attr_id)
@@ -557,24 +591,26 @@ class Store:
                     result = w.RES_NO_OBJ
                 if stored is None and create:
                     obj = SparseObject(w.ATTR_OBJ_SIZE)
-                    obj.write(0, record[:w.ATTR_OBJ_SIZE])
+                    obj.write(0, record[: w.ATTR_OBJ_SIZE])
                     self.objects[oid] = obj
                     result = w.RES_SUCCESS
                     break
                 if stored is None:
                     break
                 head = stored.read(0, w.ATTR_VALUE_OFFSET)
-                if (w.cstr(head[:w.NAME_SIZE]) == name
-                        and w.cstr(head[w.NAME_SIZE:w.ATTR_CTIME_OFFSET]) == tag
-                        and head[w.ATTR_SNAP_ID_OFFSET:w.ATTR_VALUE_LEN_OFFSET] == snap_id
-                        and w.cstr(head[w.ATTR_KEY_OFFSET:]) == w.cstr(key)):
+                if (
+                    w.cstr(head[: w.NAME_SIZE]) == name
+                    and w.cstr(head[w.NAME_SIZE : w.ATTR_CTIME_OFFSET]) == tag
+                    and head[w.ATTR_SNAP_ID_OFFSET : w.ATTR_VALUE_LEN_OFFSET] == snap_id
+                    and w.cstr(head[w.ATTR_KEY_OFFSET :]) == w.cstr(key)
+                ):
                     if excl:
                         result = w.RES_VDI_EXIST
                     elif delete:
                         stored.write(0, b"\0")
                         result = w.RES_SUCCESS
                     elif create:
-                        stored.write(0, record[:w.ATTR_OBJ_SIZE])
+                        stored.write(0, record[: w.ATTR_OBJ_SIZE])
                         result = w.RES_SUCCESS
                     else:
                         result = w.RES_SUCCESS
@@ -602,19 +638,28 @@ class Store:
             else:
                 entries = self._index_entries(inode)
             return VdiInfo(
-                vid=vid, name=hdr.name, tag=hdr.tag, size=hdr.vdi_size,
-                snapshot=hdr.is_snapshot, snap_id=hdr.snap_id,
-                parent=hdr.parent_vdi_id, copies=hdr.nr_copies,
-                copy_policy=hdr.copy_policy, store_policy=hdr.store_policy,
+                vid=vid,
+                name=hdr.name,
+                tag=hdr.tag,
+                size=hdr.vdi_size,
+                snapshot=hdr.is_snapshot,
+                snap_id=hdr.snap_id,
+                parent=hdr.parent_vdi_id,
+                copies=hdr.nr_copies,
+                copy_policy=hdr.copy_policy,
+                store_policy=hdr.store_policy,
                 block_size_shift=hdr.block_size_shift,
-                create_time=hdr.create_time, snap_ctime=hdr.snap_ctime,
-                deleted=w.bitmap_test(self.deleted, vid), entries=entries)
+                create_time=hdr.create_time,
+                snap_ctime=hdr.snap_ctime,
+                deleted=w.bitmap_test(self.deleted, vid),
+                entries=entries,
+            )
 
-    def data_object_ids(self) -> set:
+    def data_object_ids(self) -> set[int]:
         with self.lock:
             return {oid for oid in self.objects if w.is_data(oid)}
 
-    def all_object_ids(self) -> set:
+    def all_object_ids(self) -> set[int]:
         with self.lock:
             return set(self.objects) | {w.inode_oid(vid) for vid in self.inodes}
 
@@ -629,5 +674,6 @@ class Store:
 
     def stored_bytes(self) -> int:
         with self.lock:
-            return sum(len(o.buf) for o in self.objects.values()) + \
-                sum(len(o.buf) for o in self.inodes.values())
+            return sum(len(o.buf) for o in self.objects.values()) + sum(
+                len(o.buf) for o in self.inodes.values()
+            )

@@ -53,7 +53,7 @@ import time
 import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, NamedTuple, Optional, Set
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from . import wire as w
 from ._ops import NODE_SPACE, Handlers, Reply
@@ -70,13 +70,13 @@ class RequestLogEntry(NamedTuple):
     opcode: int
     flags: int
     id: int
-    oid: int            # 0 for non-object ops
-    offset: int         # 0 for non-object ops
+    oid: int  # 0 for non-object ops
+    offset: int  # 0 for non-object ops
     data_length: int
 
 
 class _Fault(NamedTuple):
-    kind: str           # one of _FAULT_KINDS
+    kind: str  # one of _FAULT_KINDS
     n: int
     opcode: Optional[int]
     result: int
@@ -85,24 +85,29 @@ class _Fault(NamedTuple):
 # What each fault does to the request it fires on, and which one wins when
 # several fire on the same request (the most violent).
 _FAULT_KINDS = {
-    "stop": 4,          # the node stops before executing it
-    "stop_after": 3,    # the node executes it, then stops (its reply is lost)
-    "drop": 2,          # the connection is reset before executing it
-    "drop_reply": 1,    # executed, then the connection is reset unanswered
-    "fail_after": 0,    # executed, then answered `result` all the same
-    "fail": 0,          # answered `result`, not executed
-    "diverge": 0,       # answered SUCCESS, not executed, and the epoch moves on
+    "stop": 4,  # the node stops before executing it
+    "stop_after": 3,  # the node executes it, then stops (its reply is lost)
+    "drop": 2,  # the connection is reset before executing it
+    "drop_reply": 1,  # executed, then the connection is reset unanswered
+    "fail_after": 0,  # executed, then answered `result` all the same
+    "fail": 0,  # answered `result`, not executed
+    "diverge": 0,  # answered SUCCESS, not executed, and the epoch moves on
 }
+
+
+# one admitted request waiting to run: header, payload (None without
+# FLAG_WRITE) and the fault that fired on it
+_Admitted = Tuple[w.RequestHeader, Optional[bytearray], Optional[_Fault]]
 
 
 class _Faults:
     """Thread-safe fault-injection state shared by every connection."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._delays: Dict[Optional[int], float] = {}
-        self._armed: List[List] = []     # [fault, matching requests seen so far]
-        self._actions: List[List] = []   # [n, opcode, action, matching requests executed]
+        self._armed: List[List[Any]] = []  # [fault, matching requests seen so far]
+        self._actions: List[List[Any]] = []  # [n, opcode, action, matching requests executed]
         self.reorder = False
 
     def set_delay(self, seconds: float, opcode: Optional[int]) -> None:
@@ -130,10 +135,10 @@ class _Faults:
         When several fire on the same request the most violent wins
         (_FAULT_KINDS).
         """
-        fired = None
+        fired: Optional[_Fault] = None
         with self._lock:
             for slot in list(self._armed):
-                fault = slot[0]
+                fault: _Fault = slot[0]
                 if fault.opcode is not None and fault.opcode != opcode:
                     continue
                 slot[1] += 1
@@ -156,7 +161,7 @@ class _Faults:
     def actions_after(self, opcode: int) -> List[Callable[[], None]]:
         """Count this executed request against every armed action; return
         those it fires."""
-        fired = []
+        fired: List[Callable[[], None]] = []
         with self._lock:
             for slot in list(self._actions):
                 n, wanted, action, _seen = slot
@@ -187,7 +192,7 @@ def _recv_exact(sock: socket.socket, view: memoryview) -> bool:
     return True
 
 
-def _send_all(sock: socket.socket, buffers) -> None:
+def _send_all(sock: socket.socket, buffers: List[w.Buffer]) -> None:
     """Gathered send of header + payload parts without joining them."""
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     while views:
@@ -201,33 +206,34 @@ def _send_all(sock: socket.socket, buffers) -> None:
 
 
 class _Connection:
-    def __init__(self, sheep: "FakeSheep", node: "_Node", sock: socket.socket):
+    def __init__(self, sheep: FakeSheep, node: _Node, sock: socket.socket):
         self.sheep = sheep
         self.node = node
         self.sock = sock
         self._cond = threading.Condition()
-        self._replies: list = []      # heap of (due, seq, buffers)
+        self._replies: List[Tuple[float, int, List[w.Buffer]]] = []  # heap
         self._seq = 0
-        self._pending = 0             # admitted requests not yet answered
+        self._pending = 0  # admitted requests not yet answered
         self._eof = False
         self._closed = False
-        self.node_stopped = False     # set when its node stops: execute nothing more
+        self.node_stopped = False  # set when its node stops: execute nothing more
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def start(self) -> None:
         for target, role in ((self._read_loop, "reader"), (self._write_loop, "writer")):
-            threading.Thread(target=target, daemon=True,
-                             name=f"fakesheep-{self.node.index}-{role}").start()
+            threading.Thread(
+                target=target, daemon=True, name=f"fakesheep-{self.node.index}-{role}"
+            ).start()
 
     # ---------------------------------------------------------------- reading
 
-    def _read_request(self):
+    def _read_request(self) -> Optional[Tuple[w.RequestHeader, Optional[bytearray]]]:
         header = bytearray(w.HEADER_SIZE)
         if not _recv_exact(self.sock, memoryview(header)):
             return None
         req = w.RequestHeader.unpack(header)
-        payload = None
-        if req.flags & w.FLAG_WRITE:       # never read a payload without WRITE
+        payload: Optional[bytearray] = None
+        if req.flags & w.FLAG_WRITE:  # never read a payload without WRITE
             payload = bytearray(req.data_length)
             if not _recv_exact(self.sock, memoryview(payload)):
                 return None
@@ -240,7 +246,7 @@ class _Connection:
     def _read_loop(self) -> None:
         try:
             while True:
-                batch = []
+                batch: List[_Admitted] = []
                 while True:
                     item = self._read_request()
                     if item is None:
@@ -254,8 +260,11 @@ class _Connection:
                         self.sheep.stop_node(self.node.index)
                         return
                     batch.append((req, payload, fault))
-                    if not self.sheep._faults.reorder or len(batch) >= REORDER_MAX_BATCH \
-                            or not self._more_waiting():
+                    if (
+                        not self.sheep._faults.reorder
+                        or len(batch) >= REORDER_MAX_BATCH
+                        or not self._more_waiting()
+                    ):
                         break
                 with self._cond:
                     self._pending += len(batch)
@@ -269,7 +278,7 @@ class _Connection:
 
     # ---------------------------------------------------------------- writing
 
-    def queue_reply(self, buffers, delay: float) -> None:
+    def queue_reply(self, buffers: List[w.Buffer], delay: float) -> None:
         with self._cond:
             if self._closed:
                 return
@@ -278,7 +287,7 @@ class _Connection:
             self._seq += 1
             self._cond.notify_all()
 
-    def _next_reply(self):
+    def _next_reply(self) -> Optional[List[w.Buffer]]:
         with self._cond:
             while not self._closed:
                 if self._replies:
@@ -323,8 +332,7 @@ class _Connection:
             self._cond.notify_all()
         try:
             if abortive:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                     struct.pack("ii", 1, 0))
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             # shutdown wakes our own reader/writer if they are blocked
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -345,23 +353,32 @@ class _Node:
 class FakeSheep:
     """An embedded Sheepdog 1.0 cluster of `nodes` gateways sharing one store."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, nodes: int = 1,
-                 copies: int = 2, copy_policy: int = 0,
-                 block_size_shift: int = w.DEFAULT_BLOCK_SIZE_SHIFT,
-                 epoch: int = 1, workers: int = 4):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        nodes: int = 1,
+        copies: int = 2,
+        copy_policy: int = 0,
+        block_size_shift: int = w.DEFAULT_BLOCK_SIZE_SHIFT,
+        epoch: int = 1,
+        workers: int = 4,
+    ):
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self.host = host
         self.epoch = epoch
         self.ctime = _now_ctime()
-        self.store = Store(copies=copies, copy_policy=copy_policy,
-                           block_size_shift=block_size_shift)
+        self.store = Store(
+            copies=copies, copy_policy=copy_policy, block_size_shift=block_size_shift
+        )
         self.hazards: List[str] = []
-        self.internal_errors: List[str] = []   # handler crashes (FakeSheep bugs)
+        self.internal_errors: List[str] = []  # handler crashes (FakeSheep bugs)
         self._handlers = Handlers(self.store, self)
         self._faults = _Faults()
         self._lock = threading.Lock()
-        self._counts: Counter = Counter()
+        self._counts: Counter[int] = Counter()
         self._log: Optional[List[RequestLogEntry]] = None
         self._nodes = [_Node(i, port + i if port else 0) for i in range(nodes)]
         self._workers = workers
@@ -373,7 +390,7 @@ class FakeSheep:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> "FakeSheep":
+    def start(self) -> FakeSheep:
         if self._pool is not None:
             return self
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="fakesheep-worker")
@@ -393,10 +410,10 @@ class FakeSheep:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "FakeSheep":
+    def __enter__(self) -> FakeSheep:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop_node(self, i: int) -> None:
@@ -431,15 +448,19 @@ class FakeSheep:
         node.port = listener.getsockname()[1]
         node.listener = listener
         node.running = True
-        threading.Thread(target=self._accept_loop, args=(node, listener), daemon=True,
-                         name=f"fakesheep-{node.index}-accept").start()
+        threading.Thread(
+            target=self._accept_loop,
+            args=(node, listener),
+            daemon=True,
+            name=f"fakesheep-{node.index}-accept",
+        ).start()
 
     def _close(self, node: _Node) -> None:
         node.running = False
         listener, node.listener = node.listener, None
         if listener is not None:
             try:
-                listener.shutdown(socket.SHUT_RDWR)   # wakes accept() on Linux
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
             except OSError:
                 pass
             listener.close()
@@ -490,8 +511,9 @@ class FakeSheep:
     def node_records(self) -> List[w.NodeRecord]:
         """GET_NODE_LIST's view: the running nodes, one zone each."""
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return [w.NodeRecord(host, n.port, 128, n.index, NODE_SPACE)
-                for n in self._nodes if n.running]
+        return [
+            w.NodeRecord(host, n.port, 128, n.index, NODE_SPACE) for n in self._nodes if n.running
+        ]
 
     # ------------------------------------------------------------ requests
 
@@ -502,11 +524,14 @@ class FakeSheep:
                 oid = offset = 0
                 if req.opcode in w.OBJ_OPCODES:
                     oid, offset = req.obj.oid, req.obj.offset
-                self._log.append(RequestLogEntry(node, req.opcode, req.flags, req.id,
-                                                 oid, offset, req.data_length))
+                self._log.append(
+                    RequestLogEntry(
+                        node, req.opcode, req.flags, req.id, oid, offset, req.data_length
+                    )
+                )
         return self._faults.admit(req.opcode)
 
-    def _submit(self, conn: _Connection, batch) -> None:
+    def _submit(self, conn: _Connection, batch: List[_Admitted]) -> None:
         pool = self._pool
         if pool is None:
             conn.abort()
@@ -516,21 +541,27 @@ class FakeSheep:
                 pool.submit(self._run_one, conn, *batch[0])
             else:
                 pool.submit(self._run_batch, conn, batch)
-        except RuntimeError:          # pool shut down while stopping
+        except RuntimeError:  # pool shut down while stopping
             conn.abort()
 
-    def _run_one(self, conn: _Connection, req, payload, fault) -> None:
+    def _run_one(
+        self,
+        conn: _Connection,
+        req: w.RequestHeader,
+        payload: Optional[bytearray],
+        fault: Optional[_Fault],
+    ) -> None:
         self._run_batch(conn, [(req, payload, fault)])
 
-    def _run_batch(self, conn: _Connection, batch) -> None:
+    def _run_batch(self, conn: _Connection, batch: List[_Admitted]) -> None:
         # executed in arrival order, answered in reverse (set_reorder)
-        replies = []
+        replies: List[Tuple[List[w.Buffer], int]] = []
         for req, payload, fault in batch:
             if conn.node_stopped:
-                return                # a dead sheep executes nothing more
+                return  # a dead sheep executes nothing more
             buffers = self._execute(req, payload, fault)
             if fault is not None and fault.kind == "drop_reply":
-                conn.abort()          # executed, and the client never hears of it
+                conn.abort()  # executed, and the client never hears of it
                 return
             if fault is not None and fault.kind == "stop_after":
                 self.stop_node(conn.node.index)
@@ -539,7 +570,9 @@ class FakeSheep:
         for buffers, opcode in reversed(replies):
             conn.queue_reply(buffers, self._faults.delay_for(opcode))
 
-    def _execute(self, req: w.RequestHeader, payload, fault: Optional[_Fault]) -> list:
+    def _execute(
+        self, req: w.RequestHeader, payload: Optional[bytearray], fault: Optional[_Fault]
+    ) -> List[w.Buffer]:
         if fault is not None and fault.kind == "diverge":
             with self._lock:
                 self.epoch += 1
@@ -559,8 +592,14 @@ class FakeSheep:
                     action()
                 except Exception:
                     self.internal_errors.append(traceback.format_exc())
-        header = w.pack_response(req.opcode, reply.result, epoch=self.epoch, id=req.id,
-                                 data_length=reply.data_length, args=reply.args)
+        header = w.pack_response(
+            req.opcode,
+            reply.result,
+            epoch=self.epoch,
+            id=req.id,
+            data_length=reply.data_length,
+            args=reply.args,
+        )
         return [header, *reply.data]
 
     def record_hazard(self, description: str) -> None:
@@ -573,8 +612,9 @@ class FakeSheep:
         """Delay every reply (or those of `opcode`); the op itself runs at once."""
         self._faults.set_delay(seconds, opcode)
 
-    def fail_nth(self, n: int, result: int, opcode: Optional[int] = None, *,
-                 applied: bool = False) -> None:
+    def fail_nth(
+        self, n: int, result: int, opcode: Optional[int] = None, *, applied: bool = False
+    ) -> None:
         """The n-th matching request from now is answered `result`, not
         executed; applied=True executes it first and answers `result` all the
         same (a gateway whose write reached some copies and failed on others)."""
@@ -591,7 +631,7 @@ class FakeSheep:
         delete_vdi() between a lookup and the inode read that follows it."""
         self._faults.arm_action(n, opcode, action)
 
-    def delete_vdi(self, name) -> None:
+    def delete_vdi(self, name: Union[str, bytes]) -> None:
         """Deletes the working VDI called name as a client would: index
         zeroed, then DEL_VDI (the inode keeps its vid, name and size zeroed)."""
         raw = name.encode() if isinstance(name, str) else bytes(name)
@@ -610,8 +650,7 @@ class FakeSheep:
         is reset without the reply: the client cannot tell whether it happened."""
         self._faults.arm(_Fault("drop_reply", n, opcode, 0))
 
-    def stop_node_nth(self, n: int, opcode: Optional[int] = None, *,
-                      applied: bool = False) -> None:
+    def stop_node_nth(self, n: int, opcode: Optional[int] = None, *, applied: bool = False) -> None:
         """On the n-th matching request from now, the node that received it
         stops (as stop_node: listener and connections closed, epoch bumped).
         applied=True executes that request first, so its effect stays and its
@@ -669,12 +708,17 @@ class FakeSheep:
         """Live index entries that point at a data object."""
         return self.store.refcount(oid)
 
-    def vdi(self, name, tag=b"", snapid: int = 0) -> Optional[VdiInfo]:
+    def vdi(
+        self, name: Union[str, bytes], tag: Union[str, bytes] = b"", snapid: int = 0
+    ) -> Optional[VdiInfo]:
         """Look a VDI up the way GET_VDI_INFO does; None if it does not resolve."""
         raw_name = name.encode() if isinstance(name, str) else bytes(name)
         raw_tag = tag.encode() if isinstance(tag, str) else bytes(tag)
         result, hdr = self.store.lookup(raw_name, raw_tag, snapid)
-        return self.store.vdi_info(hdr.vdi_id) if result == w.RES_SUCCESS else None
+        if result != w.RES_SUCCESS:
+            return None
+        assert hdr is not None  # success always names the inode
+        return self.store.vdi_info(hdr.vdi_id)
 
     def vdi_by_id(self, vid: int) -> Optional[VdiInfo]:
         return self.store.vdi_info(vid)

@@ -9,6 +9,7 @@ project; this only runs binaries that are already installed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import IO, Callable, Iterable
 
 __all__ = ["LocalSheep", "LocalSheepError", "ObjectMismatch", "VdiComparison", "available"]
 
@@ -36,9 +38,10 @@ def available() -> bool:
     return shutil.which("sheep") is not None and shutil.which("dog") is not None
 
 
-def _read_full(stream, n: int) -> bytes:
+def _read_full(stream: IO[bytes], n: int) -> bytes:
     """Up to n bytes from a pipe: fewer only at its end."""
-    parts, left = [], n
+    parts: list[bytes] = []
+    left = n
     while left:
         part = stream.read(left)
         if not part:
@@ -58,14 +61,14 @@ class ObjectMismatch:
 
     index: int
     length: int
-    right_prefix: int     # bytes equal to the expected ones from its start
-    rest_zero: bool       # everything after that prefix reads as zeros
-    expected_zero: bool   # the expected object is all zeros
+    right_prefix: int  # bytes equal to the expected ones from its start
+    rest_zero: bool  # everything after that prefix reads as zeros
+    expected_zero: bool  # the expected object is all zeros
     # (start, end, "zeros" or "other") of each wrong run, in MISMATCH_GRAIN blocks
-    wrong: list = field(default_factory=list)
+    wrong: list[tuple[int, int, str]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, index: int, want: bytes, got: bytes) -> "ObjectMismatch":
+    def of(cls, index: int, want: bytes, got: bytes) -> ObjectMismatch:
         n = min(len(want), len(got))
         lo, hi = 0, n  # binary search over equal prefixes, in bytes
         while lo < hi:
@@ -74,10 +77,10 @@ class ObjectMismatch:
                 lo = mid
             else:
                 hi = mid - 1
-        wrong: list = []
+        wrong: list[tuple[int, int, str]] = []
         for start in range(0, max(len(want), len(got)), MISMATCH_GRAIN):
-            a = want[start:start + MISMATCH_GRAIN]
-            b = got[start:start + MISMATCH_GRAIN]
+            a = want[start : start + MISMATCH_GRAIN]
+            b = got[start : start + MISMATCH_GRAIN]
             if a == b:
                 continue
             kind = "zeros" if b.count(0) == len(b) else "other"
@@ -86,17 +89,24 @@ class ObjectMismatch:
                 wrong[-1] = (wrong[-1][0], end, kind)
             else:
                 wrong.append((start, end, kind))
-        return cls(index=index, length=len(got), right_prefix=lo,
-                   rest_zero=got[lo:].count(0) == len(got) - lo,
-                   expected_zero=want.count(0) == len(want), wrong=wrong)
+        return cls(
+            index=index,
+            length=len(got),
+            right_prefix=lo,
+            rest_zero=got[lo:].count(0) == len(got) - lo,
+            expected_zero=want.count(0) == len(want),
+            wrong=wrong,
+        )
 
     def __str__(self) -> str:
         what = "then zeros" if self.rest_zero else "then other bytes"
         if self.expected_zero:
             what += " (expected all zeros)"
         runs = ", ".join(f"{a // 1024}-{b // 1024} KiB {kind}" for a, b, kind in self.wrong[:6])
-        return (f"object {self.index}: {self.right_prefix} of {self.length} bytes right "
-                f"({self.right_prefix / 1024:.0f} KiB), {what}; wrong: {runs}")
+        return (
+            f"object {self.index}: {self.right_prefix} of {self.length} bytes right "
+            f"({self.right_prefix / 1024:.0f} KiB), {what}; wrong: {runs}"
+        )
 
 
 @dataclass
@@ -112,18 +122,24 @@ class VdiComparison:
     stderr: str = ""
     sha256: str = ""
     expected_sha256: str = ""
-    bad_objects: list = field(default_factory=list)
+    bad_objects: list[ObjectMismatch] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return (self.returncode == 0 and not self.timed_out and self.read == self.size
-                and self.sha256 == self.expected_sha256)
+        return (
+            self.returncode == 0
+            and not self.timed_out
+            and self.read == self.size
+            and self.sha256 == self.expected_sha256
+        )
 
     def __str__(self) -> str:
         if self.ok:
             return f"{self.name} via sheep {self.via}: all {self.size} bytes right"
-        parts = [f"{self.name} via sheep {self.via}: read {self.read} of {self.size} bytes, "
-                 f"dog exit {self.returncode}"]
+        parts = [
+            f"{self.name} via sheep {self.via}: read {self.read} of {self.size} bytes, "
+            f"dog exit {self.returncode}"
+        ]
         if self.timed_out:
             parts.append("timed out")
         if self.stderr:
@@ -136,7 +152,8 @@ class VdiComparison:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class LocalSheep:
@@ -144,8 +161,14 @@ class LocalSheep:
 
     host = "127.0.0.1"
 
-    def __init__(self, nodes: int = 3, copies: int = 2, *, start_timeout: float = 30.0,
-                 log_level: str | None = None):
+    def __init__(
+        self,
+        nodes: int = 3,
+        copies: int = 2,
+        *,
+        start_timeout: float = 30.0,
+        log_level: str | None = None,
+    ):
         if not available():
             raise LocalSheepError("sheep and dog must be on PATH")
         self.nodes = nodes
@@ -154,8 +177,8 @@ class LocalSheep:
         self.log_level = log_level  # sheep's own names: "debug", "info", ...
         self.ports: list[int] = []
         self.base_dir = ""
-        self._procs: list[subprocess.Popen | None] = []
-        self._paused: set = set()
+        self._procs: list[subprocess.Popen[bytes] | None] = []
+        self._paused: set[int] = set()
 
     @property
     def address(self) -> str:
@@ -165,34 +188,45 @@ class LocalSheep:
     def addresses(self) -> list[str]:
         return [f"{self.host}:{p}" for p in self.ports]
 
-    def dog(self, *args: str, node: int = 0, input: bytes | None = None,
-            timeout: float = 60.0) -> subprocess.CompletedProcess:
+    def dog(
+        self, *args: str, node: int = 0, input: bytes | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[bytes]:
         """Runs dog against one node; raises with dog's stderr on failure."""
         cmd = ["dog", *args, "-a", self.host, "-p", str(self.ports[node])]
         done = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
         if done.returncode != 0:
-            raise LocalSheepError(f"{' '.join(cmd)}: {done.stderr.decode(errors='replace').strip()}")
+            raise LocalSheepError(
+                f"{' '.join(cmd)}: {done.stderr.decode(errors='replace').strip()}"
+            )
         return done
 
     def _spawn(self, i: int) -> None:
         node_dir = os.path.join(self.base_dir, str(i))
         os.makedirs(node_dir, exist_ok=True)
         cmd = [
-            "sheep", "-f",            # foreground: we are its parent and reap it
-            "-n",                     # no O_SYNC: a throwaway cluster
-            "-b", self.host, "-y", self.host,
-            "-p", str(self.ports[i]),
-            "-z", str(i),             # one zone per node, or copies can't spread
+            "sheep",
+            "-f",  # foreground: we are its parent and reap it
+            "-n",  # no O_SYNC: a throwaway cluster
+            "-b",
+            self.host,
+            "-y",
+            self.host,
+            "-p",
+            str(self.ports[i]),
+            "-z",
+            str(i),  # one zone per node, or copies can't spread
             *(["-l", f"level={self.log_level}"] if self.log_level else []),
-            "-c", "local:" + os.path.join(self.base_dir, "shm"),  # own driver file
+            "-c",
+            "local:" + os.path.join(self.base_dir, "shm"),  # own driver file
             node_dir,
         ]
         log = open(os.path.join(node_dir, "stdout.log"), "ab")
         with log:
             self._procs[i] = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
 
-    def _wait(self, what: str, ready, timeout: float | None = None) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool], timeout: float | None = None) -> None:
         deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
         while True:
             try:
@@ -220,7 +254,7 @@ class LocalSheep:
         out = self.dog("node", "list", "-r").stdout.decode()
         return sum(1 for line in out.splitlines() if line.strip())
 
-    def start(self) -> "LocalSheep":
+    def start(self) -> LocalSheep:
         self.base_dir = tempfile.mkdtemp(prefix="sheepfast-localsheep-")
         self.ports = [_free_port() for _ in range(self.nodes)]
         self._procs = [None] * self.nodes
@@ -229,11 +263,13 @@ class LocalSheep:
                 # One at a time: sheep purges a fixed lock directory at start,
                 # and two starting at once race on it and one gives up.
                 self._spawn(i)
-                self._wait(f"node {i} to listen", lambda: self._listening(i))
+                self._wait(f"node {i} to listen", functools.partial(self._listening, i))
             self._wait("all nodes to join", lambda: self._nodes_listed() == self.nodes)
             self.dog("cluster", "format", "-c", str(self.copies))
-            self._wait("the cluster to run", lambda: b"running" in
-                       self.dog("cluster", "info").stdout.splitlines()[0])
+            self._wait(
+                "the cluster to run",
+                lambda: b"running" in self.dog("cluster", "info").stdout.splitlines()[0],
+            )
         except LocalSheepError as exc:
             logs = self._log_tails()
             self.stop()
@@ -330,32 +366,34 @@ class LocalSheep:
             raise LocalSheepError(f"node {node} lists sheep that are not ours: {sorted(unknown)}")
         return sorted(by_address[a] for a in listed)
 
-    def wait_for_nodes(self, expected, *, via: int | None = None,
-                       timeout: float | None = None) -> int:
+    def wait_for_nodes(
+        self, expected: Iterable[int], *, via: int | None = None, timeout: float | None = None
+    ) -> int:
         """Waits until the running sheep (or ``via``) list exactly the sheep
         in ``expected`` and agree on one epoch: the cluster has noticed a
         node leave or join. Returns that epoch."""
         expected = sorted(expected)
         askers = [via] if via is not None else [i for i in expected if self.running(i)]
-        found: dict = {}
+        found: dict[int, tuple[list[int], int]] = {}
 
         def settled() -> bool:
             found.clear()
             for i in askers:
                 found[i] = (self.members(i), self.epoch(i))
-            return (all(m == expected for m, _ in found.values())
-                    and len({e for _, e in found.values()}) == 1)
+            return (
+                all(m == expected for m, _ in found.values())
+                and len({e for _, e in found.values()}) == 1
+            )
 
-        self._wait(f"the cluster to list nodes {expected} (last seen {found})",
-                   settled, timeout)
+        self._wait(f"the cluster to list nodes {expected} (last seen {found})", settled, timeout)
         return next(iter(found.values()))[1]
 
-    def recovery_progress(self, node: int = 0) -> dict:
+    def recovery_progress(self, node: int = 0) -> dict[int, tuple[int, int]]:
         """Sheep -> (objects recovered, objects to recover) for every sheep
         that reports recovery under way (``dog node recovery``)."""
         out = self.dog("node", "recovery", "-r", node=node).stdout.decode()
         by_address = {a: i for i, a in enumerate(self.addresses)}
-        busy = {}
+        busy: dict[int, tuple[int, int]] = {}
         for line in out.splitlines():
             fields = line.split()  # "<id> host:port <vnodes> <zone> <done> <total>"
             if len(fields) >= 6:
@@ -368,7 +406,7 @@ class LocalSheep:
 
     def wait_for_recovery(self, *, via: int = 0, timeout: float | None = None) -> None:
         """Waits until no sheep in the cluster is recovering objects."""
-        seen: dict = {}
+        seen: dict[int, tuple[int, int]] = {}
 
         def done() -> bool:
             seen.clear()
@@ -378,8 +416,9 @@ class LocalSheep:
         try:
             self._wait("recovery to finish", done, timeout)
         except LocalSheepError as exc:
-            raise LocalSheepError(f"{exc}; still recovering (sheep: (done, total)): {seen}\n"
-                                  f"{self._log_tails(12)}") from None
+            raise LocalSheepError(
+                f"{exc}; still recovering (sheep: (done, total)): {seen}\n{self._log_tails(12)}"
+            ) from None
 
     def restart_cluster(self) -> None:
         """Throws the whole cluster away and starts a fresh one (new ports,
@@ -387,7 +426,7 @@ class LocalSheep:
         self.stop()
         self.start()
 
-    def vdi_names(self, node: int = 0) -> set:
+    def vdi_names(self, node: int = 0) -> set[str]:
         """The names of the working (not snapshot) VDIs, as dog vdi list gives them."""
         out = self.dog("vdi", "list", "-r", node=node).stdout.decode()
         names = set()
@@ -409,8 +448,15 @@ class LocalSheep:
             names.add("".join(name))
         return names
 
-    def compare_vdi(self, name: str, expected, *, via: int, object_size: int,
-                    timeout: float = 120.0) -> "VdiComparison":
+    def compare_vdi(
+        self,
+        name: str,
+        expected: bytes | bytearray | memoryview,
+        *,
+        via: int,
+        object_size: int,
+        timeout: float = 120.0,
+    ) -> VdiComparison:
         """Reads VDI ``name`` with ``dog vdi read`` through sheep ``via`` and
         compares it, object by object, with ``expected`` (bytes-like)."""
         expected = memoryview(expected)
@@ -418,8 +464,10 @@ class LocalSheep:
         result = VdiComparison(name=name, via=via, size=len(expected))
         whole = hashlib.sha256()
         timed_out = threading.Event()
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) as proc:
+        with subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None  # both PIPEs
 
             def give_up() -> None:
                 timed_out.set()
@@ -435,7 +483,7 @@ class LocalSheep:
                         break
                     whole.update(got)
                     start = index * object_size
-                    want = expected[start:start + len(got)]
+                    want = expected[start : start + len(got)]
                     if got != want:
                         result.bad_objects.append(ObjectMismatch.of(index, bytes(want), got))
                     result.read += len(got)
@@ -450,10 +498,10 @@ class LocalSheep:
         result.expected_sha256 = hashlib.sha256(expected).hexdigest()
         return result
 
-    def object_files(self, oid: int) -> dict:
+    def object_files(self, oid: int) -> dict[int, bytes]:
         """Node -> the bytes of object ``oid`` in that sheep's store
         directory (plain store: one file per object), for diagnosis."""
-        found = {}
+        found: dict[int, bytes] = {}
         for i in range(self.nodes):
             path = os.path.join(self.base_dir, str(i), "obj", f"{oid:016x}")
             try:
@@ -476,9 +524,9 @@ class LocalSheep:
                 marks.append(0)
         return marks
 
-    def log_since(self, marks: list[int]) -> dict:
+    def log_since(self, marks: list[int]) -> dict[int, list[str]]:
         """Node -> the log lines each sheep wrote after ``marks``."""
-        out = {}
+        out: dict[int, list[str]] = {}
         for i, mark in enumerate(marks):
             try:
                 with open(self.log_path(i), "rb") as f:
@@ -512,7 +560,7 @@ class LocalSheep:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = ""
 
-    def __enter__(self) -> "LocalSheep":
+    def __enter__(self) -> LocalSheep:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

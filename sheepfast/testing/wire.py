@@ -11,13 +11,16 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Tuple, Union
+
+# what the decoders accept: a reply or request buffer in any of its forms
+Buffer = Union[bytes, bytearray, memoryview]
 
 # --------------------------------------------------------------------------
 # Protocol versions (section 2.1)
 
-PROTO_VER = 0x02            # opcodes < 0x80; sheep accepts 0, 1 and 2
-INTERNAL_PROTO_VER = 0x0A   # opcodes >= 0x80 must carry exactly this
+PROTO_VER = 0x02  # opcodes < 0x80; sheep accepts 0, 1 and 2
+INTERNAL_PROTO_VER = 0x0A  # opcodes >= 0x80 must carry exactly this
 INTERNAL_OPCODE_MIN = 0x80
 
 # --------------------------------------------------------------------------
@@ -45,18 +48,28 @@ OP_CLUSTER_INFO = 0xBE
 OP_READ_DEL_VDIS = 0xC9
 
 OPCODE_NAMES = {
-    value: name[3:] for name, value in list(globals().items())
-    if name.startswith("OP_")
+    value: name[3:] for name, value in list(globals().items()) if name.startswith("OP_")
 }
 
-OBJ_OPCODES = frozenset({
-    OP_CREATE_AND_WRITE_OBJ, OP_READ_OBJ, OP_WRITE_OBJ, OP_REMOVE_OBJ,
-    OP_DISCARD_OBJ,
-})
-VDI_OPCODES = frozenset({
-    OP_NEW_VDI, OP_LOCK_VDI, OP_RELEASE_VDI, OP_GET_VDI_INFO, OP_DEL_VDI,
-    OP_GET_VDI_ATTR,
-})
+OBJ_OPCODES = frozenset(
+    {
+        OP_CREATE_AND_WRITE_OBJ,
+        OP_READ_OBJ,
+        OP_WRITE_OBJ,
+        OP_REMOVE_OBJ,
+        OP_DISCARD_OBJ,
+    }
+)
+VDI_OPCODES = frozenset(
+    {
+        OP_NEW_VDI,
+        OP_LOCK_VDI,
+        OP_RELEASE_VDI,
+        OP_GET_VDI_INFO,
+        OP_DEL_VDI,
+        OP_GET_VDI_ATTR,
+    }
+)
 
 # --------------------------------------------------------------------------
 # Request flags (section 2.3)
@@ -130,8 +143,7 @@ RES_INVALID_VNODES_STRATEGY = 0x98
 RES_NO_CHECKPOINT_ENTRY = 0x99
 
 RESULT_NAMES = {
-    value: name[4:] for name, value in list(globals().items())
-    if name.startswith("RES_")
+    value: name[4:] for name, value in list(globals().items()) if name.startswith("RES_")
 }
 
 # --------------------------------------------------------------------------
@@ -141,13 +153,13 @@ HEADER_SIZE = 48
 NAME_SIZE = 256
 TAG_SIZE = 256
 DEFAULT_BLOCK_SIZE_SHIFT = 22
-MAX_OBJECTS_FLAT = 2 ** 20
-INODE_HEADER_SIZE = 4664                       # SD_INODE_HEADER_SIZE
-INDEX_OFFSET = INODE_HEADER_SIZE               # data_vdi_id[2^20] u32
+MAX_OBJECTS_FLAT = 2**20
+INODE_HEADER_SIZE = 4664  # SD_INODE_HEADER_SIZE
+INDEX_OFFSET = INODE_HEADER_SIZE  # data_vdi_id[2^20] u32
 INDEX_SIZE = 4 * MAX_OBJECTS_FLAT
-GREF_OFFSET = INDEX_OFFSET + INDEX_SIZE        # 4,198,968
+GREF_OFFSET = INDEX_OFFSET + INDEX_SIZE  # 4,198,968
 GREF_SIZE = 8 * MAX_OBJECTS_FLAT
-INODE_SIZE = GREF_OFFSET + GREF_SIZE           # 12,587,576
+INODE_SIZE = GREF_OFFSET + GREF_SIZE  # 12,587,576
 ATTR_OBJ_SIZE = 66320
 # the attribute record (struct sheepdog_vdi_attr): name[256] tag[256]
 # ctime u64 snap_id u32 value_len u32 key[256] value[65536]
@@ -162,13 +174,13 @@ assert ATTR_VALUE_OFFSET + ATTR_VALUE_MAX == ATTR_OBJ_SIZE
 BTREE_NODE_SIZE = 4 * 1024 * 1024
 NODE_RECORD_SIZE = 80
 MAX_NODES = 6144
-NODE_LIST_BUFFER_SIZE = MAX_NODES * NODE_RECORD_SIZE   # 491,520 as dog asks
+NODE_LIST_BUFFER_SIZE = MAX_NODES * NODE_RECORD_SIZE  # 491,520 as dog asks
 CLUSTER_INFO_SIZE = 491568
 CLUSTER_INFO_NODES_OFFSET = 48
 STAT_CLUSTER_RECORD_SIZE = 48
 VID_BITS = 24
 VID_MASK = (1 << VID_BITS) - 1
-VDI_BITMAP_SIZE = (1 << VID_BITS) // 8         # 2,097,152
+VDI_BITMAP_SIZE = (1 << VID_BITS) // 8  # 2,097,152
 # sheep asserts (aborts) when a cluster op carries more than this (section 12)
 CLUSTER_OP_MAX_DATA = 131072 - 96
 
@@ -176,9 +188,9 @@ assert INODE_SIZE == 12587576
 
 # B-tree ("hyper volume") root header (section 5.2)
 BTREE_MAGIC = 0x6274
-BTREE_HEADER = struct.Struct("<HHI")           # magic, depth, entries
-BTREE_LEAF_ENTRY = struct.Struct("<II")        # idx, vdi_id
-BTREE_INDEX_ENTRY = struct.Struct("<I4xQ")     # max_idx, pad, node oid
+BTREE_HEADER = struct.Struct("<HHI")  # magic, depth, entries
+BTREE_LEAF_ENTRY = struct.Struct("<II")  # idx, vdi_id
+BTREE_INDEX_ENTRY = struct.Struct("<I4xQ")  # max_idx, pad, node oid
 EMPTY_BTREE_ROOT = BTREE_HEADER.pack(BTREE_MAGIC, 1, 0)
 
 STORE_POLICY_FLAT = 0
@@ -275,24 +287,36 @@ def fnv1a_vid(name: Union[str, bytes]) -> int:
     return fnv1a_64(_name_bytes(name)) & VID_MASK
 
 
-def attr_record(name: Union[str, bytes], key: Union[str, bytes], value: bytes = b"", *,
-                tag: Union[str, bytes] = b"", snap_id: int = 0) -> bytes:
+def attr_record(
+    name: Union[str, bytes],
+    key: Union[str, bytes],
+    value: bytes = b"",
+    *,
+    tag: Union[str, bytes] = b"",
+    snap_id: int = 0,
+) -> bytes:
     """The ATTR_OBJ_SIZE-byte record GET_VDI_ATTR carries (ctime left 0:
     sheep fills it in)."""
     if len(value) > ATTR_VALUE_MAX:
         raise ValueError(f"attribute value of {len(value)} bytes is over {ATTR_VALUE_MAX}")
-    head = pad_name(name) + pad_name(tag, TAG_SIZE) + struct.pack(
-        "<QII", 0, snap_id, len(value)) + pad_name(key, ATTR_KEY_SIZE)
+    head = (
+        pad_name(name)
+        + pad_name(tag, TAG_SIZE)
+        + struct.pack("<QII", 0, snap_id, len(value))
+        + pad_name(key, ATTR_KEY_SIZE)
+    )
     return (head + bytes(value)).ljust(ATTR_OBJ_SIZE, b"\0")
 
 
-def attr_hash(record: bytes) -> int:
+def attr_hash(record: Buffer) -> int:
     """The attr_id sheep tries first: FNV-1a-64 over the whole name, tag,
     snap_id and key fields (every byte, NULs and what follows them
     included), cut to 32 bits."""
-    fields = (bytes(record[:ATTR_CTIME_OFFSET])
-              + bytes(record[ATTR_SNAP_ID_OFFSET:ATTR_VALUE_LEN_OFFSET])
-              + bytes(record[ATTR_KEY_OFFSET:ATTR_VALUE_OFFSET]))
+    fields = (
+        bytes(record[:ATTR_CTIME_OFFSET])
+        + bytes(record[ATTR_SNAP_ID_OFFSET:ATTR_VALUE_LEN_OFFSET])
+        + bytes(record[ATTR_KEY_OFFSET:ATTR_VALUE_OFFSET])
+    )
     return fnv1a_64(fields) & 0xFFFFFFFF
 
 
@@ -312,13 +336,13 @@ def vdi_payload(name: Union[str, bytes], tag: Optional[Union[str, bytes]] = None
     return payload
 
 
-def cstr(field: bytes) -> Optional[bytes]:
+def cstr(field: Union[bytes, bytearray]) -> Optional[bytes]:
     """The bytes before the first NUL, or None if there is no NUL."""
     end = field.find(b"\0")
     return None if end < 0 else bytes(field[:end])
 
 
-def bitmap_test(bitmap: bytes, bit: int) -> bool:
+def bitmap_test(bitmap: Buffer, bit: int) -> bool:
     """Bit v of a vid bitmap lives in byte v>>3, bit v&7 (section 6.3)."""
     return bool(bitmap[bit >> 3] & (1 << (bit & 7)))
 
@@ -326,13 +350,14 @@ def bitmap_test(bitmap: bytes, bit: int) -> bool:
 # --------------------------------------------------------------------------
 # Erasure-code policy byte (section 9)
 
+
 def ec_policy(data_strips: int, parity_strips: int) -> int:
     if data_strips not in (2, 4, 8, 16) or not 1 <= parity_strips <= 15:
         raise ValueError(f"unsupported EC scheme {data_strips}:{parity_strips}")
     return ((data_strips // 2) << 4) | parity_strips
 
 
-def ec_split(policy: int) -> tuple:
+def ec_split(policy: int) -> Tuple[int, int]:
     """(d, p) of an EC policy byte; (0, 0) for replication."""
     return ((policy >> 4) * 2, policy & 0x0F)
 
@@ -345,16 +370,17 @@ def is_fatal_policy(policy: int) -> bool:
 # --------------------------------------------------------------------------
 # Request header (section 2.1 and 2.2)
 
-_REQ_COMMON = struct.Struct("<BBHIII")        # 16 bytes
-_REQ_OBJ = struct.Struct("<QQBBBBII4x")       # oid cow copies policy ec rsv tgt off
-_REQ_VDI = struct.Struct("<QIBBBBII8x")       # size base copies pol store bss snap type
-_REQ_CLUSTER = struct.Struct("<24xI4x")       # nodes_nr at header offset 40
+_REQ_COMMON = struct.Struct("<BBHIII")  # 16 bytes
+_REQ_OBJ = struct.Struct("<QQBBBBII4x")  # oid cow copies policy ec rsv tgt off
+_REQ_VDI = struct.Struct("<QIBBBBII8x")  # size base copies pol store bss snap type
+_REQ_CLUSTER = struct.Struct("<24xI4x")  # nodes_nr at header offset 40
 _UNION_ZERO = bytes(32)
 assert _REQ_OBJ.size == _REQ_VDI.size == _REQ_CLUSTER.size == 32
 
 
 class ObjArgs(NamedTuple):
     """`obj` union: object ops (0x01..0x05)."""
+
     oid: int = 0
     cow_oid: int = 0
     copies: int = 0
@@ -364,18 +390,26 @@ class ObjArgs(NamedTuple):
     offset: int = 0
 
     def pack(self) -> bytes:
-        return _REQ_OBJ.pack(self.oid, self.cow_oid, self.copies,
-                             self.copy_policy, self.ec_index, 0,
-                             self.tgt_epoch, self.offset)
+        return _REQ_OBJ.pack(
+            self.oid,
+            self.cow_oid,
+            self.copies,
+            self.copy_policy,
+            self.ec_index,
+            0,
+            self.tgt_epoch,
+            self.offset,
+        )
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ObjArgs":
+    def unpack(cls, raw: bytes) -> ObjArgs:
         oid, cow, copies, policy, ec_index, _rsv, tgt, off = _REQ_OBJ.unpack(raw)
         return cls(oid, cow, copies, policy, ec_index, tgt, off)
 
 
 class VdiArgs(NamedTuple):
     """`vdi` union: NEW/LOCK/RELEASE/GET_VDI_INFO/DEL_VDI/GET_VDI_ATTR."""
+
     vdi_size: int = 0
     base_vdi_id: int = 0
     copies: int = 0
@@ -389,19 +423,20 @@ class VdiArgs(NamedTuple):
         return _REQ_VDI.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "VdiArgs":
+    def unpack(cls, raw: bytes) -> VdiArgs:
         return cls(*_REQ_VDI.unpack(raw))
 
 
 class ClusterArgs(NamedTuple):
     """`cluster` union: only STAT_CLUSTER's nodes_nr matters to a client."""
+
     nodes_nr: int = 0
 
     def pack(self) -> bytes:
         return _REQ_CLUSTER.pack(self.nodes_nr)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ClusterArgs":
+    def unpack(cls, raw: bytes) -> ClusterArgs:
         return cls(*_REQ_CLUSTER.unpack(raw))
 
 
@@ -420,14 +455,18 @@ class RequestHeader:
     epoch: int = 0
     id: int = 0
     data_length: int = 0
-    args: bytes = _UNION_ZERO      # the raw 32-byte union
+    args: bytes = _UNION_ZERO  # the raw 32-byte union
 
     def pack(self) -> bytes:
-        return _REQ_COMMON.pack(self.proto_ver, self.opcode, self.flags,
-                                self.epoch, self.id, self.data_length) + self.args
+        return (
+            _REQ_COMMON.pack(
+                self.proto_ver, self.opcode, self.flags, self.epoch, self.id, self.data_length
+            )
+            + self.args
+        )
 
     @classmethod
-    def unpack(cls, buf) -> "RequestHeader":
+    def unpack(cls, buf: Buffer) -> RequestHeader:
         if len(buf) < HEADER_SIZE:
             raise ValueError(f"request header needs {HEADER_SIZE} bytes")
         pv, op, flags, epoch, rid, dlen = _REQ_COMMON.unpack_from(buf)
@@ -451,9 +490,16 @@ class RequestHeader:
         return bool(self.flags & FLAG_WRITE)
 
 
-def make_request(opcode: int, args: Optional[RequestArgs] = None, *,
-                 flags: int = 0, id: int = 0, data_length: int = 0,
-                 epoch: int = 0, proto_ver: Optional[int] = None) -> RequestHeader:
+def make_request(
+    opcode: int,
+    args: Optional[RequestArgs] = None,
+    *,
+    flags: int = 0,
+    id: int = 0,
+    data_length: int = 0,
+    epoch: int = 0,
+    proto_ver: Optional[int] = None,
+) -> RequestHeader:
     """Build a header; proto_ver defaults to 0x02 or 0x0A by opcode."""
     if proto_ver is None:
         proto_ver = default_proto_ver(opcode)
@@ -461,19 +507,19 @@ def make_request(opcode: int, args: Optional[RequestArgs] = None, *,
     return RequestHeader(opcode, proto_ver, flags, epoch, id, data_length, raw)
 
 
-def pack_request(opcode: int, args: Optional[RequestArgs] = None, **kw) -> bytes:
+def pack_request(opcode: int, args: Optional[RequestArgs] = None, **kw: Any) -> bytes:
     return make_request(opcode, args, **kw).pack()
 
 
 # --------------------------------------------------------------------------
 # Response header (section 2.4)
 
-_RSP_COMMON = struct.Struct("<BBHIIII")        # 20 bytes, result at 16
-_RSP_VDI = struct.Struct("<4xIIBB14x")         # vdi_id@24 attr@28 copies@32 bss@33
+_RSP_COMMON = struct.Struct("<BBHIIII")  # 20 bytes, result at 16
+_RSP_VDI = struct.Struct("<4xIIBB14x")  # vdi_id@24 attr@28 copies@32 bss@33
 _RSP_CLUSTER_DEFAULT = struct.Struct("<BBB25x")  # copies@20 policy@21 bss@22
-_RSP_NODE_LIST = struct.Struct("<I24x")         # nr_nodes@20
-_RSP_OBJ = struct.Struct("<B3xQ16x")            # copies@20 offset@24
-_RSP_STAT_SHEEP = struct.Struct("<12xQQ")       # store_size@32 store_free@40
+_RSP_NODE_LIST = struct.Struct("<I24x")  # nr_nodes@20
+_RSP_OBJ = struct.Struct("<B3xQ16x")  # copies@20 offset@24
+_RSP_STAT_SHEEP = struct.Struct("<12xQQ")  # store_size@32 store_free@40
 _RSP_UNION_ZERO = bytes(28)
 assert _RSP_VDI.size == _RSP_CLUSTER_DEFAULT.size == _RSP_NODE_LIST.size == 28
 assert _RSP_OBJ.size == _RSP_STAT_SHEEP.size == 28
@@ -489,7 +535,7 @@ class VdiResult(NamedTuple):
         return _RSP_VDI.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "VdiResult":
+    def unpack(cls, raw: bytes) -> VdiResult:
         return cls(*_RSP_VDI.unpack(raw))
 
 
@@ -502,7 +548,7 @@ class ClusterDefaults(NamedTuple):
         return _RSP_CLUSTER_DEFAULT.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ClusterDefaults":
+    def unpack(cls, raw: bytes) -> ClusterDefaults:
         return cls(*_RSP_CLUSTER_DEFAULT.unpack(raw))
 
 
@@ -513,7 +559,7 @@ class NodeListResult(NamedTuple):
         return _RSP_NODE_LIST.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "NodeListResult":
+    def unpack(cls, raw: bytes) -> NodeListResult:
         return cls(*_RSP_NODE_LIST.unpack(raw))
 
 
@@ -525,7 +571,7 @@ class ObjResult(NamedTuple):
         return _RSP_OBJ.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ObjResult":
+    def unpack(cls, raw: bytes) -> ObjResult:
         return cls(*_RSP_OBJ.unpack(raw))
 
 
@@ -537,7 +583,7 @@ class SheepStat(NamedTuple):
         return _RSP_STAT_SHEEP.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "SheepStat":
+    def unpack(cls, raw: bytes) -> SheepStat:
         return cls(*_RSP_STAT_SHEEP.unpack(raw))
 
 
@@ -551,17 +597,26 @@ class ResponseHeader:
     epoch: int = 0
     id: int = 0
     data_length: int = 0
-    proto_ver: int = 0         # always 0 from a real sheep
+    proto_ver: int = 0  # always 0 from a real sheep
     flags: int = 0
-    args: bytes = _RSP_UNION_ZERO   # the raw 28-byte union
+    args: bytes = _RSP_UNION_ZERO  # the raw 28-byte union
 
     def pack(self) -> bytes:
-        return _RSP_COMMON.pack(self.proto_ver, self.opcode, self.flags,
-                                self.epoch, self.id, self.data_length,
-                                self.result) + self.args
+        return (
+            _RSP_COMMON.pack(
+                self.proto_ver,
+                self.opcode,
+                self.flags,
+                self.epoch,
+                self.id,
+                self.data_length,
+                self.result,
+            )
+            + self.args
+        )
 
     @classmethod
-    def unpack(cls, buf) -> "ResponseHeader":
+    def unpack(cls, buf: Buffer) -> ResponseHeader:
         if len(buf) < HEADER_SIZE:
             raise ValueError(f"response header needs {HEADER_SIZE} bytes")
         pv, op, flags, epoch, rid, dlen, result = _RSP_COMMON.unpack_from(buf)
@@ -588,9 +643,15 @@ class ResponseHeader:
         return SheepStat.unpack(self.args)
 
 
-def pack_response(opcode: int, result: int = RES_SUCCESS, *, epoch: int = 0,
-                  id: int = 0, data_length: int = 0,
-                  args: Optional[ResponseArgs] = None) -> bytes:
+def pack_response(
+    opcode: int,
+    result: int = RES_SUCCESS,
+    *,
+    epoch: int = 0,
+    id: int = 0,
+    data_length: int = 0,
+    args: Optional[ResponseArgs] = None,
+) -> bytes:
     raw = args.pack() if args is not None else _RSP_UNION_ZERO
     return _RSP_COMMON.pack(0, opcode, 0, epoch, id, data_length, result) + raw
 
@@ -607,7 +668,7 @@ def _pack_addr(addr: str) -> bytes:
         return bytes(16)
     ip = ipaddress.ip_address(addr)
     if ip.version == 4:
-        return bytes(12) + ip.packed      # not ::ffff-mapped (section 8)
+        return bytes(12) + ip.packed  # not ::ffff-mapped (section 8)
     return ip.packed
 
 
@@ -630,28 +691,36 @@ class NodeRecord(NamedTuple):
 
     def pack(self) -> bytes:
         # bytes 0..23 are sheep's tree pointers on the wire: we send zeros
-        return _NODE.pack(_pack_addr(self.addr), self.port,
-                          _pack_addr(self.io_addr), self.io_port,
-                          self.nr_vnodes, self.zone, self.space)
+        return _NODE.pack(
+            _pack_addr(self.addr),
+            self.port,
+            _pack_addr(self.io_addr),
+            self.io_port,
+            self.nr_vnodes,
+            self.zone,
+            self.space,
+        )
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "NodeRecord":
+    def unpack(cls, raw: bytes) -> NodeRecord:
         addr, port, io_addr, io_port, vnodes, zone, space = _NODE.unpack(
-            bytes(raw[:NODE_RECORD_SIZE]))
-        return cls(_unpack_addr(addr), port, vnodes, zone, space,
-                   _unpack_addr(io_addr), io_port)
+            bytes(raw[:NODE_RECORD_SIZE])
+        )
+        return cls(_unpack_addr(addr), port, vnodes, zone, space, _unpack_addr(io_addr), io_port)
 
 
-def unpack_node_list(payload: bytes, nr_nodes: int) -> list:
-    return [NodeRecord.unpack(payload[i * NODE_RECORD_SIZE:(i + 1) * NODE_RECORD_SIZE])
-            for i in range(nr_nodes)]
+def unpack_node_list(payload: bytes, nr_nodes: int) -> List[NodeRecord]:
+    return [
+        NodeRecord.unpack(payload[i * NODE_RECORD_SIZE : (i + 1) * NODE_RECORD_SIZE])
+        for i in range(nr_nodes)
+    ]
 
 
 # --------------------------------------------------------------------------
 # Inode header (section 5)
 
 _INODE_HEADER = struct.Struct("<256s256sQQQQQBBBBIIII")
-INODE_HEADER_FIELDS_SIZE = _INODE_HEADER.size   # 572; the rest up to 4664 is unused
+INODE_HEADER_FIELDS_SIZE = _INODE_HEADER.size  # 572; the rest up to 4664 is unused
 assert INODE_HEADER_FIELDS_SIZE == 572
 
 INODE_NAME_OFFSET = 0
@@ -693,7 +762,7 @@ class InodeHeader(NamedTuple):
         return _INODE_HEADER.pack(self.name, self.tag, *self[2:])
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "InodeHeader":
+    def unpack(cls, raw: bytes) -> InodeHeader:
         name, tag, *rest = _INODE_HEADER.unpack_from(raw)
         return cls(name.split(b"\0", 1)[0], tag.split(b"\0", 1)[0], *rest)
 
@@ -721,6 +790,7 @@ assert _CLUSTER_INFO_HEAD.size == CLUSTER_INFO_NODES_OFFSET
 
 class StatCluster(NamedTuple):
     """One epoch-log record as STAT_CLUSTER returns it."""
+
     ctime: int
     time: int
     epoch: int
@@ -735,13 +805,14 @@ class StatCluster(NamedTuple):
         return _STAT_CLUSTER.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "StatCluster":
+    def unpack(cls, raw: bytes) -> StatCluster:
         rec = cls(*_STAT_CLUSTER.unpack_from(raw))
         return rec._replace(driver=rec.driver.split(b"\0", 1)[0])
 
 
 class ClusterInfo(NamedTuple):
     """The fixed head of the CLUSTER_INFO reply; node records follow at 48."""
+
     proto_ver: int
     disable_recovery: int
     nr_nodes: int
@@ -758,21 +829,57 @@ class ClusterInfo(NamedTuple):
         return _CLUSTER_INFO_HEAD.pack(*self)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "ClusterInfo":
+    def unpack(cls, raw: bytes) -> ClusterInfo:
         info = cls(*_CLUSTER_INFO_HEAD.unpack_from(raw))
         return info._replace(default_store=info.default_store.split(b"\0", 1)[0])
 
 
-__all__ = [name for name in list(globals())
-           if not name.startswith("_") and name.isupper() or name in {
-               "ObjArgs", "VdiArgs", "ClusterArgs", "RequestHeader",
-               "ResponseHeader", "VdiResult", "ClusterDefaults",
-               "NodeListResult", "ObjResult", "SheepStat", "NodeRecord",
-               "InodeHeader", "StatCluster", "ClusterInfo", "make_request",
-               "pack_request", "pack_response", "default_proto_ver",
-               "data_oid", "inode_oid", "btree_oid", "attr_oid",
-               "vmstate_oid", "ledger_oid", "vid_of", "idx_of", "is_inode",
-               "is_data", "is_btree", "fnv1a_64", "fnv1a_vid", "pad_name",
-               "vdi_payload", "cstr", "bitmap_test", "ec_policy", "ec_split",
-               "is_fatal_policy", "unpack_node_list", "index_entry_offset",
-           }]
+__all__ = [
+    name
+    for name in list(globals())
+    if not name.startswith("_")
+    and name.isupper()
+    or name
+    in {
+        "ObjArgs",
+        "VdiArgs",
+        "ClusterArgs",
+        "RequestHeader",
+        "ResponseHeader",
+        "VdiResult",
+        "ClusterDefaults",
+        "NodeListResult",
+        "ObjResult",
+        "SheepStat",
+        "NodeRecord",
+        "InodeHeader",
+        "StatCluster",
+        "ClusterInfo",
+        "make_request",
+        "pack_request",
+        "pack_response",
+        "default_proto_ver",
+        "data_oid",
+        "inode_oid",
+        "btree_oid",
+        "attr_oid",
+        "vmstate_oid",
+        "ledger_oid",
+        "vid_of",
+        "idx_of",
+        "is_inode",
+        "is_data",
+        "is_btree",
+        "fnv1a_64",
+        "fnv1a_vid",
+        "pad_name",
+        "vdi_payload",
+        "cstr",
+        "bitmap_test",
+        "ec_policy",
+        "ec_split",
+        "is_fatal_policy",
+        "unpack_node_list",
+        "index_entry_offset",
+    }
+]
