@@ -1,6 +1,6 @@
 /*
- * VDI attributes: Sheepdog's key/value pairs (GET_VDI_ATTR, PROTOCOL.md
- * sections 2.2, 4.1, 4.2).
+ * VDI attributes: Sheepdog's key/value pairs (GET_VDI_ATTR, docs/PROTOCOL.md
+ * sections 2.2, 2.4, 4.1, 4.2).
  *
  * One GET_VDI_ATTR carries a whole attribute record (66,320 bytes: sheep
  * reads its fields at fixed offsets, so a shorter request would make it read
@@ -9,7 +9,8 @@
  * a collision. Its reply names the object (name hash, attr_id); reading a
  * value is a READ_OBJ of that object. With CREAT the record is written (a new
  * object, or the old one replaced), with DEL the stored name is blanked so
- * the key no longer matches.
+ * the key no longer matches. CREAT without EXCL does not probe: it writes the
+ * first slot, over another key whose hash collided (section 13.17).
  */
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /*
  * Sheepdog 1.0 wire format: constants, 48-byte headers, object ids.
  * Pure encode/decode: no I/O, no allocation, testable without a server.
- * Facts from shared/protocol/PROTOCOL.md; every integer is little-endian.
+ * Facts from docs/PROTOCOL.md; every integer is little-endian.
  */
 #ifndef SF_PROTO_H
 #define SF_PROTO_H
@@ -49,7 +49,7 @@ enum sf_opcode {
 #define SF_FLAG_ATTR_EXCL 0x0200
 #define SF_FLAG_ATTR_DEL 0x0400
 
-/* Object ids (PROTOCOL.md section 4.1) */
+/* Object ids (docs/PROTOCOL.md section 4.1) */
 #define SF_VDI_BIT (UINT64_C(1) << 63)
 #define SF_VDI_ATTR_BIT (UINT64_C(1) << 61)
 #define SF_VID_SHIFT 32

@@ -72,7 +72,7 @@ static int index_reserve(sf_vdi *vdi, uint32_t nr, sf_error *err)
     return SF_OK;
 }
 
-/* Hyper volumes keep their index in a B-tree (PROTOCOL.md 5.2). It is read
+/* Hyper volumes keep their index in a B-tree (docs/PROTOCOL.md section 5.2). It is read
  * once, whole, at open; this client reads them but does not write them. */
 static int load_btree_leaf_entries(sf_vdi *vdi, const uint8_t *entries, uint32_t n)
 {
@@ -95,7 +95,8 @@ static int load_btree(sf_vdi *vdi, sf_conn **conn, sf_error *err)
         return SF_ERR;
     uint16_t magic = sfi_get_le16(hdr), depth = sfi_get_le16(hdr + 2);
     uint32_t n = sfi_get_le32(hdr + 4);
-    if (magic != SF_BTREE_MAGIC || depth < 1 || depth > 2 || n > node_cap)
+    /* a depth-2 root holds 16-byte (index, leaf oid) pairs in the same space */
+    if (magic != SF_BTREE_MAGIC || depth < 1 || depth > 2 || n > node_cap / (depth == 2 ? 2 : 1))
         return sfi_fail(err, SF_E_PROTOCOL,
                         "VDI 0x%x: bad B-tree root (magic 0x%x depth %u, %u entries)",
                         vdi->info.vid, magic, depth, n);

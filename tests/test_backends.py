@@ -105,7 +105,7 @@ cli_only = pytest.mark.parametrize("backend", ["cli"], indirect=True)
 class RawSheep:
     """Just enough protocol (sheepfast.testing.wire over a socket) for what
     the backends do not offer: snapshots, clones, EC VDIs, name lookups.
-    The sequences are dog's (PROTOCOL.md section 6)."""
+    The sequences are dog's (docs/PROTOCOL.md section 6)."""
 
     def __init__(self, address: str):
         self.sock = socket.create_connection(parse_addresses(address)[0], timeout=30)

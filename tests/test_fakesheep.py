@@ -73,7 +73,7 @@ class Client:
         assert (rsp.id, rsp.opcode) == (req.id, req.opcode)
         return rsp, data
 
-    # -- VDI helpers, shaped like dog's sequences (PROTOCOL.md section 6)
+    # -- VDI helpers, shaped like dog's sequences (docs/PROTOCOL.md section 6)
 
     def new_vdi(self, name, size, **kw):
         return self.call(w.OP_NEW_VDI, w.VdiArgs(vdi_size=size, **kw), w.pad_name(name))[0]

@@ -2,7 +2,7 @@
 
 This layer checks what a gateway sheep checks (proto_ver, data_length,
 payload rules), records "hazards" (requests that would crash or corrupt a real
-sheep, PROTOCOL.md section 13) and calls the Store. Sockets live in
+sheep, docs/PROTOCOL.md section 13) and calls the Store. Sockets live in
 fakesheep.py.
 """
 

@@ -2,7 +2,7 @@
 
 No sockets here. Every public method takes the store lock, so the server's
 worker threads may call them concurrently. Behaviour follows
-protocol/PROTOCOL.md; where a real sheep's behaviour is unknown the choice is
+docs/PROTOCOL.md; where a real sheep's behaviour is unknown the choice is
 marked "FakeSheep choice".
 """
 

@@ -1,6 +1,6 @@
 """FakeSheep: an in-process, memory-backed Sheepdog 1.0 server on loopback.
 
-It speaks the wire protocol of protocol/PROTOCOL.md closely enough that a
+It speaks the wire protocol of docs/PROTOCOL.md closely enough that a
 client cannot tell it from a real sheep for everything a client uses, and it
 has knobs to inject faults. It is a test double and the embedded default for
 demos, not a storage engine.

@@ -1,6 +1,6 @@
 """Pure-Python codec for the Sheepdog 1.0 client wire protocol.
 
-Everything here is written from the facts in protocol/PROTOCOL.md (section
+Everything here is written from the facts in docs/PROTOCOL.md (section
 numbers below refer to it). All integers are little-endian. This module does
 no I/O, so FakeSheep and the tests can share it without touching the C
 extension.
@@ -363,7 +363,7 @@ def ec_split(policy: int) -> Tuple[int, int]:
 
 
 def is_fatal_policy(policy: int) -> bool:
-    """sheep panics on a non-zero policy whose parity nibble is 0 (§9)."""
+    """sheep panics on a non-zero policy whose parity nibble is 0 (docs/PROTOCOL.md §9)."""
     return policy != 0 and policy & 0x0F == 0
 
 

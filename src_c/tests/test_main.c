@@ -2,7 +2,7 @@
  * Unit tests for the sheepfast C core. No Sheepdog cluster is needed:
  *
  *   - the header codec is checked against the captured wire vectors
- *     (the .txt files in tests/vectors, format in PROTOCOL.md section 14);
+ *     (the .txt files in tests/vectors, format in docs/PROTOCOL.md section 14);
  *   - the pure helpers (oids, name and policy checks, addresses, node
  *     records, inode headers, sfi_is_zero) are checked directly;
  *   - the request engine (sfi_run / sfi_call) is driven against a small fake
