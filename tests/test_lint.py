@@ -34,14 +34,6 @@ class LintErrors(AssertionError):
     """The tool ran and found problems (a crash or a missing tool is no such thing)."""
 
 
-# The code on main is formatted in a pass of its own after the issue-10
-# merge; until then these checks report without failing. Only LintErrors is
-# excused: a missing required tool or a tool that crashed still fails.
-pending_format_pass = pytest.mark.xfail(
-    raises=LintErrors, strict=False, reason="formatting lands after the issue-10 merge"
-)
-
-
 def missing(tool: str) -> None:
     message = f"{tool} is not installed (pip install '.[test]')"
     if os.environ.get(REQUIRE_ENV) == "1":
@@ -88,7 +80,6 @@ def existing(paths: list[str]) -> list[str]:
     return [p for p in paths if os.path.exists(os.path.join(ROOT, p))]
 
 
-@pending_format_pass
 def test_ruff_check() -> None:
     ruff = python_tool("ruff")
     done = run(ruff + ["check", "--no-cache", "--output-format", "concise", *existing(PYTHON_DIRS)])
@@ -97,7 +88,6 @@ def test_ruff_check() -> None:
         raise report("ruff check", stats.stdout.strip(), done.stdout)
 
 
-@pending_format_pass
 def test_ruff_format() -> None:
     ruff = python_tool("ruff")
     argv = ["format", "--check", "--no-cache", "--output-format", "concise"]
@@ -115,7 +105,6 @@ def clang_format_config() -> str | None:
     return None
 
 
-@pending_format_pass
 def test_clang_format() -> None:
     clang_format = program("clang-format")
     assert C_FILES, f"no C sources under {os.path.join(ROOT, 'src_c')}"
@@ -133,7 +122,6 @@ def test_clang_format() -> None:
         raise report("clang-format", f"{len(errors)} places in {counts}", "\n".join(errors))
 
 
-@pending_format_pass
 def test_mypy_strict() -> None:
     mypy = python_tool("mypy")
     # the package as [tool.mypy] names it; --strict so the test holds even if
