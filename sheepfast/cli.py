@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Optional, Union, cast
 
 import sheepfast
 from sheepfast import errors, incomplete
-from sheepfast.address import NAME_MAX, check_name, parse_address
+from sheepfast.address import NAME_MAX, check_name, parse_addresses
 from sheepfast.backends import (
     KINDS,
     Backend,
@@ -112,7 +112,8 @@ def _object_size_shift(text: str) -> int:
     shift = size.bit_length() - 1
     if size <= 0 or size != 1 << shift or not MIN_BLOCK_SIZE_SHIFT <= shift <= MAX_BLOCK_SIZE_SHIFT:
         raise argparse.ArgumentTypeError(
-            f"--object-size must be a power of two from 1M to 2G (got {text})"
+            f"--object-size must be a power of two from {format_size(1 << MIN_BLOCK_SIZE_SHIFT)}"
+            f" to {format_size(1 << MAX_BLOCK_SIZE_SHIFT)} (got {text})"
         )
     return shift
 
@@ -228,7 +229,7 @@ class _Counted:
 
 
 def _image(backend: Backend, name: str, *, thin: bool = True) -> SheepdogImage:
-    host, port = parse_address(backend.addresses.split(",")[0])
+    host, port = parse_addresses(backend.addresses)[0]
     return SheepdogImage(host, port, name, CHUNK, backend=backend, thin=thin)
 
 
@@ -680,7 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_object_size_shift,
         default=0,
         metavar="SIZE",
-        help="object size, a power of two from 1M to 2G (default: the cluster's)",
+        help=f"object size, a power of two from {format_size(1 << MIN_BLOCK_SIZE_SHIFT)} to "
+        f"{format_size(1 << MAX_BLOCK_SIZE_SHIFT)} (default: the cluster's)",
     )
     put.add_argument(
         "--no-thin", action="store_true", help="write all-zero objects too (default: skip them)"
