@@ -38,7 +38,7 @@ from sheepfast.errors import (
     VersionMismatch,
 )
 from sheepfast.incomplete import find_incomplete, reclaim_incomplete
-from sheepfast.types import ClusterDefaults, VdiInfo
+from sheepfast.types import ClusterDefaults, LockInfo, ParentInfo, VdiInfo
 
 
 def _installed_version() -> str:
@@ -124,9 +124,11 @@ __all__ = [
     "InvalidArgument",
     "InvalidParameters",
     "InvalidSource",
+    "LockInfo",
     "NoSpace",
     "ObjectNotFound",
     "OutOfRange",
+    "ParentInfo",
     "ProtocolError",
     "ReadOnly",
     "ServerError",

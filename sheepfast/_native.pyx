@@ -52,7 +52,7 @@ import operator
 import threading
 
 from sheepfast import errors as _errors
-from sheepfast.types import ClusterDefaults, VdiInfo
+from sheepfast.types import ClusterDefaults, LockInfo, ParentInfo, VdiInfo
 
 __all__ = ["Cluster", "Vdi", "version"]
 
@@ -79,6 +79,10 @@ DEFAULT_REQUEST_SIZE = SF_DEFAULT_REQUEST_SIZE
 #: the longest value, as sheep stores them (SF_ATTR_* in sheepfast.h)
 ATTR_KEY_MAX = SF_ATTR_KEY_MAX
 ATTR_VALUE_MAX = SF_ATTR_VALUE_MAX
+#: the longest snapshot tag in bytes
+TAG_MAX = SF_TAG_MAX
+#: lock kinds Cluster.open(lock=...) takes
+LOCK_KINDS = ("exclusive", "shared")
 #: what kind of failure a C call reported (sf_errcat in sheepfast.h), by
 #: name; errors.from_status maps each to its class
 ERROR_CATEGORIES = {
@@ -176,7 +180,7 @@ cdef uint64_t _uint64(object value, str what) except? 0:
     return <uint64_t>value
 
 
-cdef object _info(const sf_vdi_info *i):
+cdef object _info(const sf_vdi_info *i, object parent=None):
     return VdiInfo(
         name=_name_str(i.name),
         vid=i.vid,
@@ -190,7 +194,52 @@ cdef object _info(const sf_vdi_info *i):
         parent_vid=i.parent_vid,
         create_time=(i.create_time >> 32) + (i.create_time & 0xFFFFFFFF) / 1e9,
         snapshot=i.snap_ctime != 0,
+        parent=parent,
     )
+
+
+cdef object _parent_of(object info):
+    """ParentInfo of the VDI a listed or looked-up VdiInfo describes."""
+    return ParentInfo(name=info.name, vid=info.vid, snap_id=info.snap_id, tag=info.tag)
+
+
+cdef class _SnapRef:
+    """A snapshot selector as the C core takes it: a tag (str or bytes), a
+    snap_id (int >= 1), or None for the working VDI. Keeps the tag's bytes
+    alive while the C call runs."""
+    cdef sf_snap_ref ref
+    cdef bytes _tag
+
+    def __cinit__(self, object snapshot):
+        memset(&self.ref, 0, sizeof(self.ref))
+        if snapshot is None:
+            return
+        if isinstance(snapshot, bool):
+            raise TypeError("a snapshot is a tag (str or bytes) or a snap_id (int), not a bool")
+        if isinstance(snapshot, int):
+            if snapshot < 1 or snapshot > 0xFFFFFFFF:
+                raise _errors.InvalidArgument(f"snapshot id must be 1..{0xFFFFFFFF} (got {snapshot})")
+            self.ref.snap_id = <uint32_t>snapshot
+            return
+        if isinstance(snapshot, str):
+            self._tag = (<str>snapshot).encode("utf-8", "surrogateescape")
+        elif isinstance(snapshot, (bytes, bytearray, memoryview)):
+            self._tag = bytes(snapshot)
+        else:
+            raise TypeError(f"a snapshot is a tag (str or bytes) or a snap_id (int), "
+                            f"not {type(snapshot).__name__}")
+        if not self._tag:
+            raise _errors.InvalidArgument("snapshot tag is empty (use None for the working VDI)")
+        self.ref.tag = self._tag
+        self.ref.tag_len = len(self._tag)
+
+
+cdef int _lock_type(object lock) except -1:
+    if lock == "exclusive":
+        return SF_LOCK_EXCLUSIVE
+    if lock == "shared":
+        return SF_LOCK_SHARED
+    raise _errors.InvalidArgument(f"lock must be one of {', '.join(LOCK_KINDS)} (got {lock!r})")
 
 
 cdef class _Guard:
@@ -388,29 +437,48 @@ cdef class Cluster(_Handle):
         _check(rc, &err)
         return vid
 
-    def stat(self, name):
-        """VdiInfo of the working VDI called name (O(1): no cluster scan)."""
+    def stat(self, name, *, snapshot=None):
+        """VdiInfo of the working VDI called name, or of the snapshot of it
+        that snapshot selects (a tag or a snap_id); O(1): no cluster scan.
+        .parent names the snapshot it shares objects with, if any."""
         cdef bytes raw = _name_bytes(name)
         cdef const char *c_name = raw
         cdef size_t name_len = len(raw)
+        cdef _SnapRef at = _SnapRef(snapshot)
         cdef sf_vdi_info info
         cdef sf_error err
         cdef int rc
         with self._guard:
             with nogil:
-                rc = sf_vdi_stat(self._c, c_name, name_len, &info, &err)
+                rc = sf_vdi_stat_at(self._c, c_name, name_len, &at.ref, &info, &err)
         _check(rc, &err)
-        return _info(&info)
+        return _info(&info, self._parent(info.parent_vid))
 
-    def exists(self, name):
+    cdef object _parent(self, uint32_t vid):
+        """ParentInfo of vid, or None when there is none or it is gone."""
+        cdef sf_vdi_info info
+        cdef sf_error err
+        cdef int rc
+        if vid == 0:
+            return None
+        with self._guard:
+            with nogil:
+                rc = sf_vdi_stat_vid(self._c, vid, &info, &err)
+        if rc != SF_OK and err.category == SF_E_SERVER:
+            return None  # deleted: clones keep reading its objects all the same
+        _check(rc, &err)
+        return _parent_of(_info(&info))
+
+    def exists(self, name, *, snapshot=None):
         try:
-            self.stat(name)
-        except _errors.VdiNotFound:
+            self.stat(name, snapshot=snapshot)
+        except _errors.VdiNotFound:  # SnapshotNotFound too
             return False
         return True
 
     def list(self):
-        """Every live VDI (snapshots included, marked .snapshot), by name."""
+        """Every live VDI (snapshots included, marked .snapshot), by name
+        then snap_id; each with .parent when its parent is live."""
         cdef sf_vdi_info *infos = NULL
         cdef size_t count = 0, i
         cdef sf_error err
@@ -420,26 +488,191 @@ cdef class Cluster(_Handle):
                 rc = sf_vdi_list(self._c, &infos, &count, &err)
         _check(rc, &err)
         try:
-            return [_info(&infos[i]) for i in range(count)]
+            plain = [_info(&infos[i]) for i in range(count)]
+            by_vid = {v.vid: v for v in plain}
+            return [_info(&infos[i], _parent_of(by_vid[infos[i].parent_vid])
+                          if infos[i].parent_vid in by_vid else None)
+                    for i in range(count)]
         finally:
             sf_free(infos)
 
-    def delete(self, name):
-        """Removes the working VDI called name and lets sheep reclaim its
-        objects (the index is zeroed first: no zombie VDI is left)."""
+    def delete(self, name, *, snapshot=None):
+        """Removes the working VDI called name, or the snapshot of it that
+        snapshot selects, and lets sheep reclaim the objects nothing else
+        shares (the index is zeroed first: no zombie VDI is left). Clones of
+        a deleted snapshot keep their data."""
         cdef bytes raw = _name_bytes(name)
         cdef const char *c_name = raw
         cdef size_t name_len = len(raw)
+        cdef _SnapRef at = _SnapRef(snapshot)
         cdef sf_error err
         cdef int rc
         with self._guard:
             with nogil:
-                rc = sf_vdi_delete(self._c, c_name, name_len, &err)
+                rc = sf_vdi_delete_at(self._c, c_name, name_len, &at.ref, &err)
         _check(rc, &err)
 
-    def open(self, name):
-        """A Vdi handle: one GET_VDI_INFO and one inode-header read."""
-        return Vdi._open(self, _name_bytes(name))
+    def open(self, name, *, snapshot=None, lock=None):
+        """A Vdi handle: one GET_VDI_INFO and one inode-header read.
+
+        snapshot: a tag or snap_id opens that snapshot, read-only.
+        lock: "exclusive" or "shared" takes sheep's lock first (VdiLocked
+        when another holds it); close() or unlock() releases it. Sheep only
+        keeps locks on a cluster formatted with ``dog cluster format -l``.
+        """
+        cdef int lock_type = -1 if lock is None else _lock_type(lock)
+        cdef Vdi vdi
+        if lock_type >= 0:
+            self._lock(name, snapshot, lock_type, False)
+        try:
+            vdi = Vdi._open(self, _name_bytes(name), _SnapRef(snapshot))
+        except BaseException:
+            if lock_type >= 0:
+                self._lock(name, snapshot, lock_type, True)
+            raise
+        vdi._lock_type = lock_type
+        vdi._snapshot = snapshot
+        return vdi
+
+    cdef _lock(self, object name, object snapshot, int lock_type, bint release):
+        cdef bytes raw = _name_bytes(name)
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        cdef _SnapRef at = _SnapRef(snapshot)
+        cdef sf_error err
+        cdef int rc
+        with self._guard:
+            with nogil:
+                if release:
+                    rc = sf_vdi_unlock(self._c, c_name, name_len, &at.ref, lock_type, &err)
+                else:
+                    rc = sf_vdi_lock(self._c, c_name, name_len, &at.ref, lock_type, &err)
+        _check(rc, &err)
+
+    # ------------------------------------------------- snapshots and clones
+
+    def snapshot(self, name, tag=None):
+        """Snapshots the working VDI called name; returns the snapshot's
+        VdiInfo. Its vid is the one the working VDI had: handles opened
+        before keep reading, and their writes fail with ReadOnly. A tag
+        already taken is VdiExists."""
+        cdef bytes raw = _name_bytes(name)
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        cdef bytes c_tag = b"" if tag is None else _attr_bytes(tag, "tag")
+        cdef const char *t = c_tag
+        cdef size_t tag_len = len(c_tag)
+        cdef sf_vdi_info info
+        cdef sf_error err
+        cdef int rc
+        with self._guard:
+            with nogil:
+                rc = sf_vdi_snapshot(self._c, c_name, name_len, t, tag_len, &info, &err)
+        _check(rc, &err)
+        return _info(&info, self._parent(info.parent_vid))
+
+    def snapshots(self, name):
+        """The snapshots of name, oldest first (a scan of the cluster's VDIs)."""
+        wanted = _name_str(_name_bytes(name))
+        return [i for i in self.list() if i.snapshot and i.name == wanted]
+
+    def rollback(self, name, snapshot):
+        """Makes the working VDI of name what snapshot (a tag or snap_id)
+        held; returns the new working VDI. As `dog vdi rollback`: the current
+        working VDI is deleted first, so after a failure run it again."""
+        cdef bytes raw = _name_bytes(name)
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        cdef _SnapRef at = _snapshot_required(snapshot, "rollback")
+        cdef sf_vdi_info info
+        cdef sf_error err
+        cdef int rc
+        with self._guard:
+            with nogil:
+                rc = sf_vdi_rollback(self._c, c_name, name_len, &at.ref, &info, &err)
+        _check(rc, &err)
+        return _info(&info, self._parent(info.parent_vid))
+
+    def clone(self, name, snapshot, new_name, *, size=None):
+        """A new VDI new_name sharing the objects of name's snapshot (a tag
+        or snap_id) until they are written: copy on write, in constant time.
+        size: larger than the snapshot, or None for the same."""
+        cdef bytes raw = _name_bytes(name)
+        cdef const char *c_name = raw
+        cdef size_t name_len = len(raw)
+        cdef bytes raw_new = _name_bytes(new_name)
+        cdef const char *c_new = raw_new
+        cdef size_t new_len = len(raw_new)
+        cdef _SnapRef at = _snapshot_required(snapshot, "clone")
+        cdef uint64_t c_size = 0 if size is None else _uint64(size, "size")
+        cdef sf_vdi_info info
+        cdef sf_error err
+        cdef int rc
+        if size is not None and c_size == 0:
+            raise _errors.InvalidArgument("a clone's size must be positive (or None for the snapshot's)")
+        with self._guard:
+            with nogil:
+                rc = sf_vdi_clone(self._c, c_name, name_len, &at.ref, c_new, new_len, c_size,
+                                  &info, &err)
+        _check(rc, &err)
+        return _info(&info, self._parent(info.parent_vid))
+
+    def children(self, name, *, snapshot=None):
+        """The clones of name's snapshot (or of the VDI snapshot=None
+        selects): other VDIs whose parent it is (a scan)."""
+        target = self.stat(name, snapshot=snapshot)
+        return [i for i in self.list() if i.parent_vid == target.vid and i.name != target.name]
+
+    # ------------------------------------------------------------------ locks
+
+    def locks(self):
+        """Every lock sheep holds, as LockInfo (none unless the cluster was
+        formatted with -l)."""
+        cdef sf_lock_info *infos = NULL
+        cdef size_t count = 0, i
+        cdef sf_error err
+        cdef int rc
+        with self._guard:
+            with nogil:
+                rc = sf_cluster_locks(self._c, &infos, &count, &err)
+        _check(rc, &err)
+        try:
+            raw = [(infos[i].vid, infos[i].type,
+                    tuple(infos[i].owners[k].decode() for k in range(infos[i].nr_owners)))
+                   for i in range(count)]
+        finally:
+            sf_free(infos)
+        if not raw:
+            return []
+        by_vid = {v.vid: v for v in self.list()}
+        out = []
+        for vid, kind, owners in raw:
+            v = by_vid.get(vid)
+            out.append(LockInfo(name=v.name if v else "", vid=vid, tag=v.tag if v else "",
+                                snap_id=v.snap_id if v else 0,
+                                state="shared" if kind == SF_LOCK_SHARED else "exclusive",
+                                owners=owners))
+        return out
+
+    def break_lock(self, name, *, snapshot=None):
+        """Force-releases the lock on the VDI, whoever holds it (as `dog vdi
+        lock unlock`); for a shared lock, the participation of the sheep
+        this request reaches."""
+        target = self.stat(name, snapshot=snapshot)
+        kind = SF_LOCK_EXCLUSIVE
+        for held in self.locks():
+            if held.vid == target.vid:
+                kind = SF_LOCK_SHARED if held.state == "shared" else SF_LOCK_EXCLUSIVE
+                break
+        else:
+            raise _errors.InvalidArgument(f"VDI {target.name!r} is not locked")
+        self._lock(name, snapshot, kind, True)
+
+
+cdef _SnapRef _snapshot_required(object snapshot, str doing):
+    if snapshot is None:
+        raise _errors.InvalidArgument(f"{doing} needs a snapshot: a tag or a snap_id")
+    return _SnapRef(snapshot)
 
 
 cdef class Vdi(_Handle):
@@ -448,15 +681,18 @@ cdef class Vdi(_Handle):
     cdef readonly Cluster cluster
     cdef readonly object info
     cdef bint _thin
+    cdef int _lock_type  # -1: no lock taken by this handle
+    cdef object _snapshot
 
     def __cinit__(self):
         self._thin = True
+        self._lock_type = -1
 
     def __init__(self, *args, **kwargs):
         raise TypeError("use Cluster.open() to open a VDI")
 
     @staticmethod
-    cdef Vdi _open(Cluster cluster, bytes raw):
+    cdef Vdi _open(Cluster cluster, bytes raw, _SnapRef at):
         cdef Vdi self = Vdi.__new__(Vdi)
         cdef sf_error err
         cdef const char *c_name = raw
@@ -465,7 +701,7 @@ cdef class Vdi(_Handle):
         self.cluster = cluster
         with cluster._guard:
             with nogil:
-                self._c = sf_vdi_open(cluster._c, c_name, name_len, &err)
+                self._c = sf_vdi_open_at(cluster._c, c_name, name_len, &at.ref, &err)
         if self._c == NULL:
             _raise(&err)
         self.info = _info(sf_vdi_get_info(self._c))
@@ -477,10 +713,29 @@ cdef class Vdi(_Handle):
             self._c = NULL
 
     def close(self):
-        """Waits for calls running in other threads, then frees the handle."""
+        """Waits for calls running in other threads, releases the lock this
+        handle took, then frees the handle."""
         if self._guard is not None and self._guard.close():
             sf_vdi_close(self._c)
             self._c = NULL
+            self._release()
+
+    cdef _release(self):
+        cdef int kind = self._lock_type
+        self._lock_type = -1
+        if kind >= 0 and not self.cluster.closed:
+            self.cluster._lock(self.info.name, self._snapshot, kind, True)
+
+    def unlock(self):
+        """Releases the lock open(lock=...) took (InvalidArgument if none)."""
+        if self._lock_type < 0:
+            raise _errors.InvalidArgument(f"VDI {self.info.name!r} was not opened with a lock")
+        self._release()
+
+    @property
+    def locked(self):
+        """The lock this handle holds: "exclusive", "shared" or None."""
+        return None if self._lock_type < 0 else LOCK_KINDS[self._lock_type]
 
     def __repr__(self):
         return f"<sheepfast.Vdi {self.info.name!r} vid={self.info.vid:#x} size={self.size}>"
@@ -666,6 +921,56 @@ cdef class Vdi(_Handle):
             with nogil:
                 rc = sf_vdi_attr_delete(self._c, k, key_len, &err)
         _check_attr(rc, &err)
+
+    def metadata_list(self):
+        """Every attribute of this VDI's name, as (key, value) pairs sorted
+        by key. sheep has no listing request: this reads every sheep's object
+        list, a scan of the cluster's object ids."""
+        cdef char *keys = NULL
+        cdef size_t length = 0, count = 0
+        cdef sf_error err
+        cdef int rc
+        with self._guard:
+            with nogil:
+                rc = sf_vdi_attr_list(self._c, &keys, &length, &count, &err)
+        _check(rc, &err)
+        try:
+            names = [k.decode("utf-8", "surrogateescape")
+                     for k in (<bytes>keys[:length]).split(b"\0")[:count]]
+        finally:
+            sf_free(keys)
+        out = []
+        for key in sorted(names):
+            try:
+                out.append((key, self.metadata_get(key)))
+            except _errors.AttributeNotFound:
+                pass  # removed since the scan
+        return out
+
+    def discard(self, offset, length):
+        """Gives the objects wholly inside [offset, offset+length) back to
+        the cluster and zeroes the partial ones at the edges: the range reads
+        as zeros, and sheep reclaims what nothing else shares."""
+        cdef uint64_t c_off = _uint64(offset, "offset")
+        cdef uint64_t c_len = _uint64(length, "length")
+        cdef sf_error err
+        cdef int rc
+        with self._guard:
+            with nogil:
+                rc = sf_vdi_discard(self._c, c_len, c_off, &err)
+        _check(rc, &err)
+
+    def flatten(self):
+        """Copies every object this VDI inherits from its parent into its
+        own (all-zero ones become holes), pipelined: afterwards it shares
+        nothing, usage() shows no shared bytes, and deleting the parent
+        snapshot frees the parent's objects."""
+        cdef sf_error err
+        cdef int rc
+        with self._guard:
+            with nogil:
+                rc = sf_vdi_flatten(self._c, &err)
+        _check(rc, &err)
 
     def resize(self, new_size):
         """Grows the VDI (shrinking is refused: sheep 1.0 would leak objects)."""

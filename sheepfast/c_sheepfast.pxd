@@ -111,6 +111,41 @@ cdef extern from "sheepfast.h" nogil:
                         size_t value_cap, size_t *value_len, sf_error *err)
     int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err)
     sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+    ctypedef struct sf_snap_ref:
+        const char *tag
+        size_t tag_len
+        uint32_t snap_id
+    int sf_vdi_stat_vid(sf_cluster *cl, uint32_t vid, sf_vdi_info *out, sf_error *err)
+    int sf_vdi_stat_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                       sf_vdi_info *out, sf_error *err)
+    sf_vdi *sf_vdi_open_at(sf_cluster *cl, const char *name, size_t name_len,
+                           const sf_snap_ref *at, sf_error *err)
+    int sf_vdi_delete_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                         sf_error *err)
+    int sf_vdi_snapshot(sf_cluster *cl, const char *name, size_t name_len, const char *tag,
+                        size_t tag_len, sf_vdi_info *snapshot_out, sf_error *err)
+    int sf_vdi_rollback(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                        sf_vdi_info *out, sf_error *err)
+    int sf_vdi_clone(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                     const char *new_name, size_t new_name_len, uint64_t new_size,
+                     sf_vdi_info *out, sf_error *err)
+    int sf_vdi_flatten(sf_vdi *vdi, sf_error *err)
+    int sf_vdi_discard(sf_vdi *vdi, uint64_t len, uint64_t offset, sf_error *err)
+    int SF_LOCK_EXCLUSIVE
+    int SF_LOCK_SHARED
+    int SF_LOCK_OWNERS_MAX
+    int SF_TAG_MAX
+    int sf_vdi_lock(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                    int type, sf_error *err)
+    int sf_vdi_unlock(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                      int type, sf_error *err)
+    ctypedef struct sf_lock_info:
+        uint32_t vid
+        int type
+        unsigned nr_owners
+        char owners[31][264]  # SF_LOCK_OWNERS_MAX x SF_ADDRESS_TEXT_MAX in sheepfast.h
+    int sf_cluster_locks(sf_cluster *cl, sf_lock_info **out, size_t *count, sf_error *err)
+    int sf_vdi_attr_list(sf_vdi *vdi, char **keys, size_t *len, size_t *count, sf_error *err)
     void sf_vdi_close(sf_vdi *vdi)
     const sf_vdi_info *sf_vdi_get_info(const sf_vdi *vdi)
     uint64_t sf_vdi_size(sf_vdi *vdi)

@@ -162,6 +162,159 @@ static int sfi_vdi_attr_delete_in_call(sf_vdi *vdi, const char *key, size_t key_
     return SF_OK;
 }
 
+/* ------------------------------------------------------------------ list */
+
+/* The vid field of the name's attribute objects: FNV-1a-64 of the name,
+ * cut to 24 bits (section 4.4). */
+static uint32_t name_hash(const char *name, size_t len)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)name[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return (uint32_t)(h & SF_VID_MASK);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The most object ids one GET_OBJ_LIST reply can carry (data_length is a u32). */
+#define MAX_LISTED_OIDS ((uint64_t)UINT32_MAX / 8)
+
+/* Appends the attribute oids of name hash `hash` that one sheep holds. */
+static int node_attr_oids(sf_cluster *cl, unsigned gw, uint32_t hash, uint64_t **oids, size_t *nr,
+                          size_t *cap, sf_error *err)
+{
+    sf_conn *conn = sfi_connect_gateway(cl, gw, err);
+    if (conn == NULL)
+        return SF_ERR;
+    uint64_t want = 1u << 17; /* oids; doubled while sheep answers BUFFER_SMALL */
+    uint8_t *buf = NULL;
+    sf_op op;
+    int rc;
+    for (;;) {
+        free(buf);
+        if ((buf = malloc((size_t)(want * 8))) == NULL) {
+            rc = sfi_fail(err, SF_E_NOMEM, "out of memory");
+            goto out;
+        }
+        memset(&op, 0, sizeof(op));
+        sfi_req_init(&op.req, SF_OP_GET_OBJ_LIST);
+        op.req.data_length = (uint32_t)(want * 8);
+        op.req.epoch = sfi_cluster_epoch(cl);
+        op.reply_buf = buf;
+        op.reply_cap = op.req.data_length;
+        op.retryable = 0; /* this sheep's list, not another's */
+        if ((rc = sfi_call(cl, &conn, &op, err)) == SF_OK)
+            break;
+        if (err->category != SF_E_SERVER || err->result != SF_RES_BUFFER_SMALL ||
+            want * 2 > MAX_LISTED_OIDS)
+            goto out;
+        want *= 2;
+    }
+    if (op.rsp.data_length % 8 != 0 || op.rsp.data_length > op.reply_cap) {
+        rc = sfi_fail(err, SF_E_PROTOCOL, "GET_OBJ_LIST returned %u bytes", op.rsp.data_length);
+        goto out;
+    }
+    for (uint32_t i = 0; i < op.rsp.data_length / 8; i++) {
+        uint64_t oid = sfi_get_le64(buf + 8 * i);
+        if ((oid & SF_VDI_BIT) || !(oid & SF_VDI_ATTR_BIT) ||
+            ((oid >> SF_VID_SHIFT) & SF_VID_MASK) != hash)
+            continue;
+        if (*nr == *cap) {
+            size_t grown_cap = *cap ? *cap * 2 : 64;
+            uint64_t *grown = realloc(*oids, grown_cap * sizeof(*grown));
+            if (grown == NULL) {
+                rc = sfi_fail(err, SF_E_NOMEM, "out of memory");
+                goto out;
+            }
+            *oids = grown;
+            *cap = grown_cap;
+        }
+        (*oids)[(*nr)++] = oid;
+    }
+out:
+    free(buf);
+    sfi_pool_put(cl, conn);
+    return rc;
+}
+
+static int sfi_vdi_attr_list_in_call(sf_vdi *vdi, char **keys, size_t *len, size_t *count,
+                                     sf_error *err)
+{
+    sf_cluster *cl = vdi->cl;
+    const char *name = vdi->info.name;
+    size_t name_len = strlen(name);
+    uint64_t *oids = NULL;
+    size_t nr = 0, cap = 0, used = 0, found = 0;
+    char *out = NULL;
+    uint8_t head[SF_ATTR_VALUE_OFF]; /* the record up to the value */
+    sfi_error_clear(err);
+    *keys = NULL;
+    *len = *count = 0;
+    sf_conn *conn = sfi_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    /* every copy of every object is on some sheep: ask each of them */
+    sf_ring *ring = sfi_cluster_read_ring(cl, &conn, err);
+    int rc = ring ? SF_OK : SF_ERR;
+    if (rc != SF_OK && err->category == SF_E_UNSUPPORTED)
+        sfi_fail(err, SF_E_UNSUPPORTED, "listing attributes needs the node list: %s", err->message);
+    for (uint32_t n = 0; rc == SF_OK && n < ring->nr_nodes; n++) {
+        if (ring->nodes[n].gateway == SF_RING_NO_GATEWAY)
+            rc = sfi_fail(err, SF_E_CONNECT, "listing attributes: a sheep is not reachable");
+        else
+            rc = node_attr_oids(cl, ring->nodes[n].gateway, name_hash(name, name_len), &oids, &nr,
+                                &cap, err);
+    }
+    if (ring != NULL)
+        sfi_ring_put(cl, ring);
+    if (rc == SF_OK && nr > 1)
+        qsort(oids, nr, sizeof(*oids), cmp_u64);
+    for (size_t i = 0; rc == SF_OK && i < nr; i++) {
+        if (i > 0 && oids[i] == oids[i - 1]) /* another copy */
+            continue;
+        rc = sfi_read_exact(cl, &conn, oids[i], 0, head, sizeof(head), err);
+        if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ) {
+            rc = SF_OK; /* deleted since the list was read */
+            continue;
+        }
+        /* the working VDI's attributes (empty tag, snap_id 0) of this very
+         * name; a deleted one has its name blanked */
+        const uint8_t *stored_key = head + SF_ATTR_KEY_OFF;
+        size_t key_len = strnlen((const char *)stored_key, SF_ATTR_KEY_FIELD);
+        if (rc != SF_OK || memcmp(head + SF_ATTR_NAME_OFF, name, name_len) != 0 ||
+            head[SF_ATTR_NAME_OFF + name_len] != 0 || head[SF_ATTR_TAG_OFF] != 0 ||
+            sfi_get_le32(head + SF_ATTR_SNAP_ID_OFF) != 0 || key_len == 0 ||
+            key_len == SF_ATTR_KEY_FIELD)
+            continue;
+        char *grown = realloc(out, used + key_len + 1);
+        if (grown == NULL) {
+            rc = sfi_fail(err, SF_E_NOMEM, "out of memory");
+            break;
+        }
+        out = grown;
+        memcpy(out + used, stored_key, key_len);
+        out[used + key_len] = 0;
+        used += key_len + 1;
+        found++;
+    }
+    sfi_pool_put(cl, conn);
+    free(oids);
+    if (rc != SF_OK) {
+        free(out);
+        return rc;
+    }
+    *keys = out;
+    *len = used;
+    *count = found;
+    return SF_OK;
+}
+
 /* ------------------------------------------------- public calls, each with one deadline */
 
 int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, const void *value,
@@ -186,6 +339,14 @@ int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *e
 {
     int64_t scope = sfi_call_begin(vdi->cl);
     int result = sfi_vdi_attr_delete_in_call(vdi, key, key_len, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_attr_list(sf_vdi *vdi, char **keys, size_t *len, size_t *count, sf_error *err)
+{
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_attr_list_in_call(vdi, keys, len, count, err);
     sf_deadline_end(scope);
     return result;
 }

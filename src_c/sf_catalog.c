@@ -10,16 +10,62 @@
 
 /* ------------------------------------------------------------- VDI by name */
 
-int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len, uint32_t *vid,
-                   sf_error *err)
+const char *sfi_check_snap_ref(const sf_snap_ref *at)
 {
-    uint8_t payload[2 * SF_NAME_FIELD]; /* name + empty tag, as dog sends it */
+    if (at == NULL)
+        return NULL;
+    if (at->tag_len > 0 && at->snap_id != 0)
+        return "a snapshot is selected by its tag or by its id, not both";
+    if (at->tag_len > 0 && at->tag == NULL)
+        return "snapshot tag is NULL";
+    if (at->tag_len > SF_TAG_MAX)
+        return "snapshot tag is longer than 255 bytes";
+    if (at->tag_len > 0 && memchr(at->tag, 0, at->tag_len) != NULL)
+        return "snapshot tag contains a NUL byte";
+    return NULL;
+}
+
+int sfi_snap_ref_is_working(const sf_snap_ref *at)
+{
+    return at == NULL || (at->tag_len == 0 && at->snap_id == 0);
+}
+
+void sfi_describe(char *out, size_t len, const char *name, size_t name_len, const sf_snap_ref *at)
+{
+    if (sfi_snap_ref_is_working(at))
+        snprintf(out, len, "VDI '%.*s'", (int)name_len, name);
+    else if (at->tag_len > 0)
+        snprintf(out, len, "snapshot '%.*s' of VDI '%.*s'", (int)at->tag_len, at->tag,
+                 (int)name_len, name);
+    else
+        snprintf(out, len, "snapshot %u of VDI '%.*s'", at->snap_id, (int)name_len, name);
+}
+
+void sfi_op_named_at(sf_op *op, uint8_t opcode, uint8_t payload[2 * SF_NAME_FIELD],
+                     const char *name, size_t name_len, const sf_snap_ref *at)
+{
+    sfi_op_named(op, opcode, payload, 2 * SF_NAME_FIELD, name, name_len);
+    if (at != NULL) {
+        if (at->tag_len > 0)
+            memcpy(payload + SF_NAME_FIELD, at->tag, at->tag_len);
+        op->req.snapid = at->snap_id;
+    }
+}
+
+int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                   const sf_snap_ref *at, uint32_t *vid, sf_error *err)
+{
+    uint8_t payload[2 * SF_NAME_FIELD]; /* name + tag, as dog sends it */
+    char what[2 * SF_NAME_FIELD + 64];
     sf_op op;
-    sfi_op_named(&op, SF_OP_GET_VDI_INFO, payload, sizeof(payload), name, name_len);
+    sfi_op_named_at(&op, SF_OP_GET_VDI_INFO, payload, name, name_len, at);
     op.retryable = 1;
     if (sfi_call(cl, conn, &op, err) != SF_OK) {
+        sfi_describe(what, sizeof(what), name, name_len, at);
         if (err->result == SF_RES_NO_VDI)
             sfi_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found", (int)name_len, name);
+        else if (err->result == SF_RES_NO_TAG)
+            sfi_fail_result(err, SF_RES_NO_TAG, "%s not found", what);
         return SF_ERR;
     }
     if (op.rsp.vdi_id == 0 || op.rsp.vdi_id > SF_MAX_VID)
@@ -126,15 +172,17 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
 }
 
 int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                     sf_vdi_info *info, sf_error *err)
+                     const sf_snap_ref *at, sf_vdi_info *info, sf_error *err)
 {
     const char *why;
     uint32_t vid = 0;
     if ((why = sfi_check_name(name, name_len)) != NULL)
         return sfi_fail(err, SF_E_INVALID, "%s", why);
+    if ((why = sfi_check_snap_ref(at)) != NULL)
+        return sfi_fail(err, SF_E_INVALID, "%s", why);
     if (*conn == NULL && (*conn = sfi_pool_get(cl, err)) == NULL)
         return SF_ERR;
-    if (sfi_lookup_vid(cl, conn, name, name_len, &vid, err) != SF_OK)
+    if (sfi_lookup_vid(cl, conn, name, name_len, at, &vid, err) != SF_OK)
         return SF_ERR;
     /* A delete can land between the lookup and the inode read. sheep then
      * leaves the inode with its name and size zeroed (or, where the object
@@ -151,24 +199,21 @@ int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t na
     return rc;
 }
 
-static int sfi_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
-                                sf_error *err)
+static int sfi_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_len,
+                                const sf_snap_ref *at, sf_vdi_info *out, sf_error *err)
 {
     sf_conn *conn = NULL;
     sfi_error_clear(err);
-    int rc = sfi_stat_by_name(cl, &conn, name, name_len, out, err);
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, out, err);
     sfi_pool_put(cl, conn);
     return rc;
 }
 
-/* Writes zeros over every non-zero index entry, in batches, so that sheep
- * drops its references and reclaims the objects (DEL_VDI alone would leave
- * them behind forever). */
-static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, sf_error *err)
+int sfi_zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, uint32_t first,
+                   uint32_t end, sf_error *err)
 {
     const uint32_t batch = 128; /* non-zero entries per write, as dog does */
-    uint64_t objsize = (uint64_t)1 << info->block_size_shift;
-    uint32_t nr = (uint32_t)((info->size + objsize - 1) / objsize);
+    uint32_t nr = end;
     uint32_t chunk = 65536; /* entries read per inode read: 256 KiB */
     uint32_t *entries = malloc((size_t)chunk * 4);
     uint8_t *zeros = calloc(chunk, 4);
@@ -179,7 +224,7 @@ static int zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, s
         rc = sfi_fail(err, SF_E_NOMEM, "out of memory");
         goto out;
     }
-    for (uint32_t base = 0; base < nr && rc == SF_OK; base += chunk) {
+    for (uint32_t base = first; base < nr && rc == SF_OK; base += chunk) {
         uint32_t count = nr - base < chunk ? nr - base : chunk;
         rc = sfi_read_exact(cl, conn, sfi_inode_oid(info->vid), SF_INODE_INDEX_OFF + 4 * base, raw,
                             4 * count, err);
@@ -220,25 +265,42 @@ out:
     return rc;
 }
 
-static int sfi_vdi_delete_in_call(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
+uint32_t sfi_index_entries(const sf_vdi_info *info)
+{
+    uint64_t objsize = (uint64_t)1 << info->block_size_shift;
+    return (uint32_t)((info->size + objsize - 1) / objsize);
+}
+
+int sfi_delete_on(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                  const sf_snap_ref *at, sf_error *err)
 {
     sf_vdi_info info;
-    sf_conn *conn = NULL;
-    sfi_error_clear(err);
-    int rc = sfi_stat_by_name(cl, &conn, name, name_len, &info, err);
+    char what[2 * SF_NAME_FIELD + 64];
+    int rc = sfi_stat_by_name(cl, conn, name, name_len, at, &info, err);
     /* A hyper volume's index is a B-tree: DEL_VDI walks it itself, and a
      * flat zeroing pass over it would crash sheep. */
     if (rc == SF_OK && info.store_policy == 0)
-        rc = zero_index(cl, &conn, &info, err);
+        rc = sfi_zero_index(cl, conn, &info, 0, sfi_index_entries(&info), err);
     if (rc == SF_OK) {
         uint8_t payload[2 * SF_NAME_FIELD];
         sf_op op;
-        sfi_op_named(&op, SF_OP_DEL_VDI, payload, sizeof(payload), name, name_len);
+        sfi_op_named_at(&op, SF_OP_DEL_VDI, payload, name, name_len, at);
         op.retryable = 0;
-        rc = sfi_call(cl, &conn, &op, err);
-        if (rc != SF_OK && err->category == SF_E_SERVER)
-            sfi_fail_result(err, err->result, "deleting VDI '%.*s'", (int)name_len, name);
+        rc = sfi_call(cl, conn, &op, err);
+        if (rc != SF_OK && err->category == SF_E_SERVER) {
+            sfi_describe(what, sizeof(what), name, name_len, at);
+            sfi_fail_result(err, err->result, "deleting %s", what);
+        }
     }
+    return rc;
+}
+
+static int sfi_vdi_delete_in_call(sf_cluster *cl, const char *name, size_t name_len,
+                                  const sf_snap_ref *at, sf_error *err)
+{
+    sf_conn *conn = NULL;
+    sfi_error_clear(err);
+    int rc = sfi_delete_on(cl, &conn, name, name_len, at, err);
     sfi_pool_put(cl, conn);
     return rc;
 }
@@ -416,20 +478,57 @@ int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, uint64_t si
     return result;
 }
 
-int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out, sf_error *err)
+int sf_vdi_stat_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                   sf_vdi_info *out, sf_error *err)
 {
     int64_t scope = sfi_call_begin(cl);
-    int result = sfi_vdi_stat_in_call(cl, name, name_len, out, err);
+    int result = sfi_vdi_stat_in_call(cl, name, name_len, at, out, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+static int sfi_vdi_stat_vid_in_call(sf_cluster *cl, uint32_t vid, sf_vdi_info *out, sf_error *err)
+{
+    sfi_error_clear(err);
+    if (vid == 0 || vid > SF_MAX_VID)
+        return sfi_fail(err, SF_E_INVALID, "vid 0x%x is not 1..0x%x", vid, SF_MAX_VID);
+    sf_conn *conn = sfi_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = sfi_read_inode_header(cl, &conn, vid, out, err);
+    sfi_pool_put(cl, conn);
+    if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
+        return sfi_fail_result(err, SF_RES_NO_VDI, "no VDI has vid 0x%x", vid);
+    if (rc == SF_OK && out->name[0] == 0)
+        return sfi_fail_result(err, SF_RES_NO_VDI, "vid 0x%x was deleted", vid);
+    return rc;
+}
+
+int sf_vdi_stat_vid(sf_cluster *cl, uint32_t vid, sf_vdi_info *out, sf_error *err)
+{
+    int64_t scope = sfi_call_begin(cl);
+    int result = sfi_vdi_stat_vid_in_call(cl, vid, out, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out, sf_error *err)
+{
+    return sf_vdi_stat_at(cl, name, name_len, NULL, out, err);
+}
+
+int sf_vdi_delete_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                     sf_error *err)
+{
+    int64_t scope = sfi_call_begin(cl);
+    int result = sfi_vdi_delete_in_call(cl, name, name_len, at, err);
     sf_deadline_end(scope);
     return result;
 }
 
 int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
-    int64_t scope = sfi_call_begin(cl);
-    int result = sfi_vdi_delete_in_call(cl, name, name_len, err);
-    sf_deadline_end(scope);
-    return result;
+    return sf_vdi_delete_at(cl, name, name_len, NULL, err);
 }
 
 int sf_vdi_list(sf_cluster *cl, sf_vdi_info **out, size_t *count, sf_error *err)

@@ -231,13 +231,31 @@ void sfi_cluster_ref(sf_cluster *cl);
 void sfi_cluster_unref(sf_cluster *cl);
 
 /* ---- VDIs by name (sf_catalog.c) ---- */
-/* GET_VDI_INFO for the working VDI called name. */
-int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len, uint32_t *vid,
-                   sf_error *err);
-/* Name check, GET_VDI_INFO and inode header on *conn (taken from the pool
- * when NULL; the caller puts it back). */
+/* Why a selector is refused, or NULL; whether it selects the working VDI. */
+const char *sfi_check_snap_ref(const sf_snap_ref *at);
+int sfi_snap_ref_is_working(const sf_snap_ref *at);
+/* "VDI 'x'", "snapshot 't' of VDI 'x'" or "snapshot 3 of VDI 'x'", for messages. */
+void sfi_describe(char *out, size_t len, const char *name, size_t name_len, const sf_snap_ref *at);
+/* A request naming a VDI with a 512-byte payload (name, tag) and snapid. */
+void sfi_op_named_at(sf_op *op, uint8_t opcode, uint8_t payload[2 * SF_NAME_FIELD],
+                     const char *name, size_t name_len, const sf_snap_ref *at);
+/* GET_VDI_INFO for the VDI of name that at selects (NULL: the working one). */
+int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                   const sf_snap_ref *at, uint32_t *vid, sf_error *err);
+/* Name and selector checks, GET_VDI_INFO and inode header on *conn (taken
+ * from the pool when NULL; the caller puts it back). */
 int sfi_stat_by_name(struct sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                     sf_vdi_info *info, sf_error *err);
+                     const sf_snap_ref *at, sf_vdi_info *info, sf_error *err);
+/* Index entries of a flat VDI of info's size. */
+uint32_t sfi_index_entries(const sf_vdi_info *info);
+/* Writes zeros over the non-zero index entries in [first, end), in
+ * batches, so that sheep drops its references and reclaims the objects
+ * (DEL_VDI alone would leave them behind forever). Flat VDIs only. */
+int sfi_zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, uint32_t first,
+                   uint32_t end, sf_error *err);
+/* Zeroes the index and removes the VDI at selects, on *conn. */
+int sfi_delete_on(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
+                  const sf_snap_ref *at, sf_error *err);
 /* Reads and decodes an inode header; checks what the client relies on. */
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
                           sf_error *err);

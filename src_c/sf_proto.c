@@ -185,6 +185,10 @@ const char *sfi_opcode_name(uint8_t opcode)
         return "GET_CLUSTER_DEFAULT";
     case SF_OP_GET_NODE_LIST:
         return "GET_NODE_LIST";
+    case SF_OP_GET_OBJ_LIST:
+        return "GET_OBJ_LIST";
+    case SF_OP_GET_VDI_COPIES:
+        return "GET_VDI_COPIES";
     case SF_OP_STAT_CLUSTER:
         return "STAT_CLUSTER";
     case SF_OP_GET_VDI_ATTR:
@@ -367,9 +371,14 @@ void sfi_inode_header_decode(const uint8_t *buf, struct sf_vdi_info *info)
 
 int sfi_node_record_address(const uint8_t rec[SF_NODE_RECORD_SIZE], char *out, size_t out_len)
 {
+    return sfi_node_id_address(rec + SF_NODE_RECORD_NID_OFF, out, out_len);
+}
+
+int sfi_node_id_address(const uint8_t *nid, char *out, size_t out_len)
+{
     static const uint8_t zeros[12] = {0};
-    const uint8_t *addr = rec + 24;
-    uint16_t port = sfi_get_le16(rec + 40);
+    const uint8_t *addr = nid;
+    uint16_t port = sfi_get_le16(nid + 16);
     char host[INET6_ADDRSTRLEN];
     int n;
 

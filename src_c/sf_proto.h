@@ -34,6 +34,8 @@ enum sf_opcode {
     SF_OP_DEL_VDI = 0x17,
     SF_OP_GET_CLUSTER_DEFAULT = 0x18,
     SF_OP_GET_NODE_LIST = 0x82,
+    SF_OP_GET_OBJ_LIST = 0xA1,
+    SF_OP_GET_VDI_COPIES = 0xAB,
     SF_OP_STAT_CLUSTER = 0x87,
     SF_OP_GET_VDI_ATTR = 0x89,
     SF_OP_CLUSTER_INFO = 0xBE,
@@ -105,6 +107,18 @@ static inline uint64_t sfi_attr_oid(uint32_t name_hash, uint32_t attr_id)
 #define SF_ATTR_KEY_FIELD 256u
 #define SF_ATTR_VALUE_OFF 784u
 #define SF_NODE_RECORD_SIZE 80u
+/* A node's id as sheep sends it: a 16-byte address and a u16 port. */
+#define SF_NODE_ID_SIZE 40u
+#define SF_NODE_RECORD_NID_OFF 24u
+/* GET_VDI_COPIES answers one vdi_state record per VDI sheep knows. */
+#define SF_VDI_STATE_SIZE 1428u
+#define SF_VDI_STATE_LOCK_STATE_OFF 16u
+#define SF_VDI_STATE_OWNER_OFF 20u
+#define SF_VDI_STATE_NR_PARTICIPANTS_OFF 60u
+#define SF_VDI_STATE_PARTICIPANTS_OFF 188u
+#define SF_LOCK_STATE_UNLOCKED 1u
+#define SF_LOCK_STATE_LOCKED 2u
+#define SF_LOCK_STATE_SHARED 3u
 #define SF_STAT_CLUSTER_RECORD 48u /* one epoch-log record */
 #define SF_STAT_CLUSTER_FLAGS_OFF 30u
 #define SF_CLUSTER_FLAG_DISKMODE 0x02u
@@ -227,6 +241,8 @@ void sfi_inode_header_decode(const uint8_t *buf, struct sf_vdi_info *info);
 /* Node record (80 bytes) -> "host:port" text. Returns 0, or -1 if the
  * record is not an address this client can use. */
 int sfi_node_record_address(const uint8_t rec[SF_NODE_RECORD_SIZE], char *out, size_t out_len);
+/* The same for a bare node id (SF_NODE_ID_SIZE bytes). */
+int sfi_node_id_address(const uint8_t *nid, char *out, size_t out_len);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -154,7 +154,7 @@ static void vdi_free(sf_vdi *vdi)
 }
 
 static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len,
-                                    sf_error *err)
+                                    const sf_snap_ref *at, sf_error *err)
 {
     sfi_error_clear(err);
     sf_vdi *vdi = calloc(1, sizeof(*vdi));
@@ -167,7 +167,7 @@ static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t nam
     pthread_mutex_init(&vdi->lock, NULL);
     pthread_mutex_init(&vdi->alloc_lock, NULL);
     sf_conn *conn = NULL;
-    int rc = sfi_stat_by_name(cl, &conn, name, name_len, &vdi->info, err);
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, &vdi->info, err);
     if (rc == SF_OK) {
         vdi->object_size = (uint64_t)1 << vdi->info.block_size_shift;
         rc = check_object_count(vdi, vdi->info.size, err);
@@ -349,6 +349,7 @@ typedef struct transfer {
     uint32_t nr_suspect;
     int index_suspect;
     int recovering; /* started soon after a membership change: overwrites are suspect */
+    int thin;       /* skip all-zero writes to holes */
 } transfer;
 
 /* Replicated objects can go straight to a sheep holding them; erasure-coded
@@ -1080,7 +1081,7 @@ static uint32_t drop_needless_pieces(transfer *t, uint32_t planned)
             memset(p->buf, 0, p->len);
             continue;
         }
-        if (p->entry == 0 && t->writing && t->vdi->thin && sfi_is_zero(p->buf, p->len)) {
+        if (p->entry == 0 && t->writing && t->thin && sfi_is_zero(p->buf, p->len)) {
             zero_skipped++;
             continue;
         }
@@ -1126,7 +1127,7 @@ static void count_requests(const transfer *t, uint32_t zero_skipped)
  * those needing no request, run the rest over lanes to several gateways,
  * then settle what a failure or a membership change left open. */
 static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint64_t offset,
-                        sf_error *err)
+                        int thin, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     transfer t;
@@ -1139,6 +1140,7 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
 
     if (transfer_init(&t, vdi, writing, count, err) != SF_OK)
         goto out;
+    t.thin = thin < 0 ? vdi->thin : thin;
     /* several objects: spread them over the configured gateways */
     nr_lanes = sfi_pool_get_lanes(cl, lanes, count > 1 ? SF_MAX_LANES : 1, err);
     if (nr_lanes == 0)
@@ -1170,7 +1172,7 @@ static int sfi_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t o
         return SF_ERR;
     if (len == 0)
         return SF_OK;
-    return run_transfer(vdi, 0, buf, len, offset, err);
+    return run_transfer(vdi, 0, buf, len, offset, -1, err);
 }
 
 static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uint64_t offset,
@@ -1187,7 +1189,7 @@ static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uin
     if (len == 0)
         return SF_OK;
     /* The data is only ever read; the transfer code shares one buffer type. */
-    return run_transfer(vdi, 1, (uint8_t *)(uintptr_t)buf, len, offset, err);
+    return run_transfer(vdi, 1, (uint8_t *)(uintptr_t)buf, len, offset, -1, err);
 }
 
 static int sfi_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
@@ -1246,14 +1248,174 @@ static int sfi_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
     return rc;
 }
 
+/* ---------------------------------------------------- discard and flatten */
+
+/* Refuses what cannot change: snapshots and hyper volumes. */
+static int check_mutable(sf_vdi *vdi, const char *what, sf_error *err)
+{
+    if (vdi->info.snap_ctime != 0)
+        return sfi_fail_result(err, SF_RES_READONLY, "%s: VDI '%s' is a snapshot", what,
+                               vdi->info.name);
+    if (vdi->info.store_policy != 0)
+        return sfi_fail(err, SF_E_UNSUPPORTED, "%s of hyper volume '%s' is not supported", what,
+                        vdi->info.name);
+    return SF_OK;
+}
+
+/* Zeroes index entries [first, end) on the cluster and in the cache. The
+ * caller holds alloc_lock, so no write allocates in the range meanwhile. */
+static int release_objects(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t end, sf_error *err)
+{
+    if (first >= end)
+        return SF_OK;
+    if (sfi_zero_index(vdi->cl, conn, &vdi->info, first, end, err) != SF_OK)
+        return SF_ERR;
+    pthread_mutex_lock(&vdi->lock);
+    for (uint32_t i = first; i < end; i++)
+        vdi->index[i] = 0;
+    /* entries read from the inode by now are what it holds: zeros */
+    for (uint32_t page = first / SF_INDEX_PAGE; page <= (end - 1) / SF_INDEX_PAGE; page++) {
+        uint32_t start = page * SF_INDEX_PAGE, stop = start + SF_INDEX_PAGE;
+        if (start >= first && (stop <= end || end == vdi->nr_objects))
+            vdi->page_loaded[page] = 1;
+    }
+    pthread_mutex_unlock(&vdi->lock);
+    return SF_OK;
+}
+
+/* Writes zeros over [offset, offset+len) of one object, when it holds data
+ * (a hole already reads as zeros). */
+static int zero_partial(sf_vdi *vdi, uint64_t offset, uint64_t len, sf_error *err)
+{
+    uint8_t *zeros = calloc(1, (size_t)len);
+    if (zeros == NULL)
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
+    /* thin skips the holes; an inherited object is copied on write */
+    int rc = run_transfer(vdi, 1, zeros, len, offset, 1, err);
+    free(zeros);
+    return rc;
+}
+
+static int sfi_vdi_discard_in_call(sf_vdi *vdi, uint64_t len, uint64_t offset, sf_error *err)
+{
+    sfi_error_clear(err);
+    if (check_range(vdi, "discard", len, offset, err) != SF_OK ||
+        check_mutable(vdi, "discard", err) != SF_OK)
+        return SF_ERR;
+    if (len == 0)
+        return SF_OK;
+    uint64_t objsize = vdi->object_size, end = offset + len;
+    uint64_t whole_first = (offset + objsize - 1) / objsize;
+    /* an object the VDI's end cuts short is whole when the range reaches the end */
+    uint64_t whole_end = end == sf_vdi_size(vdi) ? (end + objsize - 1) / objsize : end / objsize;
+    int rc = SF_OK;
+    if (whole_first >= whole_end) { /* inside one object, or across one boundary */
+        rc = zero_partial(vdi, offset, len, err);
+    } else {
+        if (offset < whole_first * objsize)
+            rc = zero_partial(vdi, offset, whole_first * objsize - offset, err);
+        if (rc == SF_OK && whole_end * objsize < end)
+            rc = zero_partial(vdi, whole_end * objsize, end - whole_end * objsize, err);
+        if (rc == SF_OK) {
+            pthread_mutex_lock(&vdi->alloc_lock);
+            sf_conn *conn = sfi_pool_get(vdi->cl, err);
+            rc = conn ? release_objects(vdi, &conn, (uint32_t)whole_first, (uint32_t)whole_end, err)
+                      : SF_ERR;
+            sfi_pool_put(vdi->cl, conn);
+            pthread_mutex_unlock(&vdi->alloc_lock);
+        }
+    }
+    return rc;
+}
+
+/* Bytes read and written per step of a flatten: enough objects to keep
+ * the pipeline full, whatever the object size. */
+#define FLATTEN_STEP_BYTES ((uint64_t)64 << 20)
+
+static int sfi_vdi_flatten_in_call(sf_vdi *vdi, sf_error *err)
+{
+    sfi_error_clear(err);
+    if (check_mutable(vdi, "flatten", err) != SF_OK)
+        return SF_ERR;
+    pthread_mutex_lock(&vdi->lock);
+    uint32_t nr = vdi->nr_objects;
+    pthread_mutex_unlock(&vdi->lock);
+    if (nr == 0)
+        return SF_OK;
+    sf_conn *conn = sfi_pool_get(vdi->cl, err);
+    int rc = conn ? ensure_index(vdi, &conn, 0, nr - 1, err) : SF_ERR;
+    sfi_pool_put(vdi->cl, conn);
+    if (rc != SF_OK)
+        return rc;
+    uint64_t objsize = vdi->object_size, size = sf_vdi_size(vdi);
+    uint32_t per_step = (uint32_t)(FLATTEN_STEP_BYTES / objsize ? FLATTEN_STEP_BYTES / objsize : 1);
+    uint8_t *buf = malloc((size_t)(per_step * objsize));
+    if (buf == NULL)
+        return sfi_fail(err, SF_E_NOMEM, "out of memory");
+    uint32_t i = 0;
+    while (rc == SF_OK && i < nr) {
+        /* the next run of inherited entries, at most per_step long */
+        pthread_mutex_lock(&vdi->lock);
+        while (i < nr && (vdi->index[i] == 0 || vdi->index[i] == vdi->info.vid))
+            i++;
+        uint32_t first = i;
+        while (i < nr && i - first < per_step && vdi->index[i] != 0 &&
+               vdi->index[i] != vdi->info.vid)
+            i++;
+        pthread_mutex_unlock(&vdi->lock);
+        if (first == i)
+            break;
+        uint64_t off = (uint64_t)first * objsize;
+        uint64_t len = (uint64_t)(i - first) * objsize;
+        if (off + len > size)
+            len = size - off;
+        rc = run_transfer(vdi, 0, buf, len, off, -1, err);
+        /* write the objects back as our own, runs of them at a time, and
+         * give the all-zero ones back instead */
+        uint32_t k = first;
+        while (rc == SF_OK && k < i) {
+            uint64_t at = (uint64_t)(k - first) * objsize;
+            int zero = sfi_is_zero(buf + at, (size_t)(len - at < objsize ? len - at : objsize));
+            uint32_t run = k + 1;
+            while (run < i) {
+                uint64_t next = (uint64_t)(run - first) * objsize;
+                size_t n = (size_t)(len - next < objsize ? len - next : objsize);
+                if (sfi_is_zero(buf + next, n) != zero)
+                    break;
+                run++;
+            }
+            if (zero) {
+                pthread_mutex_lock(&vdi->alloc_lock);
+                sf_conn *c = sfi_pool_get(vdi->cl, err);
+                rc = c ? release_objects(vdi, &c, k, run, err) : SF_ERR;
+                sfi_pool_put(vdi->cl, c);
+                pthread_mutex_unlock(&vdi->alloc_lock);
+            } else {
+                uint64_t end_at = (uint64_t)(run - first) * objsize;
+                rc = run_transfer(vdi, 1, buf + at, (end_at < len ? end_at : len) - at, off + at,
+                                  -1, err);
+            }
+            k = run;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
 /* ------------------------------------------------- public calls, each with one deadline */
+
+sf_vdi *sf_vdi_open_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                       sf_error *err)
+{
+    int64_t scope = sfi_call_begin(cl);
+    sf_vdi *result = sfi_vdi_open_in_call(cl, name, name_len, at, err);
+    sf_deadline_end(scope);
+    return result;
+}
 
 sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)
 {
-    int64_t scope = sfi_call_begin(cl);
-    sf_vdi *result = sfi_vdi_open_in_call(cl, name, name_len, err);
-    sf_deadline_end(scope);
-    return result;
+    return sf_vdi_open_at(cl, name, name_len, NULL, err);
 }
 
 int sf_vdi_read(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset, sf_error *err)
@@ -1286,4 +1448,19 @@ int sf_vdi_resize(sf_vdi *vdi, uint64_t new_size, sf_error *err)
     int result = sfi_vdi_resize_in_call(vdi, new_size, err);
     sf_deadline_end(scope);
     return result;
+}
+
+int sf_vdi_discard(sf_vdi *vdi, uint64_t len, uint64_t offset, sf_error *err)
+{
+    int64_t scope = sfi_call_begin(vdi->cl);
+    int result = sfi_vdi_discard_in_call(vdi, len, offset, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_flatten(sf_vdi *vdi, sf_error *err)
+{
+    /* one deadline per call would cut a large flatten short: each step's
+     * transfers get the cluster's io_timeout, as separate calls would */
+    return sfi_vdi_flatten_in_call(vdi, err);
 }

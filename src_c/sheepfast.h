@@ -73,6 +73,7 @@ typedef struct sf_error {
 #define SF_RES_VER_MISMATCH 0x14
 #define SF_RES_NO_SPACE 0x15
 #define SF_RES_READONLY 0x1A
+#define SF_RES_BUFFER_SMALL 0x88
 
 /* Defaults and limits. This is their one home: the binding exports them
  * to Python, and the C core is what refuses values outside them. */
@@ -191,6 +192,9 @@ SF_EXPORT int sf_vdi_create(sf_cluster *cl, const char *name, size_t name_len, u
 /* The working VDI called name: one GET_VDI_INFO and one inode-header read. */
 SF_EXPORT int sf_vdi_stat(sf_cluster *cl, const char *name, size_t name_len, sf_vdi_info *out,
                           sf_error *err);
+/* The VDI (working or snapshot) with vid: one inode-header read. A vid
+ * never used or since deleted is SF_RES_NO_VDI. */
+SF_EXPORT int sf_vdi_stat_vid(sf_cluster *cl, uint32_t vid, sf_vdi_info *out, sf_error *err);
 /* Zeroes the index (so sheep reclaims the objects), then removes the VDI. */
 SF_EXPORT int sf_vdi_delete(sf_cluster *cl, const char *name, size_t name_len, sf_error *err);
 /* Every live VDI, snapshots included; free the array with sf_free(). */
@@ -232,6 +236,83 @@ SF_EXPORT int sf_vdi_attr_set(sf_vdi *vdi, const char *key, size_t key_len, cons
 SF_EXPORT int sf_vdi_attr_get(sf_vdi *vdi, const char *key, size_t key_len, void *value,
                               size_t value_cap, size_t *value_len, sf_error *err);
 SF_EXPORT int sf_vdi_attr_delete(sf_vdi *vdi, const char *key, size_t key_len, sf_error *err);
+
+/* ------------------------------------------------ snapshots and clones
+ *
+ * A name has one working VDI and any number of snapshots. A snapshot is
+ * selected by its tag or by its snap_id; an sf_snap_ref with neither (or a
+ * NULL one) selects the working VDI. Snapshots are read-only. */
+typedef struct sf_snap_ref {
+    const char *tag; /* 1..SF_TAG_MAX bytes without NUL; NULL or tag_len 0: not by tag */
+    size_t tag_len;
+    uint32_t snap_id; /* 0: not by id; tag and snap_id together are refused */
+} sf_snap_ref;
+
+/* sf_vdi_stat, sf_vdi_open and sf_vdi_delete of the VDI at selects. A
+ * missing snapshot is SF_E_SERVER with SF_RES_NO_TAG. */
+SF_EXPORT int sf_vdi_stat_at(sf_cluster *cl, const char *name, size_t name_len,
+                             const sf_snap_ref *at, sf_vdi_info *out, sf_error *err);
+SF_EXPORT sf_vdi *sf_vdi_open_at(sf_cluster *cl, const char *name, size_t name_len,
+                                 const sf_snap_ref *at, sf_error *err);
+SF_EXPORT int sf_vdi_delete_at(sf_cluster *cl, const char *name, size_t name_len,
+                               const sf_snap_ref *at, sf_error *err);
+/* Snapshots the working VDI (tag may be empty). The working VDI's vid
+ * becomes the snapshot's, and the name gets a new working VDI sharing every
+ * object with it; *snapshot_out describes the snapshot. A tag already taken
+ * is SF_RES_VDI_EXIST. Handles opened before keep reading; their writes
+ * fail with SF_RES_READONLY (they never land in the snapshot). */
+SF_EXPORT int sf_vdi_snapshot(sf_cluster *cl, const char *name, size_t name_len, const char *tag,
+                              size_t tag_len, sf_vdi_info *snapshot_out, sf_error *err);
+/* Replaces the working VDI by a new one sharing the snapshot's objects, as
+ * `dog vdi rollback` does: the current working VDI is deleted first (sheep
+ * cannot hold two of a name), so a failure after that leaves the name with
+ * its snapshots only, and running the rollback again completes it. */
+SF_EXPORT int sf_vdi_rollback(sf_cluster *cl, const char *name, size_t name_len,
+                              const sf_snap_ref *at, sf_vdi_info *out, sf_error *err);
+/* A new working VDI new_name sharing the snapshot's objects (copy on
+ * write). new_size 0 keeps the snapshot's size; a smaller one is refused. */
+SF_EXPORT int sf_vdi_clone(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                           const char *new_name, size_t new_name_len, uint64_t new_size,
+                           sf_vdi_info *out, sf_error *err);
+/* Copies every object the VDI inherits into objects of its own (objects
+ * that read as zeros become holes instead), so that it no longer shares
+ * data with its parent. */
+SF_EXPORT int sf_vdi_flatten(sf_vdi *vdi, sf_error *err);
+/* Gives the objects wholly inside the range back to the cluster and writes
+ * zeros over the partial ones at its edges: the range reads as zeros. */
+SF_EXPORT int sf_vdi_discard(sf_vdi *vdi, uint64_t len, uint64_t offset, sf_error *err);
+
+/* ------------------------------------------------------------------ locks
+ *
+ * sheep keeps locks only on a cluster formatted with `dog cluster format -l`
+ * (elsewhere LOCK_VDI is a lookup and always succeeds). The owner sheep
+ * records is the sheep that received the request, not the client. */
+#define SF_LOCK_EXCLUSIVE 0 /* sheep's LOCK_TYPE_NORMAL */
+#define SF_LOCK_SHARED 1    /* LOCK_TYPE_SHARED: one participant per sheep */
+/* A held lock is SF_E_SERVER with SF_RES_VDI_LOCKED. */
+SF_EXPORT int sf_vdi_lock(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
+                          int type, sf_error *err);
+/* Releases an exclusive lock whoever holds it, or the participation of the
+ * sheep the request reaches in a shared one (sheep answers success either way). */
+SF_EXPORT int sf_vdi_unlock(sf_cluster *cl, const char *name, size_t name_len,
+                            const sf_snap_ref *at, int type, sf_error *err);
+
+#define SF_LOCK_OWNERS_MAX SF_MAX_COPIES
+typedef struct sf_lock_info {
+    uint32_t vid;
+    int type; /* SF_LOCK_EXCLUSIVE or SF_LOCK_SHARED */
+    unsigned nr_owners;
+    char owners[SF_LOCK_OWNERS_MAX][SF_ADDRESS_TEXT_MAX]; /* "host:port" of each sheep */
+} sf_lock_info;
+/* Every locked VDI; free the array with sf_free(). */
+SF_EXPORT int sf_cluster_locks(sf_cluster *cl, sf_lock_info **out, size_t *count, sf_error *err);
+
+/* The keys of every attribute of the VDI's name (as sf_vdi_attr_get finds
+ * them), NUL-terminated one after another in one buffer of *len bytes;
+ * *count keys. Sheep has no listing request: this reads every sheep's
+ * object list, so it costs a scan of the cluster's object ids. Free *keys
+ * with sf_free(). */
+SF_EXPORT int sf_vdi_attr_list(sf_vdi *vdi, char **keys, size_t *len, size_t *count, sf_error *err);
 
 /* Counters since the handle was opened; for tests and benchmarks. */
 typedef struct sf_vdi_stats {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional, Union
+
 from sheepfast import defaults, errors
 from sheepfast._native import Cluster, Vdi, deadline
 from sheepfast.backends import Capability
-from sheepfast.types import VdiInfo
+from sheepfast.types import LockInfo, SnapshotRef, VdiInfo
 
 __all__ = ["NativeBackend"]
 
@@ -24,6 +26,14 @@ class NativeBackend:
         | Capability.PIPELINE
         | Capability.DEADLINE
         | Capability.USAGE
+        | Capability.SNAPSHOTS
+        | Capability.CLONES
+        | Capability.ROLLBACK
+        | Capability.FLATTEN
+        | Capability.DISCARD
+        | Capability.LOCKS
+        | Capability.LOCK_LIST
+        | Capability.ATTRIBUTE_LIST
     )
 
     def __init__(
@@ -49,14 +59,42 @@ class NativeBackend:
     def create(self, name: str, size: int, *, copies: int = 0, block_size_shift: int = 0) -> None:
         self.cluster.create(name, size, copies=copies, block_size_shift=block_size_shift)
 
-    def exists(self, name: str) -> bool:
-        return self.cluster.exists(name)
+    def exists(self, name: str, *, snapshot: SnapshotRef = None) -> bool:
+        return self.cluster.exists(name, snapshot=snapshot)
 
-    def stat(self, name: str) -> VdiInfo:
-        return self.cluster.stat(name)
+    def stat(self, name: str, *, snapshot: SnapshotRef = None) -> VdiInfo:
+        return self.cluster.stat(name, snapshot=snapshot)
 
-    def delete(self, name: str) -> None:
-        self.cluster.delete(name)
+    def delete(self, name: str, *, snapshot: SnapshotRef = None) -> None:
+        self.cluster.delete(name, snapshot=snapshot)
+
+    def snapshot(self, name: str, tag: Optional[str] = None) -> VdiInfo:
+        return self.cluster.snapshot(name, tag)
+
+    def snapshots(self, name: str) -> list[VdiInfo]:
+        return self.cluster.snapshots(name)
+
+    def rollback(self, name: str, snapshot: Union[str, bytes, int]) -> VdiInfo:
+        return self.cluster.rollback(name, snapshot)
+
+    def clone(
+        self,
+        name: str,
+        snapshot: Union[str, bytes, int],
+        new_name: str,
+        *,
+        size: Optional[int] = None,
+    ) -> VdiInfo:
+        return self.cluster.clone(name, snapshot, new_name, size=size)
+
+    def children(self, name: str, *, snapshot: SnapshotRef = None) -> list[VdiInfo]:
+        return self.cluster.children(name, snapshot=snapshot)
+
+    def locks(self) -> list[LockInfo]:
+        return self.cluster.locks()
+
+    def break_lock(self, name: str, *, snapshot: SnapshotRef = None) -> None:
+        self.cluster.break_lock(name, snapshot=snapshot)
 
     def discard(self, name: str) -> bool:
         """Deletes a partial VDI after a failed call: True once it is gone.
@@ -78,8 +116,10 @@ class NativeBackend:
     def list(self) -> list[VdiInfo]:
         return self.cluster.list()
 
-    def open(self, name: str) -> Vdi:
-        return self.cluster.open(name)
+    def open(self, name: str, *, snapshot: SnapshotRef = None, lock: Optional[str] = None) -> Vdi:
+        if lock is not None and lock not in ("exclusive", "shared"):
+            raise errors.InvalidArgument(f"lock must be exclusive or shared (got {lock!r})")
+        return self.cluster.open(name, snapshot=snapshot, lock=lock)  # type: ignore[arg-type]
 
     def open_listed(self, info: VdiInfo) -> Vdi:
         """A handle on a VDI that list() just returned (opening by name is one

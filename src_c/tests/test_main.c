@@ -2093,7 +2093,7 @@ static void test_engine_call_errors(void)
     sf_conn *conn = sfi_connect_any(cl, 0, &err);
     check(conn != NULL);
     memset(&err, 0, sizeof(err));
-    int rc = conn ? sfi_lookup_vid(cl, &conn, "nope", 4, &vid, &err) : SF_OK;
+    int rc = conn ? sfi_lookup_vid(cl, &conn, "nope", 4, NULL, &vid, &err) : SF_OK;
     check_eq(rc, SF_ERR);
     check_eq(err.category, SF_E_SERVER);
     check_eq(err.result, SF_RES_NO_VDI);
@@ -2101,7 +2101,7 @@ static void test_engine_call_errors(void)
         printf("  message: %s\n", err.message);
     check(conn != NULL && !conn->broken);
     memset(&err, 0, sizeof(err));
-    rc = conn ? sfi_lookup_vid(cl, &conn, "yes", 3, &vid, &err) : SF_ERR;
+    rc = conn ? sfi_lookup_vid(cl, &conn, "yes", 3, NULL, &vid, &err) : SF_ERR;
     if (!check_eq(rc, SF_OK))
         printf("  sfi_lookup_vid: %s\n", err.message);
     check_eq(vid, 0x7f588f);
