@@ -96,7 +96,7 @@ def target(request, fake_sheep, real_address):
         fake_sheep.clear_faults()
         # Nothing the client sent may be something that crashes a real sheep.
         assert fake_sheep.hazards == [], fake_sheep.hazards
-    # Leave no VDI behind on a shared cluster.
+    # Leave no VDI behind on a shared cluster: snapshots neither.
     if t.names:
         with sheepfast.connect(t.address) as cluster:
             for name in t.names:
@@ -104,6 +104,13 @@ def target(request, fake_sheep, real_address):
                     cluster.delete(name)
                 except sheepfast.VdiNotFound:
                     pass
+            names = set(t.names)
+            for info in cluster.list():
+                if info.snapshot and info.name in names:
+                    try:
+                        cluster.delete(info.name, snapshot=info.snap_id)
+                    except sheepfast.VdiNotFound:
+                        pass
 
 
 @pytest.fixture
