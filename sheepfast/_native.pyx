@@ -391,6 +391,14 @@ cdef class Cluster(_Handle):
         return ClusterDefaults(d.copies, d.copy_policy, d.block_size_shift)
 
     @property
+    def locking(self):
+        """Whether sheep keeps VDI locks: a cluster formatted with
+        ``dog cluster format -l``. Elsewhere every lock succeeds and
+        locks() is always empty."""
+        with self._guard:
+            return bool(sf_cluster_flags(self._c) & SF_CLUSTER_USE_LOCK)
+
+    @property
     def nodes(self):
         """Gateways known to the client: configured ones first, then those
         the cluster's node list named."""

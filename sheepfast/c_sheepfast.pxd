@@ -115,6 +115,8 @@ cdef extern from "sheepfast.h" nogil:
         const char *tag
         size_t tag_len
         uint32_t snap_id
+    unsigned SF_CLUSTER_USE_LOCK
+    unsigned sf_cluster_flags(const sf_cluster *cl)
     int sf_vdi_stat_vid(sf_cluster *cl, uint32_t vid, sf_vdi_info *out, sf_error *err)
     int sf_vdi_stat_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
                        sf_vdi_info *out, sf_error *err)

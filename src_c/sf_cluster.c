@@ -136,7 +136,8 @@ static int check_placement_mode(sf_cluster *cl, sf_conn **conn, sf_error *err)
     if (op.rsp.data_length < sizeof(record))
         return sfi_fail(err, SF_E_PROTOCOL, "STAT_CLUSTER returned %u of %zu bytes",
                         op.rsp.data_length, sizeof(record));
-    if (sfi_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF) & SF_CLUSTER_FLAG_DISKMODE) {
+    cl->flags = sfi_get_le16(record + SF_STAT_CLUSTER_FLAGS_OFF);
+    if (cl->flags & SF_CLUSTER_FLAG_DISKMODE) {
         cl->disk_mode = 1;
         cl->route = 0;
     }
@@ -254,6 +255,11 @@ int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *
     sfi_error_clear(err);
     *out = cl->defaults;
     return SF_OK;
+}
+
+unsigned sf_cluster_flags(const sf_cluster *cl)
+{
+    return cl->flags;
 }
 
 int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err)

@@ -195,6 +195,7 @@ struct sf_cluster {
     uint32_t request_size;    /* most bytes per object request */
     int route;                /* send object requests to sheep holding the object */
     int disk_mode;            /* objects are placed by disk: the node list cannot say where */
+    uint16_t flags;           /* the cluster's format flags (STAT_CLUSTER), read at open */
     sf_ring *ring;            /* the cluster's placement, or NULL when unknown */
     int64_t ring_time_ms;     /* when it was read */
     uint32_t epoch;           /* the newest membership epoch any reply carried (atomic) */

@@ -176,6 +176,9 @@ SF_EXPORT void sf_deadline_end(int64_t saved);
 SF_EXPORT sf_cluster *sf_cluster_open(const sf_options *opt, sf_error *err);
 SF_EXPORT void sf_cluster_close(sf_cluster *cl);
 SF_EXPORT int sf_cluster_get_defaults(sf_cluster *cl, sf_cluster_defaults *out, sf_error *err);
+/* How the cluster was formatted (`dog cluster format`), read at open. */
+#define SF_CLUSTER_USE_LOCK 0x0008u /* -l: sheep keeps VDI locks */
+SF_EXPORT unsigned sf_cluster_flags(const sf_cluster *cl);
 /* Gateways known to the client, as "host:port" strings joined by ','
  * (SF_ADDRESS_LIST_MAX bytes always suffice, for sf_cluster_locate too). */
 SF_EXPORT int sf_cluster_nodes(sf_cluster *cl, char *out, size_t out_len, sf_error *err);
