@@ -539,7 +539,6 @@ cdef class Cluster(_Handle):
                 self._lock(name, snapshot, lock_type, True)
             raise
         vdi._lock_type = lock_type
-        vdi._snapshot = snapshot
         return vdi
 
     cdef _lock(self, object name, object snapshot, int lock_type, bint release):
@@ -690,7 +689,6 @@ cdef class Vdi(_Handle):
     cdef readonly object info
     cdef bint _thin
     cdef int _lock_type  # -1: no lock taken by this handle
-    cdef object _snapshot
 
     def __cinit__(self):
         self._thin = True
@@ -729,10 +727,20 @@ cdef class Vdi(_Handle):
             self._release()
 
     cdef _release(self):
+        """Releases the lock this handle took, on the vid it took it on (a
+        snapshot taken since gave the name a new working vid)."""
         cdef int kind = self._lock_type
+        cdef uint32_t vid = self.info.vid
+        cdef Cluster cluster = self.cluster
+        cdef sf_error err
+        cdef int rc
         self._lock_type = -1
-        if kind >= 0 and not self.cluster.closed:
-            self.cluster._lock(self.info.name, self._snapshot, kind, True)
+        if kind < 0 or cluster.closed:
+            return
+        with cluster._guard:
+            with nogil:
+                rc = sf_vdi_unlock_vid(cluster._c, vid, kind, &err)
+        _check(rc, &err)
 
     def unlock(self):
         """Releases the lock open(lock=...) took (InvalidArgument if none)."""

@@ -141,6 +141,7 @@ cdef extern from "sheepfast.h" nogil:
                     int type, sf_error *err)
     int sf_vdi_unlock(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
                       int type, sf_error *err)
+    int sf_vdi_unlock_vid(sf_cluster *cl, uint32_t vid, int type, sf_error *err)
     ctypedef struct sf_lock_info:
         uint32_t vid
         int type

@@ -185,6 +185,36 @@ static int sfi_vdi_clone_in_call(sf_cluster *cl, const char *name, size_t name_l
 
 /* ------------------------------------------------------------------ locks */
 
+/* RELEASE_VDI of vid; sheep answers success whether it was locked or not. */
+static int release_vid(sf_cluster *cl, sf_conn **conn, uint32_t vid, int type, sf_error *err)
+{
+    sf_op op;
+    memset(&op, 0, sizeof(op));
+    sfi_req_init(&op.req, SF_OP_RELEASE_VDI);
+    op.req.base_vdi_id = vid;
+    op.req.lock_type = (uint32_t)type;
+    op.retryable = 1; /* releasing twice is releasing */
+    return sfi_call(cl, conn, &op, err);
+}
+
+static int sfi_vdi_unlock_vid_in_call(sf_cluster *cl, uint32_t vid, int type, sf_error *err)
+{
+    sfi_error_clear(err);
+    if (type != SF_LOCK_EXCLUSIVE && type != SF_LOCK_SHARED)
+        return sfi_fail(err, SF_E_INVALID, "lock type must be exclusive (0) or shared (1), not %d",
+                        type);
+    if (vid == 0 || vid > SF_MAX_VID)
+        return sfi_fail(err, SF_E_INVALID, "vid 0x%x is not 1..0x%x", vid, SF_MAX_VID);
+    sf_conn *conn = sfi_pool_get(cl, err);
+    if (conn == NULL)
+        return SF_ERR;
+    int rc = release_vid(cl, &conn, vid, type, err);
+    if (rc != SF_OK && err->category == SF_E_SERVER)
+        sfi_fail_result(err, err->result, "unlocking vid 0x%x", vid);
+    sfi_pool_put(cl, conn);
+    return rc;
+}
+
 static int sfi_vdi_lock_in_call(sf_cluster *cl, const char *name, size_t name_len,
                                 const sf_snap_ref *at, int type, int release, sf_error *err)
 {
@@ -222,16 +252,8 @@ static int sfi_vdi_lock_in_call(sf_cluster *cl, const char *name, size_t name_le
         }
     } else {
         rc = sfi_lookup_vid(cl, &conn, name, name_len, at, &vid, err);
-        if (rc == SF_OK) {
-            memset(&op, 0, sizeof(op));
-            sfi_req_init(&op.req, SF_OP_RELEASE_VDI);
-            op.req.base_vdi_id = vid;
-            op.req.lock_type = (uint32_t)type;
-            op.retryable = 1; /* releasing twice is releasing */
-            rc = sfi_call(cl, &conn, &op, err);
-            if (rc != SF_OK && err->category == SF_E_SERVER)
-                sfi_fail_result(err, err->result, "unlocking %s", what);
-        }
+        if (rc == SF_OK && release_vid(cl, &conn, vid, type, err) != SF_OK)
+            rc = sfi_fail_result(err, err->result, "unlocking %s", what);
     }
     sfi_pool_put(cl, conn);
     return rc;
@@ -365,6 +387,14 @@ int sf_vdi_unlock(sf_cluster *cl, const char *name, size_t name_len, const sf_sn
 {
     int64_t scope = sfi_call_begin(cl);
     int result = sfi_vdi_lock_in_call(cl, name, name_len, at, type, 1, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
+int sf_vdi_unlock_vid(sf_cluster *cl, uint32_t vid, int type, sf_error *err)
+{
+    int64_t scope = sfi_call_begin(cl);
+    int result = sfi_vdi_unlock_vid_in_call(cl, vid, type, err);
     sf_deadline_end(scope);
     return result;
 }

@@ -299,6 +299,9 @@ SF_EXPORT int sf_vdi_lock(sf_cluster *cl, const char *name, size_t name_len, con
  * sheep the request reaches in a shared one (sheep answers success either way). */
 SF_EXPORT int sf_vdi_unlock(sf_cluster *cl, const char *name, size_t name_len,
                             const sf_snap_ref *at, int type, sf_error *err);
+/* The same for the VDI with vid: a lock belongs to a vid, and a snapshot
+ * taken since the lock gave the name another one. */
+SF_EXPORT int sf_vdi_unlock_vid(sf_cluster *cl, uint32_t vid, int type, sf_error *err);
 
 #define SF_LOCK_OWNERS_MAX SF_MAX_COPIES
 typedef struct sf_lock_info {
