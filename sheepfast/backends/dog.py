@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, TypeVar, Union, cast
 
 from sheepfast import address, defaults, errors
-from sheepfast.backends import Capability
+from sheepfast.backends import Capability, MissingBackendCapabilities, MissingImageCapabilities
 from sheepfast.types import VdiInfo
 
 if TYPE_CHECKING:
@@ -679,13 +679,15 @@ def _working_vdi(dog: _Dog, raw: bytes) -> VdiInfo:
     raise errors.VdiNotFound(f"VDI {_name_str(raw)!r} not found", 0x08)
 
 
-class DogImage:
+class DogImage(MissingImageCapabilities):
     """An open VDI reached through dog; one process per read or write.
 
     Ranges are checked against the size seen at open (or set by resize),
     before any process runs, as the native backend does. Safe to share
     between threads.
     """
+
+    kind = "cli"
 
     def __init__(self, dog: _Dog, info: VdiInfo):
         self._dog = dog
@@ -892,7 +894,7 @@ class DogImage:
             self._size = new_size
 
 
-class DogBackend:
+class DogBackend(MissingBackendCapabilities):
     """A Backend that drives ``dog`` (or ``collie``), one process per call.
 
     addresses: "host:port[,host:port...]" (IPv6 as "[addr]:port"); dog is
