@@ -18,7 +18,7 @@ from conftest import FAKEDOG, dog_command  # noqa: F401  (FAKEDOG: used below)
 import sheepfast
 from sheepfast import errors
 from sheepfast.backends import dog as dog_module
-from sheepfast.backends import native_available
+from sheepfast.backends import Capability, native_available
 from sheepfast.backends.dog import DogBackend, parse_addresses
 from sheepfast.testing import wire as w
 
@@ -281,3 +281,24 @@ def test_fakesheep_refuses_a_short_record(fake_sheep):
     assert rsp.result == w.RES_INVALID_PARMS
     assert any("GET_VDI_ATTR with 1024 bytes" in h for h in fake_sheep.hazards)
     fake_sheep.hazards.clear()
+
+
+def test_list_attributes(vdi, backend, new_name):
+    if not backend.capabilities & Capability.ATTRIBUTE_LIST:
+        with pytest.raises(errors.Unsupported, match="ATTRIBUTE_LIST"):
+            vdi.metadata_list()
+        return
+    assert vdi.metadata_list() == []
+    vdi.metadata_set("b-key", b"two")
+    vdi.metadata_set("a-key", b"\0one")
+    vdi.metadata_set("gone", b"x")
+    vdi.metadata_remove("gone")  # its record stays, its name blanked: not listed
+    assert vdi.metadata_list() == [("a-key", b"\0one"), ("b-key", b"two")]
+    other = new_name("sf-attr")  # another name's attributes are not ours
+    backend.create(other, MiB)
+    with backend.open(other) as handle:
+        handle.metadata_set("a-key", b"theirs")
+        assert handle.metadata_list() == [("a-key", b"theirs")]
+    assert vdi.metadata_list() == [("a-key", b"\0one"), ("b-key", b"two")]
+    for key, _ in vdi.metadata_list():
+        vdi.metadata_remove(key)

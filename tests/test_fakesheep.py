@@ -786,6 +786,80 @@ def test_lock_and_release_are_lookups(client):
     assert rsp.result == 0 and rsp.vdi == w.VdiResult()
 
 
+def _vdi_states(client, data_length):
+    rsp, data = client.call(w.OP_GET_VDI_COPIES, data_length=data_length)
+    n = len(data) // w.VDI_STATE_SIZE
+    return rsp, [w.VdiState.unpack(data[i * w.VDI_STATE_SIZE :]) for i in range(n)]
+
+
+def test_vdi_states_list_every_vdi_and_need_room_for_all(client):
+    a = client.new_vdi("state-a", MIB).vdi.vdi_id
+    b = client.new_vdi("state-b", MIB, copies=1).vdi.vdi_id
+    rsp, states = _vdi_states(client, w.VDI_STATE_SIZE)  # room for one of two
+    assert rsp.result == w.RES_BUFFER_SMALL and states == []
+    rsp, states = _vdi_states(client, 512 * w.VDI_STATE_SIZE)  # as dog asks
+    assert rsp.result == 0 and rsp.data_length == 2 * w.VDI_STATE_SIZE
+    assert [(s.vid, s.copies, s.lock_state) for s in states] == [
+        (min(a, b), 2 if min(a, b) == a else 1, w.LOCK_STATE_UNLOCKED),
+        (max(a, b), 2 if max(a, b) == a else 1, w.LOCK_STATE_UNLOCKED),
+    ]
+
+
+@pytest.fixture
+def locking():
+    with FakeSheep(nodes=2, use_lock=True) as s:
+        yield s
+
+
+def test_locks_of_a_cluster_formatted_with_l(locking):
+    one, two = (Client(int(a.rpartition(":")[2])) for a in locking.addresses)
+    try:
+        vid = one.new_vdi("locked", MIB).vdi.vdi_id
+        assert one.lookup("locked", opcode=w.OP_LOCK_VDI).result == 0
+        for c in (one, two):  # held, whichever sheep is asked
+            assert c.lookup("locked", opcode=w.OP_LOCK_VDI).result == w.RES_VDI_LOCKED
+        rsp, (state,) = _vdi_states(one, 512 * w.VDI_STATE_SIZE)
+        assert (state.vid, state.lock_state, state.owner) == (
+            vid,
+            w.LOCK_STATE_LOCKED,
+            locking.node_id(0),
+        )
+        # RELEASE through another sheep unlocks whoever holds it
+        assert two.call(w.OP_RELEASE_VDI, w.VdiArgs(base_vdi_id=vid))[0].result == 0
+        shared = w.VdiArgs(type=w.LOCK_TYPE_SHARED)
+        payload = w.pad_name("locked")
+        for c in (one, two):
+            assert c.call(w.OP_LOCK_VDI, shared, payload)[0].result == 0
+        assert one.call(w.OP_LOCK_VDI, shared, payload)[0].result == w.RES_VDI_LOCKED  # twice
+        assert one.lookup("locked", opcode=w.OP_LOCK_VDI).result == w.RES_VDI_LOCKED
+        state = _vdi_states(one, 512 * w.VDI_STATE_SIZE)[1][0]
+        assert state.lock_state == w.LOCK_STATE_SHARED
+        assert state.participants == (locking.node_id(0), locking.node_id(1))
+        leave = w.VdiArgs(base_vdi_id=vid, type=w.LOCK_TYPE_SHARED)
+        assert two.call(w.OP_RELEASE_VDI, leave)[0].result == 0
+        assert _vdi_states(one, 512 * w.VDI_STATE_SIZE)[1][0].participants == (locking.node_id(0),)
+        assert one.call(w.OP_RELEASE_VDI, leave)[0].result == 0
+        assert _vdi_states(one, 512 * w.VDI_STATE_SIZE)[1][0].lock_state == w.LOCK_STATE_UNLOCKED
+        assert one.call(w.OP_RELEASE_VDI, leave)[0].result == 0  # always success
+        flags = w.StatCluster.unpack(
+            one.call(w.OP_STAT_CLUSTER, w.ClusterArgs(), data_length=48)[1]
+        ).flags
+        assert flags & w.CLUSTER_FLAG_USE_LOCK
+    finally:
+        one.close()
+        two.close()
+
+
+def test_object_list(sheep, client):
+    vid = client.new_vdi("listed", 8 * MIB).vdi.vdi_id
+    client.put_object(vid, 1, b"data")
+    rsp, data = client.call(w.OP_GET_OBJ_LIST, data_length=8)
+    assert rsp.result == w.RES_BUFFER_SMALL
+    rsp, data = client.call(w.OP_GET_OBJ_LIST, data_length=1 << 20)
+    oids = set(struct.unpack(f"<{len(data) // 8}Q", data))
+    assert rsp.result == 0 and oids == {w.inode_oid(vid), w.data_oid(vid, 1)}
+
+
 def test_snapshot(sheep, client):
     base = client.new_vdi("snapme", 16 * MIB).vdi.vdi_id
     for idx in (0, 2):

@@ -8,6 +8,8 @@ fakesheep.py.
 
 from __future__ import annotations
 
+import struct
+import threading
 from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from . import wire as w
@@ -26,8 +28,10 @@ class Cluster(Protocol):
 
     epoch: int
     ctime: int
+    use_lock: bool
 
     def node_records(self) -> List[w.NodeRecord]: ...
+    def node_id(self, node: int) -> bytes: ...
     def record_hazard(self, description: str) -> None: ...
 
 
@@ -80,7 +84,7 @@ class Handlers:
             w.OP_REMOVE_OBJ: self.remove_obj,
             w.OP_DISCARD_OBJ: self.discard_obj,
             w.OP_NEW_VDI: self.new_vdi,
-            w.OP_LOCK_VDI: self.get_vdi_info,  # locking is off: a lookup
+            w.OP_LOCK_VDI: self.lock_vdi,
             w.OP_RELEASE_VDI: self.release_vdi,
             w.OP_GET_VDI_INFO: self.get_vdi_info,
             w.OP_READ_VDIS: self.read_vdis,
@@ -93,12 +97,17 @@ class Handlers:
             w.OP_CLUSTER_INFO: self.cluster_info,
             w.OP_READ_DEL_VDIS: self.read_del_vdis,
             w.OP_GET_VDI_ATTR: self.get_vdi_attr,
+            w.OP_GET_VDI_COPIES: self.get_vdi_copies,
+            w.OP_GET_OBJ_LIST: self.get_obj_list,
         }
         # Not implemented, answered INVALID_PARMS like unknown opcodes:
-        # GET_VDI_COPIES, peer and admin ops.
+        # peer and admin ops.
+        self._node = threading.local()  # which node received the request
 
-    def handle(self, req: w.RequestHeader, payload: Optional[bytearray]) -> Reply:
-        """Execute one request. payload is None when FLAG_WRITE was not set."""
+    def handle(self, req: w.RequestHeader, payload: Optional[bytearray], node: int = 0) -> Reply:
+        """Execute one request that node received. payload is None when
+        FLAG_WRITE was not set."""
+        self._node.index = node
         if req.opcode < w.INTERNAL_OPCODE_MIN:
             if req.proto_ver > w.PROTO_VER:
                 return _error(w.RES_VER_MISMATCH)
@@ -216,7 +225,7 @@ class Handlers:
         return Reply(result, info)
 
     def get_vdi_info(self, req: w.RequestHeader, data: bytearray) -> Reply:
-        """GET_VDI_INFO, and LOCK_VDI (locking is off: just a lookup)."""
+        """GET_VDI_INFO, and the lookup LOCK_VDI does."""
         if req.data_length not in (w.NAME_SIZE, w.NAME_SIZE + w.TAG_SIZE):
             return _INVALID
         name, tag = self._name_and_tag(data)
@@ -226,8 +235,42 @@ class Handlers:
         assert hdr is not None  # success always names the inode
         return Reply(w.RES_SUCCESS, w.VdiResult(hdr.vdi_id, 0, hdr.nr_copies, hdr.block_size_shift))
 
+    def _receiver(self) -> bytes:
+        return self.cluster.node_id(getattr(self._node, "index", 0))
+
+    def lock_vdi(self, req: w.RequestHeader, data: bytearray) -> Reply:
+        """A lookup; with the cluster formatted -l, the lock of the receiving
+        sheep too (section 6.11)."""
+        reply = self.get_vdi_info(req, data)
+        if reply.result or not self.cluster.use_lock:
+            return reply
+        assert reply.args is not None
+        vid = reply.args.vdi_id  # type: ignore[union-attr]
+        if not self.store.lock_vdi(vid, self._receiver(), req.vdi.type):
+            return _error(w.RES_VDI_LOCKED)
+        return reply
+
     def release_vdi(self, req: w.RequestHeader, _data: bytearray) -> Reply:
+        if self.cluster.use_lock:
+            self.store.unlock_vdi(req.vdi.base_vdi_id, self._receiver(), req.vdi.type)
         return Reply(w.RES_SUCCESS)
+
+    def get_vdi_copies(self, req: w.RequestHeader, _data: bytearray) -> Reply:
+        states = self.store.vdi_states()
+        size = len(states) * w.VDI_STATE_SIZE
+        if req.data_length < size:
+            return _error(w.RES_BUFFER_SMALL)
+        return Reply(w.RES_SUCCESS, None, (b"".join(s.pack() for s in states),), size)
+
+    def get_obj_list(self, req: w.RequestHeader, _data: bytearray) -> Reply:
+        """The objects the receiving sheep stores. FakeSheep keeps one store
+        for all its nodes, so each lists every object: the union a client
+        gathers from all of them is what a real cluster's would be."""
+        oids = sorted(self.store.all_object_ids())
+        size = 8 * len(oids)
+        if req.data_length < size:
+            return _error(w.RES_BUFFER_SMALL)
+        return Reply(w.RES_SUCCESS, None, (struct.pack(f"<{len(oids)}Q", *oids),), size)
 
     def del_vdi(self, req: w.RequestHeader, data: bytearray) -> Reply:
         if req.data_length not in (w.NAME_SIZE, w.NAME_SIZE + w.TAG_SIZE):
@@ -327,7 +370,7 @@ class Handlers:
             0,
             s.default_copies,
             s.default_copy_policy,
-            w.CLUSTER_FLAG_AUTO_VNODES,
+            w.CLUSTER_FLAG_AUTO_VNODES | (w.CLUSTER_FLAG_USE_LOCK if self.cluster.use_lock else 0),
             b"plain",
         ).pack()
         body = b"".join(r.pack() for r in records).ljust(want * w.NODE_RECORD_SIZE, b"\0")

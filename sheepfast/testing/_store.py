@@ -126,6 +126,8 @@ class Store:
         self.refs: Dict[int, int] = {}  # data oid -> live index entries
         self.in_use = bytearray(w.VDI_BITMAP_SIZE)
         self.deleted = bytearray(w.VDI_BITMAP_SIZE)
+        # sheep's per-vid lock state (cluster-wide): vid -> (state, node ids)
+        self.locks: Dict[int, Tuple[int, List[bytes]]] = {}
 
     # ------------------------------------------------------------------
     # small helpers (caller holds the lock)
@@ -619,6 +621,63 @@ class Store:
             else:
                 result = w.RES_FULL_VDI
             return result, w.VdiResult(name_hash, attr_id, copies, 0)
+
+    # ------------------------------------------------------------------
+    # locks, as sheep/vdi.c keeps them: by vid, owned by the sheep a request
+    # reached (its node id), for a cluster formatted with -l
+
+    def lock_vdi(self, vid: int, node: bytes, lock_type: int) -> bool:
+        with self.lock:
+            state, owners = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, []))
+            if lock_type == w.LOCK_TYPE_NORMAL:
+                if state != w.LOCK_STATE_UNLOCKED:
+                    return False
+                self.locks[vid] = (w.LOCK_STATE_LOCKED, [node])
+                return True
+            if lock_type != w.LOCK_TYPE_SHARED or state == w.LOCK_STATE_LOCKED:
+                return False
+            if node in owners or len(owners) >= w.MAX_LOCK_PARTICIPANTS:
+                return False
+            self.locks[vid] = (w.LOCK_STATE_SHARED, owners + [node])
+            return True
+
+    def unlock_vdi(self, vid: int, node: bytes, lock_type: int) -> None:
+        """sheep answers success whatever this finds."""
+        with self.lock:
+            state, owners = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, []))
+            if lock_type == w.LOCK_TYPE_NORMAL and state == w.LOCK_STATE_LOCKED:
+                del self.locks[vid]  # whoever holds it
+            elif lock_type == w.LOCK_TYPE_SHARED and state == w.LOCK_STATE_SHARED:
+                left = [o for o in owners if o != node]
+                if left:
+                    self.locks[vid] = (w.LOCK_STATE_SHARED, left)
+                else:
+                    del self.locks[vid]
+
+    def vdi_states(self) -> List[w.VdiState]:
+        """GET_VDI_COPIES: every vid sheep knows (deleted ones too), by vid."""
+        with self.lock:
+            out = []
+            for vid in sorted(self.inodes):
+                hdr = self._header(vid)
+                if hdr is None:
+                    continue
+                state, owners = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, []))
+                out.append(
+                    w.VdiState(
+                        vid,
+                        hdr.nr_copies,
+                        hdr.is_snapshot,
+                        w.bitmap_test(self.deleted, vid),
+                        hdr.copy_policy,
+                        hdr.block_size_shift,
+                        hdr.parent_vdi_id,
+                        state,
+                        owners[0] if state == w.LOCK_STATE_LOCKED else bytes(w.NODE_ID_SIZE),
+                        tuple(owners) if state == w.LOCK_STATE_SHARED else (),
+                    )
+                )
+            return out
 
     def bitmap(self, deleted: bool = False) -> bytes:
         with self.lock:

@@ -31,11 +31,13 @@ FakeSheep choices, where a real sheep's behaviour is unknown:
   * objects of vids without an inode use the cluster default block size;
   * CLUSTER_INFO with a short buffer: INVALID_PARMS; STAT_CLUSTER with
     nodes_nr > 0 appends node records (BUFFER_SMALL if they do not fit);
-  * GET_VDI_ATTR, GET_VDI_COPIES, peer and admin ops: INVALID_PARMS;
+  * peer and admin ops: INVALID_PARMS; GET_OBJ_LIST lists every object on
+    every node (one store stands for all of them);
   * an op that consumes data but came without FLAG_WRITE runs on zeros
     (a real sheep uses whatever its buffer held);
   * reference counts live in a side table (the gref area reads as written);
-    locking is off, as on the captured cluster;
+    locking is off, as on the captured cluster, unless use_lock=True (a
+    cluster formatted with -l: locks as sheep keeps them, section 6.11);
   * set_delay delays the reply; the operation itself runs at once;
   * a stopped node executes nothing more, not even requests it had read
     (a dead sheep); a reset connection of a running node still executes
@@ -364,11 +366,14 @@ class FakeSheep:
         block_size_shift: int = w.DEFAULT_BLOCK_SIZE_SHIFT,
         epoch: int = 1,
         workers: int = 4,
+        use_lock: bool = False,
     ):
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self.host = host
         self.epoch = epoch
+        #: formatted with `dog cluster format -l`: LOCK_VDI locks (section 6.11)
+        self.use_lock = use_lock
         self.ctime = _now_ctime()
         self.store = Store(
             copies=copies, copy_policy=copy_policy, block_size_shift=block_size_shift
@@ -508,6 +513,12 @@ class FakeSheep:
     def addresses(self) -> List[str]:
         return [self._format(n.port) for n in self._nodes]
 
+    def node_id(self, node: int) -> bytes:
+        """The node id sheep records for a lock taken through node."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        n = self._nodes[node]
+        return w.node_id(w.NodeRecord(host, n.port, 128, n.index, NODE_SPACE))
+
     def node_records(self) -> List[w.NodeRecord]:
         """GET_NODE_LIST's view: the running nodes, one zone each."""
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
@@ -559,7 +570,7 @@ class FakeSheep:
         for req, payload, fault in batch:
             if conn.node_stopped:
                 return  # a dead sheep executes nothing more
-            buffers = self._execute(req, payload, fault)
+            buffers = self._execute(req, payload, fault, conn.node.index)
             if fault is not None and fault.kind == "drop_reply":
                 conn.abort()  # executed, and the client never hears of it
                 return
@@ -571,7 +582,11 @@ class FakeSheep:
             conn.queue_reply(buffers, self._faults.delay_for(opcode))
 
     def _execute(
-        self, req: w.RequestHeader, payload: Optional[bytearray], fault: Optional[_Fault]
+        self,
+        req: w.RequestHeader,
+        payload: Optional[bytearray],
+        fault: Optional[_Fault],
+        node: int = 0,
     ) -> List[w.Buffer]:
         if fault is not None and fault.kind == "diverge":
             with self._lock:
@@ -581,7 +596,7 @@ class FakeSheep:
             reply = Reply(fault.result)
         else:
             try:
-                reply = self._handlers.handle(req, payload)
+                reply = self._handlers.handle(req, payload, node)
             except Exception:
                 self.internal_errors.append(traceback.format_exc())
                 reply = Reply(w.RES_SYSTEM_ERROR)

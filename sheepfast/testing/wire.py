@@ -43,6 +43,7 @@ OP_GET_NODE_LIST = 0x82
 OP_STAT_SHEEP = 0x86
 OP_STAT_CLUSTER = 0x87
 OP_GET_VDI_ATTR = 0x89
+OP_GET_OBJ_LIST = 0xA1
 OP_GET_VDI_COPIES = 0xAB
 OP_CLUSTER_INFO = 0xBE
 OP_READ_DEL_VDIS = 0xC9
@@ -707,6 +708,66 @@ class NodeRecord(NamedTuple):
             bytes(raw[:NODE_RECORD_SIZE])
         )
         return cls(_unpack_addr(addr), port, vnodes, zone, space, _unpack_addr(io_addr), io_port)
+
+
+# --------------------------------------------------------------------------
+# VDI state and locks (section 6.11)
+
+LOCK_TYPE_NORMAL = 0
+LOCK_TYPE_SHARED = 1
+LOCK_STATE_UNLOCKED = 1
+LOCK_STATE_LOCKED = 2
+LOCK_STATE_SHARED = 3
+NODE_ID_SIZE = 40  # address, port, io address, io port, padding
+MAX_LOCK_PARTICIPANTS = 31  # SD_MAX_COPIES
+# vid, copies, snapshot, deleted, copy_policy, bss, 3 pad, parent, lock
+# state, owner, participant count, their states, their node ids
+_VDI_STATE = struct.Struct("<IBBBBB3xII40sI124s1240s")
+VDI_STATE_SIZE = _VDI_STATE.size  # 1428
+
+
+def node_id(record: NodeRecord) -> bytes:
+    """The node id a sheep records as a lock owner: bytes 24..63 of its record."""
+    return record.pack()[24 : 24 + NODE_ID_SIZE]
+
+
+class VdiState(NamedTuple):
+    vid: int
+    copies: int
+    snapshot: bool
+    deleted: bool
+    copy_policy: int
+    block_size_shift: int
+    parent: int
+    lock_state: int = LOCK_STATE_UNLOCKED
+    owner: bytes = bytes(NODE_ID_SIZE)
+    participants: Tuple[bytes, ...] = ()  # node ids
+
+    def pack(self) -> bytes:
+        states = b"".join(
+            struct.pack("<I", 2) for _ in self.participants
+        )  # SHARED_LOCK_STATE_SHARED
+        return _VDI_STATE.pack(
+            self.vid,
+            self.copies,
+            int(self.snapshot),
+            int(self.deleted),
+            self.copy_policy,
+            self.block_size_shift,
+            self.parent,
+            self.lock_state,
+            self.owner,
+            len(self.participants),
+            states,
+            b"".join(self.participants),
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> VdiState:
+        f = _VDI_STATE.unpack(bytes(raw[:VDI_STATE_SIZE]))
+        n = f[9]
+        nids = tuple(f[11][i * NODE_ID_SIZE : (i + 1) * NODE_ID_SIZE] for i in range(n))
+        return cls(f[0], f[1], bool(f[2]), bool(f[3]), f[4], f[5], f[6], f[7], f[8], nids)
 
 
 def unpack_node_list(payload: bytes, nr_nodes: int) -> List[NodeRecord]:
