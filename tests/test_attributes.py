@@ -17,8 +17,8 @@ from conftest import FAKEDOG, dog_command  # noqa: F401  (FAKEDOG: used below)
 
 import sheepfast
 from sheepfast import errors
-from sheepfast.backends import dog as dog_module
 from sheepfast.backends import Capability, native_available
+from sheepfast.backends import dog as dog_module
 from sheepfast.backends.dog import DogBackend, parse_addresses
 from sheepfast.testing import wire as w
 
