@@ -176,6 +176,8 @@ def test_rollback(cluster, new_name):
     working = cluster.rollback(name, "good")
     assert working.size == 8 * MiB and not working.snapshot
     assert working.parent is not None and working.parent.vid == snap.vid
+    assert working.snap_id == snap.snap_id + 1  # sheep numbers it after the newest snapshot
+    assert not working.is_clone
     assert cluster.stat(name).vid == working.vid
     assert _digest(cluster, name) == digest
     assert [s.tag for s in cluster.snapshots(name)] == ["good"]  # the snapshot stays

@@ -126,8 +126,9 @@ class Store:
         self.refs: Dict[int, int] = {}  # data oid -> live index entries
         self.in_use = bytearray(w.VDI_BITMAP_SIZE)
         self.deleted = bytearray(w.VDI_BITMAP_SIZE)
-        # sheep's per-vid lock state (cluster-wide): vid -> (state, node ids)
-        self.locks: Dict[int, Tuple[int, List[bytes]]] = {}
+        # sheep's per-vid lock state (cluster-wide): vid -> (state, node ids,
+        # each one's shared-lock state)
+        self.locks: Dict[int, Tuple[int, List[bytes], List[int]]] = {}
 
     # ------------------------------------------------------------------
     # small helpers (caller holds the lock)
@@ -475,7 +476,10 @@ class Store:
                 self._freeze(working.vdi_id, now)
             self._freeze(base.vdi_id, now)
         else:
-            snap_id = 1  # fresh VDI or clone
+            # a fresh VDI or a clone starts at 1; a new working VDI of a name
+            # that has snapshots (a rollback) follows the newest of them, as
+            # sheep's lookup of the name hands out (section 6.14)
+            snap_id = max((h.snap_id for h in named), default=0) + 1
         header = w.InodeHeader(
             name=name,
             create_time=now,
@@ -628,29 +632,39 @@ class Store:
 
     def lock_vdi(self, vid: int, node: bytes, lock_type: int) -> bool:
         with self.lock:
-            state, owners = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, []))
+            state, owners, states = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, [], []))
             if lock_type == w.LOCK_TYPE_NORMAL:
                 if state != w.LOCK_STATE_UNLOCKED:
                     return False
-                self.locks[vid] = (w.LOCK_STATE_LOCKED, [node])
+                self.locks[vid] = (w.LOCK_STATE_LOCKED, [node], [])
                 return True
             if lock_type != w.LOCK_TYPE_SHARED or state == w.LOCK_STATE_LOCKED:
                 return False
             if node in owners or len(owners) >= w.MAX_LOCK_PARTICIPANTS:
                 return False
-            self.locks[vid] = (w.LOCK_STATE_SHARED, owners + [node])
+            if not owners:
+                joined = w.SHARED_LOCK_STATE_MODIFIED
+            elif w.SHARED_LOCK_STATE_MODIFIED in states:
+                joined = w.SHARED_LOCK_STATE_INVALIDATED
+            else:
+                joined = w.SHARED_LOCK_STATE_SHARED
+            self.locks[vid] = (w.LOCK_STATE_SHARED, owners + [node], states + [joined])
             return True
 
     def unlock_vdi(self, vid: int, node: bytes, lock_type: int) -> None:
         """sheep answers success whatever this finds."""
         with self.lock:
-            state, owners = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, []))
+            state, owners, states = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, [], []))
             if lock_type == w.LOCK_TYPE_NORMAL and state == w.LOCK_STATE_LOCKED:
                 del self.locks[vid]  # whoever holds it
             elif lock_type == w.LOCK_TYPE_SHARED and state == w.LOCK_STATE_SHARED:
-                left = [o for o in owners if o != node]
-                if left:
-                    self.locks[vid] = (w.LOCK_STATE_SHARED, left)
+                kept = [(o, st) for o, st in zip(owners, states) if o != node]
+                if kept:
+                    self.locks[vid] = (
+                        w.LOCK_STATE_SHARED,
+                        [o for o, _ in kept],
+                        [st for _, st in kept],
+                    )
                 else:
                     del self.locks[vid]
 
@@ -662,7 +676,7 @@ class Store:
                 hdr = self._header(vid)
                 if hdr is None:
                     continue
-                state, owners = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, []))
+                state, owners, states = self.locks.get(vid, (w.LOCK_STATE_UNLOCKED, [], []))
                 out.append(
                     w.VdiState(
                         vid,
@@ -675,6 +689,7 @@ class Store:
                         state,
                         owners[0] if state == w.LOCK_STATE_LOCKED else bytes(w.NODE_ID_SIZE),
                         tuple(owners) if state == w.LOCK_STATE_SHARED else (),
+                        tuple(states),
                     )
                 )
             return out

@@ -718,6 +718,11 @@ LOCK_TYPE_SHARED = 1
 LOCK_STATE_UNLOCKED = 1
 LOCK_STATE_LOCKED = 2
 LOCK_STATE_SHARED = 3
+# a shared lock's participants: the first is "modified", later ones
+# "invalidated" while one is (sheep/vdi.c)
+SHARED_LOCK_STATE_MODIFIED = 1
+SHARED_LOCK_STATE_SHARED = 2
+SHARED_LOCK_STATE_INVALIDATED = 3
 NODE_ID_SIZE = 40  # address, port, io address, io port, padding
 MAX_LOCK_PARTICIPANTS = 31  # SD_MAX_COPIES
 # vid, copies, snapshot, deleted, copy_policy, bss, 3 pad, parent, lock
@@ -742,11 +747,10 @@ class VdiState(NamedTuple):
     lock_state: int = LOCK_STATE_UNLOCKED
     owner: bytes = bytes(NODE_ID_SIZE)
     participants: Tuple[bytes, ...] = ()  # node ids
+    participant_states: Tuple[int, ...] = ()  # SHARED_LOCK_STATE_*
 
     def pack(self) -> bytes:
-        states = b"".join(
-            struct.pack("<I", 2) for _ in self.participants
-        )  # SHARED_LOCK_STATE_SHARED
+        states = b"".join(struct.pack("<I", st) for st in self.participant_states)
         return _VDI_STATE.pack(
             self.vid,
             self.copies,
@@ -767,7 +771,8 @@ class VdiState(NamedTuple):
         f = _VDI_STATE.unpack(bytes(raw[:VDI_STATE_SIZE]))
         n = f[9]
         nids = tuple(f[11][i * NODE_ID_SIZE : (i + 1) * NODE_ID_SIZE] for i in range(n))
-        return cls(f[0], f[1], bool(f[2]), bool(f[3]), f[4], f[5], f[6], f[7], f[8], nids)
+        states = struct.unpack_from(f"<{n}I", f[10])
+        return cls(f[0], f[1], bool(f[2]), bool(f[3]), f[4], f[5], f[6], f[7], f[8], nids, states)
 
 
 def unpack_node_list(payload: bytes, nr_nodes: int) -> List[NodeRecord]:
