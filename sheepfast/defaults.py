@@ -22,6 +22,7 @@ except ImportError:  # the dog backend works without the extension
 
 __all__ = [
     "ATTR_KEY_MAX",
+    "TAG_MAX",
     "ATTR_VALUE_MAX",
     "CLEANUP_TIMEOUT",
     "DEFAULT_BLOCK_SIZE_SHIFT",
@@ -60,6 +61,7 @@ FROM_C: dict[str, float] = {
     "DEFAULT_REQUEST_SIZE": 448 << 10,
     "ATTR_KEY_MAX": 255,  # bytes, no NUL
     "ATTR_VALUE_MAX": 65536,  # bytes
+    "TAG_MAX": 255,  # bytes of a snapshot tag, no NUL
 }
 
 
@@ -84,6 +86,7 @@ MAX_BLOCK_SIZE_SHIFT = _int("MAX_BLOCK_SIZE_SHIFT")
 DEFAULT_REQUEST_SIZE = _int("DEFAULT_REQUEST_SIZE")
 ATTR_KEY_MAX = _int("ATTR_KEY_MAX")
 ATTR_VALUE_MAX = _int("ATTR_VALUE_MAX")
+TAG_MAX = _int("TAG_MAX")
 
 #: Entries in a flat (not B-tree) inode index: a VDI's size is at most this
 #: many objects (Sheepdog's MAX_DATA_OBJS).

@@ -76,6 +76,46 @@ def test_sheepfast_reads_dog_snapshot_and_clone(cluster, new_name, dog):
     dog("vdi", "delete", "-s", "snap1", name)
 
 
+def test_dog_sees_and_reads_a_clone_sheepfast_made(cluster, new_name, dog):
+    name, clone = new_name(), new_name("sf-clone")
+    cluster.create(name, 8 * MiB)
+    base = os.urandom(8 * MiB)
+    with cluster.open(name) as vdi:
+        vdi.write(base, 0)
+    snap = cluster.snapshot(name, "gold")
+    info = cluster.clone(name, "gold", clone, size=12 * MiB)
+    with cluster.open(clone) as vdi:
+        vdi.write(b"mine", 5 * MiB)
+    rows = {
+        (row.split(" ")[0], row.split(" ")[1]): row.split(" ")
+        for row in dog("vdi", "list", "-r").decode().splitlines()
+    }
+    assert rows[("c", clone)][7] == f"{info.vid:x}"  # dog lists it as a clone
+    assert rows[("s", name)][7] == f"{snap.vid:x}" and rows[("s", name)][9] == "gold"
+    graph = dog("vdi", "graph").decode()
+    assert f'"{snap.vid:x}" -> "{info.vid:x}";' in graph  # its parent is the snapshot
+    assert clone in dog("vdi", "tree").decode()
+    got = dog("vdi", "read", clone, "0", str(8 * MiB))
+    assert got[: 5 * MiB] == base[: 5 * MiB] and got[5 * MiB : 5 * MiB + 4] == b"mine"
+    assert dog("vdi", "read", "-s", "gold", name) == base  # the image is unchanged
+    cluster.delete(clone)
+    cluster.delete(name, snapshot="gold")
+
+
+def test_sheepfast_rollback_and_snapshot_delete_agree_with_dog(cluster, new_name, dog):
+    name = new_name()
+    dog("vdi", "create", name, "8M")
+    dog("vdi", "write", name, "0", "5", input=b"first")
+    dog("vdi", "snapshot", "-s", "s1", name)
+    dog("vdi", "write", name, "0", "5", input=b"later")
+    working = cluster.rollback(name, "s1")
+    assert dog("vdi", "read", name, "0", "5") == b"first"
+    row = [r for r in dog("vdi", "list", "-r", name).decode().splitlines() if r[0] == "="][0]
+    assert row.split(" ")[7] == f"{working.vid:x}"  # one working VDI, ours
+    cluster.delete(name, snapshot="s1")
+    assert [r[0] for r in dog("vdi", "list", "-r", name).decode().splitlines()] == ["="]
+
+
 def test_sheepfast_reads_hyper_volume(cluster, new_name, dog):
     """A B-tree indexed ("hyper") volume made by dog reads correctly; writing
     one is refused rather than corrupting its index."""

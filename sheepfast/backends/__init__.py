@@ -386,5 +386,4 @@ def open_backend(
         )
     from sheepfast.backends.dog import DogBackend
 
-    # until the dog backend takes snapshot= in stat/exists/delete/open (issue 11)
-    return DogBackend(addresses, dog_command=dog_command, timeout=io_timeout)  # type: ignore[return-value]
+    return DogBackend(addresses, dog_command=dog_command, timeout=io_timeout)

@@ -16,7 +16,18 @@ delete             ``dog vdi delete -- NAME`` (zeroes the index first, so
 metadata_get       ``dog vdi getattr -- NAME KEY``, the value on stdout
 metadata_set       ``dog vdi setattr -- NAME KEY VALUE``
 metadata_remove    ``dog vdi setattr -d -- NAME KEY``
+snapshot           ``dog vdi snapshot [-s TAG] -- NAME``
+snapshot=          ``-s TAG|ID`` on list lookups, ``read`` and ``delete``
+rollback           ``dog vdi rollback -f -s TAG|ID -- NAME``
+clone              ``dog vdi clone -s TAG|ID -- NAME NEW`` (then ``resize``)
+children, parent   ``dog vdi graph`` (the only listing with parent vids)
+locks, break_lock  ``dog vdi lock list``, ``dog vdi lock unlock -- NAME``
 =================  ===========================================================
+
+dog cannot take a lock, list attributes, discard or flatten: those raise
+Unsupported naming the missing Capability. A DogImage follows its name: a
+write after the VDI was snapshotted lands in the new working VDI (dog looks
+the name up each time), never in the snapshot.
 
 Processes run without a shell, from argument lists, with ``--`` before the
 VDI name so that no name can be taken for an option. Data goes straight
@@ -36,6 +47,8 @@ has whole seconds.
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import errno as _errno
 import os
 import re
@@ -50,13 +63,26 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, TypeVar, Union, cast
 
 from sheepfast import address, defaults, errors
-from sheepfast.backends import Capability, MissingBackendCapabilities, MissingImageCapabilities
-from sheepfast.types import VdiInfo
+from sheepfast.backends import (
+    Capability,
+    MissingBackendCapabilities,
+    MissingImageCapabilities,
+    missing,
+)
+from sheepfast.types import LockInfo, ParentInfo, SnapshotRef, VdiInfo
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["DogBackend", "DogImage", "find_dog", "parse_addresses", "parse_vdi_list"]
+__all__ = [
+    "DogBackend",
+    "DogImage",
+    "find_dog",
+    "parse_addresses",
+    "parse_lock_list",
+    "parse_vdi_graph",
+    "parse_vdi_list",
+]
 
 # Limits are sheepfast.defaults' (the C client's); these two names stay for
 # the callers that read them here.
@@ -679,6 +705,94 @@ def _working_vdi(dog: _Dog, raw: bytes) -> VdiInfo:
     raise errors.VdiNotFound(f"VDI {_name_str(raw)!r} not found", 0x08)
 
 
+def _snapshot_option(snapshot: SnapshotRef) -> tuple[str, ...]:
+    """dog's -s for a snapshot: all digits is an id, anything else a tag,
+    so a tag made only of digits cannot be told from an id."""
+    if snapshot is None:
+        return ()
+    if isinstance(snapshot, bool):
+        raise TypeError("a snapshot is a tag (str or bytes) or a snap_id (int), not a bool")
+    if isinstance(snapshot, int):
+        if not 1 <= snapshot <= 0xFFFFFFFF:
+            raise errors.InvalidArgument(f"snapshot id must be 1..{0xFFFFFFFF} (got {snapshot})")
+        return ("-s", str(snapshot))
+    tag = _name_str(_name_bytes(snapshot)) if isinstance(snapshot, bytes) else snapshot
+    if not isinstance(tag, str):
+        raise TypeError(f"a snapshot is a tag or a snap_id, not {type(snapshot).__name__}")
+    raw = _name_bytes(tag)
+    if not raw:
+        raise errors.InvalidArgument("snapshot tag is empty (use None for the working VDI)")
+    if len(raw) > defaults.TAG_MAX:
+        raise errors.InvalidArgument(f"snapshot tag is longer than {defaults.TAG_MAX} bytes")
+    if b"\0" in raw:
+        raise errors.InvalidArgument("snapshot tag contains a NUL byte")
+    if raw.isdigit():
+        raise errors.Unsupported(
+            f"the cli backend cannot select snapshot tag {tag!r}: dog reads a tag of digits "
+            "as a snapshot id (select it by its snap_id)"
+        )
+    return ("-s", tag)
+
+
+def _select(infos: list[VdiInfo], raw: bytes, snapshot: SnapshotRef) -> Optional[VdiInfo]:
+    """The VDI of name raw that snapshot selects among listed ones."""
+    for info in infos:
+        if _name_bytes(info.name) != raw:
+            continue
+        if snapshot is None and not info.snapshot:
+            return info
+        if snapshot is not None and info.snapshot:
+            if isinstance(snapshot, int) and info.snap_id == snapshot:
+                return info
+            if isinstance(snapshot, (str, bytes)) and _name_bytes(info.tag) == _name_bytes(
+                snapshot
+            ):
+                return info
+    return None
+
+
+# `dog vdi graph`: an edge per VDI from its parent's vid ("0": none)
+_GRAPH_EDGE = re.compile(rb'^\s*"([0-9a-f]+)" -> "([0-9a-f]+)";', re.MULTILINE)
+# `dog vdi lock list`: each owner sheep of a lock, IPv4 or IPv6
+_LOCK_OWNER = re.compile(r"IPv([46]) ip:(\S+) port:(\d+)(?:\((\w+)\))?")
+
+
+def parse_vdi_graph(output: bytes) -> dict[int, int]:
+    """vid -> parent vid (0 for none) from ``dog vdi graph`` output."""
+    return {int(child, 16): int(parent, 16) for parent, child in _GRAPH_EDGE.findall(output)}
+
+
+def parse_lock_list(output: bytes, known: set[int]) -> list[tuple[int, str, tuple[str, ...]]]:
+    """(vid, "exclusive" or "shared", owners) for each line of ``dog vdi
+    lock list``. Names and tags are printed unescaped, so the vid is found
+    as the hex field after the snap id that names a VDI in known."""
+    found = []
+    for line in output.decode("utf-8", "surrogateescape").splitlines()[1:]:
+        head, sep, _ = line.partition(" IPv")
+        if not sep:
+            continue
+        fields = head.split()
+        vid = next(
+            (
+                int(fields[i + 1], 16)
+                for i in range(len(fields) - 1)
+                if fields[i].isdigit()
+                and re.fullmatch(r"[0-9a-f]+", fields[i + 1])
+                and int(fields[i + 1], 16) in known
+            ),
+            None,
+        )
+        if vid is None:
+            raise errors.ProtocolError(f"unexpected line in dog vdi lock list output: {line!r}")
+        owners = tuple(
+            f"[{addr}]:{port}" if family == "6" else f"{addr}:{port}"
+            for family, addr, port, _state in _LOCK_OWNER.findall(line)
+        )
+        shared = any(state for *_, state in _LOCK_OWNER.findall(line))
+        found.append((vid, "shared" if shared else "exclusive", owners))
+    return found
+
+
 class DogImage(MissingImageCapabilities):
     """An open VDI reached through dog; one process per read or write.
 
@@ -693,6 +807,8 @@ class DogImage(MissingImageCapabilities):
         self._dog = dog
         self.info = info
         self._raw_name = _name_bytes(info.name)
+        # a snapshot is read with -s ID; everything that writes is refused
+        self._read_options = ("-s", str(info.snap_id)) if info.snapshot else ()
         self._size = info.size
         self._lock = threading.Lock()  # resize
         self._writing = _ObjectRanges()
@@ -761,7 +877,7 @@ class DogImage(MissingImageCapabilities):
             outcome = self._dog.run(
                 what,
                 "read",
-                (),
+                self._read_options,
                 self._raw_name,
                 (str(offset), str(len(view))),
                 sink=view,
@@ -773,9 +889,14 @@ class DogImage(MissingImageCapabilities):
                 )
         return len(view)
 
+    def _writable(self) -> None:
+        if self.info.snapshot:
+            raise errors.ReadOnly(f"VDI {self.info.name!r} is a snapshot", 0x1A)
+
     def write(self, data: ReadableBuffer, offset: int) -> int:
         view = memoryview(data).cast("B")
         offset = self._check("write", offset, len(view))
+        self._writable()
         if not view:
             return 0
         what = f"writing VDI {self.info.name!r}"
@@ -810,6 +931,8 @@ class DogImage(MissingImageCapabilities):
         try:
             yield
         except (errors.OutOfRange, errors.ProtocolError) as failure:
+            if self.info.snapshot:
+                raise  # the lookup below finds working VDIs only
             try:
                 current = _working_vdi(self._dog, self._raw_name)
             except errors.VdiNotFound:
@@ -870,6 +993,7 @@ class DogImage(MissingImageCapabilities):
             raise errors.InvalidArgument("I/O operation on a closed VDI")
         new_size = _uint64(new_size, "new_size")
         name = self.info.name
+        self._writable()
         with self._lock:
             if new_size < self._size:
                 raise errors.InvalidArgument(
@@ -905,8 +1029,11 @@ class DogBackend(MissingBackendCapabilities):
 
     kind = "cli"
     # dog writes what it is given, one request at a time, and passes
-    # attribute values as arguments (no NUL)
-    capabilities = Capability(0)
+    # attribute values as arguments (no NUL); it snapshots, clones, rolls
+    # back, lists and breaks locks, but cannot take one
+    capabilities = (
+        Capability.SNAPSHOTS | Capability.CLONES | Capability.ROLLBACK | Capability.LOCK_LIST
+    )
 
     def __init__(
         self,
@@ -986,19 +1113,77 @@ class DogBackend(MissingBackendCapabilities):
     def _working(self, raw: bytes) -> VdiInfo:
         return _working_vdi(self._dog, raw)
 
-    def stat(self, name: Union[str, bytes]) -> VdiInfo:
-        """VdiInfo of the working VDI called name (dog reads every inode)."""
-        return self._working(self._name(name))
+    def _lookup(self, raw: bytes, snapshot: SnapshotRef) -> VdiInfo:
+        return self._lookup_family(raw, snapshot)[0]
 
-    def exists(self, name: Union[str, bytes]) -> bool:
+    def _lookup_family(self, raw: bytes, snapshot: SnapshotRef) -> tuple[VdiInfo, bool]:
+        """The VDI snapshot selects, and whether it can have a parent: the
+        name has snapshots, or dog lists it as a clone ("c")."""
+        if snapshot is not None:
+            _snapshot_option(snapshot)  # its checks
+        outcome = self._dog.run(
+            f"looking up VDI {_name_str(raw)!r}",
+            "list",
+            ("-r",),
+            raw,
+            idempotent=True,
+            benign=_LIST_VANISHED,
+        )
+        infos = [i for i in parse_vdi_list(outcome.stdout) if _name_bytes(i.name) == raw]
+        found = _select(infos, raw, snapshot)
+        if found is not None:
+            kinds = {line[:2] for line in outcome.stdout.splitlines()}
+            return found, b"c " in kinds or any(i.snapshot for i in infos)
+        if snapshot is None or not infos:
+            raise errors.VdiNotFound(f"VDI {_name_str(raw)!r} not found", 0x08)
+        raise errors.SnapshotNotFound(
+            f"snapshot {snapshot!r} of VDI {_name_str(raw)!r} not found", 0x0E
+        )
+
+    def _parents(self) -> dict[int, int]:
+        outcome = self._dog.run("reading the VDI tree", "graph", idempotent=True)
+        return parse_vdi_graph(outcome.stdout)
+
+    def _with_parent(self, info: VdiInfo) -> VdiInfo:
+        """info with parent_vid and parent, from the graph and the list."""
+        return self._family([info])[0]
+
+    def _family(self, infos: list[VdiInfo]) -> list[VdiInfo]:
+        parents = self._parents()
+        by_vid = {i.vid: i for i in infos}
+        if any(parents.get(i.vid, 0) not in by_vid for i in infos if parents.get(i.vid, 0)):
+            by_vid = {i.vid: i for i in self._list()}
+        out = []
+        for info in infos:
+            parent_vid = parents.get(info.vid, 0)
+            parent = by_vid.get(parent_vid)
+            out.append(
+                dataclasses.replace(
+                    info,
+                    parent_vid=parent_vid,
+                    parent=ParentInfo(parent.name, parent.vid, parent.snap_id, parent.tag)
+                    if parent
+                    else None,
+                )
+            )
+        return out
+
+    def stat(self, name: Union[str, bytes], *, snapshot: SnapshotRef = None) -> VdiInfo:
+        """VdiInfo of the working VDI called name, or of the snapshot of it
+        that snapshot selects (dog reads every inode; the parent comes from
+        ``dog vdi graph``)."""
+        info, may_have_parent = self._lookup_family(self._name(name), snapshot)
+        # `dog vdi graph` is one more process: only when there can be a parent
+        return self._with_parent(info) if may_have_parent else info
+
+    def exists(self, name: Union[str, bytes], *, snapshot: SnapshotRef = None) -> bool:
         try:
-            self.stat(name)
+            self._lookup(self._name(name), snapshot)
         except errors.VdiNotFound:
             return False
         return True
 
-    def list(self) -> list[VdiInfo]:
-        """Every live VDI (snapshots included, marked .snapshot), by name."""
+    def _list(self) -> list[VdiInfo]:
         if self._closed:
             raise errors.InvalidArgument("I/O operation on a closed cluster")
         outcome = self._dog.run(
@@ -1006,11 +1191,121 @@ class DogBackend(MissingBackendCapabilities):
         )
         return sorted(parse_vdi_list(outcome.stdout), key=_sort_key)
 
-    def delete(self, name: Union[str, bytes]) -> None:
-        """Removes the working VDI called name; dog zeroes its index first,
-        so sheep reclaims the objects."""
+    def list(self) -> list[VdiInfo]:
+        """Every live VDI (snapshots included, marked .snapshot), by name.
+        dog's list prints no parent: parent_vid is 0 here (stat, snapshots
+        and children read ``dog vdi graph`` for it)."""
+        return self._list()
+
+    def delete(self, name: Union[str, bytes], *, snapshot: SnapshotRef = None) -> None:
+        """Removes the working VDI called name, or the snapshot of it that
+        snapshot selects; dog zeroes its index first, so sheep reclaims the
+        objects nothing else shares."""
         raw = self._name(name)
-        self._dog.run(f"deleting VDI {_name_str(raw)!r}", "delete", (), raw)
+        options = _snapshot_option(snapshot)
+        if snapshot is not None:
+            self._lookup(raw, snapshot)  # dog exits 0 when the tag is missing
+        self._dog.run(f"deleting VDI {_name_str(raw)!r}", "delete", options, raw)
+
+    def snapshot(self, name: Union[str, bytes], tag: Optional[str] = None) -> VdiInfo:
+        raw = self._name(name)
+        options = _snapshot_option(tag) if tag else ()
+        before = self._working(raw)
+        what = f"snapshotting VDI {_name_str(raw)!r}"
+        try:
+            self._dog.run(what, "snapshot", options, raw)
+        except errors.SheepfastError as exc:
+            if "is existed" in str(exc):
+                raise errors.VdiExists(
+                    f"VDI {_name_str(raw)!r} already has a snapshot tagged {tag!r}", 0x04
+                ) from None
+            raise
+        # the old working vid is the snapshot's
+        for info in self._family(self.snapshots_of(raw)):
+            if info.vid == before.vid:
+                return info
+        raise errors.ProtocolError(f"{what}: dog reported success but no snapshot is listed")
+
+    def snapshots_of(self, raw: bytes) -> builtins.list[VdiInfo]:
+        outcome = self._dog.run(
+            f"looking up VDI {_name_str(raw)!r}",
+            "list",
+            ("-r",),
+            raw,
+            idempotent=True,
+            benign=_LIST_VANISHED,
+        )
+        found = [
+            i for i in parse_vdi_list(outcome.stdout) if i.snapshot and _name_bytes(i.name) == raw
+        ]
+        return sorted(found, key=lambda i: i.snap_id)
+
+    def snapshots(self, name: str) -> builtins.list[VdiInfo]:
+        return self._family(self.snapshots_of(self._name(name)))
+
+    def rollback(self, name: str, snapshot: Union[str, bytes, int]) -> VdiInfo:
+        raw = self._name(name)
+        if snapshot is None:
+            raise errors.InvalidArgument("rollback needs a snapshot: a tag or a snap_id")
+        target = self._lookup(raw, snapshot)
+        self._dog.run(
+            f"rolling VDI {_name_str(raw)!r} back",
+            "rollback",
+            ("-f", "-s", str(target.snap_id)),
+            raw,
+        )
+        return self.stat(name)
+
+    def clone(
+        self,
+        name: str,
+        snapshot: Union[str, bytes, int],
+        new_name: str,
+        *,
+        size: Optional[int] = None,
+    ) -> VdiInfo:
+        raw, raw_new = self._name(name), self._name(new_name)
+        if snapshot is None:
+            raise errors.InvalidArgument("clone needs a snapshot: a tag or a snap_id")
+        source = self._lookup(raw, snapshot)
+        if size is not None and _uint64(size, "size") < source.size:
+            raise errors.InvalidArgument(
+                f"a clone of {name!r} cannot be smaller than its snapshot "
+                f"({size} < {source.size} bytes)"
+            )
+        what = f"cloning VDI {_name_str(raw)!r} into {_name_str(raw_new)!r}"
+        outcome_name = raw_new
+        self._dog.run(what, "clone", ("-s", str(source.snap_id)), raw, (outcome_name,))
+        if size is not None and size > source.size:
+            with self.open(new_name) as image:
+                image.resize(size)
+        return self.stat(new_name)
+
+    def children(self, name: str, *, snapshot: SnapshotRef = None) -> builtins.list[VdiInfo]:
+        target = self._lookup(self._name(name), snapshot)
+        parents = self._parents()
+        return self._family(
+            [i for i in self._list() if parents.get(i.vid) == target.vid and i.name != target.name]
+        )
+
+    def locks(self) -> builtins.list[LockInfo]:
+        infos = {i.vid: i for i in self._list()}
+        outcome = self._dog.run("listing locks", "lock", ("list",), idempotent=True)
+        out = []
+        for vid, state, owners in parse_lock_list(outcome.stdout, set(infos)):
+            info = infos[vid]
+            out.append(LockInfo(info.name, vid, info.tag, info.snap_id, state, owners))
+        return out
+
+    def break_lock(self, name: str, *, snapshot: SnapshotRef = None) -> None:
+        raw = self._name(name)
+        options = ("unlock",) + _snapshot_option(snapshot)
+        try:
+            self._dog.run(f"unlocking VDI {_name_str(raw)!r}", "lock", options, raw)
+        except errors.SheepfastError as exc:
+            if "is not locked" in str(exc):
+                raise errors.InvalidArgument(f"VDI {_name_str(raw)!r} is not locked") from None
+            raise
 
     def discard(self, name: Union[str, bytes]) -> bool:
         """Deletes a partial VDI after a failed call: True once it is gone.
@@ -1024,8 +1319,16 @@ class DogBackend(MissingBackendCapabilities):
             return False
         return True
 
-    def open(self, name: Union[str, bytes]) -> DogImage:
-        return DogImage(self._dog, self._working(self._name(name)))
+    def open(
+        self,
+        name: Union[str, bytes],
+        *,
+        snapshot: SnapshotRef = None,
+        lock: Optional[str] = None,
+    ) -> DogImage:
+        if lock is not None:
+            raise missing(self.kind, Capability.LOCKS, "take a lock")
+        return DogImage(self._dog, self._lookup(self._name(name), snapshot))
 
     def open_listed(self, info: VdiInfo) -> DogImage:
         """A handle on a VDI that list() just returned, without looking it
