@@ -4,7 +4,17 @@
   sheepfast get NAME FILE        download VDI NAME to FILE (- for stdout)
   sheepfast ls [--json]          list VDIs
   sheepfast info NAME [--json]   size, used, object size, copies, vid, snapshot
-  sheepfast rm NAME [NAME...]    delete VDIs
+  sheepfast rm NAME [NAME...]    delete VDIs (-s SNAP: a snapshot of each)
+  sheepfast snapshot NAME [-s TAG]       snapshot a VDI
+  sheepfast clone NAME SNAP NEW [--size SIZE]
+                                 a copy-on-write clone of a snapshot
+  sheepfast rollback NAME SNAP   make the VDI what the snapshot holds
+  sheepfast tree [NAME]          parents, snapshots and clones as a tree
+  sheepfast flatten NAME         copy what a clone inherits: it shares nothing after
+  sheepfast lock list | lock unlock NAME [-s SNAP]
+                                 sheep's VDI locks (a cluster formatted with -l)
+  sheepfast attr ls|get|set|rm NAME [KEY [VALUE]]
+                                 a VDI's key/value attributes
   sheepfast reclaim --older-than AGE [--dry-run]
                                  delete VDIs left half-written by uploads that died
   sheepfast demo                 the README's main job, through glance_store
@@ -13,6 +23,8 @@ The cluster is --cluster host:port[,host:port...], else $SHEEPFAST_CLUSTER,
 else 127.0.0.1:7000 (as dog). --embedded runs a throwaway in-process
 FakeSheep instead. The options above the commands may be given before or
 after the command: 'sheepfast put f img --quiet' works.
+
+SNAP is a snapshot's tag, or its id (a number, as dog's -s).
 
 Sizes: a byte count, or a number with K, M, G, T (powers of 1024, as in dog
 and rbd) or KiB, MiB, GiB, TiB: 1048576, 512K, 4M, 1.5G, 4MiB. 4MB is
@@ -458,6 +470,15 @@ def _info_dict(
         "snap_id": info.snap_id,
         "tag": info.tag,
         "parent_vid": info.parent_vid,
+        "parent": None
+        if info.parent is None
+        else {
+            "name": info.parent.name,
+            "vid": info.parent.vid,
+            "snap_id": info.parent.snap_id,
+            "tag": info.parent.tag,
+        },
+        "type": _kind(info),
         "create_time": info.create_time,
         "hyper": info.store_policy == 1,
     }
@@ -467,30 +488,68 @@ def _info_dict(
     return d
 
 
+def _kind(info: sheepfast.VdiInfo) -> str:
+    """What dog's list shows in its first column, in words."""
+    if info.snapshot:
+        return "snapshot"
+    return "clone" if info.is_clone else ""
+
+
+def _parent_text(info: sheepfast.VdiInfo) -> str:
+    p = info.parent
+    if p is None:
+        return ""
+    return f"{p.name}@{p.tag or p.snap_id}" if p.name != info.name else f"@{p.tag or p.snap_id}"
+
+
+def _usage(backend: Backend, info: sheepfast.VdiInfo) -> tuple[Optional[int], Optional[int]]:
+    """(used, shared) bytes, or (None, None) where the backend cannot tell."""
+    if Capability.USAGE not in backend.capabilities:
+        return None, None
+    try:
+        with backend.open_listed(info) as image:
+            return cast(UsageImage, image).usage()
+    except errors.VdiNotFound:
+        return None, None  # deleted since the list
+
+
 def cmd_ls(args: argparse.Namespace, backend: Backend) -> int:
     vdis = backend.list()
+    usage = {(v.vid): _usage(backend, v) for v in vdis}
     if args.json:
-        json.dump([_info_dict(v) for v in vdis], sys.stdout, indent=2)
+        json.dump([_info_dict(v, *usage[v.vid]) for v in vdis], sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'NAME':<32} {'TYPE':<8} {'SIZE':>12} {'VID':>8} {'COPIES':>6} {'OBJECT':>8}  TAG")
+    print(
+        f"{'NAME':<32} {'TYPE':<8} {'SIZE':>10} {'USED':>10} {'SHARED':>10} {'VID':>8} "
+        f"{'COPIES':>6} {'OBJECT':>8}  {'TAG':<12} PARENT"
+    )
     for v in vdis:
-        kind = "snapshot" if v.snapshot else ("clone" if v.parent_vid and v.snap_id == 1 else "")
+        used, shared = usage[v.vid]
         print(
-            f"{v.name:<32} {kind:<8} {human(v.size):>12} {format_vid(v.vid):>8} "
-            f"{v.redundancy:>6} {human(v.object_size):>8}  {v.tag}"
+            f"{v.name:<32} {_kind(v):<8} {human(v.size):>10} "
+            f"{'-' if used is None else human(used):>10} "
+            f"{'-' if shared is None else human(shared):>10} {format_vid(v.vid):>8} "
+            f"{v.redundancy:>6} {human(v.object_size):>8}  {v.tag:<12} {_parent_text(v)}"
         )
     return 0
 
 
+def _snapshot_arg(text: str) -> Union[str, int]:
+    """SNAP: a number is a snapshot id (as dog's -s), anything else a tag."""
+    return int(text) if text.isdigit() else text
+
+
 def cmd_info(args: argparse.Namespace, backend: Backend) -> int:
     name = _vdi_name(args.name)
-    info = backend.stat(name)
-    used = shared = None
-    with backend.open(name) as image:
-        if Capability.USAGE in backend.capabilities:
-            used, shared = cast(UsageImage, image).usage()
+    snapshot = None if args.snapshot is None else _snapshot_arg(args.snapshot)
+    info = backend.stat(name, snapshot=snapshot)
+    used, shared = _usage(backend, info)
     d = _info_dict(info, used, shared)
+    if Capability.SNAPSHOTS in backend.capabilities and not info.snapshot:
+        d["snapshots"] = [
+            {"tag": s.tag, "snap_id": s.snap_id, "vid": s.vid} for s in backend.snapshots(name)
+        ]
     if args.json:
         json.dump(d, sys.stdout, indent=2)
         print()
@@ -498,27 +557,166 @@ def cmd_info(args: argparse.Namespace, backend: Backend) -> int:
     rows = [
         ("name", d["name"]),
         ("vid", format_vid(info.vid)),
+        ("type", _kind(info) or "working VDI"),
         ("size", f"{human(info.size)} ({info.size} bytes)"),
         ("used", "unknown" if used is None else f"{human(used)} ({used} bytes)"),
         ("shared", "unknown" if shared is None else f"{human(shared)} ({shared} bytes)"),
         ("object size", human(info.object_size)),
         ("copies", info.redundancy),
-        ("snapshot", "yes" if info.snapshot else "no"),
+        ("snapshot", f"yes (id {info.snap_id}, tag {info.tag!r})" if info.snapshot else "no"),
+        (
+            "parent",
+            "none"
+            if info.parent is None
+            else f"{info.parent.name} (snapshot {info.parent.tag or info.parent.snap_id}, "
+            f"vid {format_vid(info.parent.vid)})",
+        ),
         ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.create_time))),
     ]
+    if "snapshots" in d:
+        rows.append(
+            (
+                "snapshots",
+                ", ".join(f"{s['tag'] or '-'} (id {s['snap_id']})" for s in d["snapshots"])
+                or "none",
+            )
+        )
     for key, value in rows:
         print(f"{key:<12} {value}")
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace, backend: Backend) -> int:
+    snap = backend.snapshot(args.name, args.tag)
+    if not args.quiet:
+        print(
+            f"{args.name}: snapshot {snap.tag or '(no tag)'} (id {snap.snap_id}, vid "
+            f"{format_vid(snap.vid)})"
+        )
+    return 0
+
+
+def cmd_clone(args: argparse.Namespace, backend: Backend) -> int:
+    _vdi_name(args.new)
+    info = backend.clone(args.name, _snapshot_arg(args.snap), args.new, size=args.size)
+    if not args.quiet:
+        print(f"{info.name}: clone of {_parent_text(info) or args.name}, {human(info.size)}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, backend: Backend) -> int:
+    info = backend.rollback(args.name, _snapshot_arg(args.snap))
+    if not args.quiet:
+        print(f"{args.name}: rolled back to {_parent_text(info)} (vid {format_vid(info.vid)})")
+    return 0
+
+
+def cmd_flatten(args: argparse.Namespace, backend: Backend) -> int:
+    with backend.open(args.name) as image:
+        image.flatten()
+        used, shared = _usage(backend, backend.stat(args.name))
+    if not args.quiet and used is not None:
+        print(f"{args.name}: flattened, {human(used)} of its own, {human(shared or 0)} shared")
+    return 0
+
+
+def cmd_tree(args: argparse.Namespace, backend: Backend) -> int:
+    """Each VDI under its parent, as `dog vdi tree`: snapshots of a name in
+    order, its working VDI last, clones under the snapshot they came from."""
+    vdis = backend.list()
+    by_vid = {v.vid: v for v in vdis}
+    children: dict[int, list[sheepfast.VdiInfo]] = {}
+    for v in vdis:
+        children.setdefault(v.parent_vid if v.parent_vid in by_vid else 0, []).append(v)
+    roots = children.get(0, [])
+    if args.name is not None:
+        wanted = _vdi_name(args.name)
+        roots = [v for v in roots if v.name == wanted] or [
+            v for v in vdis if v.name == wanted and v.parent_vid not in by_vid
+        ]
+        if not roots and not any(v.name == wanted for v in vdis):
+            raise errors.VdiNotFound(f"VDI {wanted!r} not found", 0x08)
+
+    def label(v: sheepfast.VdiInfo) -> str:
+        if v.snapshot:
+            return f"{v.name}@{v.tag or v.snap_id} [snapshot {v.snap_id}, {format_vid(v.vid)}]"
+        return f"{v.name} [{_kind(v) or 'working'}, {format_vid(v.vid)}, {human(v.size)}]"
+
+    def show(v: sheepfast.VdiInfo, prefix: str, last: bool, top: bool) -> None:
+        print(label(v) if top else f"{prefix}{'└── ' if last else '├── '}{label(v)}")
+        below = sorted(children.get(v.vid, []), key=lambda c: (c.name != v.name, c.name))
+        inner = "" if top else prefix + ("    " if last else "│   ")
+        for i, child in enumerate(below):
+            show(child, inner, i == len(below) - 1, False)
+
+    for root in roots:
+        show(root, "", True, True)
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace, backend: Backend) -> int:
+    if args.action == "list":
+        locks = backend.locks()
+        if args.json:
+            json.dump([lock.__dict__ for lock in locks], sys.stdout, indent=2, default=list)
+            print()
+            return 0
+        if getattr(getattr(backend, "cluster", None), "locking", True) is False and not args.quiet:
+            print("sheepfast: this cluster keeps no locks (formatted without -l)", file=sys.stderr)
+        print(f"{'NAME':<32} {'TAG':<12} {'VID':>8} {'STATE':<9} OWNERS")
+        for lock in locks:
+            print(
+                f"{lock.name or '(deleted)':<32} {lock.tag:<12} {format_vid(lock.vid):>8} "
+                f"{lock.state:<9} {' '.join(lock.owners)}"
+            )
+        return 0
+    if args.name is None:
+        raise UsageError("lock unlock needs NAME")
+    snapshot = None if args.snapshot is None else _snapshot_arg(args.snapshot)
+    backend.break_lock(_vdi_name(args.name), snapshot=snapshot)
+    return 0
+
+
+def cmd_attr(args: argparse.Namespace, backend: Backend) -> int:
+    needs = {"ls": 0, "get": 1, "rm": 1, "set": 2}[args.action]
+    given = [a for a in (args.key, args.value) if a is not None]
+    if len(given) != needs:
+        raise UsageError(
+            f"attr {args.action} takes NAME"
+            + {0: "", 1: " KEY", 2: " KEY VALUE"}[needs]
+            + f" (got {len(given)} more)"
+        )
+    with backend.open(args.name) as image:
+        if args.action == "ls":
+            pairs = image.metadata_list()
+            if args.json:
+                json.dump(
+                    {k: v.decode("utf-8", "backslashreplace") for k, v in pairs},
+                    sys.stdout,
+                    indent=2,
+                )
+                print()
+            for key, value in [] if args.json else pairs:
+                print(f"{key}\t{value.decode('utf-8', 'backslashreplace')}")
+        elif args.action == "get":
+            sys.stdout.buffer.write(image.metadata_get(args.key))
+            sys.stdout.buffer.flush()
+        elif args.action == "set":
+            image.metadata_set(args.key, os.fsencode(args.value))
+        else:
+            image.metadata_remove(args.key)
+    return 0
+
+
 def cmd_rm(args: argparse.Namespace, backend: Backend) -> int:
-    """Deletes every NAME it can; each failure is one line, and any makes
-    the exit status 1."""
+    """Deletes every NAME it can (with -s, that snapshot of each); each
+    failure is one line, and any makes the exit status 1."""
     names = [_vdi_name(n) for n in args.names]
+    snapshot = None if args.snapshot is None else _snapshot_arg(args.snapshot)
     failed = 0
     for name in names:
         try:
-            backend.delete(name)
+            backend.delete(name, snapshot=snapshot)
         except errors.SheepfastError as exc:
             failed += 1
             print(f"sheepfast: error: {name}: {_describe(exc)}", file=sys.stderr)
@@ -708,8 +906,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
 
-    info = command("info", "describe one VDI")
+    info = command("info", "describe one VDI: size, used, shared, parent, snapshots")
     info.add_argument("name", metavar="NAME")
+    info.add_argument("-s", "--snapshot", metavar="SNAP", help="a snapshot of NAME")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
@@ -720,7 +919,81 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit status 1 if any failed).",
     )
     rm.add_argument("names", metavar="NAME", nargs="+")
+    rm.add_argument(
+        "-s", "--snapshot", metavar="SNAP", help="delete this snapshot of each NAME instead"
+    )
     rm.set_defaults(func=cmd_rm)
+
+    snapshot = command(
+        "snapshot",
+        "snapshot VDI NAME",
+        "Snapshot VDI NAME: the snapshot keeps what it holds now, read-only; "
+        "the VDI goes on, sharing every object with it until written.",
+    )
+    snapshot.add_argument("name", metavar="NAME")
+    snapshot.add_argument("-s", "--tag", metavar="TAG", help="the snapshot's tag")
+    snapshot.set_defaults(func=cmd_snapshot)
+
+    clone = command(
+        "clone",
+        "a copy-on-write clone NEW of a snapshot of NAME",
+        "Make NEW a clone of snapshot SNAP of NAME (its tag or id): it shares "
+        "the snapshot's objects until they are written, so it takes no time "
+        "whatever the size.",
+    )
+    clone.add_argument("name", metavar="NAME")
+    clone.add_argument("snap", metavar="SNAP")
+    clone.add_argument("new", metavar="NEW")
+    clone.add_argument("--size", type=_size_arg("--size"), help="larger than the snapshot")
+    clone.set_defaults(func=cmd_clone)
+
+    rollback = command(
+        "rollback",
+        "make VDI NAME what snapshot SNAP holds",
+        "Replace VDI NAME by the state snapshot SNAP (tag or id) holds; what was "
+        "written since is lost. As dog, the current VDI is deleted first: if "
+        "this fails half way, run it again.",
+    )
+    rollback.add_argument("name", metavar="NAME")
+    rollback.add_argument("snap", metavar="SNAP")
+    rollback.set_defaults(func=cmd_rollback)
+
+    tree = command("tree", "VDIs under their parents: snapshots, working VDIs, clones")
+    tree.add_argument("name", metavar="NAME", nargs="?")
+    tree.set_defaults(func=cmd_tree)
+
+    flatten = command(
+        "flatten",
+        "copy every object clone NAME inherits, so it depends on no snapshot",
+    )
+    flatten.add_argument("name", metavar="NAME")
+    flatten.set_defaults(func=cmd_flatten)
+
+    lock = command(
+        "lock",
+        "list sheep's VDI locks, or release one by force",
+        "lock list: every lock the cluster holds (only a cluster formatted with "
+        "'dog cluster format -l' keeps them). lock unlock NAME: release NAME's "
+        "lock, whoever holds it, as 'dog vdi lock unlock'.",
+    )
+    lock.add_argument("action", choices=("list", "unlock"))
+    lock.add_argument("name", metavar="NAME", nargs="?")
+    lock.add_argument("-s", "--snapshot", metavar="SNAP")
+    lock.add_argument("--json", action="store_true")
+    lock.set_defaults(func=cmd_lock)
+
+    attr = command(
+        "attr",
+        "list, get, set or remove a VDI's attributes",
+        "attr ls NAME | attr get NAME KEY | attr set NAME KEY VALUE | attr rm NAME KEY. "
+        "get writes the value's bytes as they are.",
+    )
+    attr.add_argument("action", choices=("ls", "get", "set", "rm"))
+    attr.add_argument("name", metavar="NAME")
+    attr.add_argument("key", metavar="KEY", nargs="?")
+    attr.add_argument("value", metavar="VALUE", nargs="?")
+    attr.add_argument("--json", action="store_true")
+    attr.set_defaults(func=cmd_attr)
 
     reclaim = command("reclaim", "delete VDIs left half-written by uploads whose writer died")
     reclaim.add_argument(
@@ -818,12 +1091,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except (errors.SheepfastError, OSError, MemoryError) as exc:
-        print(f"sheepfast: error: {_describe(exc)}", file=sys.stderr)
+        print(f"sheepfast: error: {_describe(exc, args.command)}", file=sys.stderr)
         return 1
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, errors.VdiExists):
+def _describe(exc: BaseException, command: Optional[str] = None) -> str:
+    if isinstance(exc, errors.VdiExists) and command in ("put", "get"):
         return f"{exc} (use --force to replace it)"
     if isinstance(exc, FileNotFoundError) and not isinstance(exc, errors.SheepfastError):
         return (

@@ -1148,10 +1148,14 @@ class DogBackend(MissingBackendCapabilities):
         """info with parent_vid and parent, from the graph and the list."""
         return self._family([info])[0]
 
-    def _family(self, infos: list[VdiInfo]) -> list[VdiInfo]:
+    def _family(
+        self, infos: builtins.list[VdiInfo], everything: Optional[builtins.list[VdiInfo]] = None
+    ) -> builtins.list[VdiInfo]:
+        """infos with their parents; everything: every live VDI, when known."""
         parents = self._parents()
-        by_vid = {i.vid: i for i in infos}
-        if any(parents.get(i.vid, 0) not in by_vid for i in infos if parents.get(i.vid, 0)):
+        by_vid = {i.vid: i for i in (everything or infos)}
+        missing = any(parents.get(i.vid, 0) not in by_vid for i in infos if parents.get(i.vid, 0))
+        if everything is None and missing:
             by_vid = {i.vid: i for i in self._list()}
         out = []
         for info in infos:
@@ -1192,10 +1196,11 @@ class DogBackend(MissingBackendCapabilities):
         return sorted(parse_vdi_list(outcome.stdout), key=_sort_key)
 
     def list(self) -> list[VdiInfo]:
-        """Every live VDI (snapshots included, marked .snapshot), by name.
-        dog's list prints no parent: parent_vid is 0 here (stat, snapshots
-        and children read ``dog vdi graph`` for it)."""
-        return self._list()
+        """Every live VDI (snapshots included, marked .snapshot), by name,
+        with its parent: dog's list prints none, so ``dog vdi graph`` runs
+        too when any VDI can have one."""
+        infos = self._list()
+        return self._family(infos, infos) if any(i.snapshot for i in infos) else infos
 
     def delete(self, name: Union[str, bytes], *, snapshot: SnapshotRef = None) -> None:
         """Removes the working VDI called name, or the snapshot of it that

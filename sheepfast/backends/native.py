@@ -123,8 +123,8 @@ class NativeBackend:
 
     def open_listed(self, info: VdiInfo) -> Vdi:
         """A handle on a VDI that list() just returned (opening by name is one
-        lookup here, so it simply opens it again)."""
-        return self.cluster.open(info.name)
+        lookup here, so it simply opens it again; a snapshot by its snap_id)."""
+        return self.cluster.open(info.name, snapshot=info.snap_id if info.snapshot else None)
 
     def close(self) -> None:
         self.cluster.close()
