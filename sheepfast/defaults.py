@@ -25,6 +25,8 @@ __all__ = [
     "TAG_MAX",
     "ATTR_VALUE_MAX",
     "CLEANUP_TIMEOUT",
+    "GLANCE_SNAPSHOT_KEY",
+    "GLANCE_SNAPSHOT_TAG",
     "DEFAULT_BLOCK_SIZE_SHIFT",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CLUSTER",
@@ -95,6 +97,12 @@ MAX_FLAT_OBJECTS = 1 << 20
 #: The gateway dog, ``sheepfast.connect()`` and the command use when given none.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_CLUSTER = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+#: The snapshot the glance driver takes of each image it stores (with
+#: sheepdog_store_snapshot_images; the RBD store's is "snap" too), and the
+#: location-metadata key that names it to consumers.
+GLANCE_SNAPSHOT_TAG = "snap"
+GLANCE_SNAPSHOT_KEY = "sheepdog_snapshot"
 
 #: Seconds the cleanup after a failed call (deleting the partial VDI) may
 #: take on top of the call itself; what it cannot finish stays marked.

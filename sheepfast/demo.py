@@ -53,8 +53,10 @@ class _Stream:
 
 
 @contextlib.contextmanager
-def _glance_store(address: str) -> Iterator[object]:
-    """glance_store configured as Glance would from glance-api.conf."""
+def glance_store(address: str, **options: object) -> Iterator[object]:
+    """glance_store configured as Glance would from glance-api.conf: the
+    store "sd" on the cluster at address, with the driver options given
+    (sheepdog_store_...=value) on top."""
     from glance_store import multi_backend  # type: ignore[import-untyped]
     from oslo_config import cfg
 
@@ -69,6 +71,7 @@ def _glance_store(address: str) -> Iterator[object]:
                 "[glance_store]\ndefault_backend = sd\n"
                 f"[sd]\nsheepdog_store_address = {host}\n"
                 f"sheepdog_store_port = {port}\nsheepdog_store_chunk_size = 32\n"
+                + "".join(f"{key} = {value}\n" for key, value in options.items())
             )
         conf = cfg.CONF  # glance_store reads the process-wide config, as in Glance
         conf.register_opt(cfg.DictOpt("enabled_backends"))
@@ -85,7 +88,7 @@ def run(address: str, size: int, out: TextIO = sys.stdout) -> None:
     data = _image(size)
     want_md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
     want_sha512 = hashlib.sha512(data).hexdigest()
-    with sheepfast.connect(address) as cluster, _glance_store(address) as conf:
+    with sheepfast.connect(address) as cluster, glance_store(address) as conf:
         print(
             f"cluster  {address}  nodes={','.join(cluster.nodes)}  "
             f"object={1 << cluster.defaults.block_size_shift >> 20} MiB",
