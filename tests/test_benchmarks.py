@@ -197,3 +197,65 @@ def test_harness_end_to_end_on_the_embedded_cluster(tmp_path):
         assert (tmp_path / "bench.png").stat().st_size > 0
     # its scratch directory (the images) is gone
     assert not [p for p in os.listdir(tmp_path) if p.startswith("sheepfast-bench-")]
+
+
+def test_clones_benchmark_on_the_embedded_cluster(tmp_path):
+    out = tmp_path / "clones.json"
+    roots = [os.path.dirname(os.path.dirname(sheepfast.__file__)), REPO]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(roots))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.clones",
+            "--sizes",
+            "8M,16M",
+            "--data-size",
+            "8M",
+            "--runs",
+            "1",
+            "--dog",
+            _dog_command(tmp_path),
+            "--json",
+            str(out),
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    cases = {(r["case"], r["variant"], r["size"]) for r in doc["rows"]}
+    for size in (8 * MiB, 16 * MiB):
+        for variant in ("Cluster.snapshot", "sheepfast snapshot", "dog vdi snapshot"):
+            assert ("snapshot", variant, size) in cases
+        for variant in ("Cluster.clone", "sheepfast clone", "dog vdi clone"):
+            assert ("clone", variant, size) in cases
+    for case, variant in (
+        ("first-read", "fresh clone"),
+        ("first-read", "snapshot (parent)"),
+        ("first-read", "dog vdi read, fresh clone"),
+        ("cow-storm", "4 KiB into a fresh clone"),
+        ("cow-storm", "64 KiB into owned objects"),
+        ("flatten", "Vdi.flatten"),
+        ("flatten", "dog vdi read | dog vdi write"),
+        ("flatten", "sheepfast read + write"),
+    ):
+        assert (case, variant, 8 * MiB) in cases, (case, variant)
+    assert all(r["median_s"] > 0 and r["min_s"] <= r["median_s"] <= r["max_s"] for r in doc["rows"])
+    storm = [r for r in doc["rows"] if r["case"] == "cow-storm"]
+    assert all(r["writes"] == 2 for r in storm)  # one per object of the 8 MiB image
+    assert any("16 MiB / 8 MiB" in line for line in doc["ratios"])
+    # it deletes every VDI it made, snapshots too, on a cluster that stays
+    from sheepfast.testing import FakeSheep
+
+    with FakeSheep() as sheep:
+        argv = [sys.executable, "-m", "benchmarks.clones", "--cluster", sheep.address]
+        argv += ["--sizes", "8M", "--data-size", "8M", "--runs", "1"]
+        argv += ["--dog", _dog_command(tmp_path)]
+        done = subprocess.run(argv, cwd=str(tmp_path), env=env, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        with sheepfast.connect(sheep.address) as c:
+            assert c.list() == []

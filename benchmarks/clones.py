@@ -1,0 +1,362 @@
+"""Snapshots and clones, side by side with dog on one cluster.
+
+    python -m benchmarks.clones                                  # embedded FakeSheep, small
+    python -m benchmarks.clones --cluster 127.0.0.1:7000 --sizes 1G,10G --json out.json
+
+Cases, each repeated (--runs) and reported as median and min-max:
+
+  snapshot, clone          Cluster.snapshot / Cluster.clone of an image of each
+                           size, and the commands `sheepfast snapshot|clone`
+                           against `dog vdi snapshot|clone` (command vs command).
+                           The images have every object allocated (4 KiB
+                           written into each): what a snapshot or clone costs
+                           depends on the index, not on the bytes. Time must
+                           not grow with the image: the table gives large/small.
+  first-read               the first read of a fresh clone of a dense image,
+                           whole, against a read of its parent snapshot (same
+                           bytes), and `dog vdi read` of the clone.
+  cow-storm                one random 4 KiB write into every object of a fresh
+                           clone (each copies its whole object first) against
+                           the same writes into a dense VDI that owns its objects.
+  flatten                  Vdi.flatten of a fresh clone against `dog vdi read SNAP |
+                           dog vdi write NEW` of the same bytes (what an operator
+                           without flatten does) and sheepfast's own read + write
+                           into a new VDI.
+
+Library calls are timed in this process against library calls, commands
+against commands (each a fresh process). Every case runs on the same cluster,
+which holds the benchmark's own images while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Callable, Iterator, Optional
+
+import sheepfast
+from benchmarks.harness import child_env, cluster, find_dog
+
+MiB = 1 << 20
+TAG = "bench"
+
+
+def _timed(fn: Callable[..., object], *args: object, **kwargs: object) -> float:
+    """Seconds fn(*args, **kwargs) takes (arguments bound now, not when called)."""
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+class Bench:
+    def __init__(self, address: str, dog: Optional[str], runs: int):
+        self.address = address
+        self.dog = dog
+        self.runs = runs
+        self.c = sheepfast.connect(address, io_timeout=300)
+        self.rows: list[dict] = []
+        self.names: list[str] = []
+        self.env = child_env()
+
+    # ---------------------------------------------------------- helpers
+
+    def name(self, prefix: str) -> str:
+        n = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+        self.names.append(n)
+        return n
+
+    def record(self, case: str, variant: str, size: int, seconds: list[float], **extra) -> None:
+        row = {
+            "case": case,
+            "variant": variant,
+            "size": size,
+            "runs": len(seconds),
+            "median_s": statistics.median(seconds),
+            "min_s": min(seconds),
+            "max_s": max(seconds),
+            **extra,
+        }
+        self.rows.append(row)
+        print(
+            f"{case:<11} {variant:<28} {size >> 20:>7} MiB  median {row['median_s'] * 1e3:9.1f} ms"
+            f"  ({row['min_s'] * 1e3:.1f}-{row['max_s'] * 1e3:.1f})",
+            flush=True,
+        )
+
+    def dog_cmd(self, *args: str) -> list[str]:
+        assert self.dog is not None
+        host, _, port = self.address.split(",")[0].rpartition(":")
+        return [self.dog, "vdi", *args[:1], "-a", host.strip("[]"), "-p", port, *args[1:]]
+
+    def sf_cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "sheepfast", "--cluster", self.address, "-q", *args]
+
+    def run(self, argv: list[str], **kw) -> None:
+        subprocess.run(argv, check=True, env=self.env, stdout=subprocess.DEVNULL, **kw)
+
+    def touched_image(self, size: int) -> str:
+        """An image with every object allocated (4 KiB in each)."""
+        name = self.name("img")
+        self.c.create(name, size)
+        block = os.urandom(4096)
+        with self.c.open(name) as v:
+            for offset in range(0, size, v.object_size):
+                v.write(block, offset)
+        return name
+
+    def dense_image(self, size: int) -> str:
+        name = self.name("dense")
+        self.c.create(name, size)
+        chunk = os.urandom(64 * MiB)
+        with self.c.open(name) as v:
+            for offset in range(0, size, len(chunk)):
+                v.write(memoryview(chunk)[: min(len(chunk), size - offset)], offset)
+        return name
+
+    def cleanup(self) -> None:
+        for info in reversed(self.c.list()):
+            if info.name in self.names:
+                with contextlib.suppress(sheepfast.VdiNotFound):
+                    self.c.delete(info.name, snapshot=info.snap_id if info.snapshot else None)
+
+    # ------------------------------------------------------------ cases
+
+    def snapshot_and_clone(self, sizes: list[int]) -> None:
+        for size in sizes:
+            image = self.touched_image(size)
+            times: dict[str, list[float]] = {}
+            for rep in range(self.runs):
+                tag = f"{TAG}{rep}"
+                times.setdefault("Cluster.snapshot", []).append(_timed(self.c.snapshot, image, tag))
+                times.setdefault("Cluster.clone", []).append(
+                    _timed(self.c.clone, image, tag, self.name("clone"))
+                )
+                tag = f"{TAG}cmd{rep}"
+                times.setdefault("sheepfast snapshot", []).append(
+                    _timed(self.run, self.sf_cmd("snapshot", image, "-s", tag))
+                )
+                times.setdefault("sheepfast clone", []).append(
+                    _timed(self.run, self.sf_cmd("clone", image, tag, self.name("clone")))
+                )
+                if self.dog:
+                    tag = f"{TAG}dog{rep}"
+                    times.setdefault("dog vdi snapshot", []).append(
+                        _timed(self.run, self.dog_cmd("snapshot", "-s", tag, image))
+                    )
+                    times.setdefault("dog vdi clone", []).append(
+                        _timed(
+                            self.run, self.dog_cmd("clone", "-s", tag, image, self.name("clone"))
+                        )
+                    )
+            for variant, seconds in times.items():
+                case = "snapshot" if "snapshot" in variant else "clone"
+                self.record(case, variant, size, seconds)
+
+    def first_read(self, size: int) -> None:
+        image = self.dense_image(size)
+        self.c.snapshot(image, TAG)
+        buf = bytearray(size)
+        buf[::4096] = b"\1" * len(buf[::4096])  # faulted in before any clock starts
+        parent, clone, dog = [], [], []
+        for _ in range(self.runs):
+            parent.append(self._read(image, TAG, buf))
+            fresh = self.name("clone")
+            self.c.clone(image, TAG, fresh)
+            clone.append(self._read(fresh, None, buf))
+            if self.dog:
+                fresh = self.name("clone")
+                self.c.clone(image, TAG, fresh)
+                dog.append(self._dog_read(fresh))
+        self.record("first-read", "snapshot (parent)", size, parent)
+        self.record("first-read", "fresh clone", size, clone)
+        if dog:
+            self.record("first-read", "dog vdi read, fresh clone", size, dog)
+
+    def _read(self, name: str, snapshot: Optional[str], buf: bytearray) -> float:
+        with self.c.open(name, snapshot=snapshot) as v:
+            return _timed(v.readinto, buf, 0)
+
+    def _dog_read(self, name: str) -> float:
+        with open(os.devnull, "wb") as sink:
+            return _timed(subprocess.run, self.dog_cmd("read", name), check=True, stdout=sink)
+
+    def _copy(self, image: str, target: str, size: int, buf: bytearray) -> None:
+        """What flatten saves: the snapshot's bytes read and written anew."""
+        self.c.create(target, size)
+        with self.c.open(image, snapshot=TAG) as src, self.c.open(target) as dst:
+            src.readinto(buf, 0)
+            dst.write(buf, 0)
+
+    def cow_storm(self, size: int) -> None:
+        image = self.dense_image(size)
+        self.c.snapshot(image, TAG)
+        owned = self.dense_image(size)
+        rng = random.Random(7)
+        for block in (4096, 64 * 1024):
+            data = os.urandom(block)
+            clone_t, owned_t = [], []
+            for _ in range(self.runs):
+                fresh = self.name("clone")
+                self.c.clone(image, TAG, fresh)
+                with self.c.open(fresh) as v:
+                    offsets = [
+                        o + rng.randrange(0, v.object_size - block, 4096)
+                        for o in range(0, size, v.object_size)
+                    ]
+                    rng.shuffle(offsets)
+                    clone_t.append(_timed(_write_all, v, data, offsets))
+                with self.c.open(owned) as v:
+                    owned_t.append(_timed(_write_all, v, data, offsets))
+            n = len(offsets)
+            self.record(
+                "cow-storm",
+                f"{block >> 10} KiB into a fresh clone",
+                size,
+                clone_t,
+                writes=n,
+                writes_per_s=n / statistics.median(clone_t),
+            )
+            self.record(
+                "cow-storm",
+                f"{block >> 10} KiB into owned objects",
+                size,
+                owned_t,
+                writes=n,
+                writes_per_s=n / statistics.median(owned_t),
+            )
+
+    def flatten(self, size: int) -> None:
+        image = self.dense_image(size)
+        self.c.snapshot(image, TAG)
+        flat, copy, piped = [], [], []
+        buf = bytearray(size)
+        for _ in range(self.runs):
+            fresh = self.name("clone")
+            self.c.clone(image, TAG, fresh)
+            with self.c.open(fresh) as v:
+                flat.append(_timed(v.flatten))
+                assert v.usage()[1] == 0
+            target = self.name("copy")
+
+            copy.append(_timed(self._copy, image, target, size, buf))
+            if self.dog:
+                target = self.name("copy")
+                self.run(self.dog_cmd("create", target, str(size)))
+                host, _, port = self.address.split(",")[0].rpartition(":")
+                pipeline = (
+                    f"{self.dog} vdi read -s {TAG} -a {host} -p {port} {image} | "
+                    f"{self.dog} vdi write -a {host} -p {port} {target}"
+                )
+                piped.append(_timed(subprocess.run, pipeline, shell=True, check=True))
+        self.record("flatten", "Vdi.flatten", size, flat)
+        self.record("flatten", "sheepfast read + write", size, copy)
+        if piped:
+            self.record("flatten", "dog vdi read | dog vdi write", size, piped)
+
+
+def _write_all(vdi: sheepfast.Vdi, data: bytes, offsets: list[int]) -> None:
+    for offset in offsets:
+        vdi.write(data, offset)
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """The side-by-side figures the README quotes."""
+    by = {(r["case"], r["variant"], r["size"]): r["median_s"] for r in rows}
+    sizes = sorted({r["size"] for r in rows if r["case"] in ("snapshot", "clone")})
+    out = []
+    if len(sizes) >= 2:
+        small, large = sizes[0], sizes[-1]
+        for (case, variant, size), t in sorted(by.items()):
+            if size == large and (case, variant, small) in by:
+                out.append(
+                    f"{variant}: {large >> 20} MiB / {small >> 20} MiB = "
+                    f"{t / by[(case, variant, small)]:.2f}"
+                )
+    for case, ours, theirs in (
+        ("snapshot", "sheepfast snapshot", "dog vdi snapshot"),
+        ("clone", "sheepfast clone", "dog vdi clone"),
+        ("first-read", "fresh clone", "snapshot (parent)"),
+        ("first-read", "fresh clone", "dog vdi read, fresh clone"),
+        ("flatten", "Vdi.flatten", "dog vdi read | dog vdi write"),
+        ("flatten", "Vdi.flatten", "sheepfast read + write"),
+    ):
+        for (c, v, size), t in sorted(by.items()):
+            if c == case and v == ours and (case, theirs, size) in by:
+                out.append(
+                    f"{case} {size >> 20} MiB: {ours} is {by[(case, theirs, size)] / t:.2f}x "
+                    f"as fast as {theirs}"
+                )
+    return out
+
+
+@contextlib.contextmanager
+def bench(address: Optional[str], dog: Optional[str], runs: int) -> Iterator[Bench]:
+    with cluster(address) as info:
+        b = Bench(info.address, dog, runs)
+        try:
+            yield b
+        finally:
+            b.cleanup()
+            b.c.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from benchmarks.__main__ import _sizes
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.clones",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--cluster", help="a real cluster (default: an embedded FakeSheep)")
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=_sizes("16M,64M"),
+        help="snapshot/clone image sizes (default 16M,64M; the README: 1G,10G)",
+    )
+    p.add_argument(
+        "--data-size",
+        type=_sizes,
+        default=_sizes("32M"),
+        help="the dense image of first-read, cow-storm and flatten (default 32M)",
+    )
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--dog", help="dog to compare with (default: on PATH; none: skipped)")
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args(argv)
+    dog = find_dog(args.dog)
+    if dog is None:
+        print("benchmarks.clones: dog not found: the dog cases are skipped", file=sys.stderr)
+    with bench(args.cluster, dog, args.runs) as b:
+        b.snapshot_and_clone(args.sizes)
+        b.first_read(args.data_size[0])
+        b.cow_storm(args.data_size[0])
+        b.flatten(args.data_size[0])
+        summary = ratios(b.rows)
+    print("\n".join(summary))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "cluster": args.cluster or "embedded",
+                    "dog": dog,
+                    "rows": b.rows,
+                    "ratios": summary,
+                },
+                f,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
