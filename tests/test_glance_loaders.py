@@ -44,6 +44,7 @@ NEW_OPTIONS = {
     "sheepdog_store_io_timeout": 60.0,
     "sheepdog_store_io_depth": 16,
     "sheepdog_thin_provisioning": True,
+    "sheepdog_store_snapshot_images": False,
     "sheepdog_store_copies": 0,
     "sheepdog_store_object_size": 0,
     "sheepdog_store_allow_external_locations": False,
