@@ -951,16 +951,13 @@ class Store(glance_store.driver.Store):  # type: ignore[misc]
 
     @staticmethod
     def _delete_image(image: SheepdogImage) -> None:
-        """The image and the snapshot add() took of it (whether or not
-        sheepdog_store_snapshot_images is on now): clones of the snapshot
-        keep their data, and sheep frees the shared objects with the last
-        of them. VdiNotFound only when neither was there."""
+        """The snapshot add() took of the image (whether or not
+        sheepdog_store_snapshot_images is on now), then the image: a
+        failure between the two leaves the image whole, and deleting again
+        finishes. Clones of the snapshot keep their data; sheep frees the
+        shared objects with the last of them. VdiNotFound only when neither
+        was there."""
         found = False
-        try:
-            image.delete()
-            found = True
-        except errors.VdiNotFound:
-            pass  # an earlier delete may have stopped before the snapshot
         backend = image.backend
         if Capability.SNAPSHOTS in backend.capabilities:
             try:
@@ -968,5 +965,10 @@ class Store(glance_store.driver.Store):  # type: ignore[misc]
                 found = True
             except errors.VdiNotFound:
                 pass
+        try:
+            image.delete()
+            found = True
+        except errors.VdiNotFound:
+            pass  # an earlier delete may have stopped after the snapshot
         if not found:
             raise errors.VdiNotFound(f"VDI {image.name!r} not found", 0x08)
