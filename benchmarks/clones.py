@@ -129,35 +129,36 @@ class Bench:
     # ------------------------------------------------------------ cases
 
     def snapshot_and_clone(self, sizes: list[int]) -> None:
-        for size in sizes:
-            image = self.dense_image(size)
-            times: dict[str, list[float]] = {}
-            for rep in range(self.runs):
+        images = {size: self.dense_image(size) for size in sizes}
+        times: dict[tuple[int, str], list[float]] = {}
+
+        def timed(size: int, variant: str, fn: Callable[..., object], *args: object) -> None:
+            times.setdefault((size, variant), []).append(_timed(fn, *args))
+
+        # repetition outside size, so that drift in the cluster hits every size alike
+        for rep in range(self.runs):
+            for size, image in images.items():
                 tag = f"{TAG}{rep}"
-                times.setdefault("Cluster.snapshot", []).append(_timed(self.c.snapshot, image, tag))
-                times.setdefault("Cluster.clone", []).append(
-                    _timed(self.c.clone, image, tag, self.name("clone"))
-                )
+                timed(size, "Cluster.snapshot", self.c.snapshot, image, tag)
+                timed(size, "Cluster.clone", self.c.clone, image, tag, self.name("clone"))
                 tag = f"{TAG}cmd{rep}"
-                times.setdefault("sheepfast snapshot", []).append(
-                    _timed(self.run, self.sf_cmd("snapshot", image, "-s", tag))
+                timed(
+                    size, "sheepfast snapshot", self.run, self.sf_cmd("snapshot", image, "-s", tag)
                 )
-                times.setdefault("sheepfast clone", []).append(
-                    _timed(self.run, self.sf_cmd("clone", image, tag, self.name("clone")))
-                )
+                clone = self.sf_cmd("clone", image, tag, self.name("clone"))
+                timed(size, "sheepfast clone", self.run, clone)
                 if self.dog:
                     tag = f"{TAG}dog{rep}"
-                    times.setdefault("dog vdi snapshot", []).append(
-                        _timed(self.run, self.dog_cmd("snapshot", "-s", tag, image))
+                    timed(
+                        size,
+                        "dog vdi snapshot",
+                        self.run,
+                        self.dog_cmd("snapshot", "-s", tag, image),
                     )
-                    times.setdefault("dog vdi clone", []).append(
-                        _timed(
-                            self.run, self.dog_cmd("clone", "-s", tag, image, self.name("clone"))
-                        )
-                    )
-            for variant, seconds in times.items():
-                case = "snapshot" if "snapshot" in variant else "clone"
-                self.record(case, variant, size, seconds)
+                    clone = self.dog_cmd("clone", "-s", tag, image, self.name("clone"))
+                    timed(size, "dog vdi clone", self.run, clone)
+        for (size, variant), seconds in times.items():
+            self.record("snapshot" if "snapshot" in variant else "clone", variant, size, seconds)
 
     def first_read(self, size: int) -> None:
         image = self.dense_image(size)
@@ -326,10 +327,9 @@ def plot(rows: list[dict], path: str, title: str) -> Optional[str]:
         ]
         ax.barh(range(len(mine)), med, xerr=err, capsize=2)
         ax.set_yticks(range(len(mine)), labels, fontsize=7)
-        ax.set_xscale("log")
         ax.set_title(case, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    axes[-1][0].set_xlabel("seconds (median, min-max; log scale)")
+    axes[-1][0].set_xlabel("seconds (median, min-max)")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
