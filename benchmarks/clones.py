@@ -1,23 +1,24 @@
 """Snapshots and clones, side by side with dog on one cluster.
 
     python -m benchmarks.clones                                  # embedded FakeSheep, small
-    python -m benchmarks.clones --cluster 127.0.0.1:7000 --sizes 1G,10G --json out.json
+    python -m benchmarks.clones --cluster 127.0.0.1:7000 --sizes 1G,10G --fill 2G \
+        --data-size 1G --json out.json --plot out.png
 
 Cases, each repeated (--runs) and reported as median and min-max:
 
   snapshot, clone          Cluster.snapshot / Cluster.clone of an image of each
                            size, and the commands `sheepfast snapshot|clone`
                            against `dog vdi snapshot|clone` (command vs command).
-                           The images have every object allocated (4 KiB
-                           written into each): what a snapshot or clone costs
-                           depends on the index, not on the bytes. Time must
-                           not grow with the image: the table gives large/small.
+                           The images are dense (every byte written). Time
+                           must not grow with the image: the summary gives
+                           large/small.
   first-read               the first read of a fresh clone of a dense image,
                            whole, against a read of its parent snapshot (same
                            bytes), and `dog vdi read` of the clone.
   cow-storm                one random 4 KiB write into every object of a fresh
                            clone (each copies its whole object first) against
-                           the same writes into a dense VDI that owns its objects.
+                           the same writes into a dense VDI that owns its objects;
+                           writes/s, and MiB/s of objects copied.
   flatten                  Vdi.flatten of a fresh clone against `dog vdi read SNAP |
                            dog vdi write NEW` of the same bytes (what an operator
                            without flatten does) and sheepfast's own read + write
@@ -25,7 +26,8 @@ Cases, each repeated (--runs) and reported as median and min-max:
 
 Library calls are timed in this process against library calls, commands
 against commands (each a fresh process). Every case runs on the same cluster,
-which holds the benchmark's own images while it runs.
+which holds --fill of dense data (written first, deleted last) and the
+benchmark's own images while it runs; what each run makes is deleted after it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import uuid
 from typing import Callable, Iterator, Optional
 
 import sheepfast
-from benchmarks.harness import child_env, cluster, find_dog
+from benchmarks.harness import Cluster, child_env, cluster, dog_version, find_dog
 
 MiB = 1 << 20
 TAG = "bench"
@@ -57,8 +59,9 @@ def _timed(fn: Callable[..., object], *args: object, **kwargs: object) -> float:
 
 
 class Bench:
-    def __init__(self, address: str, dog: Optional[str], runs: int):
-        self.address = address
+    def __init__(self, info: Cluster, dog: Optional[str], runs: int):
+        self.info = info
+        self.address = address = info.address
         self.dog = dog
         self.runs = runs
         self.c = sheepfast.connect(address, io_timeout=300)
@@ -102,16 +105,6 @@ class Bench:
     def run(self, argv: list[str], **kw) -> None:
         subprocess.run(argv, check=True, env=self.env, stdout=subprocess.DEVNULL, **kw)
 
-    def touched_image(self, size: int) -> str:
-        """An image with every object allocated (4 KiB in each)."""
-        name = self.name("img")
-        self.c.create(name, size)
-        block = os.urandom(4096)
-        with self.c.open(name) as v:
-            for offset in range(0, size, v.object_size):
-                v.write(block, offset)
-        return name
-
     def dense_image(self, size: int) -> str:
         name = self.name("dense")
         self.c.create(name, size)
@@ -120,6 +113,12 @@ class Bench:
             for offset in range(0, size, len(chunk)):
                 v.write(memoryview(chunk)[: min(len(chunk), size - offset)], offset)
         return name
+
+    def drop(self, *names: str) -> None:
+        """Deletes what one run made, so that a large run fits the disk."""
+        for n in names:
+            self.c.delete(n)
+            self.names.remove(n)
 
     def cleanup(self) -> None:
         for info in reversed(self.c.list()):
@@ -130,35 +129,36 @@ class Bench:
     # ------------------------------------------------------------ cases
 
     def snapshot_and_clone(self, sizes: list[int]) -> None:
-        for size in sizes:
-            image = self.touched_image(size)
-            times: dict[str, list[float]] = {}
-            for rep in range(self.runs):
+        images = {size: self.dense_image(size) for size in sizes}
+        times: dict[tuple[int, str], list[float]] = {}
+
+        def timed(size: int, variant: str, fn: Callable[..., object], *args: object) -> None:
+            times.setdefault((size, variant), []).append(_timed(fn, *args))
+
+        # repetition outside size, so that drift in the cluster hits every size alike
+        for rep in range(self.runs):
+            for size, image in images.items():
                 tag = f"{TAG}{rep}"
-                times.setdefault("Cluster.snapshot", []).append(_timed(self.c.snapshot, image, tag))
-                times.setdefault("Cluster.clone", []).append(
-                    _timed(self.c.clone, image, tag, self.name("clone"))
-                )
+                timed(size, "Cluster.snapshot", self.c.snapshot, image, tag)
+                timed(size, "Cluster.clone", self.c.clone, image, tag, self.name("clone"))
                 tag = f"{TAG}cmd{rep}"
-                times.setdefault("sheepfast snapshot", []).append(
-                    _timed(self.run, self.sf_cmd("snapshot", image, "-s", tag))
+                timed(
+                    size, "sheepfast snapshot", self.run, self.sf_cmd("snapshot", image, "-s", tag)
                 )
-                times.setdefault("sheepfast clone", []).append(
-                    _timed(self.run, self.sf_cmd("clone", image, tag, self.name("clone")))
-                )
+                clone = self.sf_cmd("clone", image, tag, self.name("clone"))
+                timed(size, "sheepfast clone", self.run, clone)
                 if self.dog:
                     tag = f"{TAG}dog{rep}"
-                    times.setdefault("dog vdi snapshot", []).append(
-                        _timed(self.run, self.dog_cmd("snapshot", "-s", tag, image))
+                    timed(
+                        size,
+                        "dog vdi snapshot",
+                        self.run,
+                        self.dog_cmd("snapshot", "-s", tag, image),
                     )
-                    times.setdefault("dog vdi clone", []).append(
-                        _timed(
-                            self.run, self.dog_cmd("clone", "-s", tag, image, self.name("clone"))
-                        )
-                    )
-            for variant, seconds in times.items():
-                case = "snapshot" if "snapshot" in variant else "clone"
-                self.record(case, variant, size, seconds)
+                    clone = self.dog_cmd("clone", "-s", tag, image, self.name("clone"))
+                    timed(size, "dog vdi clone", self.run, clone)
+        for (size, variant), seconds in times.items():
+            self.record("snapshot" if "snapshot" in variant else "clone", variant, size, seconds)
 
     def first_read(self, size: int) -> None:
         image = self.dense_image(size)
@@ -171,10 +171,12 @@ class Bench:
             fresh = self.name("clone")
             self.c.clone(image, TAG, fresh)
             clone.append(self._read(fresh, None, buf))
+            self.drop(fresh)
             if self.dog:
                 fresh = self.name("clone")
                 self.c.clone(image, TAG, fresh)
                 dog.append(self._dog_read(fresh))
+                self.drop(fresh)
         self.record("first-read", "snapshot (parent)", size, parent)
         self.record("first-read", "fresh clone", size, clone)
         if dog:
@@ -213,6 +215,8 @@ class Bench:
                     ]
                     rng.shuffle(offsets)
                     clone_t.append(_timed(_write_all, v, data, offsets))
+                    object_size = v.object_size
+                self.drop(fresh)
                 with self.c.open(owned) as v:
                     owned_t.append(_timed(_write_all, v, data, offsets))
             n = len(offsets)
@@ -223,6 +227,7 @@ class Bench:
                 clone_t,
                 writes=n,
                 writes_per_s=n / statistics.median(clone_t),
+                copied_mib_per_s=n * object_size / MiB / statistics.median(clone_t),
             )
             self.record(
                 "cow-storm",
@@ -244,9 +249,10 @@ class Bench:
             with self.c.open(fresh) as v:
                 flat.append(_timed(v.flatten))
                 assert v.usage()[1] == 0
+            self.drop(fresh)
             target = self.name("copy")
-
             copy.append(_timed(self._copy, image, target, size, buf))
+            self.drop(target)
             if self.dog:
                 target = self.name("copy")
                 self.run(self.dog_cmd("create", target, str(size)))
@@ -256,6 +262,7 @@ class Bench:
                     f"{self.dog} vdi write -a {host} -p {port} {target}"
                 )
                 piped.append(_timed(subprocess.run, pipeline, shell=True, check=True))
+                self.drop(target)
         self.record("flatten", "Vdi.flatten", size, flat)
         self.record("flatten", "sheepfast read + write", size, copy)
         if piped:
@@ -297,10 +304,43 @@ def ratios(rows: list[dict]) -> list[str]:
     return out
 
 
+def plot(rows: list[dict], path: str, title: str) -> Optional[str]:
+    """A PNG of the median seconds (min-max bars), one panel per case; returns why not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed"
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    if not cases:
+        return "nothing to plot"
+    fig, axes = plt.subplots(len(cases), 1, figsize=(9, 1.2 + 0.45 * len(rows)), squeeze=False)
+    for ax, case in zip(axes[:, 0], cases):
+        mine = [r for r in rows if r["case"] == case]
+        labels = [f"{r['variant']} ({r['size'] >> 20} MiB)" for r in mine]
+        med = [r["median_s"] for r in mine]
+        err = [
+            [m - r["min_s"] for m, r in zip(med, mine)],
+            [r["max_s"] - m for m, r in zip(med, mine)],
+        ]
+        ax.barh(range(len(mine)), med, xerr=err, capsize=2)
+        ax.set_yticks(range(len(mine)), labels, fontsize=7)
+        ax.set_title(case, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1][0].set_xlabel("seconds (median, min-max)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
 @contextlib.contextmanager
 def bench(address: Optional[str], dog: Optional[str], runs: int) -> Iterator[Bench]:
     with cluster(address) as info:
-        b = Bench(info.address, dog, runs)
+        b = Bench(info, dog, runs)
         try:
             yield b
         finally:
@@ -329,26 +369,47 @@ def main(argv: Optional[list[str]] = None) -> int:
         default=_sizes("32M"),
         help="the dense image of first-read, cow-storm and flatten (default 32M)",
     )
+    p.add_argument(
+        "--fill",
+        type=_sizes,
+        default=[0],
+        help="dense data written to the cluster before the cases (default 0; the README: 2G)",
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--dog", help="dog to compare with (default: on PATH; none: skipped)")
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--plot", metavar="PNG", help="median seconds by case (needs matplotlib)")
     args = p.parse_args(argv)
     dog = find_dog(args.dog)
     if dog is None:
         print("benchmarks.clones: dog not found: the dog cases are skipped", file=sys.stderr)
     with bench(args.cluster, dog, args.runs) as b:
+        if args.fill[0]:
+            b.dense_image(args.fill[0])  # the cluster already holds data, as it normally does
         b.snapshot_and_clone(args.sizes)
         b.first_read(args.data_size[0])
         b.cow_storm(args.data_size[0])
         b.flatten(args.data_size[0])
         summary = ratios(b.rows)
     print("\n".join(summary))
+    if args.plot:
+        why = plot(
+            b.rows, args.plot, f"sheepfast snapshots and clones, {args.cluster or 'embedded'}"
+        )
+        if why:
+            print(f"benchmarks.clones: no plot: {why}", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {
                     "cluster": args.cluster or "embedded",
+                    "nodes": [str(n) for n in b.info.nodes],
+                    "copies": b.info.copies,
+                    "object_size": b.info.object_size,
+                    "fill": args.fill[0],
+                    "argv": sys.argv,
                     "dog": dog,
+                    "dog_version": dog_version(dog),
                     "rows": b.rows,
                     "ratios": summary,
                 },

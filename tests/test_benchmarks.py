@@ -212,12 +212,16 @@ def test_clones_benchmark_on_the_embedded_cluster(tmp_path):
             "8M,16M",
             "--data-size",
             "8M",
+            "--fill",
+            "8M",
             "--runs",
             "1",
             "--dog",
             _dog_command(tmp_path),
             "--json",
             str(out),
+            "--plot",
+            str(tmp_path / "clones.png"),
         ],
         cwd=str(tmp_path),
         env=env,
@@ -247,6 +251,13 @@ def test_clones_benchmark_on_the_embedded_cluster(tmp_path):
     assert all(r["median_s"] > 0 and r["min_s"] <= r["median_s"] <= r["max_s"] for r in doc["rows"])
     storm = [r for r in doc["rows"] if r["case"] == "cow-storm"]
     assert all(r["writes"] == 2 for r in storm)  # one per object of the 8 MiB image
+    # a clone's first write into an object copies all of it: 2 objects of 4 MiB
+    for r in storm:
+        if "fresh clone" in r["variant"]:
+            assert r["copied_mib_per_s"] == pytest.approx(2 * 4 / r["median_s"])
+    assert doc["fill"] == 8 * MiB and doc["copies"] >= 1 and doc["object_size"] == 4 * MiB
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "clones.png").stat().st_size > 0
     assert any("16 MiB / 8 MiB" in line for line in doc["ratios"])
     # it deletes every VDI it made, snapshots too, on a cluster that stays
     from sheepfast.testing import FakeSheep
