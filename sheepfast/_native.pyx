@@ -977,10 +977,10 @@ cdef class Vdi(_Handle):
         _check(rc, &err)
 
     def flatten(self):
-        """Copies every object this VDI inherits from its parent into its
-        own (all-zero ones become holes), pipelined: afterwards it shares
-        nothing, usage() shows no shared bytes, and deleting the parent
-        snapshot frees the parent's objects."""
+        """Makes every object this VDI inherits from its parent its own:
+        sheep copies each one itself (no data crosses to the client), many
+        at a time. Afterwards it shares nothing, usage() shows no shared
+        bytes, and deleting the parent snapshot frees the parent's objects."""
         cdef sf_error err
         cdef int rc
         with self._guard:

@@ -313,6 +313,10 @@ typedef struct piece {
     uint32_t issued; /* bytes already sent in requests */
     uint8_t suspect; /* written across a membership change: its copies may differ */
     uint8_t differs; /* a copy was found not to hold what was written */
+    /* flatten: no data; a zero-length CREATE with COW makes sheep copy the
+     * inherited object into ours (checked on real sheep) */
+    uint8_t copy;
+    uint8_t copy_sent;
 } piece;
 
 typedef struct transfer {
@@ -465,6 +469,8 @@ static piece *next_data_piece(transfer *t)
         return &t->pieces[t->ready[t->ready_head]];
     while (t->next_piece < t->nr_pieces) {
         piece *p = &t->pieces[t->next_piece];
+        if (p->copy && !p->copy_sent)
+            return p;
         if (p->issued < p->len && (p->issued == 0 || !t->writing || p->entry == t->vdi->info.vid))
             return p;
         t->next_piece++; /* all sent, or the rest waits for its CREATE */
@@ -490,6 +496,7 @@ static sf_op *transfer_next(void *ctx)
     uint32_t at = p->issued, len = next_request_len(t, p);
     int creating = t->writing && p->entry != vdi->info.vid && at == 0;
     p->issued += len;
+    p->copy_sent = p->copy;
     t->slot_piece[op->tag] = (uint32_t)(p - t->pieces);
     if (t->nr_ready > 0 && &t->pieces[t->ready[t->ready_head]] == p && p->issued == p->len) {
         t->ready_head = (t->ready_head + 1) % t->nr_pieces;
@@ -994,12 +1001,26 @@ static uint32_t plan_pieces(sf_vdi *vdi, uint8_t *buf, uint64_t len, uint64_t of
         out[n].buf = buf;
         out[n].issued = 0;
         out[n].suspect = out[n].differs = 0;
+        out[n].copy = out[n].copy_sent = 0;
         n++;
         buf += take;
         offset += take;
         len -= take;
     }
     return n;
+}
+
+/* A copy piece per object in [first, first + count): no data, see piece.copy. */
+static uint32_t plan_copies(uint32_t first, uint32_t count, piece *out)
+{
+    static uint8_t no_data; /* payload pointer of zero-length requests */
+    for (uint32_t i = 0; i < count; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        out[i].idx = first + i;
+        out[i].buf = &no_data;
+        out[i].copy = 1;
+    }
+    return count;
 }
 
 /* Allocates what a transfer of count objects with depth ops in flight needs. */
@@ -1077,6 +1098,8 @@ static uint32_t drop_needless_pieces(transfer *t, uint32_t planned)
     uint32_t kept = 0, zero_skipped = 0;
     for (uint32_t i = 0; i < planned; i++) {
         piece *p = &t->pieces[i];
+        if (p->copy && (p->entry == 0 || p->entry == t->vdi->info.vid))
+            continue; /* nothing inherited to copy */
         if (p->entry == 0 && !t->writing) {
             memset(p->buf, 0, p->len);
             continue;
@@ -1126,8 +1149,23 @@ static void count_requests(const transfer *t, uint32_t zero_skipped)
 /* One read or write of len bytes at offset: plan a piece per object, drop
  * those needing no request, run the rest over lanes to several gateways,
  * then settle what a failure or a membership change left open. */
+static int run_pieces(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint64_t offset,
+                      int thin, int copy, sf_error *err);
+
 static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint64_t offset,
                         int thin, sf_error *err)
+{
+    return run_pieces(vdi, writing, buf, len, offset, thin, 0, err);
+}
+
+/* flatten's transfer: every inherited object of the range copied by sheep. */
+static int run_copies(sf_vdi *vdi, uint64_t len, uint64_t offset, sf_error *err)
+{
+    return run_pieces(vdi, 1, NULL, len, offset, 0, 1, err);
+}
+
+static int run_pieces(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint64_t offset,
+                      int thin, int copy, sf_error *err)
 {
     sf_cluster *cl = vdi->cl;
     transfer t;
@@ -1148,7 +1186,8 @@ static int run_transfer(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, ui
     if (ensure_index(vdi, &lanes[0], first, last, err) != SF_OK)
         goto out;
 
-    uint32_t planned = plan_pieces(vdi, buf, len, offset, t.pieces);
+    uint32_t planned =
+        copy ? plan_copies(first, count, t.pieces) : plan_pieces(vdi, buf, len, offset, t.pieces);
     int allocating = read_entries(&t, planned);
     uint32_t zero_skipped = drop_needless_pieces(&t, planned);
     sf_source src = {&t, transfer_next, transfer_complete};
@@ -1328,77 +1367,20 @@ static int sfi_vdi_discard_in_call(sf_vdi *vdi, uint64_t len, uint64_t offset, s
     return rc;
 }
 
-/* Bytes read and written per step of a flatten: enough objects to keep
- * the pipeline full, whatever the object size. */
-#define FLATTEN_STEP_BYTES ((uint64_t)64 << 20)
+/* Objects copied per step of a flatten: each step is one pipelined
+ * transfer of zero-length copy-on-write CREATEs and their index updates. */
+#define FLATTEN_STEP_OBJECTS 1024u
 
 static int sfi_vdi_flatten_in_call(sf_vdi *vdi, sf_error *err)
 {
     sfi_error_clear(err);
     if (check_mutable(vdi, "flatten", err) != SF_OK)
         return SF_ERR;
-    pthread_mutex_lock(&vdi->lock);
-    uint32_t nr = vdi->nr_objects;
-    pthread_mutex_unlock(&vdi->lock);
-    if (nr == 0)
-        return SF_OK;
-    sf_conn *conn = sfi_pool_get(vdi->cl, err);
-    int rc = conn ? ensure_index(vdi, &conn, 0, nr - 1, err) : SF_ERR;
-    sfi_pool_put(vdi->cl, conn);
-    if (rc != SF_OK)
-        return rc;
-    uint64_t objsize = vdi->object_size, size = sf_vdi_size(vdi);
-    uint32_t per_step = (uint32_t)(FLATTEN_STEP_BYTES / objsize ? FLATTEN_STEP_BYTES / objsize : 1);
-    uint8_t *buf = malloc((size_t)(per_step * objsize));
-    if (buf == NULL)
-        return sfi_fail(err, SF_E_NOMEM, "out of memory");
-    uint32_t i = 0;
-    while (rc == SF_OK && i < nr) {
-        /* the next run of inherited entries, at most per_step long */
-        pthread_mutex_lock(&vdi->lock);
-        while (i < nr && (vdi->index[i] == 0 || vdi->index[i] == vdi->info.vid))
-            i++;
-        uint32_t first = i;
-        while (i < nr && i - first < per_step && vdi->index[i] != 0 &&
-               vdi->index[i] != vdi->info.vid)
-            i++;
-        pthread_mutex_unlock(&vdi->lock);
-        if (first == i)
-            break;
-        uint64_t off = (uint64_t)first * objsize;
-        uint64_t len = (uint64_t)(i - first) * objsize;
-        if (off + len > size)
-            len = size - off;
-        rc = run_transfer(vdi, 0, buf, len, off, -1, err);
-        /* write the objects back as our own, runs of them at a time, and
-         * give the all-zero ones back instead */
-        uint32_t k = first;
-        while (rc == SF_OK && k < i) {
-            uint64_t at = (uint64_t)(k - first) * objsize;
-            int zero = sfi_is_zero(buf + at, (size_t)(len - at < objsize ? len - at : objsize));
-            uint32_t run = k + 1;
-            while (run < i) {
-                uint64_t next = (uint64_t)(run - first) * objsize;
-                size_t n = (size_t)(len - next < objsize ? len - next : objsize);
-                if (sfi_is_zero(buf + next, n) != zero)
-                    break;
-                run++;
-            }
-            if (zero) {
-                pthread_mutex_lock(&vdi->alloc_lock);
-                sf_conn *c = sfi_pool_get(vdi->cl, err);
-                rc = c ? release_objects(vdi, &c, k, run, err) : SF_ERR;
-                sfi_pool_put(vdi->cl, c);
-                pthread_mutex_unlock(&vdi->alloc_lock);
-            } else {
-                uint64_t end_at = (uint64_t)(run - first) * objsize;
-                rc = run_transfer(vdi, 1, buf + at, (end_at < len ? end_at : len) - at, off + at,
-                                  -1, err);
-            }
-            k = run;
-        }
-    }
-    free(buf);
+    uint64_t size = sf_vdi_size(vdi);
+    uint64_t step = (uint64_t)FLATTEN_STEP_OBJECTS * vdi->object_size;
+    int rc = SF_OK;
+    for (uint64_t off = 0; rc == SF_OK && off < size; off += step)
+        rc = run_copies(vdi, size - off < step ? size - off : step, off, err);
     return rc;
 }
 

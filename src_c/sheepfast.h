@@ -277,9 +277,10 @@ SF_EXPORT int sf_vdi_rollback(sf_cluster *cl, const char *name, size_t name_len,
 SF_EXPORT int sf_vdi_clone(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
                            const char *new_name, size_t new_name_len, uint64_t new_size,
                            sf_vdi_info *out, sf_error *err);
-/* Copies every object the VDI inherits into objects of its own (objects
- * that read as zeros become holes instead), so that it no longer shares
- * data with its parent. */
+/* Gives the VDI an object of its own for every object it inherits, so
+ * that it no longer shares data with its parent. Sheep copies each one
+ * itself (a zero-length copy-on-write CREATE): no data crosses the
+ * client, and the requests are pipelined. */
 SF_EXPORT int sf_vdi_flatten(sf_vdi *vdi, sf_error *err);
 /* Gives the objects wholly inside the range back to the cluster and writes
  * zeros over the partial ones at its edges: the range reads as zeros. */

@@ -80,7 +80,8 @@ def test_snapshot_clone_tree_rollback_rm(sf, new_name, tmp_path):
     assert sf("get", clone, "-").stdout[: 8 * MiB] == data
 
     sf("rm", "-s", "gold", name)
-    assert not [v for v in json.loads(sf("ls", "--json").stdout) if v["type"] == "snapshot"]
+    listed = json.loads(sf("ls", "--json").stdout)
+    assert not [v for v in listed if v["name"] == name and v["type"] == "snapshot"]
     missing = sf("rm", "-s", "gold", name, check=False)
     assert missing.returncode == 1 and "not found" in missing.stderr.decode()
     assert sf("get", clone, "-").stdout[: 8 * MiB] == data  # the clone lives on
