@@ -1308,7 +1308,9 @@ class DogBackend(MissingBackendCapabilities):
         try:
             self._dog.run(f"unlocking VDI {_name_str(raw)!r}", "lock", options, raw)
         except errors.SheepfastError as exc:
-            if "is not locked" in str(exc):
+            # sheep keeps no state for a vid it never locked on some nodes:
+            # dog then cannot find the state; either way there is no lock
+            if "is not locked" in str(exc) or "Failed to find VDI state" in str(exc):
                 raise errors.InvalidArgument(f"VDI {_name_str(raw)!r} is not locked") from None
             raise
 
