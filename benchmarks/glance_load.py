@@ -190,7 +190,10 @@ class Client:
         t0 = time.monotonic()
         try:
             conn.request(
-                "PUT", f"/v2/images/{image_id}/file", body=body(), headers=hdrs,
+                "PUT",
+                f"/v2/images/{image_id}/file",
+                body=body(),
+                headers=hdrs,
                 encode_chunked=not sized,
             )
             resp = conn.getresponse()
@@ -323,8 +326,13 @@ def run_round(
 
 
 def entry_point_dir(base: Path) -> Path:
-    """A directory that, on PYTHONPATH, makes stevedore find old_store."""
+    """A directory that, on PYTHONPATH, makes stevedore find old_store: the
+    entry point and a link to benchmarks/ (not the whole repository, whose
+    unbuilt sheepfast/ would shadow the installed one)."""
     d = base / "entry-points"
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / "benchmarks").exists():
+        (d / "benchmarks").symlink_to(REPO / "benchmarks")
     info = d / "sheepfast_benchmark_oldsheep-0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(
@@ -375,7 +383,7 @@ def deployment(
                 python,
                 workers=workers,
                 threads=threads,
-                pythonpath=[str(REPO), str(entry_point_dir(base))],
+                pythonpath=[str(entry_point_dir(base))],
             )
             server.db_sync()
             with server.start():
@@ -399,9 +407,7 @@ def run(args: argparse.Namespace, progress: Any) -> list[dict[str, Any]]:
             ports = [int(a.rpartition(":")[2]) for a in cluster.nodes]
             sheep = sheep_pids(ports) if cluster.kind == "real" else []
             server = stack.enter_context(
-                deployment(
-                    base, cluster.address, args.stores, args.workers, args.threads, args.dog
-                )
+                deployment(base, cluster.address, args.stores, args.workers, args.threads, args.dog)
             )
             workers = server.worker_pids() + [server.proc.pid]
             client = Client(server.port)
@@ -411,8 +417,17 @@ def run(args: argparse.Namespace, progress: Any) -> list[dict[str, Any]]:
                     for pattern in args.patterns:
                         for n in args.clients:
                             for st in order:
-                                rows += _rounds(client, st, size, pattern, n, args.cases,
-                                                workers, sheep, progress)
+                                rows += _rounds(
+                                    client,
+                                    st,
+                                    size,
+                                    pattern,
+                                    n,
+                                    args.cases,
+                                    workers,
+                                    sheep,
+                                    progress,
+                                )
                             order.reverse()  # alternate which store goes first
             except Exception:
                 print(f"Glance's log (tail):\n{server.log()}", file=sys.stderr)
@@ -444,8 +459,14 @@ def _rounds(
         try:
             for case in todo:
                 measured = case in cases
-                row = run_round(client, case, store, images, workers if measured else [],
-                                sheep if measured else [])
+                row = run_round(
+                    client,
+                    case,
+                    store,
+                    images,
+                    workers if measured else [],
+                    sheep if measured else [],
+                )
                 if measured:
                     row.update(size=size, pattern=pattern)
                     out.append(row)
@@ -590,7 +611,9 @@ def main(argv: list[str], sizes: Any) -> int:
 
     args.dog = bench.find_dog(args.dog)
     if "old" in args.stores and not args.dog:
-        raise SystemExit("benchmarks glance: the 'old' store needs dog (--dog, or --stores sd,file)")
+        raise SystemExit(
+            "benchmarks glance: the 'old' store needs dog (--dog, or --stores sd,file)"
+        )
     if "sd" not in args.stores:
         raise SystemExit("benchmarks glance: --stores must include sd")
     args.stores = ["sd"] + [s for s in args.stores if s != "sd"]
@@ -622,8 +645,12 @@ def main(argv: list[str], sizes: Any) -> int:
                     "nodes": cluster.nodes,
                     "copies": cluster.copies,
                 },
-                "glance": {"server": "gunicorn gthread", "workers": args.workers,
-                           "threads": args.threads, "database": "postgresql"},
+                "glance": {
+                    "server": "gunicorn gthread",
+                    "workers": args.workers,
+                    "threads": args.threads,
+                    "database": "postgresql",
+                },
                 "client": {
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),

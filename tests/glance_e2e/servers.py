@@ -63,9 +63,7 @@ class PostgreSQL:
         return f"postgresql+psycopg2://glance@127.0.0.1:{self.port}/glance"
 
     def _run(self, *cmd: str, timeout: float = 120) -> None:
-        done = subprocess.run(
-            [*self.prefix, *cmd], capture_output=True, text=True, timeout=timeout
-        )
+        done = subprocess.run([*self.prefix, *cmd], capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -114,7 +112,9 @@ class PostgreSQL:
                     raise
         self.started = True
         try:
-            self._run(f"{b}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "glance", "glance")
+            self._run(
+                f"{b}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "glance", "glance"
+            )
         except BaseException:
             self.stop()
             raise
