@@ -121,8 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
     if argv and argv[0] == "--":
         argv = argv[1:]  # a leading '--' separator is allowed
+    if argv and argv[0] == "glance":
+        from benchmarks import glance_load
+
+        return glance_load.main(argv[1:], _sizes)
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         raise SystemExit("benchmarks: --repeat must be at least 1")

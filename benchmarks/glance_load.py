@@ -1,0 +1,677 @@
+"""Load through the real Glance API: N concurrent HTTP clients uploading
+(chunked with no size, and with Content-Length) and downloading images, on
+three stores of one Glance side by side, every byte verified.
+
+    python -m benchmarks glance                                  # embedded FakeSheep
+    python -m benchmarks glance --cluster 127.0.0.1:7000 --sizes 256M,1G \\
+        --clients 1,4,16 --json out.json
+
+The Glance API (the version tests/glance_e2e pins) runs under gunicorn
+(--workers x --threads gthread) on a PostgreSQL server started here in a
+temporary directory. Its enabled backends:
+  sd    sheepfast's store (examples/glance-api.conf) on the cluster
+  file  Glance's own file store on tmpfs (/dev/shm): the HTTP path's ceiling
+  old   the removed driver's algorithm (benchmarks/old_store.py), needs dog
+Each round (N clients, one case, one image size and pattern) runs once per
+store, the stores' order alternating from round to round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # glance_e2e: the e2e test's Glance harness
+
+from glance_e2e import harness, servers  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+PIECE = MiB  # what a client sends per write / chunk
+STORES = {"sd": "sheepdog", "file": "file", "old": "oldsheep"}
+CASES = ("upload-chunked", "upload-sized", "download")
+PATTERNS = ("dense", "sparse")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# -- data ----------------------------------------------------------------------
+
+
+class Content:
+    """The bytes of image number `k`: 1 MiB pieces taken from a random pool
+    (shifted by k, so that images differ), and for "sparse" three objects in
+    four (4 MiB each) of zeros."""
+
+    _pool: Optional[list[bytes]] = None
+    _zero = bytes(PIECE)
+
+    def __init__(self, size: int, pattern: str, k: int):
+        self.size, self.pattern, self.k = size, pattern, k
+        if Content._pool is None:
+            rnd = os.urandom(64 * PIECE)
+            Content._pool = [rnd[i * PIECE : (i + 1) * PIECE] for i in range(64)]
+
+    def pieces(self) -> Iterator[bytes]:
+        pool = Content._pool
+        assert pool is not None
+        left, i = self.size, 0
+        while left > 0:
+            n = min(PIECE, left)
+            if self.pattern == "sparse" and (i // 4) % 4 != 0:
+                piece = Content._zero
+            else:
+                piece = pool[(i * 7 + self.k) % len(pool)]
+            yield piece if n == PIECE else piece[:n]
+            left -= n
+            i += 1
+
+
+# -- /proc ---------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of pid and of the children it waited for (dog processes)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def peak_rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM over (clear_refs 5); needs to own the process."""
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+
+
+def sheep_pids(ports: list[int]) -> list[int]:
+    """Processes named sheep listening on one of `ports` (from their argv)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or os.path.basename(argv[0]) != b"sheep":
+            continue
+        for a, b in zip(argv, argv[1:]):
+            if a == b"-p" and b.isdigit() and int(b) in ports:
+                found.append(int(entry))
+    return found
+
+
+# -- one client ------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, port: int):
+        self.port = port
+
+    def _conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=900)
+
+    def _json(self, method: str, path: str, payload: Any = None) -> Any:
+        hdrs = dict(harness.AUTH_HEADERS)
+        body = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            hdrs["Content-Type"] = "application/json"
+        conn = self._conn()
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        if resp.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {raw[:500]!r}")
+        return json.loads(raw) if raw else None
+
+    def create(self) -> str:
+        image = self._json(
+            "POST",
+            "/v2/images",
+            {
+                "name": f"load-{uuid.uuid4().hex[:8]}",
+                "disk_format": "raw",
+                "container_format": "bare",
+            },
+        )
+        return str(image["id"])
+
+    def upload(self, image_id: str, store: str, content: Content, sized: bool) -> tuple[float, str]:
+        """(seconds, md5 of what was sent)."""
+        md5 = hashlib.md5()
+
+        def body() -> Iterator[bytes]:
+            for piece in content.pieces():
+                md5.update(piece)
+                yield piece
+
+        hdrs = dict(harness.AUTH_HEADERS)
+        hdrs["Content-Type"] = "application/octet-stream"
+        hdrs["X-Image-Meta-Store"] = store
+        if sized:
+            hdrs["Content-Length"] = str(content.size)
+        else:
+            hdrs["Transfer-Encoding"] = "chunked"
+        conn = self._conn()
+        t0 = time.monotonic()
+        try:
+            conn.request(
+                "PUT",
+                f"/v2/images/{image_id}/file",
+                body=body(),
+                headers=hdrs,
+                encode_chunked=not sized,
+            )
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        took = time.monotonic() - t0
+        if resp.status != 204:
+            raise RuntimeError(f"upload {image_id} to {store}: HTTP {resp.status}: {raw[:500]!r}")
+        return took, md5.hexdigest()
+
+    def download(self, image_id: str) -> tuple[float, float, int, str]:
+        """(seconds, seconds to the first body byte, bytes, md5 of them)."""
+        md5 = hashlib.md5()
+        n = 0
+        conn = self._conn()
+        t0 = time.monotonic()
+        ttfb = None
+        try:
+            conn.request("GET", f"/v2/images/{image_id}/file", headers=harness.AUTH_HEADERS)
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise RuntimeError(f"download {image_id}: HTTP {resp.status}: {resp.read(500)!r}")
+            buf = bytearray(PIECE)
+            view = memoryview(buf)
+            while True:
+                got = resp.readinto(buf)
+                if not got:
+                    break
+                if ttfb is None:
+                    ttfb = time.monotonic() - t0
+                md5.update(view[:got])
+                n += got
+        finally:
+            conn.close()
+        return time.monotonic() - t0, ttfb or 0.0, n, md5.hexdigest()
+
+    def image(self, image_id: str) -> Any:
+        return self._json("GET", f"/v2/images/{image_id}")
+
+    def delete(self, image_id: str) -> None:
+        self._json("DELETE", f"/v2/images/{image_id}")
+
+
+# -- a round: N clients at once -------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def run_round(
+    client: Client,
+    case: str,
+    store: str,
+    images: list[tuple[str, Content, str]],
+    workers: list[int],
+    sheep: list[int],
+) -> dict[str, Any]:
+    """One case for every image at once, one thread each. `images` holds
+    (image id, content, md5 of the content or "" before an upload); uploads
+    fill in the md5 they sent. Raises when a byte differs."""
+    n = len(images)
+    results: list[Any] = [None] * n
+    errors: list[str] = []
+    start = threading.Barrier(n + 1)
+
+    def one(i: int) -> None:
+        image_id, content, md5 = images[i]
+        try:
+            start.wait()
+            if case == "download":
+                took, ttfb, got, digest = client.download(image_id)
+                if got != content.size or digest != md5:
+                    raise RuntimeError(
+                        f"download {image_id}: {got} bytes, md5 {digest}; "
+                        f"sent {content.size} bytes, md5 {md5}"
+                    )
+                results[i] = (took, ttfb)
+            else:
+                took, digest = client.upload(image_id, store, content, case == "upload-sized")
+                meta = client.image(image_id)
+                if meta["checksum"] != digest or meta["size"] != content.size:
+                    raise RuntimeError(f"upload {image_id}: Glance has {meta}; sent md5 {digest}")
+                images[i] = (image_id, content, digest)
+                results[i] = (took, None)
+        except Exception as exc:  # reported for the round as a whole
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for pid in workers:
+        reset_peak_rss(pid)
+    cpu0 = sum(cpu_seconds(p) for p in workers)
+    sheep0 = sum(cpu_seconds(p) for p in sheep)
+    start.wait()
+    t0 = time.monotonic()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    cpu = sum(cpu_seconds(p) for p in workers) - cpu0
+    sheep_cpu = sum(cpu_seconds(p) for p in sheep) - sheep0
+    if errors:
+        raise RuntimeError(f"{case} on {store}, {n} clients: " + "; ".join(errors))
+    moved = sum(c.size for _i, c, _m in images)
+    times = [r[0] for r in results]
+    row: dict[str, Any] = {
+        "case": case,
+        "store": store,
+        "clients": n,
+        "bytes": moved,
+        "wall_s": wall,
+        "mib_s": moved / MiB / wall,
+        "p50_s": statistics.median(times),
+        "p99_s": _percentile(times, 0.99),
+        "api_cpu_s_per_gib": cpu / (moved / GiB),
+        "api_peak_rss_mib": max((peak_rss_mib(p) for p in workers), default=0.0),
+        "sheep_cpu_s_per_gib": sheep_cpu / (moved / GiB) if sheep else None,
+    }
+    if case == "download":
+        ttfbs = [r[1] for r in results]
+        row["ttfb_p50_s"] = statistics.median(ttfbs)
+        row["ttfb_p99_s"] = _percentile(ttfbs, 0.99)
+    return row
+
+
+# -- the deployment --------------------------------------------------------------
+
+
+def entry_point_dir(base: Path) -> Path:
+    """A directory that, on PYTHONPATH, makes stevedore find old_store: the
+    entry point and a link to benchmarks/ (not the whole repository, whose
+    unbuilt sheepfast/ would shadow the installed one)."""
+    d = base / "entry-points"
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / "benchmarks").exists():
+        (d / "benchmarks").symlink_to(REPO / "benchmarks")
+    info = d / "sheepfast_benchmark_oldsheep-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: sheepfast-benchmark-oldsheep\nVersion: 0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[glance_store.drivers]\noldsheep = benchmarks.old_store:Store\n"
+    )
+    return d
+
+
+@contextlib.contextmanager
+def deployment(
+    base: Path,
+    sheep_address: str,
+    stores: list[str],
+    workers: int,
+    threads: int,
+    dog: Optional[str],
+    python: Optional[str] = None,
+) -> Iterator[servers.GunicornGlance]:
+    """PostgreSQL and gunicorn-served Glance with `stores` enabled."""
+    shm = Path(tempfile.mkdtemp(prefix="sheepfast-glance-file-", dir="/dev/shm"))
+    try:
+        with servers.PostgreSQL(base / "pg") as pg:
+            first = sheep_address.split(",")[0]  # the store finds the other nodes
+            host, _, port = first.rpartition(":")
+            extra: dict[str, dict[str, Any]] = {
+                "DEFAULT": {
+                    "enabled_backends": ",".join(f"{s}:{STORES[s]}" for s in stores),
+                    "image_size_cap": 1 << 40,
+                },
+                "database": {"connection": pg.url},
+                "glance_store": {"default_backend": stores[0]},
+            }
+            if "file" in stores:
+                extra["file"] = {"filesystem_store_datadir": f"{shm}/"}
+            if "old" in stores:
+                extra["old"] = {
+                    "oldsheep_address": host.strip("[]"),
+                    "oldsheep_port": port,
+                    "oldsheep_dog": dog or "dog",
+                }
+            harness.write_config(base / "etc", base / "state", "sd", first, extra=extra)
+            server = servers.GunicornGlance(
+                base / "etc",
+                base / "glance-api.log",
+                python,
+                workers=workers,
+                threads=threads,
+                pythonpath=[str(entry_point_dir(base))],
+            )
+            server.db_sync()
+            with server.start():
+                yield server
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+# -- the benchmark -----------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, progress: Any) -> list[dict[str, Any]]:
+    from benchmarks import harness as bench
+
+    rows: list[dict[str, Any]] = []
+    base = Path(tempfile.mkdtemp(prefix="sheepfast-glance-load-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            cluster = stack.enter_context(bench.cluster(args.cluster))
+            args.cluster_info = cluster
+            ports = [int(a.rpartition(":")[2]) for a in cluster.nodes]
+            sheep = sheep_pids(ports) if cluster.kind == "real" else []
+            server = stack.enter_context(
+                deployment(base, cluster.address, args.stores, args.workers, args.threads, args.dog)
+            )
+            workers = server.worker_pids() + [server.proc.pid]
+            client = Client(server.port)
+            order = list(args.stores)
+            try:
+                for size in args.sizes:
+                    for pattern in args.patterns:
+                        for n in args.clients:
+                            for st in order:
+                                rows += _rounds(
+                                    client,
+                                    st,
+                                    size,
+                                    pattern,
+                                    n,
+                                    args.cases,
+                                    workers,
+                                    sheep,
+                                    progress,
+                                )
+                            order.reverse()  # alternate which store goes first
+            except Exception:
+                print(f"Glance's log (tail):\n{server.log()}", file=sys.stderr)
+                raise
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return rows
+
+
+def _rounds(
+    client: Client,
+    store: str,
+    size: int,
+    pattern: str,
+    n: int,
+    cases: list[str],
+    workers: list[int],
+    sheep: list[int],
+    progress: Any,
+) -> list[dict[str, Any]]:
+    """The cases for N clients on one store: a chunked upload then a download
+    of the same images, then a sized upload of new ones; images deleted after."""
+    out = []
+    for upload in ("upload-chunked", "upload-sized"):
+        todo = [c for c in (upload, "download" if upload == "upload-chunked" else None) if c]
+        if not any(c in cases for c in todo):
+            continue
+        images = [(client.create(), Content(size, pattern, k), "") for k in range(n)]
+        try:
+            for case in todo:
+                measured = case in cases
+                row = run_round(
+                    client,
+                    case,
+                    store,
+                    images,
+                    workers if measured else [],
+                    sheep if measured else [],
+                )
+                if measured:
+                    row.update(size=size, pattern=pattern)
+                    out.append(row)
+                    if progress:
+                        print(_line(row), file=progress, flush=True)
+        finally:
+            for image_id, _c, _m in images:
+                with contextlib.suppress(Exception):
+                    client.delete(image_id)
+    return out
+
+
+def _size(n: int) -> str:
+    return f"{n >> 30}G" if n % GiB == 0 else f"{n >> 20}M"
+
+
+def _line(r: dict[str, Any]) -> str:
+    ttfb = f" ttfb {r['ttfb_p50_s'] * 1000:.0f} ms" if "ttfb_p50_s" in r else ""
+    sheep = (
+        f" sheep {r['sheep_cpu_s_per_gib']:.2f} s/GiB"
+        if r.get("sheep_cpu_s_per_gib") is not None
+        else ""
+    )
+    return (
+        f"{r['store']:>4} {r['case']:<14} {_size(r['size']):>5} {r['pattern']:<6} "
+        f"N={r['clients']:<2} {r['mib_s']:7.1f} MiB/s p50 {r['p50_s']:.2f} s "
+        f"p99 {r['p99_s']:.2f} s{ttfb} api {r['api_cpu_s_per_gib']:.2f} s/GiB "
+        f"rss {r['api_peak_rss_mib']:.0f} MiB{sheep}"
+    )
+
+
+def table(rows: list[dict[str, Any]], stores: list[str]) -> str:
+    """Markdown: one line per (size, pattern, case, N); each store's MiB/s,
+    sd's p50/p99/ttfb/CPU/RSS, and sd's ratios to the other stores."""
+    by = {(r["size"], r["pattern"], r["case"], r["clients"], r["store"]): r for r in rows}
+    keys = sorted({k[:4] for k in by}, key=lambda k: (k[0], k[1], CASES.index(k[2]), k[3]))
+    others = [s for s in stores if s != "sd"]
+    head = ["size", "pattern", "case", "N"]
+    head += [f"{s} MiB/s" for s in stores]
+    head += [f"sd/{s}" for s in others]
+    head += [f"{s} p50/p99 s" for s in stores]
+    head += ["ttfb p50 ms (" + "/".join(stores) + ")"]
+    head += ["api CPU s/GiB (" + "/".join(stores) + ")", "api peak RSS MiB (sd)"]
+    head += ["sheep CPU s/GiB (" + "/".join(stores) + ")"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in keys:
+        rs = [by.get((*k, s)) for s in stores]
+        sd = by.get((*k, "sd"))
+
+        def f(r: Optional[dict[str, Any]], key: str, fmt: str, scale: float = 1.0) -> str:
+            if r is None or r.get(key) is None:
+                return "–"
+            return format(r[key] * scale, fmt)
+
+        cells = [_size(k[0]), k[1], k[2], str(k[3])]
+        cells += [f(r, "mib_s", ".0f") for r in rs]
+        for s in others:
+            o = by.get((*k, s))
+            cells.append(f"{sd['mib_s'] / o['mib_s']:.2f}" if sd and o else "–")
+        cells += [f"{f(r, 'p50_s', '.2f')}/{f(r, 'p99_s', '.2f')}" for r in rs]
+        cells.append("/".join(f(r, "ttfb_p50_s", ".0f", 1000) for r in rs))
+        cells.append("/".join(f(r, "api_cpu_s_per_gib", ".1f") for r in rs))
+        cells.append(f(sd, "api_peak_rss_mib", ".0f"))
+        cells.append("/".join(f(r, "sheep_cpu_s_per_gib", ".1f") for r in rs))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict[str, Any]], path: str, title: str) -> Optional[str]:
+    """A PNG of MiB/s by round and store; the reason when it cannot be made."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"matplotlib is not installed ({exc})"
+    stores = sorted({r["store"] for r in rows}, key=list(STORES).index)
+    keys = sorted({(r["size"], r["pattern"], r["case"], r["clients"]) for r in rows})
+    by = {(r["size"], r["pattern"], r["case"], r["clients"], r["store"]): r for r in rows}
+    fig, ax = plt.subplots(figsize=(max(8, len(keys) * 0.6), 5))
+    width = 0.8 / len(stores)
+    for j, s in enumerate(stores):
+        ax.bar(
+            [i + j * width for i in range(len(keys))],
+            [by[(*k, s)]["mib_s"] if (*k, s) in by else 0 for k in keys],
+            width,
+            label=s,
+        )
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))])
+    ax.set_xticklabels(
+        [f"{_size(k[0])} {k[1]}\n{k[2]} N={k[3]}" for k in keys], rotation=90, fontsize=7
+    )
+    ax.set_ylabel("MiB/s (aggregate)")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return None
+
+
+def _list(choices: tuple[str, ...]) -> Any:
+    def parse(text: str) -> list[str]:
+        names = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}")
+        return names
+
+    return parse
+
+
+def build_parser(sizes: Any) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks glance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--cluster", metavar="HOST:PORT", help="a real cluster (default: FakeSheep)")
+    p.add_argument("--sizes", type=sizes, default=sizes("256M"), help="image sizes (default 256M)")
+    p.add_argument("--patterns", type=_list(PATTERNS), default=list(PATTERNS))
+    p.add_argument("--cases", type=_list(CASES), default=list(CASES))
+    p.add_argument("--stores", type=_list(tuple(STORES)), default=list(STORES))
+    p.add_argument(
+        "--clients",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[1, 4, 16],
+        help="concurrent clients per round (default 1,4,16)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p.add_argument("--dog", help="dog for the 'old' store (default: dog on PATH)")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--plot", metavar="PATH")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str], sizes: Any) -> int:
+    args = build_parser(sizes).parse_args(argv)
+    from benchmarks import harness as bench
+
+    args.dog = bench.find_dog(args.dog)
+    if "old" in args.stores and not args.dog:
+        raise SystemExit(
+            "benchmarks glance: the 'old' store needs dog (--dog, or --stores sd,file)"
+        )
+    if "sd" not in args.stores:
+        raise SystemExit("benchmarks glance: --stores must include sd")
+    args.stores = ["sd"] + [s for s in args.stores if s != "sd"]
+    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    t0 = time.monotonic()
+    load_before = os.getloadavg()
+    rows = run(args, None if args.quiet else sys.stderr)
+    cluster = args.cluster_info
+    print(f"cluster: {cluster.kind}: {cluster.description}; {cluster.copies} copies")
+    print(
+        f"glance:  gunicorn {args.workers} gthread workers x {args.threads} threads, "
+        f"PostgreSQL; {os.cpu_count()} CPUs"
+    )
+    print()
+    print(table(rows, args.stores))
+    plot_note = None
+    if args.plot:
+        plot_note = plot(rows, args.plot, f"Glance API load, {cluster.kind} cluster, {started}")
+        print(f"plot: {'skipped: ' + plot_note if plot_note else args.plot}")
+    if args.json:
+        doc = {
+            "meta": {
+                "command": " ".join(["python -m benchmarks glance", *argv]),
+                "started": started,
+                "elapsed_s": time.monotonic() - t0,
+                "cluster": {
+                    "kind": cluster.kind,
+                    "address": cluster.address,
+                    "nodes": cluster.nodes,
+                    "copies": cluster.copies,
+                },
+                "glance": {
+                    "server": "gunicorn gthread",
+                    "workers": args.workers,
+                    "threads": args.threads,
+                    "database": "postgresql",
+                },
+                "client": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg(),
+                },
+                "units": {
+                    "mib_s": "aggregate MiB/s of the round (all clients' bytes / wall time)",
+                    "p50_s/p99_s": "per-request seconds",
+                    "ttfb": "seconds from sending GET to the first body byte",
+                    "api_cpu_s_per_gib": "user+sys of the gunicorn master and workers "
+                    "(and children they waited for: dog for 'old') per GiB",
+                    "api_peak_rss_mib": "largest VmHWM of one gunicorn process in the "
+                    "round (reset before it)",
+                    "sheep_cpu_s_per_gib": "user+sys of the sheep processes on the "
+                    "cluster's ports, per GiB (local real cluster only)",
+                },
+            },
+            "rows": rows,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"json: {args.json}")
+    return 0
