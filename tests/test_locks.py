@@ -5,6 +5,7 @@ both ways; a real cluster is tested as it was formatted.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -86,7 +87,9 @@ def test_a_lock_outlives_its_client_until_broken(locked_cluster, new_name):
         f"v = sheepfast.connect({c.addresses!r}).open({name!r}, lock='exclusive')\n"
         "os._exit(0)\n"  # no close(): the lock is never released
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    # the sheepfast this test imports, not a source tree in the working directory
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(sheepfast.__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd="/", env=env)
     if not c.locking:
         assert c.locks() == []
         with pytest.raises(errors.InvalidArgument, match="not locked"):
