@@ -109,7 +109,14 @@ GLANCE_SNAPSHOT_KEY = "sheepdog_snapshot"
 CLEANUP_TIMEOUT = 5.0
 
 #: Bytes per read and per write of a streamed image (the glance driver's
-#: sheepdog_store_chunk_size default, 32 MiB). An upload or a download holds
-#: two chunks (one in flight, one being read, hashed or sent): this keeps a
-#: transfer under 100 MiB at full speed. The removed driver used 64 MiB.
+#: sheepdog_store_chunk_size default, 32 MiB). An upload holds two chunks
+#: (one in flight, one being read and hashed): this keeps a transfer under
+#: 100 MiB at full speed. The removed driver used 64 MiB.
 DEFAULT_CHUNK_SIZE = 32 << 20
+
+#: The largest piece the glance driver's get() yields (the chunk size when
+#: that is smaller). A download holds three pieces (the one Glance's
+#: wrappers still reference, the one being sent, the next being read);
+#: pieces that stay small are also cheaper to send than whole chunks
+#: (benchmarks/README.md, "Through the real Glance API").
+DOWNLOAD_PIECE_MAX = 8 << 20

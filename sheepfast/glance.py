@@ -93,20 +93,21 @@ _SHEEPDOG_OPTS = [
         "sheepdog_store_chunk_size",
         min=1,
         default=DEFAULT_CHUNKSIZE,
-        help="""
+        help=f"""
 Chunk size for images stored in Sheepdog, in mebibytes (1048576 bytes).
 
-Images are read from and written to the Sheepdog cluster this many bytes
-at a time: ``get`` yields chunks of this size and ``add`` sends them. It
-is rounded up to a whole number of Sheepdog objects (4 MiB unless
-``sheepdog_store_object_size`` or the cluster says otherwise).
+Images are written to the Sheepdog cluster this many bytes at a time
+(``add`` sends chunks of this size, rounded up to a whole number of
+Sheepdog objects: 4 MiB unless ``sheepdog_store_object_size`` or the
+cluster says otherwise), and read in pieces of at most this size and at
+most {defaults.DOWNLOAD_PIECE_MAX >> 20} MiB (``get``: the first piece is small, so that the
+first byte leaves early).
 
 An upload holds at most two chunks in memory (one being written while the
-next is read and hashed), and a download two (one being sent while the
-next is read), so the memory used per concurrent transfer is about twice
-this value. Larger chunks keep more object requests in flight per call;
-16 or more is enough to reach full speed. (The removed driver's default
-was 64.)
+next is read and hashed), and a download three pieces, so the memory used
+per concurrent transfer is at most about twice this value. Larger chunks
+keep more object requests in flight per call; 16 or more is enough to
+reach full speed. (The removed driver's default was 64.)
 
 Possible values:
     * Positive integer value representing size in mebibytes.
@@ -587,11 +588,14 @@ class Store(glance_store.driver.Store):  # type: ignore[misc]
         )
         self._set_defaults()
 
+    def _set_chunk_size(self, chunk_size: int) -> None:
+        self.chunk_size = self.WRITE_CHUNKSIZE = chunk_size
+        self.READ_CHUNKSIZE = min(chunk_size, defaults.DOWNLOAD_PIECE_MAX)
+
     def _set_defaults(self) -> None:
         self.addr = DEFAULT_ADDR
         self.port = DEFAULT_PORT
-        self.chunk_size = DEFAULT_CHUNKSIZE * units.Mi
-        self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = self.chunk_size
+        self._set_chunk_size(DEFAULT_CHUNKSIZE * units.Mi)
         self.backend_kind = "auto"
         self.dog_command = "dog"
         self.extra_addresses: list[Tuple[str, int]] = []
@@ -646,8 +650,7 @@ class Store(glance_store.driver.Store):  # type: ignore[misc]
             raise self._bad_config(f"sheepdog_store_backend = {kind}: {e}") from e
 
         self._close_backends()
-        self.chunk_size = chunk_size
-        self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = chunk_size
+        self._set_chunk_size(chunk_size)
         self.addr, self.port = addr, port
         self.extra_addresses = extra
         self.backend_kind = kind

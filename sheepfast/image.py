@@ -62,6 +62,10 @@ __all__ = [
 ]
 
 READ_PIECE = 1 << 20  #: the most one read() of an upload source is asked for
+#: The first piece read_chunks yields: small, so that the first byte leaves
+#: after one short request instead of a whole chunk's. Each next piece is
+#: twice as large, up to the chunk size.
+FIRST_PIECE = 64 << 10
 
 
 class SizeMismatch(OutOfRange):
@@ -375,6 +379,11 @@ def read_chunks(
     chunk_size pieces (default image.chunk_size). image: a SheepdogImage, or
     anything with name, chunk_size, read(offset, count) and get_size().
 
+    The first piece is at most FIRST_PIECE bytes, each next one at most
+    twice the last, until they are chunk_size; a piece never crosses a
+    multiple of chunk_size. A reader waits for one short request before
+    its first byte, not for a whole chunk, and the stream is soon in whole
+    aligned chunks.
     The next chunk is read (the native read releases the GIL) while the
     caller handles the current one, so the cluster never waits on the caller
     and the caller never waits on a whole chunk's round trips. Chunks the
@@ -388,16 +397,29 @@ def read_chunks(
     step = image.chunk_size if chunk_size is None else _whole(chunk_size, "chunk_size")
     if step < 1:
         raise InvalidArgument(f"chunk_size must be positive (got {chunk_size!r})")
-    read = image.read
+    plain = whole = image.read
     if isinstance(image, SheepdogImage):
-        read = functools.partial(image.read, recycle=[])
+        whole = functools.partial(image.read, recycle=[])  # whole chunks take turns
+
+    def read(at: int, count: int) -> bytes:
+        data: bytes = (whole if count == step else plain)(at, count)
+        return data
+
     if pos >= end:
         return
     ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
-        pending: Optional[concurrent.futures.Future[bytes]] = ahead.submit(
-            read, pos, min(step, end - pos)
-        )
+        want = FIRST_PIECE
+
+        def submit() -> Optional[concurrent.futures.Future[bytes]]:
+            nonlocal want
+            if pos >= end:
+                return None
+            upto = min(pos + want, (pos // step + 1) * step, end)
+            want = min(2 * want, step)
+            return ahead.submit(read, pos, upto - pos)
+
+        pending = submit()
         while pending is not None:
             data = pending.result()
             if not data:
@@ -405,7 +427,7 @@ def read_chunks(
                     f"Sheepdog image {image.name} ended at byte {pos}, before the {end} expected"
                 )
             pos += len(data)
-            pending = ahead.submit(read, pos, min(step, end - pos)) if pos < end else None
+            pending = submit()
             yield data
             del data  # our reference must not keep a dropped chunk from reuse
     finally:

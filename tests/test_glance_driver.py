@@ -304,6 +304,35 @@ def test_get_with_offset_and_chunk_size(glance, new_name):
         assert all(0 < len(p) <= CHUNK for p in pieces), (offset, length)
 
 
+def test_get_yields_a_short_first_piece_then_pieces_of_at_most_the_download_cap(
+    monkeypatch, tmp_path, target, kind, new_name
+):
+    """The first byte leaves after one short read; later pieces double up
+    to the chunk size or DOWNLOAD_PIECE_MAX, whichever is smaller, and never
+    cross a multiple of it; an upload still sends whole chunks."""
+    from sheepfast import defaults
+    from sheepfast.image import FIRST_PIECE
+
+    cap = defaults.DOWNLOAD_PIECE_MAX
+    g = make_multi(monkeypatch, tmp_path, target, kind, sheepdog_store_chunk_size=2 * cap // MiB)
+    try:
+        assert g.store.WRITE_CHUNKSIZE == 2 * cap and g.store.READ_CHUNKSIZE == cap
+        size = 2 * cap + 4097
+        data = image_bytes(size)
+        uri = g.add(g.new_id(new_name), io.BytesIO(data), size)[0]
+        it, got = g.get(uri)
+        pieces = list(it)
+        assert got == size and b"".join(pieces) == data
+        assert len(pieces[0]) == FIRST_PIECE
+        assert [len(b) for b in pieces[1:3]] == [2 * FIRST_PIECE, 4 * FIRST_PIECE]
+        assert max(len(p) for p in pieces) == cap
+        ends = [sum(len(p) for p in pieces[: i + 1]) for i in range(len(pieces))]
+        crossing = [e for e, p in zip(ends, pieces) if (e - 1) // cap != (e - len(p)) // cap]
+        assert crossing == [], crossing
+    finally:
+        target.names.extend(g.names)
+
+
 def test_legacy_location_reads_the_configured_cluster(glance, new_name):
     data = image_bytes(1000)
     image_id = glance.new_id(new_name)
