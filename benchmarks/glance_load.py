@@ -4,7 +4,7 @@ three stores of one Glance side by side, every byte verified.
 
     python -m benchmarks glance                                  # embedded FakeSheep
     python -m benchmarks glance --cluster 127.0.0.1:7000 --sizes 256M,1G \\
-        --clients 1,4,16 --json out.json
+        --clients 1,4,8,16 --repeat 3 --json out.json
 
 The Glance API (the version tests/glance_e2e pins) runs under gunicorn
 (--workers x --threads gthread) on a PostgreSQL server started here in a
@@ -13,7 +13,8 @@ temporary directory. Its enabled backends:
   file  Glance's own file store on tmpfs (/dev/shm): the HTTP path's ceiling
   old   the removed driver's algorithm (benchmarks/old_store.py), needs dog
 Each round (N clients, one case, one image size and pattern) runs once per
-store, the stores' order alternating from round to round.
+store, the stores' order alternating from round to round; --repeat runs
+them all again, and the table gives medians with the range of MiB/s.
 """
 
 from __future__ import annotations
@@ -434,22 +435,24 @@ def run(args: argparse.Namespace, progress: Any) -> list[dict[str, Any]]:
             client = Client(server.port)
             order = list(args.stores)
             try:
-                for size in args.sizes:
-                    for pattern in args.patterns:
-                        for n in args.clients:
-                            for st in order:
-                                rows += _rounds(
-                                    client,
-                                    st,
-                                    size,
-                                    pattern,
-                                    n,
-                                    args.cases,
-                                    workers,
-                                    sheep,
-                                    progress,
-                                )
-                            order.reverse()  # alternate which store goes first
+                for run_no in range(args.repeat):
+                    for size in args.sizes:
+                        for pattern in args.patterns:
+                            for n in args.clients:
+                                for st in order:
+                                    for row in _rounds(
+                                        client,
+                                        st,
+                                        size,
+                                        pattern,
+                                        n,
+                                        args.cases,
+                                        workers,
+                                        sheep,
+                                        progress,
+                                    ):
+                                        rows.append(dict(row, run=run_no))
+                                order.reverse()  # alternate which store goes first
             except Exception:
                 print(f"Glance's log (tail):\n{server.log()}", file=sys.stderr)
                 raise
@@ -521,16 +524,51 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
+SUMMED = (
+    "mib_s",
+    "p50_s",
+    "p99_s",
+    "ttfb_p50_s",
+    "ttfb_p99_s",
+    "api_cpu_s_per_gib",
+    "api_peak_rss_mib",
+    "sheep_cpu_s_per_gib",
+)
+
+
+def merge(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """(size, pattern, case, N, store) -> the median of each figure over the
+    runs (--repeat), with mib_s_min/mib_s_max and the number of runs."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(
+            (r["size"], r["pattern"], r["case"], r["clients"], r["store"]), []
+        ).append(r)
+    out = {}
+    for key, rs in groups.items():
+        m: dict[str, Any] = {"runs": len(rs)}
+        for field in SUMMED:
+            values = [r[field] for r in rs if r.get(field) is not None]
+            m[field] = statistics.median(values) if values else None
+        m["mib_s_min"] = min(r["mib_s"] for r in rs)
+        m["mib_s_max"] = max(r["mib_s"] for r in rs)
+        out[key] = m
+    return out
+
+
 def table(rows: list[dict[str, Any]], stores: list[str]) -> str:
-    """Markdown: one line per (size, pattern, case, N); each store's MiB/s,
-    sd's p50/p99/ttfb/CPU/RSS, and sd's ratios to the other stores."""
-    by = {(r["size"], r["pattern"], r["case"], r["clients"], r["store"]): r for r in rows}
+    """Markdown: one line per (size, pattern, case, N); each store's MiB/s
+    (median over the runs, min-max when there are several), sd's ratios to
+    the other stores (of the medians), p50/p99, sd's p99/p50, time to first
+    byte, API CPU, sd's API peak RSS and the sheep CPU (medians)."""
+    by = merge(rows)
     keys = sorted({k[:4] for k in by}, key=lambda k: (k[0], k[1], CASES.index(k[2]), k[3]))
     others = [s for s in stores if s != "sd"]
     head = ["size", "pattern", "case", "N"]
     head += [f"{s} MiB/s" for s in stores]
     head += [f"sd/{s}" for s in others]
     head += [f"{s} p50/p99 s" for s in stores]
+    head += ["sd p99/p50"]
     head += ["ttfb p50 ms (" + "/".join(stores) + ")"]
     head += ["api CPU s/GiB (" + "/".join(stores) + ")", "api peak RSS MiB (sd)"]
     head += ["sheep CPU s/GiB (" + "/".join(stores) + ")"]
@@ -545,11 +583,16 @@ def table(rows: list[dict[str, Any]], stores: list[str]) -> str:
             return format(r[key] * scale, fmt)
 
         cells = [_size(k[0]), k[1], k[2], str(k[3])]
-        cells += [f(r, "mib_s", ".0f") for r in rs]
+        for r in rs:
+            spread = ""
+            if r is not None and r["runs"] > 1:
+                spread = f" ({r['mib_s_min']:.0f}-{r['mib_s_max']:.0f})"
+            cells.append(f(r, "mib_s", ".0f") + spread)
         for s in others:
             o = by.get((*k, s))
             cells.append(f"{sd['mib_s'] / o['mib_s']:.2f}" if sd and o else "–")
         cells += [f"{f(r, 'p50_s', '.2f')}/{f(r, 'p99_s', '.2f')}" for r in rs]
+        cells.append(f"{sd['p99_s'] / sd['p50_s']:.2f}" if sd and sd["p50_s"] else "–")
         cells.append("/".join(f(r, "ttfb_p50_s", ".0f", 1000) for r in rs))
         cells.append("/".join(f(r, "api_cpu_s_per_gib", ".1f") for r in rs))
         cells.append(f(sd, "api_peak_rss_mib", ".0f"))
@@ -569,7 +612,7 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> Optional[str]:
         return f"matplotlib is not installed ({exc})"
     stores = sorted({r["store"] for r in rows}, key=list(STORES).index)
     keys = sorted({(r["size"], r["pattern"], r["case"], r["clients"]) for r in rows})
-    by = {(r["size"], r["pattern"], r["case"], r["clients"], r["store"]): r for r in rows}
+    by = merge(rows)
     fig, ax = plt.subplots(figsize=(max(8, len(keys) * 0.6), 5))
     width = 0.8 / len(stores)
     for j, s in enumerate(stores):
@@ -616,8 +659,14 @@ def build_parser(sizes: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--clients",
         type=lambda t: [int(x) for x in t.split(",")],
-        default=[1, 4, 16],
-        help="concurrent clients per round (default 1,4,16)",
+        default=[1, 4, 8, 16],
+        help="concurrent clients per round (default 1,4,8,16)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of every round; the table gives medians and the MiB/s range (default 1)",
     )
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
@@ -629,7 +678,10 @@ def build_parser(sizes: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], sizes: Any) -> int:
-    args = build_parser(sizes).parse_args(argv)
+    parser = build_parser(sizes)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     from benchmarks import harness as bench
 
     args.dog = bench.find_dog(args.dog)
@@ -661,6 +713,7 @@ def main(argv: list[str], sizes: Any) -> int:
             "meta": {
                 "command": " ".join(["python -m benchmarks glance", *argv]),
                 "started": started,
+                "repeat": args.repeat,
                 "elapsed_s": time.monotonic() - t0,
                 "cluster": {
                     "kind": cluster.kind,
