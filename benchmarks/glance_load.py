@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -147,6 +148,34 @@ def sheep_pids(ports: list[int]) -> list[int]:
             if a == b"-p" and b.isdigit() and int(b) in ports:
                 found.append(int(entry))
     return found
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of pid onto cpus (sched_setaffinity takes one thread)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
+@contextlib.contextmanager
+def pinned(sheep: list[int]) -> Iterator[tuple[set[int], set[int]]]:
+    """The sheep on the last CPU, this process (and what it starts from now
+    on: PostgreSQL, Glance) on the others; all back on every CPU after."""
+    everything = os.sched_getaffinity(0)
+    cpus = sorted(everything)
+    if len(cpus) < 2 or not sheep:
+        raise SystemExit("benchmarks glance: --pin needs 2 CPUs and a local real cluster")
+    api, storage = set(cpus[:-1]), {cpus[-1]}
+    for pid in sheep:
+        set_affinity(pid, storage)
+    os.sched_setaffinity(0, api)
+    try:
+        yield api, storage
+    finally:
+        os.sched_setaffinity(0, everything)
+        for pid in sheep:
+            with contextlib.suppress(OSError):
+                set_affinity(pid, everything)
 
 
 # -- one client ------------------------------------------------------------------
@@ -428,6 +457,8 @@ def run(args: argparse.Namespace, progress: Any) -> list[dict[str, Any]]:
             args.cluster_info = cluster
             ports = [int(a.rpartition(":")[2]) for a in cluster.nodes]
             sheep = sheep_pids(ports) if cluster.kind == "real" else []
+            if args.pin:
+                args.pinned = stack.enter_context(pinned(sheep))
             server = stack.enter_context(
                 deployment(base, cluster.address, args.stores, args.workers, args.threads, args.dog)
             )
@@ -671,6 +702,12 @@ def build_parser(sizes: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     p.add_argument("--dog", help="dog for the 'old' store (default: dog on PATH)")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="the local sheep on the last CPU, the API, PostgreSQL and the clients on the "
+        "others: the cluster stands in for storage nodes of its own",
+    )
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PATH")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -680,6 +717,9 @@ def build_parser(sizes: Any) -> argparse.ArgumentParser:
 def main(argv: list[str], sizes: Any) -> int:
     parser = build_parser(sizes)
     args = parser.parse_args(argv)
+    # kill(1) must stop the servers this started as Ctrl-C does: unwind
+    # through the context managers instead of dying on the spot.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(128 + signal.SIGTERM))
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     from benchmarks import harness as bench
@@ -698,9 +738,11 @@ def main(argv: list[str], sizes: Any) -> int:
     rows = run(args, None if args.quiet else sys.stderr)
     cluster = args.cluster_info
     print(f"cluster: {cluster.kind}: {cluster.description}; {cluster.copies} copies")
+    pin = getattr(args, "pinned", None)
+    placement = f"; pinned: API on CPUs {sorted(pin[0])}, sheep on {sorted(pin[1])}" if pin else ""
     print(
         f"glance:  gunicorn {args.workers} gthread workers x {args.threads} threads, "
-        f"PostgreSQL; {os.cpu_count()} CPUs"
+        f"PostgreSQL; {os.cpu_count()} CPUs{placement}"
     )
     print()
     print(table(rows, args.stores))
@@ -726,6 +768,8 @@ def main(argv: list[str], sizes: Any) -> int:
                     "workers": args.workers,
                     "threads": args.threads,
                     "database": "postgresql",
+                    "cpus": sorted(pin[0]) if pin else None,
+                    "sheep_cpus": sorted(pin[1]) if pin else None,
                 },
                 "client": {
                     "cpus": os.cpu_count(),

@@ -37,8 +37,9 @@ def _require(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def _glance_python() -> str:
+    """The Python that has Glance, gunicorn and psycopg2, or a skip (a
+    failure under SHEEPFAST_REQUIRE_GLANCE=1)."""
     python = harness.glance_python()
     if servers.pg_bindir() is None:
         _require(
@@ -52,6 +53,12 @@ def deployment(tmp_path_factory):
             f"Glance, gunicorn or psycopg2 is not installed for {python} ({why}); "
             f"pip install -r {harness.REQUIREMENTS.relative_to(harness.REPO)}"
         )
+    return python
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    python = _glance_python()
     base = tmp_path_factory.mktemp("glance-load")
     with FakeSheep() as sheep:
         with glance_load.deployment(base, sheep.address, ["sd"], 2, 4, None, python) as server:
@@ -63,6 +70,7 @@ def deployment(tmp_path_factory):
 def test_concurrent_uploads_and_downloads(deployment, pattern):
     server, sheep = deployment
     assert len(server.worker_pids()) == 2, server.worker_pids()
+    assert "Using worker: gthread" in server.log()  # from examples/gunicorn.conf.py
     client = glance_load.Client(server.port)
     # Sizes that are not whole objects or pieces, so that the tails are exercised.
     sizes = [9 * MiB + 4097, 13 * MiB - 1, 4 * MiB, 17 * MiB + 3]
@@ -128,3 +136,102 @@ def test_a_corrupted_download_is_caught(deployment):
         assert client.image(image_id)["checksum"] == content.md5() != other.md5()
     finally:
         client.delete(image_id)
+
+
+def test_repeated_rounds_are_merged_into_medians_and_ranges():
+    def row(store, run, mib_s, p50):
+        return dict(
+            size=256 * MiB,
+            pattern="dense",
+            case="download",
+            clients=4,
+            store=store,
+            run=run,
+            mib_s=mib_s,
+            p50_s=p50,
+            p99_s=2 * p50,
+            ttfb_p50_s=0.01,
+            ttfb_p99_s=0.02,
+            api_cpu_s_per_gib=1.0,
+            api_peak_rss_mib=100.0 + run,
+            sheep_cpu_s_per_gib=None,
+        )
+
+    rows = [row("sd", 0, 100, 1.0), row("sd", 1, 300, 3.0), row("sd", 2, 200, 2.0)]
+    rows += [row("file", 0, 50, 1.0), row("file", 1, 150, 1.0)]
+    merged = glance_load.merge(rows)
+    sd = merged[(256 * MiB, "dense", "download", 4, "sd")]
+    assert (sd["runs"], sd["mib_s"], sd["mib_s_min"], sd["mib_s_max"]) == (3, 200, 100, 300)
+    assert sd["p50_s"] == 2.0 and sd["api_peak_rss_mib"] == 101.0
+    assert sd["sheep_cpu_s_per_gib"] is None
+    line = glance_load.table(rows, ["sd", "file"]).splitlines()[-1]
+    # medians, their ranges, the ratio of the medians, sd's p99/p50
+    assert "| 200 (100-300) | 100 (50-150) | 2.00 |" in line and "| 2.00 |" in line, line
+
+
+def test_a_killed_benchmark_stops_the_servers_it_started(tmp_path):
+    """kill(1) on `python -m benchmarks glance` must not leave PostgreSQL or
+    Glance running: it unwinds as Ctrl-C does and exits 143."""
+    import glob
+    import signal
+    import subprocess
+    import time
+
+    python = _glance_python()
+
+    def ours() -> set[str]:
+        return set(glob.glob("/tmp/sheepfast-glance-load-*"))
+
+    def holders(paths: set[str]) -> list[str]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().decode(errors="replace")
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if any(p in argv or cwd.startswith(p) for p in paths):
+                found.append(f"{entry}: {argv.replace(chr(0), ' ')[:100]}")
+        return found
+
+    before = ours()
+    log = tmp_path / "bench.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "benchmarks",
+                "glance",
+                "--sizes",
+                "4M",
+                "--clients",
+                "1",
+                "--stores",
+                "sd,file",
+                "--patterns",
+                "dense",
+                "--repeat",
+                "50",
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"MiB/s" not in log.read_bytes():  # Glance is up and serving
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        started = ours() - before
+        assert len(started) == 1, started
+        assert holders(started), "found none of the servers the benchmark started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert holders(started) == []
+    assert not any(os.path.exists(p) for p in started)

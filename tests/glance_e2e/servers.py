@@ -133,7 +133,8 @@ class PostgreSQL:
 
 
 class GunicornGlance(harness.GlanceServer):
-    """glance-api under gunicorn: `workers` processes of `threads` threads."""
+    """glance-api under gunicorn as examples/gunicorn.conf.py configures it,
+    with `workers` processes of `threads` threads."""
 
     def __init__(
         self,
@@ -160,16 +161,14 @@ class GunicornGlance(harness.GlanceServer):
                     self.python,
                     "-m",
                     "gunicorn",
+                    "--config",
+                    str(harness.EXAMPLES / "gunicorn.conf.py"),  # what examples/ recommends
                     "--bind",
                     f"127.0.0.1:{self.port}",
                     "--workers",
                     str(self.workers),
-                    "--worker-class",
-                    "gthread",
                     "--threads",
                     str(self.threads),
-                    "--timeout",
-                    "900",
                     "glance.wsgi.api:application",
                 ],
                 stdin=subprocess.DEVNULL,
