@@ -20,6 +20,7 @@ import threading
 import pytest
 from glance_e2e import harness, servers
 
+import sheepfast
 from sheepfast.testing import FakeSheep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,7 +178,7 @@ def test_a_killed_benchmark_stops_the_servers_it_started(tmp_path):
     import subprocess
     import time
 
-    python = _glance_python()
+    _glance_python()  # Glance, gunicorn and psycopg2 are there, or a skip
 
     def ours() -> set[str]:
         return set(glob.glob("/tmp/sheepfast-glance-load-*"))
@@ -195,12 +196,16 @@ def test_a_killed_benchmark_stops_the_servers_it_started(tmp_path):
                 found.append(f"{entry}: {argv.replace(chr(0), ' ')[:100]}")
         return found
 
+    # The sheepfast this test imports (an installed one, in CI), whatever the
+    # working directory; benchmarks/ from the checkout.
+    roots = [os.path.dirname(os.path.dirname(sheepfast.__file__)), REPO]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(roots))
     before = ours()
     log = tmp_path / "bench.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
-                python,
+                sys.executable,
                 "-m",
                 "benchmarks",
                 "glance",
@@ -215,7 +220,8 @@ def test_a_killed_benchmark_stops_the_servers_it_started(tmp_path):
                 "--repeat",
                 "50",
             ],
-            cwd=REPO,
+            cwd=tmp_path,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
