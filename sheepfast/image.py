@@ -380,10 +380,11 @@ def read_chunks(
     anything with name, chunk_size, read(offset, count) and get_size().
 
     The first piece is at most FIRST_PIECE bytes, each next one at most
-    twice the last, until they are chunk_size; a piece never crosses a
-    multiple of chunk_size. A reader waits for one short request before
-    its first byte, not for a whole chunk, and the stream is soon in whole
-    aligned chunks.
+    twice the last, until they are chunk_size (on a backend that pipelines
+    requests; on the dog backend, where a read is a process, every piece is
+    chunk_size); a piece never crosses a multiple of chunk_size. A reader
+    waits for one short request before its first byte, not for a whole
+    chunk, and the stream is soon in whole aligned chunks.
     The next chunk is read (the native read releases the GIL) while the
     caller handles the current one, so the cluster never waits on the caller
     and the caller never waits on a whole chunk's round trips. Chunks the
@@ -398,8 +399,12 @@ def read_chunks(
     if step < 1:
         raise InvalidArgument(f"chunk_size must be positive (got {chunk_size!r})")
     plain = whole = image.read
+    # A short first piece pays off where a request is cheap; where each read
+    # is a dog process, it would only add processes.
+    ramp = True
     if isinstance(image, SheepdogImage):
         whole = functools.partial(image.read, recycle=[])  # whole chunks take turns
+        ramp = image._can(Capability.PIPELINE)
 
     def read(at: int, count: int) -> bytes:
         data: bytes = (whole if count == step else plain)(at, count)
@@ -409,7 +414,7 @@ def read_chunks(
         return
     ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
-        want = FIRST_PIECE
+        want = FIRST_PIECE if ramp else step
 
         def submit() -> Optional[concurrent.futures.Future[bytes]]:
             nonlocal want
