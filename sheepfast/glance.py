@@ -523,10 +523,10 @@ class ImageIterator:
     """Reads a Sheepdog image one chunk at a time.
 
     ImageIterator(image) yields the whole image in image.chunk_size pieces,
-    as the removed driver's did. offset, length and chunk_size select a
-    range and the piece size. It stops with an error, never loops, when
-    the image turns out shorter than expected. close=True closes the image
-    when the iteration ends.
+    as the removed driver's did, after a short first few (read_chunks).
+    offset, length and chunk_size select a range and the piece size. It
+    stops with an error, never loops, when the image turns out shorter than
+    expected. close=True closes the image when the iteration ends.
     """
 
     def __init__(
