@@ -153,7 +153,7 @@ def sheep_pids(ports: list[int]) -> list[int]:
 def set_affinity(pid: int, cpus: set[int]) -> None:
     """Every thread of pid onto cpus (sched_setaffinity takes one thread)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
             os.sched_setaffinity(int(tid), cpus)
 
 
@@ -166,16 +166,22 @@ def pinned(sheep: list[int]) -> Iterator[tuple[set[int], set[int]]]:
     if len(cpus) < 2 or not sheep:
         raise SystemExit("benchmarks glance: --pin needs 2 CPUs and a local real cluster")
     api, storage = set(cpus[:-1]), {cpus[-1]}
-    for pid in sheep:
-        set_affinity(pid, storage)
-    os.sched_setaffinity(0, api)
+    own = {pid: os.sched_getaffinity(pid) for pid in sheep}
     try:
+        for pid in sheep:
+            try:
+                set_affinity(pid, storage)
+            except PermissionError as exc:
+                raise SystemExit(
+                    f"benchmarks glance: --pin cannot move sheep {pid}: {exc}"
+                ) from exc
+        os.sched_setaffinity(0, api)
         yield api, storage
     finally:
         os.sched_setaffinity(0, everything)
-        for pid in sheep:
+        for pid, cpus_before in own.items():
             with contextlib.suppress(OSError):
-                set_affinity(pid, everything)
+                set_affinity(pid, cpus_before)
 
 
 # -- one client ------------------------------------------------------------------
@@ -303,7 +309,7 @@ def run_round(
     client: Client,
     case: str,
     store: str,
-    images: list[tuple[str, Content, str]],
+    images: list[tuple[str, Content]],
     workers: list[int],
     sheep: list[int],
 ) -> dict[str, Any]:
@@ -331,7 +337,8 @@ def run_round(
         except Exception as exc:  # reported for the round as a whole
             errors.append(f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    # daemons: a SIGTERM while they wait at the barrier must not keep the process alive
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
     for pid in workers:

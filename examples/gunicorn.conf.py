@@ -3,15 +3,17 @@
 #
 #   OS_GLANCE_CONFIG_DIR=/etc/glance gunicorn -c gunicorn.conf.py glance.wsgi.api:application
 #
-# Settings given on the command line override these. tests/glance_e2e and
-# `python -m benchmarks glance` start Glance from this file (changing only
-# the address and, for a benchmark round, workers and threads), so it is
-# known to work; the figures behind each choice are in benchmarks/README.md,
-# "Through the real Glance API, under load".
+# Settings given on the command line override these. tests/test_glance_load.py
+# and `python -m benchmarks glance` start Glance from this file (changing only
+# the address, workers and threads), so it is known to work; the figures
+# behind each choice are in benchmarks/README.md, "Through the real Glance
+# API, under load".
 
 import os
 
-bind = "0.0.0.0:9292"
+# Loopback only: glance-api.conf beside this file has no authentication.
+# With Keystone configured, bind the API host's address (--bind HOST:9292).
+bind = "127.0.0.1:9292"
 
 # Threads, not processes or greenlets: an image transfer holds its thread for
 # the whole upload or download, and sheepfast's driver releases the GIL while
@@ -19,14 +21,14 @@ bind = "0.0.0.0:9292"
 # threads of its own), so a few threads per process keep the cores busy.
 worker_class = "gthread"
 
-# One process per core.
-workers = os.cpu_count() or 2
+# One process per core this process may use (affinity, not the host's count).
+workers = len(os.sched_getaffinity(0))
 
 # Every concurrent transfer needs a thread of its own: workers x threads must
 # be at least the transfers you expect at once, or the rest wait for a thread
-# (their time to first byte becomes the time another transfer takes). Each
-# transfer holds about two sheepdog_store_chunk_size chunks (64 MiB at the
-# default 32) while it runs.
+# (their time to first byte becomes the time another transfer takes). An
+# upload holds two sheepdog_store_chunk_size chunks (64 MiB at the default
+# 32) while it runs, a download three pieces of at most 8 MiB.
 threads = 8
 
 # The master kills a worker that has not checked in for this long. A gthread

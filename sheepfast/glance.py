@@ -104,8 +104,8 @@ most {defaults.DOWNLOAD_PIECE_MAX >> 20} MiB (``get``: the first piece is small,
 first byte leaves early).
 
 An upload holds at most two chunks in memory (one being written while the
-next is read and hashed), and a download three pieces, so the memory used
-per concurrent transfer is at most about twice this value. Larger chunks
+next is read and hashed), a download three pieces (at most 24 MiB), so the
+memory used per concurrent upload is about twice this value. Larger chunks
 keep more object requests in flight per call; 16 or more is enough to
 reach full speed. (The removed driver's default was 64.)
 
