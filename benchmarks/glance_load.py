@@ -277,8 +277,6 @@ class Client:
                         raise RuntimeError(
                             f"download {image_id}: ended at byte {pos + got} of {content.size}"
                         )
-                    if ttfb is None:
-                        ttfb = time.monotonic() - t0
                     got += n
                 # bytearray == bytes is a memcmp; a memoryview compares byte by byte
                 if (buf if got == len(buf) else bytes(view[:got])) != want:
@@ -562,7 +560,7 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-SUMMED = (
+MEDIAN_FIELDS = (
     "mib_s",
     "p50_s",
     "p99_s",
@@ -585,7 +583,7 @@ def merge(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
     out = {}
     for key, rs in groups.items():
         m: dict[str, Any] = {"runs": len(rs)}
-        for field in SUMMED:
+        for field in MEDIAN_FIELDS:
             values = [r[field] for r in rs if r.get(field) is not None]
             m[field] = statistics.median(values) if values else None
         m["mib_s_min"] = min(r["mib_s"] for r in rs)
