@@ -57,7 +57,7 @@ from sheepfast.address import (
     parse_location,
 )
 from sheepfast.backends import KINDS, Backend, Capability, open_backend, resolve_kind
-from sheepfast.image import SheepdogImage, check_size, read_chunks
+from sheepfast.image import ChunkReader, SheepdogImage, check_size
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -523,10 +523,12 @@ class ImageIterator:
     """Reads a Sheepdog image one chunk at a time.
 
     ImageIterator(image) yields the whole image in image.chunk_size pieces,
-    as the removed driver's did, after a short first few (read_chunks).
+    as the removed driver's did, after a short first few (ChunkReader).
     offset, length and chunk_size select a range and the piece size. It
     stops with an error, never loops, when the image turns out shorter than
-    expected. close=True closes the image when the iteration ends.
+    expected. close=True closes the image when the iteration ends or
+    close() is called. start=True sends the first read at once, before the
+    first next() (length must then be given).
     """
 
     def __init__(
@@ -537,23 +539,33 @@ class ImageIterator:
         chunk_size: Optional[int] = None,
         *,
         close: bool = False,
+        start: bool = False,
     ):
         self.image = image
         self.offset = offset
         self.length = length
         self.chunk_size = chunk_size or image.chunk_size
         self._close = close
+        self._reader: Optional[ChunkReader] = None
+        if start:
+            with _translated(image.name):
+                self._reader = ChunkReader(image, offset, length, self.chunk_size)
 
     def __iter__(self) -> Iterator[bytes]:
         image = self.image
         try:
             with _translated(image.name):
-                yield from read_chunks(image, self.offset, self.length, self.chunk_size)
+                if self._reader is None:
+                    self._reader = ChunkReader(
+                        image, self.offset, self.length, self.chunk_size, start=False
+                    )
+                yield from self._reader
         finally:
-            if self._close:
-                image.close()
+            self.close()
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._close:
             self.image.close()
 
@@ -779,7 +791,7 @@ class Store(glance_store.driver.Store):  # type: ignore[misc]
         image = self._image(location)
         try:
             with _translated(image.name):
-                size = image.size  # opens the VDI: one lookup by name
+                size = image.size  # opens the VDI: its inode, after a lookup by name
         except BaseException:
             image.close()
             raise
@@ -788,15 +800,21 @@ class Store(glance_store.driver.Store):  # type: ignore[misc]
             length = size - start
             if chunk_size:
                 length = min(check_size(chunk_size, "chunk_size"), length)
+            iterator = ImageIterator(
+                image,
+                offset=start,
+                length=length,
+                chunk_size=self.READ_CHUNKSIZE,
+                close=True,
+                start=True,  # the first piece travels while Glance builds its response
+            )
         except errors.InvalidArgument as exc:
             image.close()
             raise exceptions.Invalid(message=f"Sheepdog image {image.name}: {exc}") from exc
-        return (
-            ImageIterator(
-                image, offset=start, length=length, chunk_size=self.READ_CHUNKSIZE, close=True
-            ),
-            length,
-        )
+        except BaseException:
+            image.close()
+            raise
+        return iterator, length
 
     def get_size(self, location: Any, context: Any = None) -> int:
         """

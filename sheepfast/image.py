@@ -48,6 +48,7 @@ __all__ = [
     "SheepdogImage",
     "SizeMismatch",
     "check_size",
+    "ChunkReader",
     "read_chunks",
     "readinto_full",
     # sheepfast.address's, importable from here as before
@@ -378,13 +379,27 @@ def read_chunks(
     image's bytes from offset, length of them (to its end when None), in
     chunk_size pieces (default image.chunk_size). image: a SheepdogImage, or
     anything with name, chunk_size, read(offset, count) and get_size().
+    Nothing is read before the first next(); ChunkReader starts at once.
+    """
+    reader = ChunkReader(image, offset, length, chunk_size, start=False)
+    try:
+        yield from reader
+    finally:
+        reader.close()
+
+
+class ChunkReader:
+    """Iterates over image's bytes from offset (see read_chunks); close()
+    stops it and waits for the read in flight.
 
     The first piece is at most FIRST_PIECE bytes, each next one at most
     twice the last, until they are chunk_size (on a backend that pipelines
     requests; on the dog backend, where a read is a process, every piece is
     chunk_size); a piece never crosses a multiple of chunk_size. A reader
     waits for one short request before its first byte, not for a whole
-    chunk, and the stream is soon in whole aligned chunks.
+    chunk, and the stream is soon in whole aligned chunks. start=True sends
+    that first request now, so that it travels while the caller prepares to
+    take it (the driver's get, while Glance builds its response).
     The next chunk is read (the native read releases the GIL) while the
     caller handles the current one, so the cluster never waits on the caller
     and the caller never waits on a whole chunk's round trips. Chunks the
@@ -393,50 +408,83 @@ def read_chunks(
     (the one the caller holds, the one being read, the one it just dropped).
     A SheepfastError, never a loop, when the image turns out shorter.
     """
-    pos = check_size(offset, "offset")
-    end = image.get_size() if length is None else pos + check_size(length, "length")
-    step = image.chunk_size if chunk_size is None else _whole(chunk_size, "chunk_size")
-    if step < 1:
-        raise InvalidArgument(f"chunk_size must be positive (got {chunk_size!r})")
-    plain = whole = image.read
-    # A short first piece pays off where a request is cheap; where each read
-    # is a dog process, it would only add processes.
-    ramp = True
-    if isinstance(image, SheepdogImage):
-        whole = functools.partial(image.read, recycle=[])  # whole chunks take turns
-        ramp = image._can(Capability.PIPELINE)
 
-    def read(at: int, count: int) -> bytes:
-        data: bytes = (whole if count == step else plain)(at, count)
+    def __init__(
+        self,
+        image: Any,
+        offset: int = 0,
+        length: Optional[int] = None,
+        chunk_size: Optional[int] = None,
+        *,
+        start: bool = True,
+    ):
+        self._image = image
+        self._pos = check_size(offset, "offset")
+        self._end = image.get_size() if length is None else self._pos + check_size(length, "length")
+        step = image.chunk_size if chunk_size is None else _whole(chunk_size, "chunk_size")
+        if step < 1:
+            raise InvalidArgument(f"chunk_size must be positive (got {chunk_size!r})")
+        self._step = step
+        self._plain = self._whole = image.read
+        # A short first piece pays off where a request is cheap; where each
+        # read is a dog process, it would only add processes.
+        ramp = True
+        if isinstance(image, SheepdogImage):
+            self._whole = functools.partial(image.read, recycle=[])  # whole chunks take turns
+            ramp = image._can(Capability.PIPELINE)
+        self._want = FIRST_PIECE if ramp else step
+        self._ahead: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._pending: Optional[concurrent.futures.Future[bytes]] = None
+        self._closed = False
+        if start:
+            self._submit()
+
+    def _read(self, at: int, count: int) -> bytes:
+        data: bytes = (self._whole if count == self._step else self._plain)(at, count)
         return data
 
-    if pos >= end:
-        return
-    ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
-        want = FIRST_PIECE if ramp else step
+    def _submit(self) -> None:
+        pos, step = self._pos, self._step
+        if pos >= self._end:
+            self._pending = None
+            return
+        upto = min(pos + self._want, (pos // step + 1) * step, self._end)
+        self._want = min(2 * self._want, step)
+        if self._ahead is None:
+            self._ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._pending = self._ahead.submit(self._read, pos, upto - pos)
 
-        def submit() -> Optional[concurrent.futures.Future[bytes]]:
-            nonlocal want
-            if pos >= end:
-                return None
-            upto = min(pos + want, (pos // step + 1) * step, end)
-            want = min(2 * want, step)
-            return ahead.submit(read, pos, upto - pos)
+    def __iter__(self) -> ChunkReader:
+        return self
 
-        pending = submit()
-        while pending is not None:
+    def __next__(self) -> bytes:
+        if self._closed:
+            raise StopIteration
+        if self._pending is None and self._ahead is None:
+            self._submit()  # start=False: the first next() starts
+        pending = self._pending
+        if pending is None:
+            self.close()
+            raise StopIteration
+        try:
             data = pending.result()
             if not data:
                 raise SheepfastError(
-                    f"Sheepdog image {image.name} ended at byte {pos}, before the {end} expected"
+                    f"Sheepdog image {self._image.name} ended at byte {self._pos}, "
+                    f"before the {self._end} expected"
                 )
-            pos += len(data)
-            pending = submit()
-            yield data
-            del data  # our reference must not keep a dropped chunk from reuse
-    finally:
-        ahead.shutdown(wait=True, cancel_futures=True)
+            self._pos += len(data)
+            self._submit()
+        except BaseException:
+            self.close()
+            raise
+        return data
+
+    def close(self) -> None:
+        self._closed = True
+        self._pending = None
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
 
 
 class _Chunk:

@@ -75,12 +75,17 @@ int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name
 }
 
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                          sf_error *err)
+                          uint8_t *index_head, sf_error *err)
 {
-    uint8_t *buf = malloc(SF_INODE_HEADER_SIZE);
+    /* sheep writes an inode whole when it creates it, so the index always
+     * follows the header: one read brings both. */
+    uint32_t len = SF_INODE_HEADER_SIZE + (index_head != NULL ? 4 * SF_INDEX_PAGE : 0);
+    uint8_t *buf = malloc(len);
     if (buf == NULL)
         return sfi_fail(err, SF_E_NOMEM, "out of memory");
-    int rc = sfi_read_exact(cl, conn, sfi_inode_oid(vid), 0, buf, SF_INODE_HEADER_SIZE, err);
+    int rc = sfi_read_exact(cl, conn, sfi_inode_oid(vid), 0, buf, len, err);
+    if (rc == SF_OK && index_head != NULL)
+        memcpy(index_head, buf + SF_INODE_HEADER_SIZE, 4 * SF_INDEX_PAGE);
     if (rc == SF_OK) {
         sfi_inode_header_decode(buf, info);
         if (info->vid != vid)
@@ -171,8 +176,65 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
     return SF_OK;
 }
 
+/* The memo (SF_VID_MEMO_SLOTS): FNV-1a, as sheep hashes names. */
+static uint64_t name_hash(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static uint32_t vid_memo_get(sf_cluster *cl, uint64_t h)
+{
+    pthread_mutex_lock(&cl->lock);
+    const sf_vid_memo *m = &cl->vid_memo[h % SF_VID_MEMO_SLOTS];
+    uint32_t vid = m->name_hash == h ? m->vid : 0;
+    pthread_mutex_unlock(&cl->lock);
+    return vid;
+}
+
+static void vid_memo_set(sf_cluster *cl, uint64_t h, uint32_t vid)
+{
+    pthread_mutex_lock(&cl->lock);
+    sf_vid_memo *m = &cl->vid_memo[h % SF_VID_MEMO_SLOTS];
+    if (vid != 0 || m->name_hash == h) {
+        m->name_hash = h;
+        m->vid = vid;
+    }
+    pthread_mutex_unlock(&cl->lock);
+}
+
+static int names_vdi(const sf_vdi_info *info, const char *name, size_t name_len)
+{
+    return strlen(info->name) == name_len && memcmp(info->name, name, name_len) == 0;
+}
+
+/* The working VDI of name is the one inode in use that bears the name and
+ * is no snapshot: sheep's own lookup decides by the same inode fields. So
+ * an inode read at a remembered vid that still shows them answers as the
+ * lookup would have. Any other answer from sheep (deleted, snapshotted,
+ * reused, no such object) forgets the vid: 0, look the name up. 1: info is
+ * the VDI's. SF_ERR: the connection failed, as the lookup would have. */
+static int stat_remembered(sf_cluster *cl, sf_conn **conn, uint64_t h, const char *name,
+                           size_t name_len, sf_vdi_info *info, uint8_t *index_head, sf_error *err)
+{
+    uint32_t vid = vid_memo_get(cl, h);
+    if (vid == 0)
+        return 0;
+    if (sfi_read_inode_header(cl, conn, vid, info, index_head, err) == SF_OK) {
+        if (names_vdi(info, name, name_len) && info->snap_ctime == 0)
+            return 1;
+    } else if ((*conn)->broken) {
+        return SF_ERR;
+    }
+    sfi_error_clear(err);
+    vid_memo_set(cl, h, 0);
+    return 0;
+}
+
 int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                     const sf_snap_ref *at, sf_vdi_info *info, sf_error *err)
+                     const sf_snap_ref *at, sf_vdi_info *info, uint8_t *index_head, sf_error *err)
 {
     const char *why;
     uint32_t vid = 0;
@@ -182,20 +244,27 @@ int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t na
         return sfi_fail(err, SF_E_INVALID, "%s", why);
     if (*conn == NULL && (*conn = sfi_pool_get(cl, err)) == NULL)
         return SF_ERR;
+    int working = sfi_snap_ref_is_working(at);
+    uint64_t h = name_hash(name, name_len);
+    int known = working ? stat_remembered(cl, conn, h, name, name_len, info, index_head, err) : 0;
+    if (known != 0)
+        return known == 1 ? SF_OK : SF_ERR;
     if (sfi_lookup_vid(cl, conn, name, name_len, at, &vid, err) != SF_OK)
         return SF_ERR;
     /* A delete can land between the lookup and the inode read. sheep then
      * leaves the inode with its name and size zeroed (or, where the object
      * is lost, none at all): either way this name no longer has that VDI,
      * which is NO_VDI, not a missing object or a zero-byte image. */
-    int rc = sfi_read_inode_header(cl, conn, vid, info, err);
+    int rc = sfi_read_inode_header(cl, conn, vid, info, index_head, err);
     if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
         return sfi_fail_result(err, SF_RES_NO_VDI,
                                "VDI '%.*s' not found (vid 0x%x has no inode: deleted)",
                                (int)name_len, name, vid);
-    if (rc == SF_OK && (strlen(info->name) != name_len || memcmp(info->name, name, name_len) != 0))
+    if (rc == SF_OK && !names_vdi(info, name, name_len))
         return sfi_fail_result(err, SF_RES_NO_VDI, "VDI '%.*s' not found (vid 0x%x was deleted%s)",
                                (int)name_len, name, vid, info->name[0] ? " and reused" : "");
+    if (rc == SF_OK && working && info->snap_ctime == 0)
+        vid_memo_set(cl, h, vid);
     return rc;
 }
 
@@ -204,7 +273,7 @@ static int sfi_vdi_stat_in_call(sf_cluster *cl, const char *name, size_t name_le
 {
     sf_conn *conn = NULL;
     sfi_error_clear(err);
-    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, out, err);
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, out, NULL, err);
     sfi_pool_put(cl, conn);
     return rc;
 }
@@ -276,7 +345,7 @@ int sfi_delete_on(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_
 {
     sf_vdi_info info;
     char what[2 * SF_NAME_FIELD + 64];
-    int rc = sfi_stat_by_name(cl, conn, name, name_len, at, &info, err);
+    int rc = sfi_stat_by_name(cl, conn, name, name_len, at, &info, NULL, err);
     /* A hyper volume's index is a B-tree: DEL_VDI walks it itself, and a
      * flat zeroing pass over it would crash sheep. */
     if (rc == SF_OK && info.store_policy == 0)
@@ -495,7 +564,7 @@ static int sfi_vdi_stat_vid_in_call(sf_cluster *cl, uint32_t vid, sf_vdi_info *o
     sf_conn *conn = sfi_pool_get(cl, err);
     if (conn == NULL)
         return SF_ERR;
-    int rc = sfi_read_inode_header(cl, &conn, vid, out, err);
+    int rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, err);
     sfi_pool_put(cl, conn);
     if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
         return sfi_fail_result(err, SF_RES_NO_VDI, "no VDI has vid 0x%x", vid);

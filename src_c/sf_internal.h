@@ -176,8 +176,17 @@ void sfi_ring_free(sf_ring *ring);
 unsigned sfi_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes);
 
 /* ---- cluster (sf_cluster.c) ---- */
+/* The vid a working VDI's name had when this client last looked it up,
+ * slot by a hash of the name. It only ever saves the lookup's round trip:
+ * every use is checked against the inode it names (sf_catalog.c). */
+#define SF_VID_MEMO_SLOTS 256u
+typedef struct sf_vid_memo {
+    uint64_t name_hash;
+    uint32_t vid; /* 0: empty */
+} sf_vid_memo;
+
 struct sf_cluster {
-    pthread_mutex_t lock; /* guards gateways, idle, refs */
+    pthread_mutex_t lock; /* guards gateways, idle, refs, vid_memo */
     sf_gateway gateways[SF_MAX_GATEWAYS];
     unsigned nr_configured; /* the caller's list comes first ... */
     unsigned nr_gateways;   /* ... then gateways learned from GET_NODE_LIST */
@@ -200,6 +209,7 @@ struct sf_cluster {
     int64_t ring_time_ms;     /* when it was read */
     uint32_t epoch;           /* the newest membership epoch any reply carried (atomic) */
     int64_t epoch_changed_ms; /* when a reply first carried it (0: no change seen) */
+    sf_vid_memo vid_memo[SF_VID_MEMO_SLOTS]; /* guarded by lock (sf_catalog.c) */
 };
 
 /* Sheep recovers the objects a membership change moved for a while after
@@ -244,9 +254,11 @@ void sfi_op_named_at(sf_op *op, uint8_t opcode, uint8_t payload[2 * SF_NAME_FIEL
 int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
                    const sf_snap_ref *at, uint32_t *vid, sf_error *err);
 /* Name and selector checks, GET_VDI_INFO and inode header on *conn (taken
- * from the pool when NULL; the caller puts it back). */
+ * from the pool when NULL; the caller puts it back). index_head, when not
+ * NULL, receives the first SF_INDEX_PAGE index entries (raw) from the same
+ * request. */
 int sfi_stat_by_name(struct sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                     const sf_snap_ref *at, sf_vdi_info *info, sf_error *err);
+                     const sf_snap_ref *at, sf_vdi_info *info, uint8_t *index_head, sf_error *err);
 /* Index entries of a flat VDI of info's size. */
 uint32_t sfi_index_entries(const sf_vdi_info *info);
 /* Writes zeros over the non-zero index entries in [first, end), in
@@ -257,9 +269,10 @@ int sfi_zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, uint
 /* Zeroes the index and removes the VDI at selects, on *conn. */
 int sfi_delete_on(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
                   const sf_snap_ref *at, sf_error *err);
-/* Reads and decodes an inode header; checks what the client relies on. */
+/* Reads and decodes an inode header; checks what the client relies on.
+ * index_head as for sfi_stat_by_name. */
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                          sf_error *err);
+                          uint8_t *index_head, sf_error *err);
 
 /* ---- VDI handles (sf_vdi.c) ---- */
 struct sf_vdi {

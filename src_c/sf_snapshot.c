@@ -86,7 +86,7 @@ static int sfi_vdi_snapshot_in_call(sf_cluster *cl, const char *name, size_t nam
             rc = SF_OK;
     }
     if (rc == SF_OK)
-        rc = sfi_stat_by_name(cl, &conn, name, name_len, NULL, &working, err);
+        rc = sfi_stat_by_name(cl, &conn, name, name_len, NULL, &working, NULL, err);
     if (rc == SF_OK && working.store_policy != 0)
         rc = sfi_fail(err, SF_E_UNSUPPORTED, "snapshots of hyper volume '%.*s' are not supported",
                       (int)name_len, name);
@@ -104,7 +104,7 @@ static int sfi_vdi_snapshot_in_call(sf_cluster *cl, const char *name, size_t nam
         }
     }
     if (rc == SF_OK) /* the old vid is the snapshot now, with its snap_ctime set */
-        rc = sfi_read_inode_header(cl, &conn, working.vid, out, err);
+        rc = sfi_read_inode_header(cl, &conn, working.vid, out, NULL, err);
     sfi_pool_put(cl, conn);
     return rc;
 }
@@ -116,7 +116,7 @@ static int stat_snapshot(sf_cluster *cl, sf_conn **conn, const char *name, size_
     if (sfi_snap_ref_is_working(at))
         return sfi_fail(err, SF_E_INVALID, "%s needs a snapshot of VDI '%.*s' (a tag or an id)",
                         doing, (int)name_len, name);
-    if (sfi_stat_by_name(cl, conn, name, name_len, at, out, err) != SF_OK)
+    if (sfi_stat_by_name(cl, conn, name, name_len, at, out, NULL, err) != SF_OK)
         return SF_ERR;
     if (out->snap_ctime == 0) /* a tag written by a snapshot that failed */
         return sfi_fail(err, SF_E_INVALID,
@@ -146,7 +146,7 @@ static int sfi_vdi_rollback_in_call(sf_cluster *cl, const char *name, size_t nam
     if (rc == SF_OK)
         rc = new_vdi_from(cl, &conn, name, name_len, snap.size, &snap, 0, &vid, err);
     if (rc == SF_OK)
-        rc = sfi_read_inode_header(cl, &conn, vid, out, err);
+        rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, err);
     sfi_pool_put(cl, conn);
     return rc;
 }
@@ -178,7 +178,7 @@ static int sfi_vdi_clone_in_call(sf_cluster *cl, const char *name, size_t name_l
     if (rc == SF_OK)
         rc = new_vdi_from(cl, &conn, new_name, new_name_len, size, &snap, 0, &vid, err);
     if (rc == SF_OK)
-        rc = sfi_read_inode_header(cl, &conn, vid, out, err);
+        rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, err);
     sfi_pool_put(cl, conn);
     return rc;
 }

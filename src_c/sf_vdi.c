@@ -144,6 +144,32 @@ out:
     return rc;
 }
 
+/* Caches count raw index entries read from the inode for page. */
+static int index_page_store(sf_vdi *vdi, uint32_t page, const uint8_t *raw, uint32_t count,
+                            sf_error *err)
+{
+    uint32_t start = page * SF_INDEX_PAGE;
+    /* Entries name a vid: anything wider than 24 bits is not an index. */
+    for (uint32_t i = 0; i < count; i++)
+        if (sfi_get_le32(raw + 4 * i) > SF_MAX_VID)
+            return sfi_fail(err, SF_E_PROTOCOL, "VDI '%s': index entry %u holds 0x%x, not a vid",
+                            vdi->info.name, start + i, sfi_get_le32(raw + 4 * i));
+    pthread_mutex_lock(&vdi->lock);
+    if (!vdi->page_loaded[page]) {
+        for (uint32_t i = 0; i < count; i++)
+            vdi->index[start + i] = sfi_get_le32(raw + 4 * i);
+        vdi->page_loaded[page] = 1;
+    }
+    pthread_mutex_unlock(&vdi->lock);
+    return SF_OK;
+}
+
+static uint32_t index_page_entries(uint32_t nr_objects, uint32_t page)
+{
+    uint32_t start = page * SF_INDEX_PAGE;
+    return nr_objects - start < SF_INDEX_PAGE ? nr_objects - start : SF_INDEX_PAGE;
+}
+
 static void vdi_free(sf_vdi *vdi)
 {
     pthread_mutex_destroy(&vdi->lock);
@@ -167,7 +193,8 @@ static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t nam
     pthread_mutex_init(&vdi->lock, NULL);
     pthread_mutex_init(&vdi->alloc_lock, NULL);
     sf_conn *conn = NULL;
-    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, &vdi->info, err);
+    uint8_t index_head[4 * SF_INDEX_PAGE]; /* the first read is then one request, not two */
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, &vdi->info, index_head, err);
     if (rc == SF_OK) {
         vdi->object_size = (uint64_t)1 << vdi->info.block_size_shift;
         rc = check_object_count(vdi, vdi->info.size, err);
@@ -178,6 +205,8 @@ static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t nam
     }
     if (rc == SF_OK && vdi->info.store_policy == 1)
         rc = load_btree(vdi, &conn, err);
+    else if (rc == SF_OK && vdi->nr_objects > 0)
+        rc = index_page_store(vdi, 0, index_head, index_page_entries(vdi->nr_objects, 0), err);
     if (rc == SF_OK)
         sfi_cluster_maybe_refresh(cl, &conn); /* nodes come and go: keep routing true */
     sfi_pool_put(cl, conn);
@@ -228,24 +257,11 @@ static int ensure_index(sf_vdi *vdi, sf_conn **conn, uint32_t first, uint32_t la
         pthread_mutex_unlock(&vdi->lock);
         if (loaded)
             continue;
-        uint32_t start = page * SF_INDEX_PAGE;
-        uint32_t count = nr_objects - start < SF_INDEX_PAGE ? nr_objects - start : SF_INDEX_PAGE;
+        uint32_t start = page * SF_INDEX_PAGE, count = index_page_entries(nr_objects, page);
         if (sfi_read_exact(vdi->cl, conn, sfi_inode_oid(vdi->info.vid),
-                           SF_INODE_INDEX_OFF + 4 * start, raw, 4 * count, err) != SF_OK)
+                           SF_INODE_INDEX_OFF + 4 * start, raw, 4 * count, err) != SF_OK ||
+            index_page_store(vdi, page, raw, count, err) != SF_OK)
             return SF_ERR;
-        /* Entries name a vid: anything wider than 24 bits is not an index. */
-        for (uint32_t i = 0; i < count; i++)
-            if (sfi_get_le32(raw + 4 * i) > SF_MAX_VID)
-                return sfi_fail(err, SF_E_PROTOCOL,
-                                "VDI '%s': index entry %u holds 0x%x, not a vid", vdi->info.name,
-                                start + i, sfi_get_le32(raw + 4 * i));
-        pthread_mutex_lock(&vdi->lock);
-        if (!vdi->page_loaded[page]) {
-            for (uint32_t i = 0; i < count; i++)
-                vdi->index[start + i] = sfi_get_le32(raw + 4 * i);
-            vdi->page_loaded[page] = 1;
-        }
-        pthread_mutex_unlock(&vdi->lock);
     }
     return SF_OK;
 }

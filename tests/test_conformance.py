@@ -14,6 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sheepfast
+from sheepfast.testing import wire as w
+
 MiB = 1 << 20
 
 
@@ -290,6 +293,66 @@ def test_delete_then_recreate_same_name(cluster, new_name):
     cluster.create(name, MiB)
     with cluster.open(name) as vdi:
         assert vdi.read(0, 3) == bytes(3)
+
+
+# A client remembers the vid of a name it looked up (sf_catalog.c) and checks
+# it against the inode each time: whatever another client did to the name
+# since, it must see what a fresh lookup would.
+
+
+def test_a_remembered_name_follows_what_another_client_did_to_it(target, cluster, new_name):
+    name = new_name()
+    cluster.create(name, MiB)
+    with cluster.open(name) as vdi:
+        vdi.write(b"one", 0)
+    with sheepfast.connect(target.address) as other:
+        other.delete(name)
+        with pytest.raises(sheepfast.VdiNotFound):
+            cluster.open(name)
+        with pytest.raises(sheepfast.VdiNotFound):
+            cluster.stat(name)
+        other.create(name, 2 * MiB)
+        assert cluster.stat(name).size == 2 * MiB
+        with cluster.open(name) as vdi:
+            assert vdi.read(0, 3) == bytes(3)
+            vdi.write(b"two", 0)
+            before = vdi.vid
+        snap = other.snapshot(name, "s")
+        assert snap.vid == before  # the snapshot keeps the vid this client remembers
+        info = cluster.stat(name)
+        assert info.vid != before and not info.snapshot
+        with cluster.open(name) as vdi:
+            assert vdi.vid == info.vid
+            vdi.write(b"six", 0)
+        with cluster.open(name, snapshot="s") as old:
+            assert old.read(0, 3) == b"two"
+        other.rollback(name, "s")
+        with cluster.open(name) as vdi:
+            assert vdi.vid not in (before, info.vid)
+            assert vdi.read(0, 3) == b"two"
+
+
+def test_a_second_open_is_one_request_and_its_first_read_needs_no_index_read(
+    target, cluster, new_name
+):
+    if not target.is_fake:
+        pytest.skip("counts requests, which only FakeSheep does")
+    name = new_name()
+    cluster.create(name, 8 * MiB)
+    with cluster.open(name) as vdi:  # looks the name up
+        vdi.write(b"abc", 5 * MiB)
+    fake = target.fake
+    fake.reset_request_counts()
+    fake.enable_request_log()
+    try:
+        with cluster.open(name) as vdi:
+            assert fake.request_counts() == {w.OP_READ_OBJ: 1}  # inode header and index together
+            assert vdi.read(5 * MiB, 3) == b"abc"
+        assert fake.request_counts() == {w.OP_READ_OBJ: 2}  # and the data
+        inode_read = fake.request_log()[0]
+    finally:
+        fake.enable_request_log(False)
+    assert (inode_read.oid, inode_read.offset) == (w.inode_oid(vdi.vid), 0)
 
 
 def test_many_objects_batch_index_updates(cluster, new_name):

@@ -337,6 +337,26 @@ def test_get_yields_a_short_first_piece_then_pieces_of_at_most_the_download_cap(
         target.names.extend(g.names)
 
 
+def test_get_sends_the_first_read_before_the_first_next_and_close_stops_it(fake_multi, new_name):
+    """The first piece travels while Glance builds its response; an
+    iterator closed unread leaves no reader behind."""
+    fake = fake_multi.target.fake
+    data = image_bytes(SIZE)
+    uri = fake_multi.add(fake_multi.new_id(new_name), io.BytesIO(data), SIZE)[0]
+    fake.reset_request_counts()
+    it, size = fake_multi.get(uri)
+    opened = fake.request_counts().get(wire.OP_READ_OBJ, 0)  # the inode
+    deadline = time.monotonic() + 10
+    while fake.request_counts().get(wire.OP_READ_OBJ, 0) == opened:
+        assert time.monotonic() < deadline, "no data read before the first next()"
+        time.sleep(0.005)
+    assert size == SIZE and b"".join(it) == data
+    before = threading.active_count()
+    unread, _ = fake_multi.get(uri)
+    unread.close()
+    assert threading.active_count() == before
+
+
 def test_legacy_location_reads_the_configured_cluster(glance, new_name):
     data = image_bytes(1000)
     image_id = glance.new_id(new_name)
