@@ -294,7 +294,8 @@ LOOKUP = {"native": w.OP_GET_VDI_INFO, "cli": w.OP_READ_VDIS}
 def test_vdi_deleted_while_being_opened_is_not_found(fake, backend, kind, new_name):
     name = new_name()
     backend.create(name, 3 * MiB)
-    with backend.open(name) as image:
+    # written by another client: this one has not looked the name up yet
+    with open_backend(fake.address, "native") as writer, writer.open(name) as image:
         image.write(b"data", MiB)  # an object to reclaim, as a real image has
     fake.after_nth(1, lambda: fake.delete_vdi(name), opcode=LOOKUP[kind])
     with pytest.raises(errors.VdiNotFound, match=name):
@@ -388,7 +389,15 @@ def test_driver_get_of_a_vdi_deleted_under_it_is_not_found(fake, multi, new_name
     data = image_bytes(1000)
     image_id = multi.new_id(new_name)
     uri = multi.add(image_id, io.BytesIO(data), len(data))[0]
-    # native: the get's open; cli: the first dog read after dog's list
+    # Another client replaces the image, so the vid the store remembers from
+    # its add names a deleted inode and the get looks the name up again ...
+    fake.delete_vdi(image_id)
+    with open_backend(fake.address, "native") as other:
+        other.create(image_id, len(data))
+        with other.open(image_id) as image:
+            image.write(data, 0)
+    # ... and between that lookup (native: the get's open; cli: the first
+    # dog read after dog's list) and the inode read, the image goes.
     fake.after_nth(1, lambda: fake.delete_vdi(image_id), opcode=w.OP_GET_VDI_INFO)
     with pytest.raises(exceptions.NotFound):
         multi.read_all(uri)
