@@ -7,8 +7,10 @@ three stores of one Glance side by side, every byte verified.
         --clients 1,4,8,16 --repeat 3 --json out.json
 
 The Glance API (the version tests/glance_e2e pins) runs under gunicorn
-(--workers x --threads gthread) on a PostgreSQL server started here in a
-temporary directory. Its enabled backends:
+(examples/gunicorn.conf.py) or, with --server uwsgi, uWSGI
+(examples/uwsgi.ini), --workers processes x --threads threads, on a
+PostgreSQL server started here in a temporary directory. Its enabled
+backends:
   sd    sheepfast's store (examples/glance-api.conf) on the cluster
   file  Glance's own file store on tmpfs (/dev/shm): the HTTP path's ceiling
   old   the removed driver's algorithm (benchmarks/old_store.py), needs dog
@@ -288,6 +290,22 @@ class Client:
             conn.close()
         return time.monotonic() - t0, ttfb or 0.0
 
+    def first_byte(self, image_id: str) -> float:
+        """Seconds from sending GET to the first body byte; the response is
+        then dropped (Glance closes the store's iterator)."""
+        conn = self._conn()
+        t0 = time.monotonic()
+        try:
+            conn.request("GET", f"/v2/images/{image_id}/file", headers=harness.AUTH_HEADERS)
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise RuntimeError(f"download {image_id}: HTTP {resp.status}: {resp.read(500)!r}")
+            if not resp.peek(1):
+                raise RuntimeError(f"download {image_id}: no body")
+            return time.monotonic() - t0
+        finally:
+            conn.close()
+
     def image(self, image_id: str) -> Any:
         return self._json("GET", f"/v2/images/{image_id}")
 
@@ -406,9 +424,11 @@ def deployment(
     dog: Optional[str],
     python: Optional[str] = None,
     sd_options: Optional[dict[str, Any]] = None,
-) -> Iterator[servers.GunicornGlance]:
-    """PostgreSQL and gunicorn-served Glance with `stores` enabled;
-    sd_options: sheepfast store options on top of examples/glance-api.conf."""
+    server: str = "gunicorn",
+) -> Iterator[servers.GunicornGlance | servers.UwsgiGlance]:
+    """PostgreSQL and Glance with `stores` enabled, served by `server` (a
+    key of servers.SERVERS); sd_options: sheepfast store options on top of
+    examples/glance-api.conf."""
     shm = Path(tempfile.mkdtemp(prefix="sheepfast-glance-file-", dir="/dev/shm"))
     try:
         with servers.PostgreSQL(base / "pg") as pg:
@@ -433,7 +453,7 @@ def deployment(
                     "oldsheep_dog": dog or "dog",
                 }
             harness.write_config(base / "etc", base / "state", "sd", first, extra=extra)
-            server = servers.GunicornGlance(
+            glance = servers.SERVERS[server](
                 base / "etc",
                 base / "glance-api.log",
                 python,
@@ -441,9 +461,9 @@ def deployment(
                 threads=threads,
                 pythonpath=[str(entry_point_dir(base))],
             )
-            server.db_sync()
-            with server.start():
-                yield server
+            glance.db_sync()
+            with glance.start():
+                yield glance
     finally:
         shutil.rmtree(shm, ignore_errors=True)
 
@@ -465,13 +485,25 @@ def run(args: argparse.Namespace, progress: Any) -> list[dict[str, Any]]:
             if args.pin:
                 args.pinned = stack.enter_context(pinned(sheep))
             server = stack.enter_context(
-                deployment(base, cluster.address, args.stores, args.workers, args.threads, args.dog)
+                deployment(
+                    base,
+                    cluster.address,
+                    args.stores,
+                    args.workers,
+                    args.threads,
+                    args.dog,
+                    server=args.server,
+                )
             )
+            args.glance_server = server.describe()
             workers = server.worker_pids() + [server.proc.pid]
             client = Client(server.port)
             order = list(args.stores)
+            per_run = len(args.sizes) * len(args.patterns) * len(args.clients)
             try:
                 for run_no in range(args.repeat):
+                    if run_no and per_run % 2 == 0:
+                        order.reverse()  # else each round has the same store first every run
                     for size in args.sizes:
                         for pattern in args.patterns:
                             for n in args.clients:
@@ -489,6 +521,10 @@ def run(args: argparse.Namespace, progress: Any) -> list[dict[str, Any]]:
                                     ):
                                         rows.append(dict(row, run=run_no))
                                 order.reverse()  # alternate which store goes first
+                if args.first_bytes:
+                    args.first_byte_rows = first_bytes(
+                        client, args.stores, args.sizes, args.patterns, args.first_bytes, progress
+                    )
             except Exception:
                 print(f"Glance's log (tail):\n{server.log()}", file=sys.stderr)
                 raise
@@ -539,6 +575,86 @@ def _rounds(
                 with contextlib.suppress(Exception):
                     client.delete(image_id)
     return out
+
+
+def first_bytes(
+    client: Client,
+    stores: list[str],
+    sizes: list[int],
+    patterns: list[str],
+    samples: int,
+    progress: Any,
+) -> list[dict[str, Any]]:
+    """Time to first byte alone, one client: one image per store, then
+    `samples` GETs of each, the stores taking turns in ABBA order so that
+    neither always goes first or follows the other. Nothing else runs
+    between two GETs (no upload or delete in between, unlike the rounds)."""
+    out = []
+    for size in sizes:
+        for pattern in patterns:
+            content = Content(size, pattern, 0)
+            ids = {}
+            try:
+                for st in stores:
+                    ids[st] = client.create()
+                    client.upload(ids[st], st, content, True)
+                    meta = client.image(ids[st])
+                    if meta["checksum"] != content.md5():
+                        raise RuntimeError(f"upload {ids[st]} to {st}: Glance has {meta}")
+                times: dict[str, list[float]] = {st: [] for st in stores}
+                order = list(stores)
+                for _k in range(samples):
+                    for st in order:
+                        times[st].append(client.first_byte(ids[st]))
+                    order.reverse()
+                for st in stores:
+                    t = sorted(times[st])
+                    row = {
+                        "store": st,
+                        "size": size,
+                        "pattern": pattern,
+                        "samples": t,
+                        "p10_s": _percentile(t, 0.10),
+                        "p50_s": statistics.median(t),
+                        "p90_s": _percentile(t, 0.90),
+                    }
+                    out.append(row)
+                    if progress:
+                        print(
+                            f"{st:>4} first byte {_size(size):>5} {pattern:<6} "
+                            f"p50 {row['p50_s'] * 1000:.1f} ms (p10 {row['p10_s'] * 1000:.1f}, "
+                            f"p90 {row['p90_s'] * 1000:.1f}) of {samples}",
+                            file=progress,
+                            flush=True,
+                        )
+            finally:
+                for image_id in ids.values():
+                    with contextlib.suppress(Exception):
+                        client.delete(image_id)
+    return out
+
+
+def first_byte_table(rows: list[dict[str, Any]], stores: list[str]) -> str:
+    """Markdown: per size and pattern, each store's median time to first
+    byte with p10-p90, and sd's median over the others'."""
+    by = {(r["size"], r["pattern"], r["store"]): r for r in rows}
+    keys = sorted({(r["size"], r["pattern"]) for r in rows})
+    others = [s for s in stores if s != "sd"]
+    head = ["size", "pattern", "GETs each"]
+    head += [f"{s} ms p50 (p10-p90)" for s in stores]
+    head += [f"sd/{s}" for s in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for size, pattern in keys:
+        cells = [_size(size), pattern, str(len(by[(size, pattern, "sd")]["samples"]))]
+        for st in stores:
+            r = by[(size, pattern, st)]
+            cells.append(
+                f"{r['p50_s'] * 1000:.1f} ({r['p10_s'] * 1000:.1f}-{r['p90_s'] * 1000:.1f})"
+            )
+        sd = by[(size, pattern, "sd")]["p50_s"]
+        cells += [f"{sd / by[(size, pattern, st)]['p50_s']:.2f}" for st in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _size(n: int) -> str:
@@ -704,8 +820,23 @@ def build_parser(sizes: Any) -> argparse.ArgumentParser:
         default=1,
         help="runs of every round; the table gives medians and the MiB/s range (default 1)",
     )
-    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p.add_argument(
+        "--server",
+        choices=sorted(servers.SERVERS),
+        default="gunicorn",
+        help="the WSGI server, from examples/gunicorn.conf.py or examples/uwsgi.ini "
+        "(default gunicorn)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
+    p.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    p.add_argument(
+        "--first-bytes",
+        type=int,
+        default=20,
+        metavar="K",
+        help="after the rounds, K GETs of one image per store and size, the stores in "
+        "turn, timed to the first byte only (default 20; 0: none)",
+    )
     p.add_argument("--dog", help="dog for the 'old' store (default: dog on PATH)")
     p.add_argument(
         "--pin",
@@ -736,6 +867,10 @@ def main(argv: list[str], sizes: Any) -> int:
         )
     if "sd" not in args.stores:
         raise SystemExit("benchmarks glance: --stores must include sd")
+    if args.server == "uwsgi":
+        why = servers.UwsgiGlance.missing(harness.glance_python())
+        if why:
+            raise SystemExit(f"benchmarks glance: --server uwsgi: {why}")
     args.stores = ["sd"] + [s for s in args.stores if s != "sd"]
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     t0 = time.monotonic()
@@ -745,12 +880,14 @@ def main(argv: list[str], sizes: Any) -> int:
     print(f"cluster: {cluster.kind}: {cluster.description}; {cluster.copies} copies")
     pin = getattr(args, "pinned", None)
     placement = f"; pinned: API on CPUs {sorted(pin[0])}, sheep on {sorted(pin[1])}" if pin else ""
-    print(
-        f"glance:  gunicorn {args.workers} gthread workers x {args.threads} threads, "
-        f"PostgreSQL; {os.cpu_count()} CPUs{placement}"
-    )
+    print(f"glance:  {args.glance_server}, PostgreSQL; {os.cpu_count()} CPUs{placement}")
     print()
     print(table(rows, args.stores))
+    first_byte_rows = getattr(args, "first_byte_rows", [])
+    if first_byte_rows:
+        print()
+        print("Time to first byte alone (one client, the stores in turn):")
+        print(first_byte_table(first_byte_rows, args.stores))
     plot_note = None
     if args.plot:
         plot_note = plot(rows, args.plot, f"Glance API load, {cluster.kind} cluster, {started}")
@@ -769,7 +906,8 @@ def main(argv: list[str], sizes: Any) -> int:
                     "copies": cluster.copies,
                 },
                 "glance": {
-                    "server": "gunicorn gthread",
+                    "server": servers.SERVERS[args.server].name,
+                    "deployment": args.glance_server,
                     "workers": args.workers,
                     "threads": args.threads,
                     "database": "postgresql",
@@ -786,15 +924,18 @@ def main(argv: list[str], sizes: Any) -> int:
                     "mib_s": "aggregate MiB/s of the round (all clients' bytes / wall time)",
                     "p50_s/p99_s": "per-request seconds",
                     "ttfb": "seconds from sending GET to the first body byte",
-                    "api_cpu_s_per_gib": "user+sys of the gunicorn master and workers "
+                    "first_byte": "--first-bytes: per store, the sorted seconds to the "
+                    "first byte of GETs of one image, the stores in ABBA turn",
+                    "api_cpu_s_per_gib": "user+sys of the server's master and workers "
                     "(and children they waited for: dog for 'old') per GiB",
-                    "api_peak_rss_mib": "largest VmHWM of one gunicorn process in the "
+                    "api_peak_rss_mib": "largest VmHWM of one server process in the "
                     "round (reset before it)",
                     "sheep_cpu_s_per_gib": "user+sys of the sheep processes on the "
                     "cluster's ports, per GiB (local real cluster only)",
                 },
             },
             "rows": rows,
+            "first_byte": first_byte_rows,
         }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)

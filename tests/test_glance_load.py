@@ -1,14 +1,17 @@
 """A short load run through the real Glance API: a few concurrent uploads
 (chunked with no size, and with Content-Length) and downloads, with Glance
-under gunicorn (2 gthread workers x 4 threads) on a PostgreSQL server
-started here, on an embedded FakeSheep; every byte verified (md5 of what
-of what was sent against Glance's checksum, and what came back compared
-with what was sent), and no VDI
-left once the images are deleted. No timings are asserted: the figures
+under gunicorn (2 gthread workers x 4 threads, examples/gunicorn.conf.py)
+and again under uWSGI (2 processes x 4 threads, examples/uwsgi.ini) on a
+PostgreSQL server started here, on an embedded FakeSheep; every byte
+verified (md5 of what was sent against Glance's checksum, and what came
+back compared with what was sent), and no VDI left once the images are
+deleted. No timings are asserted: the figures
 belong to `python -m benchmarks glance`.
 
 Skipped without PostgreSQL's binaries, gunicorn or psycopg2 unless
-SHEEPFAST_REQUIRE_GLANCE=1, which turns the skip into a failure (CI).
+SHEEPFAST_REQUIRE_GLANCE=1, which turns the skip into a failure (CI). The
+uWSGI runs are skipped when uwsgi is not installed beside Glance's Python,
+whatever SHEEPFAST_REQUIRE_GLANCE says: no requirements file names it.
 """
 
 from __future__ import annotations
@@ -57,12 +60,18 @@ def _glance_python() -> str:
     return python
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(servers.SERVERS))
+def deployment(request, tmp_path_factory):
     python = _glance_python()
-    base = tmp_path_factory.mktemp("glance-load")
+    if request.param == "uwsgi":
+        why = servers.UwsgiGlance.missing(python)
+        if why:
+            pytest.skip(f"uWSGI is not installed: {why}")
+    base = tmp_path_factory.mktemp(f"glance-load-{request.param}")
     with FakeSheep() as sheep:
-        with glance_load.deployment(base, sheep.address, ["sd"], 2, 4, None, python) as server:
+        with glance_load.deployment(
+            base, sheep.address, ["sd"], 2, 4, None, python, server=request.param
+        ) as server:
             yield server, sheep
         assert sheep.hazards == [], sheep.hazards
 
@@ -71,7 +80,12 @@ def deployment(tmp_path_factory):
 def test_concurrent_uploads_and_downloads(deployment, pattern):
     server, sheep = deployment
     assert len(server.worker_pids()) == 2, server.worker_pids()
-    assert "Using worker: gthread" in server.log()  # from examples/gunicorn.conf.py
+    if isinstance(server, servers.UwsgiGlance):  # started from examples/uwsgi.ini
+        log = server.log(tail=1 << 30)
+        assert f"configuration from {server.INI}" in log
+        assert log.count("spawned uWSGI worker") == 2 and "cores: 4)" in log, log[:4000]
+    else:
+        assert "Using worker: gthread" in server.log()  # from examples/gunicorn.conf.py
     client = glance_load.Client(server.port)
     # Sizes that are not whole objects or pieces, so that the tails are exercised.
     sizes = [9 * MiB + 4097, 13 * MiB - 1, 4 * MiB, 17 * MiB + 3]

@@ -1,6 +1,7 @@
 """The servers a Glance deployment under load runs on: PostgreSQL started
 from the distribution's binaries in a temporary directory, and the Glance
-API under gunicorn with several gthread workers.
+API under gunicorn (gthread workers, examples/gunicorn.conf.py) or uWSGI
+(examples/uwsgi.ini), several processes of several threads.
 
 sqlite, as tests/test_glance_e2e.py uses it, fails concurrent requests with
 "database is locked"; a load test needs a database server.
@@ -132,9 +133,13 @@ class PostgreSQL:
         self.stop()
 
 
-class GunicornGlance(harness.GlanceServer):
-    """glance-api under gunicorn as examples/gunicorn.conf.py configures it,
-    with `workers` processes of `threads` threads."""
+class _ServedGlance(harness.GlanceServer):
+    """glance-api under a pre-forking WSGI server started from its file in
+    examples/: `workers` processes of `threads` threads each, the children of
+    one master. A subclass gives the command line (argv) for an address."""
+
+    #: the server's name in logs, errors and the benchmark's header
+    name = ""
 
     def __init__(
         self,
@@ -152,25 +157,19 @@ class GunicornGlance(harness.GlanceServer):
             old = self.env.get("PYTHONPATH")
             self.env["PYTHONPATH"] = os.pathsep.join([*pythonpath, *([old] if old else [])])
 
-    def start(self, timeout: float = 90.0) -> GunicornGlance:
+    def argv(self, address: str) -> list[str]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """What serves Glance, for a report's header."""
+        raise NotImplementedError
+
+    def start(self, timeout: float = 90.0) -> _ServedGlance:
         for _attempt in range(3):
             self.port = harness.free_port()
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [
-                    self.python,
-                    "-m",
-                    "gunicorn",
-                    "--config",
-                    str(harness.EXAMPLES / "gunicorn.conf.py"),  # what examples/ recommends
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    "--workers",
-                    str(self.workers),
-                    "--threads",
-                    str(self.threads),
-                    "glance.wsgi.api:application",
-                ],
+                self.argv(f"127.0.0.1:{self.port}"),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -185,11 +184,11 @@ class GunicornGlance(harness.GlanceServer):
                 break
         self.stop()
         raise AssertionError(
-            f"Glance (gunicorn) did not come up on 127.0.0.1:{self.port}; log:\n{self.log()}"
+            f"Glance ({self.name}) did not come up on 127.0.0.1:{self.port}; log:\n{self.log()}"
         )
 
     def worker_pids(self) -> list[int]:
-        """The gunicorn workers: the master's children."""
+        """The workers: the master's children."""
         assert self.proc is not None
         try:
             with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
@@ -208,9 +207,90 @@ class GunicornGlance(harness.GlanceServer):
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)  # gunicorn stops its workers
+        self.proc.send_signal(signal.SIGTERM)  # the master stops its workers
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=15)
+
+
+class GunicornGlance(_ServedGlance):
+    """glance-api under gunicorn as examples/gunicorn.conf.py configures it,
+    with `workers` gthread processes of `threads` threads."""
+
+    name = "gunicorn gthread"
+
+    def argv(self, address: str) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "gunicorn",
+            "--config",
+            str(harness.EXAMPLES / "gunicorn.conf.py"),  # what examples/ recommends
+            "--bind",
+            address,
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "glance.wsgi.api:application",
+        ]
+
+    def describe(self) -> str:
+        return f"gunicorn {self.workers} gthread workers x {self.threads} threads"
+
+
+class UwsgiGlance(_ServedGlance):
+    """glance-api under uWSGI as examples/uwsgi.ini configures it, with
+    `processes` workers of `threads` threads. The uwsgi program is the one
+    beside `python` (pip install uwsgi puts it there), run in that Python's
+    environment (--virtualenv: its sys.prefix)."""
+
+    name = "uwsgi"
+    INI = harness.EXAMPLES / "uwsgi.ini"
+
+    @staticmethod
+    def program(python: str) -> str:
+        return os.path.join(os.path.dirname(python), "uwsgi")
+
+    @classmethod
+    def missing(cls, python: str) -> Optional[str]:
+        """None if uwsgi is installed for `python`, else why not."""
+        uwsgi = cls.program(python)
+        if not os.access(uwsgi, os.X_OK):
+            return f"{uwsgi} is not there (pip install uwsgi, for {python})"
+        return None
+
+    def argv(self, address: str) -> list[str]:
+        prefix = subprocess.run(
+            [self.python, "-c", "import sys; print(sys.prefix)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        return [
+            self.program(self.python),
+            "--ini",
+            str(self.INI),  # what examples/ recommends
+            "--http-socket",
+            address,
+            "--processes",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            # the environment of `python`, and sys.executable a Python (Glance
+            # starts `python_interpreter`, default sys.executable, for imports)
+            "--virtualenv",
+            prefix,
+            "--py-sys-executable",
+            self.python,
+        ]
+
+    def describe(self) -> str:
+        return f"uwsgi {self.workers} processes x {self.threads} threads"
+
+
+#: the servers `python -m benchmarks glance --server` chooses from
+SERVERS: dict[str, type[_ServedGlance]] = {"gunicorn": GunicornGlance, "uwsgi": UwsgiGlance}
