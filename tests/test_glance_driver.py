@@ -343,13 +343,20 @@ def test_get_sends_the_first_read_before_the_first_next_and_close_stops_it(fake_
     fake = fake_multi.target.fake
     data = image_bytes(SIZE)
     uri = fake_multi.add(fake_multi.new_id(new_name), io.BytesIO(data), SIZE)[0]
-    fake.reset_request_counts()
-    it, size = fake_multi.get(uri)
-    opened = fake.request_counts().get(wire.OP_READ_OBJ, 0)  # the inode
-    deadline = time.monotonic() + 10
-    while fake.request_counts().get(wire.OP_READ_OBJ, 0) == opened:
-        assert time.monotonic() < deadline, "no data read before the first next()"
-        time.sleep(0.005)
+    fake.enable_request_log()
+    try:
+        it, size = fake_multi.get(uri)
+
+        def data_reads() -> int:  # READ_OBJ of a data object, not of the inode
+            log = fake.request_log()
+            return sum(e.opcode == wire.OP_READ_OBJ and not e.oid & wire.VDI_BIT for e in log)
+
+        deadline = time.monotonic() + 10
+        while not data_reads():
+            assert time.monotonic() < deadline, "no data read before the first next()"
+            time.sleep(0.005)
+    finally:
+        fake.enable_request_log(False)
     assert size == SIZE and b"".join(it) == data
     before = threading.active_count()
     unread, _ = fake_multi.get(uri)
