@@ -64,7 +64,12 @@ class PostgreSQL:
         return f"postgresql+psycopg2://glance@127.0.0.1:{self.port}/glance"
 
     def _run(self, *cmd: str, timeout: float = 120) -> None:
-        done = subprocess.run([*self.prefix, *cmd], capture_output=True, text=True, timeout=timeout)
+        # PostgreSQL is not ours to check: a sanitizer runtime preloaded into
+        # this process (tools/sanitize) would slow initdb past its timeout.
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        done = subprocess.run(
+            [*self.prefix, *cmd], capture_output=True, text=True, timeout=timeout, env=env
+        )
         if done.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
