@@ -556,9 +556,7 @@ class ImageIterator:
         try:
             with _translated(image.name):
                 if self._reader is None:
-                    self._reader = ChunkReader(
-                        image, self.offset, self.length, self.chunk_size, start=False
-                    )
+                    self._reader = ChunkReader(image, self.offset, self.length, self.chunk_size)
                 yield from self._reader
         finally:
             self.close()

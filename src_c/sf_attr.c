@@ -168,12 +168,7 @@ static int sfi_vdi_attr_delete_in_call(sf_vdi *vdi, const char *key, size_t key_
  * cut to 24 bits (section 4.4). */
 static uint32_t name_hash(const char *name, size_t len)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)name[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return (uint32_t)(h & SF_VID_MASK);
+    return (uint32_t)(sfi_fnv1a_64(name, len) & SF_VID_MASK);
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -176,15 +176,6 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
     return SF_OK;
 }
 
-/* The memo (SF_VID_MEMO_SLOTS): FNV-1a, as sheep hashes names. */
-static uint64_t name_hash(const char *name, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 static uint32_t vid_memo_get(sf_cluster *cl, uint64_t h)
 {
     pthread_mutex_lock(&cl->lock);
@@ -245,7 +236,7 @@ int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t na
     if (*conn == NULL && (*conn = sfi_pool_get(cl, err)) == NULL)
         return SF_ERR;
     int working = sfi_snap_ref_is_working(at);
-    uint64_t h = name_hash(name, name_len);
+    uint64_t h = sfi_fnv1a_64(name, name_len); /* the memo slot */
     int known = working ? stat_remembered(cl, conn, h, name, name_len, info, index_head, err) : 0;
     if (known != 0)
         return known == 1 ? SF_OK : SF_ERR;

@@ -174,6 +174,8 @@ sf_ring *sfi_ring_build(const uint8_t *records, uint32_t count, sf_error *err);
 void sfi_ring_free(sf_ring *ring);
 /* Up to copies node indexes holding oid, in copy order; returns how many. */
 unsigned sfi_ring_locate(const sf_ring *ring, uint64_t oid, unsigned copies, unsigned *nodes);
+/* FNV-1a-64 of len bytes, as sheep hashes names (attribute oids, the vid memo). */
+uint64_t sfi_fnv1a_64(const void *p, size_t len);
 
 /* ---- cluster (sf_cluster.c) ---- */
 /* The vid a working VDI's name had when this client last looked it up,

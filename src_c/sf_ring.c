@@ -46,6 +46,11 @@ static uint64_t fnv_64a_bytes(const uint8_t *p, size_t len, uint64_t hval)
     return hval;
 }
 
+uint64_t sfi_fnv1a_64(const void *p, size_t len)
+{
+    return fnv_64a_bytes(p, len, FNV1A_64_INIT);
+}
+
 static uint64_t hash_next(uint64_t h)
 {
     return fnv_64a_u64(h, h);
