@@ -26,6 +26,7 @@ import io
 import math
 import mmap
 import operator
+import os
 import queue
 import threading
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union, cast
@@ -67,6 +68,33 @@ READ_PIECE = 1 << 20  #: the most one read() of an upload source is asked for
 #: after one short request instead of a whole chunk's. Each next piece is
 #: twice as large, up to the chunk size.
 FIRST_PIECE = 64 << 10
+#: Threads that read ahead for ChunkReaders, shared by all of them: starting
+#: a thread per download put its start-up in front of every first byte.
+#: More downloads at once than this only queue their read-aheads.
+READ_AHEAD_THREADS = 64
+
+_read_ahead_lock = threading.Lock()
+_read_ahead: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+
+def _read_ahead_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _read_ahead
+    with _read_ahead_lock:
+        if _read_ahead is None:
+            _read_ahead = concurrent.futures.ThreadPoolExecutor(
+                max_workers=READ_AHEAD_THREADS, thread_name_prefix="sheepfast-read"
+            )
+        return _read_ahead
+
+
+def _forget_read_ahead_pool() -> None:
+    # A forked child (a WSGI server's worker) inherits the pool but not its
+    # threads; it would wait forever on threads it believes idle.
+    global _read_ahead, _read_ahead_lock
+    _read_ahead, _read_ahead_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_read_ahead_pool)
 
 
 class SizeMismatch(OutOfRange):
@@ -433,8 +461,8 @@ class ChunkReader:
             self._whole = functools.partial(image.read, recycle=[])  # whole chunks take turns
             ramp = image._can(Capability.PIPELINE)
         self._want = FIRST_PIECE if ramp else step
-        self._ahead: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._pending: Optional[concurrent.futures.Future[bytes]] = None
+        self._started = False
         self._closed = False
         if start:
             self._submit()
@@ -444,15 +472,14 @@ class ChunkReader:
         return data
 
     def _submit(self) -> None:
+        self._started = True
         pos, step = self._pos, self._step
         if pos >= self._end:
             self._pending = None
             return
         upto = min(pos + self._want, (pos // step + 1) * step, self._end)
         self._want = min(2 * self._want, step)
-        if self._ahead is None:
-            self._ahead = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._pending = self._ahead.submit(self._read, pos, upto - pos)
+        self._pending = _read_ahead_pool().submit(self._read, pos, upto - pos)
 
     def __iter__(self) -> ChunkReader:
         return self
@@ -460,7 +487,7 @@ class ChunkReader:
     def __next__(self) -> bytes:
         if self._closed:
             raise StopIteration
-        if self._pending is None and self._ahead is None:
+        if not self._started:
             self._submit()  # start=False: the first next() starts
         pending = self._pending
         if pending is None:
@@ -481,10 +508,12 @@ class ChunkReader:
         return data
 
     def close(self) -> None:
+        """Stops; returns once no read of this reader is in flight (the
+        caller may close the image next)."""
         self._closed = True
-        self._pending = None
-        if self._ahead is not None:
-            self._ahead.shutdown(wait=True, cancel_futures=True)
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.cancel():
+            concurrent.futures.wait([pending])
 
 
 class _Chunk:

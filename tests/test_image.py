@@ -8,6 +8,8 @@ through the native and the command-line backend (``kind``).
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import tracemalloc
 
@@ -198,6 +200,39 @@ def test_image_iterator_stops_on_a_short_image():
     with pytest.raises(exceptions.BackendException, match="ended at byte 3"):
         next(it)
     assert img.reads == 2
+
+
+def test_readers_share_threads_and_work_in_a_forked_child(target, new_name):
+    """Downloads take their read-ahead threads from one pool instead of
+    starting one each; a WSGI worker forked from a process that already
+    downloaded has none of those threads and must start its own."""
+    from sheepfast.glance import ImageIterator
+
+    data = image_bytes(3 * MiB + 7)
+    host, port = split_address(target.address)
+    img = SheepdogImage(host, port, new_name(), MiB)
+    img.create(len(data))
+    img.write(data, 0)
+    assert b"".join(ImageIterator(img)) == data
+    readers = {t for t in threading.enumerate() if t.name.startswith("sheepfast-read")}
+    assert readers
+    for _ in range(5):
+        assert b"".join(ImageIterator(img)) == data
+    assert {t for t in threading.enumerate() if t.name.startswith("sheepfast-read")} == readers
+    pid = os.fork()
+    if pid == 0:  # the child: any failure, including a hang, is its exit status
+        signal.alarm(20)
+        try:
+            # its own connections: the parent's pooled sockets stay the parent's
+            mine = SheepdogImage(host, port, img.name, MiB)
+            ok = b"".join(ImageIterator(mine)) == data
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    img.delete()
+    img.close()
 
 
 # ---------------------------------------------------------------- names and addresses
