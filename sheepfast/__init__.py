@@ -81,6 +81,8 @@ except ImportError as exc:  # the dog backend still works; these say why they ca
 #: bytes per object request, below the 512 KiB from which sheep 1.0's
 #: malloc maps (and the kernel zeroes) a fresh buffer
 DEFAULT_REQUEST_SIZE = defaults.DEFAULT_REQUEST_SIZE
+#: the most bytes Cluster.open(read_ahead=...) brings with the inode
+READ_AHEAD_MAX = defaults.READ_AHEAD_MAX
 
 
 def connect(
@@ -116,6 +118,7 @@ def connect(
 __all__ = [
     "AttributeNotFound",
     "DEFAULT_REQUEST_SIZE",
+    "READ_AHEAD_MAX",
     "Cluster",
     "ClusterDefaults",
     "deadline",

@@ -81,6 +81,8 @@ ATTR_KEY_MAX = SF_ATTR_KEY_MAX
 ATTR_VALUE_MAX = SF_ATTR_VALUE_MAX
 #: the longest snapshot tag in bytes
 TAG_MAX = SF_TAG_MAX
+#: the most bytes Cluster.open(read_ahead=...) reads ahead: the smallest object
+READ_AHEAD_MAX = SF_READ_AHEAD_MAX
 #: lock kinds Cluster.open(lock=...) takes
 LOCK_KINDS = ("exclusive", "shared")
 #: what kind of failure a C call reported (sf_errcat in sheepfast.h), by
@@ -232,6 +234,14 @@ cdef class _SnapRef:
             raise _errors.InvalidArgument("snapshot tag is empty (use None for the working VDI)")
         self.ref.tag = self._tag
         self.ref.tag_len = len(self._tag)
+
+
+cdef uint32_t _read_ahead(object value) except? 0:
+    value = operator.index(value)
+    if not 0 <= value <= READ_AHEAD_MAX:
+        raise _errors.InvalidArgument(
+            f"read_ahead must be 0..{READ_AHEAD_MAX} bytes (got {value})")
+    return <uint32_t>value
 
 
 cdef int _lock_type(object lock) except -1:
@@ -520,20 +530,27 @@ cdef class Cluster(_Handle):
                 rc = sf_vdi_delete_at(self._c, c_name, name_len, &at.ref, &err)
         _check(rc, &err)
 
-    def open(self, name, *, snapshot=None, lock=None):
-        """A Vdi handle: one GET_VDI_INFO and one inode-header read.
+    def open(self, name, *, snapshot=None, lock=None, read_ahead=0):
+        """A Vdi handle: one GET_VDI_INFO and one inode-header read (only the
+        inode read when this Cluster has looked the name up before).
 
         snapshot: a tag or snap_id opens that snapshot, read-only.
         lock: "exclusive" or "shared" takes sheep's lock first (VdiLocked
         when another holds it); close() or unlock() releases it. Sheep only
         keeps locks on a cluster formatted with ``dog cluster format -l``.
+        read_ahead: a hint for a reader about to stream the VDI from its
+        start: up to that many first bytes (at most READ_AHEAD_MAX) travel
+        with the inode read when this Cluster saw the VDI's first object
+        before, and the handle's first read, if it lies within them, takes
+        them from memory (as they were at open) instead of asking sheep.
         """
         cdef int lock_type = -1 if lock is None else _lock_type(lock)
+        cdef uint32_t ahead = _read_ahead(read_ahead)
         cdef Vdi vdi
         if lock_type >= 0:
             self._lock(name, snapshot, lock_type, False)
         try:
-            vdi = Vdi._open(self, _name_bytes(name), _SnapRef(snapshot))
+            vdi = Vdi._open(self, _name_bytes(name), _SnapRef(snapshot), ahead)
         except BaseException:
             if lock_type >= 0:
                 self._lock(name, snapshot, lock_type, True)
@@ -698,7 +715,7 @@ cdef class Vdi(_Handle):
         raise TypeError("use Cluster.open() to open a VDI")
 
     @staticmethod
-    cdef Vdi _open(Cluster cluster, bytes raw, _SnapRef at):
+    cdef Vdi _open(Cluster cluster, bytes raw, _SnapRef at, uint32_t read_ahead):
         cdef Vdi self = Vdi.__new__(Vdi)
         cdef sf_error err
         cdef const char *c_name = raw
@@ -707,7 +724,8 @@ cdef class Vdi(_Handle):
         self.cluster = cluster
         with cluster._guard:
             with nogil:
-                self._c = sf_vdi_open_at(cluster._c, c_name, name_len, &at.ref, &err)
+                self._c = sf_vdi_open_read_ahead(cluster._c, c_name, name_len, &at.ref,
+                                                 read_ahead, &err)
         if self._c == NULL:
             _raise(&err)
         self.info = _info(sf_vdi_get_info(self._c))
@@ -773,6 +791,13 @@ cdef class Vdi(_Handle):
     @property
     def object_size(self):
         return 1 << self.info.block_size_shift
+
+    @property
+    def read_ahead(self):
+        """Bytes from the start that open(read_ahead=...) brought along and
+        the first read may still take from memory (0: none, or no longer)."""
+        with self._guard:
+            return sf_vdi_read_ahead_held(self._c)
 
     @property
     def thin(self):

@@ -122,6 +122,10 @@ cdef extern from "sheepfast.h" nogil:
                        sf_vdi_info *out, sf_error *err)
     sf_vdi *sf_vdi_open_at(sf_cluster *cl, const char *name, size_t name_len,
                            const sf_snap_ref *at, sf_error *err)
+    uint32_t SF_READ_AHEAD_MAX
+    sf_vdi *sf_vdi_open_read_ahead(sf_cluster *cl, const char *name, size_t name_len,
+                                   const sf_snap_ref *at, uint32_t read_ahead, sf_error *err)
+    uint32_t sf_vdi_read_ahead_held(sf_vdi *vdi)
     int sf_vdi_delete_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
                          sf_error *err)
     int sf_vdi_snapshot(sf_cluster *cl, const char *name, size_t name_len, const char *tag,

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_FLAT_OBJECTS",
     "MIN_BLOCK_SIZE_SHIFT",
     "NAME_MAX",
+    "READ_AHEAD_MAX",
 ]
 
 #: The values C owns, under the names sheepfast._native exports them, with
@@ -64,6 +65,7 @@ FROM_C: dict[str, float] = {
     "ATTR_KEY_MAX": 255,  # bytes, no NUL
     "ATTR_VALUE_MAX": 65536,  # bytes
     "TAG_MAX": 255,  # bytes of a snapshot tag, no NUL
+    "READ_AHEAD_MAX": 1 << 20,  # bytes Cluster.open(read_ahead=) takes: the smallest object
 }
 
 
@@ -89,6 +91,7 @@ DEFAULT_REQUEST_SIZE = _int("DEFAULT_REQUEST_SIZE")
 ATTR_KEY_MAX = _int("ATTR_KEY_MAX")
 ATTR_VALUE_MAX = _int("ATTR_VALUE_MAX")
 TAG_MAX = _int("TAG_MAX")
+READ_AHEAD_MAX = _int("READ_AHEAD_MAX")
 
 #: Entries in a flat (not B-tree) inode index: a VDI's size is at most this
 #: many objects (Sheepdog's MAX_DATA_OBJS).

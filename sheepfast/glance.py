@@ -57,7 +57,7 @@ from sheepfast.address import (
     parse_location,
 )
 from sheepfast.backends import KINDS, Backend, Capability, open_backend, resolve_kind
-from sheepfast.image import ChunkReader, SheepdogImage, check_size
+from sheepfast.image import FIRST_PIECE, ChunkReader, SheepdogImage, check_size
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -789,7 +789,9 @@ class Store(glance_store.driver.Store):  # type: ignore[misc]
         image = self._image(location)
         try:
             with _translated(image.name):
-                size = image.size  # opens the VDI: its inode, after a lookup by name
+                # its inode, after a lookup by name unless the name is known;
+                # from the start, the first piece may travel with the inode
+                size = image.open(read_ahead=0 if offset else FIRST_PIECE).size
         except BaseException:
             image.close()
             raise

@@ -41,7 +41,15 @@ from sheepfast.address import (
     parse_address,
 )
 from sheepfast.address import whole_number as _whole
-from sheepfast.backends import Backend, BackendImage, Capability, RecyclingImage, ThinImage, is_zero
+from sheepfast.backends import (
+    Backend,
+    BackendImage,
+    Capability,
+    ReadAheadImage,
+    RecyclingImage,
+    ThinImage,
+    is_zero,
+)
 from sheepfast.errors import InvalidArgument, InvalidSource, OutOfRange, SheepfastError
 from sheepfast.incomplete import UploadMark
 
@@ -173,16 +181,25 @@ class SheepdogImage:
     def _can(self, capability: Capability) -> bool:
         return capability in self.backend.capabilities
 
-    def open(self) -> BackendImage:
-        """The open VDI handle (a BackendImage), opened on first use."""
+    def open(self, *, read_ahead: int = 0) -> BackendImage:
+        """The open VDI handle (a BackendImage), opened on first use;
+        read_ahead as for sheepfast.Cluster.open, when this call opens it."""
         backend = self.backend
         with self._lock:
             if self._handle is None:
-                handle = backend.open(self.name)
+                handle = backend.open(self.name, read_ahead=read_ahead)
                 if Capability.THIN_WRITES in backend.capabilities:
                     cast(ThinImage, handle).thin = self._thin
                 self._handle = handle
             return self._handle
+
+    def read_ahead_held(self) -> int:
+        """Bytes from the start that the open brought along with the inode
+        and the first read may take from memory (0 when none)."""
+        handle = self._handle
+        if handle is None or not self._can(Capability.READ_AHEAD):
+            return 0
+        return cast(ReadAheadImage, handle).read_ahead
 
     @property
     def thin(self) -> bool:
@@ -467,6 +484,15 @@ class ChunkReader:
         if start:
             self._submit()
 
+    def _in_memory(self, upto: int) -> bool:
+        """Whether the next piece, [pos, upto), is bytes the open read ahead."""
+        image = self._image
+        return (
+            self._pos == 0
+            and isinstance(image, SheepdogImage)
+            and 0 < upto <= image.read_ahead_held()
+        )
+
     def _read(self, at: int, count: int) -> bytes:
         data: bytes = (self._whole if count == self._step else self._plain)(at, count)
         return data
@@ -479,6 +505,13 @@ class ChunkReader:
             return
         upto = min(pos + self._want, (pos // step + 1) * step, self._end)
         self._want = min(2 * self._want, step)
+        if self._in_memory(upto):
+            # A copy, done at once: in a thread it would wait for the GIL
+            # until the caller blocks on it.
+            done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+            done.set_result(self._read(pos, upto - pos))
+            self._pending = done
+            return
         self._pending = _read_ahead_pool().submit(self._read, pos, upto - pos)
 
     def __iter__(self) -> ChunkReader:

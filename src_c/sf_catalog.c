@@ -74,18 +74,65 @@ int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name
     return SF_OK;
 }
 
+/* The inode read and, when extra asks, the read of object 0 beside it. */
+typedef struct inode_reads {
+    sf_op ops[2];
+    unsigned nr, next;
+} inode_reads;
+
+static sf_op *inode_reads_next(void *ctx)
+{
+    inode_reads *r = ctx;
+    return r->next < r->nr ? &r->ops[r->next++] : NULL;
+}
+
+static void inode_reads_complete(void *ctx, sf_op *op)
+{
+    (void)ctx;
+    (void)op;
+}
+
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                          uint8_t *index_head, sf_error *err)
+                          sf_inode_extra *extra, int read_head, sf_error *err)
 {
     /* sheep writes an inode whole when it creates it, so the index always
      * follows the header: one read brings both. */
-    uint32_t len = SF_INODE_HEADER_SIZE + (index_head != NULL ? 4 * SF_INDEX_PAGE : 0);
+    uint32_t len = SF_INODE_HEADER_SIZE + (extra != NULL ? 4 * SF_INDEX_PAGE : 0);
     uint8_t *buf = malloc(len);
     if (buf == NULL)
         return sfi_fail(err, SF_E_NOMEM, "out of memory");
-    int rc = sfi_read_exact(cl, conn, sfi_inode_oid(vid), 0, buf, len, err);
-    if (rc == SF_OK && index_head != NULL)
-        memcpy(index_head, buf + SF_INODE_HEADER_SIZE, 4 * SF_INDEX_PAGE);
+    inode_reads r = {.nr = 1};
+    sf_conn *lanes[2] = {*conn, NULL};
+    unsigned nr_lanes = 1;
+    sfi_op_read(&r.ops[0], sfi_inode_oid(vid), 0, buf, len);
+    if (extra != NULL && read_head && extra->head_len > 0) {
+        /* a guess: the caller keeps it only if the index says object 0 is
+         * vid's; sent to a sheep holding it if the VDI has the cluster's
+         * default copies, which the inode has not told yet */
+        uint64_t oid = sfi_data_oid(vid, 0);
+        sfi_op_read(&r.ops[1], oid, 0, extra->head, extra->head_len);
+        r.ops[0].route_copies = r.ops[1].route_copies = cl->defaults.copies;
+        r.nr = 2;
+        sf_error ignored; /* none: the one connection carries both */
+        if ((lanes[1] = sfi_pool_get_holder(cl, oid, cl->defaults.copies, &ignored)) != NULL)
+            nr_lanes = 2;
+    }
+    sf_source src = {&r, inode_reads_next, inode_reads_complete};
+    int rc = sfi_run_lanes(cl, lanes, nr_lanes, &src, r.nr, err);
+    *conn = lanes[0];
+    sfi_pool_put(cl, lanes[1]);
+    const sf_op *op = &r.ops[0];
+    if (rc == SF_OK && op->rsp.result != SF_RES_SUCCESS)
+        rc = sfi_fail_result(err, op->rsp.result, "%s", sfi_opcode_name(op->req.opcode));
+    else if (rc == SF_OK && op->rsp.data_length != len)
+        rc = sfi_fail(err, SF_E_PROTOCOL, "read of inode 0x%x returned %u of %u bytes", vid,
+                      op->rsp.data_length, len);
+    if (extra != NULL) {
+        extra->head_read = r.nr == 2 && rc == SF_OK && r.ops[1].rsp.result == SF_RES_SUCCESS &&
+                           r.ops[1].rsp.data_length == extra->head_len;
+        if (rc == SF_OK)
+            memcpy(extra->index_head, buf + SF_INODE_HEADER_SIZE, 4 * SF_INDEX_PAGE);
+    }
     if (rc == SF_OK) {
         sfi_inode_header_decode(buf, info);
         if (info->vid != vid)
@@ -176,11 +223,14 @@ static int sfi_vdi_create_in_call(sf_cluster *cl, const char *name, size_t name_
     return SF_OK;
 }
 
-static uint32_t vid_memo_get(sf_cluster *cl, uint64_t h)
+/* The vid remembered for the name that hashes to h (0: none), and whether
+ * its object 0 was its own. */
+static uint32_t vid_memo_get(sf_cluster *cl, uint64_t h, int *head_owned)
 {
     pthread_mutex_lock(&cl->lock);
     const sf_vid_memo *m = &cl->vid_memo[h % SF_VID_MEMO_SLOTS];
     uint32_t vid = m->name_hash == h ? m->vid : 0;
+    *head_owned = vid != 0 && m->head_owned;
     pthread_mutex_unlock(&cl->lock);
     return vid;
 }
@@ -190,9 +240,22 @@ static void vid_memo_set(sf_cluster *cl, uint64_t h, uint32_t vid)
     pthread_mutex_lock(&cl->lock);
     sf_vid_memo *m = &cl->vid_memo[h % SF_VID_MEMO_SLOTS];
     if (vid != 0 || m->name_hash == h) {
+        if (m->name_hash != h || m->vid != vid)
+            m->head_owned = 0;
         m->name_hash = h;
         m->vid = vid;
     }
+    pthread_mutex_unlock(&cl->lock);
+}
+
+void sfi_vid_memo_note_head(sf_cluster *cl, const char *name, size_t name_len, uint32_t vid,
+                            int owned)
+{
+    uint64_t h = sfi_fnv1a_64(name, name_len);
+    pthread_mutex_lock(&cl->lock);
+    sf_vid_memo *m = &cl->vid_memo[h % SF_VID_MEMO_SLOTS];
+    if (m->name_hash == h && m->vid == vid && vid != 0)
+        m->head_owned = owned != 0;
     pthread_mutex_unlock(&cl->lock);
 }
 
@@ -208,12 +271,15 @@ static int names_vdi(const sf_vdi_info *info, const char *name, size_t name_len)
  * reused, no such object) forgets the vid: 0, look the name up. 1: info is
  * the VDI's. SF_ERR: the connection failed, as the lookup would have. */
 static int stat_remembered(sf_cluster *cl, sf_conn **conn, uint64_t h, const char *name,
-                           size_t name_len, sf_vdi_info *info, uint8_t *index_head, sf_error *err)
+                           size_t name_len, sf_vdi_info *info, sf_inode_extra *extra, sf_error *err)
 {
-    uint32_t vid = vid_memo_get(cl, h);
+    int head_owned;
+    uint32_t vid = vid_memo_get(cl, h, &head_owned);
     if (vid == 0)
         return 0;
-    if (sfi_read_inode_header(cl, conn, vid, info, index_head, err) == SF_OK) {
+    /* a hole or an inherited object 0 last time: not worth a request */
+    int rc = sfi_read_inode_header(cl, conn, vid, info, extra, head_owned, err);
+    if (rc == SF_OK) {
         if (names_vdi(info, name, name_len) && info->snap_ctime == 0)
             return 1;
     } else if ((*conn)->broken) {
@@ -225,7 +291,7 @@ static int stat_remembered(sf_cluster *cl, sf_conn **conn, uint64_t h, const cha
 }
 
 int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                     const sf_snap_ref *at, sf_vdi_info *info, uint8_t *index_head, sf_error *err)
+                     const sf_snap_ref *at, sf_vdi_info *info, sf_inode_extra *extra, sf_error *err)
 {
     const char *why;
     uint32_t vid = 0;
@@ -237,7 +303,7 @@ int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t na
         return SF_ERR;
     int working = sfi_snap_ref_is_working(at);
     uint64_t h = sfi_fnv1a_64(name, name_len); /* the memo slot */
-    int known = working ? stat_remembered(cl, conn, h, name, name_len, info, index_head, err) : 0;
+    int known = working ? stat_remembered(cl, conn, h, name, name_len, info, extra, err) : 0;
     if (known != 0)
         return known == 1 ? SF_OK : SF_ERR;
     if (sfi_lookup_vid(cl, conn, name, name_len, at, &vid, err) != SF_OK)
@@ -246,7 +312,7 @@ int sfi_stat_by_name(sf_cluster *cl, sf_conn **conn, const char *name, size_t na
      * leaves the inode with its name and size zeroed (or, where the object
      * is lost, none at all): either way this name no longer has that VDI,
      * which is NO_VDI, not a missing object or a zero-byte image. */
-    int rc = sfi_read_inode_header(cl, conn, vid, info, index_head, err);
+    int rc = sfi_read_inode_header(cl, conn, vid, info, extra, 0, err);
     if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
         return sfi_fail_result(err, SF_RES_NO_VDI,
                                "VDI '%.*s' not found (vid 0x%x has no inode: deleted)",
@@ -555,7 +621,7 @@ static int sfi_vdi_stat_vid_in_call(sf_cluster *cl, uint32_t vid, sf_vdi_info *o
     sf_conn *conn = sfi_pool_get(cl, err);
     if (conn == NULL)
         return SF_ERR;
-    int rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, err);
+    int rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, 0, err);
     sfi_pool_put(cl, conn);
     if (rc != SF_OK && err->category == SF_E_SERVER && err->result == SF_RES_NO_OBJ)
         return sfi_fail_result(err, SF_RES_NO_VDI, "no VDI has vid 0x%x", vid);

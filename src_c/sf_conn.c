@@ -394,8 +394,9 @@ int sfi_run_lanes(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source 
     e.src = src;
     e.depth = depth == 0 ? 1 : (depth > SF_MAX_DEPTH ? SF_MAX_DEPTH : depth);
     e.nr_lanes = nr_conns < SF_MAX_LANES ? nr_conns : SF_MAX_LANES;
-    /* one lane has nothing to choose between */
-    e.ring = e.nr_lanes > 1 ? sfi_ring_get(cl) : NULL;
+    /* with one lane there is nothing to choose, but whether it holds an
+     * object is still what the routed count reports */
+    e.ring = sfi_ring_get(cl);
     for (unsigned i = 0; i < e.nr_lanes; i++) {
         e.lanes[i].conn = conns[i];
         engine_map_lane(&e, i);

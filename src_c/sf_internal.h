@@ -71,6 +71,10 @@ struct sf_cluster;
 /* A connection from the pool (idle and healthy, or new to the next gateway
  * in turn); sfi_pool_put gives it back, or closes it when broken. */
 sf_conn *sfi_pool_get(struct sf_cluster *cl, sf_error *err);
+/* A connection to a sheep that holds one of the copies of oid, so that a
+ * request for it need not be forwarded, when the ring names one that is up;
+ * otherwise any connection, as sfi_pool_get. */
+sf_conn *sfi_pool_get_holder(struct sf_cluster *cl, uint64_t oid, unsigned copies, sf_error *err);
 void sfi_pool_put(struct sf_cluster *cl, sf_conn *conn);
 /* Up to max connections, each to a different gateway (idle ones first),
  * for a transfer to spread over; at least one, or 0 with err set. */
@@ -184,7 +188,8 @@ uint64_t sfi_fnv1a_64(const void *p, size_t len);
 #define SF_VID_MEMO_SLOTS 256u
 typedef struct sf_vid_memo {
     uint64_t name_hash;
-    uint32_t vid; /* 0: empty */
+    uint32_t vid;       /* 0: empty */
+    uint8_t head_owned; /* object 0 was the VDI's own when last seen: worth reading ahead */
 } sf_vid_memo;
 
 struct sf_cluster {
@@ -255,12 +260,29 @@ void sfi_op_named_at(sf_op *op, uint8_t opcode, uint8_t payload[2 * SF_NAME_FIEL
 /* GET_VDI_INFO for the VDI of name that at selects (NULL: the working one). */
 int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
                    const sf_snap_ref *at, uint32_t *vid, sf_error *err);
+
+#define SF_INDEX_PAGE 1024u /* entries fetched per inode read: 4 KiB */
+
+/* What an open reads in the same round trip as the inode header. */
+typedef struct sf_inode_extra {
+    uint8_t index_head[4 * SF_INDEX_PAGE]; /* out: the first SF_INDEX_PAGE index entries, raw */
+    uint8_t *head;                         /* in: room for the first head_len bytes of object */
+    uint32_t head_len;                     /*     0, read alongside when that is likely to pay */
+    int head_read;                         /* out: head holds them, as object 0 of the vid */
+} sf_inode_extra;
+
 /* Name and selector checks, GET_VDI_INFO and inode header on *conn (taken
- * from the pool when NULL; the caller puts it back). index_head, when not
- * NULL, receives the first SF_INDEX_PAGE index entries (raw) from the same
- * request. */
+ * from the pool when NULL; the caller puts it back). extra, when not NULL,
+ * is filled as sf_inode_extra says; object 0 is only read ahead for a name
+ * the cluster remembers whose object 0 was its own, and head_read says
+ * whether it was (the caller still checks the index: it may not be now). */
 int sfi_stat_by_name(struct sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
-                     const sf_snap_ref *at, sf_vdi_info *info, uint8_t *index_head, sf_error *err);
+                     const sf_snap_ref *at, sf_vdi_info *info, sf_inode_extra *extra,
+                     sf_error *err);
+/* Records whether the working VDI vid of name had object 0 of its own, for
+ * the next open's read-ahead (a no-op unless the cluster remembers vid). */
+void sfi_vid_memo_note_head(sf_cluster *cl, const char *name, size_t name_len, uint32_t vid,
+                            int owned);
 /* Index entries of a flat VDI of info's size. */
 uint32_t sfi_index_entries(const sf_vdi_info *info);
 /* Writes zeros over the non-zero index entries in [first, end), in
@@ -272,9 +294,10 @@ int sfi_zero_index(sf_cluster *cl, sf_conn **conn, const sf_vdi_info *info, uint
 int sfi_delete_on(sf_cluster *cl, sf_conn **conn, const char *name, size_t name_len,
                   const sf_snap_ref *at, sf_error *err);
 /* Reads and decodes an inode header; checks what the client relies on.
- * index_head as for sfi_stat_by_name. */
+ * extra as for sfi_stat_by_name, except that object 0 is read alongside
+ * whenever read_head is set (and extra->head_len is not 0). */
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
-                          uint8_t *index_head, sf_error *err);
+                          sf_inode_extra *extra, int read_head, sf_error *err);
 
 /* ---- VDI handles (sf_vdi.c) ---- */
 struct sf_vdi {
@@ -289,12 +312,12 @@ struct sf_vdi {
     uint32_t index_capacity;
     int thin;
     sf_vdi_stats stats;
+    uint8_t *head;     /* the first head_len bytes, read at open; the first read */
+    uint32_t head_len; /* within them takes them, any change drops them (lock) */
 };
 
 /* Buffers below this are left alone by sf_prepare_buffer. */
 #define SF_PREPARE_MIN ((size_t)4 << 20)
-
-#define SF_INDEX_PAGE 1024u /* entries fetched per inode read: 4 KiB */
 
 int sfi_is_zero(const void *buf, size_t len);
 

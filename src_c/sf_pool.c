@@ -374,6 +374,36 @@ unsigned sfi_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_er
     return got;
 }
 
+sf_conn *sfi_pool_get_holder(sf_cluster *cl, uint64_t oid, unsigned copies, sf_error *err)
+{
+    sf_ring *ring = copies > 0 ? sfi_ring_get(cl) : NULL;
+    sf_conn *c = NULL;
+    if (ring != NULL) {
+        unsigned nodes[SF_MAX_COPIES];
+        unsigned n = sfi_ring_locate(ring, oid, copies, nodes);
+        pthread_mutex_lock(&cl->lock);
+        unsigned first = n > 0 ? cl->next_lane++ % n : 0; /* the copies share the reads */
+        pthread_mutex_unlock(&cl->lock);
+        int64_t now = sfi_now_ms();
+        for (unsigned i = 0; i < n && c == NULL; i++) {
+            uint32_t gw = ring->nodes[nodes[(first + i) % n]].gateway;
+            if (gw == SF_RING_NO_GATEWAY)
+                continue;
+            pthread_mutex_lock(&cl->lock);
+            int down = cl->down_until_ms[gw] > now;
+            pthread_mutex_unlock(&cl->lock);
+            if (down)
+                continue;
+            if ((c = take_idle_for(cl, gw)) == NULL) {
+                sf_error ignored; /* a holder that is down: try the next, then any */
+                c = sfi_connect_gateway(cl, gw, &ignored);
+            }
+        }
+        sfi_ring_put(cl, ring);
+    }
+    return c != NULL ? c : sfi_pool_get(cl, err);
+}
+
 void sfi_pool_put(sf_cluster *cl, sf_conn *conn)
 {
     if (conn == NULL)

@@ -104,7 +104,7 @@ static int sfi_vdi_snapshot_in_call(sf_cluster *cl, const char *name, size_t nam
         }
     }
     if (rc == SF_OK) /* the old vid is the snapshot now, with its snap_ctime set */
-        rc = sfi_read_inode_header(cl, &conn, working.vid, out, NULL, err);
+        rc = sfi_read_inode_header(cl, &conn, working.vid, out, NULL, 0, err);
     sfi_pool_put(cl, conn);
     return rc;
 }
@@ -146,7 +146,7 @@ static int sfi_vdi_rollback_in_call(sf_cluster *cl, const char *name, size_t nam
     if (rc == SF_OK)
         rc = new_vdi_from(cl, &conn, name, name_len, snap.size, &snap, 0, &vid, err);
     if (rc == SF_OK)
-        rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, err);
+        rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, 0, err);
     sfi_pool_put(cl, conn);
     return rc;
 }
@@ -178,7 +178,7 @@ static int sfi_vdi_clone_in_call(sf_cluster *cl, const char *name, size_t name_l
     if (rc == SF_OK)
         rc = new_vdi_from(cl, &conn, new_name, new_name_len, size, &snap, 0, &vid, err);
     if (rc == SF_OK)
-        rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, err);
+        rc = sfi_read_inode_header(cl, &conn, vid, out, NULL, 0, err);
     sfi_pool_put(cl, conn);
     return rc;
 }

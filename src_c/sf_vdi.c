@@ -174,15 +174,59 @@ static void vdi_free(sf_vdi *vdi)
 {
     pthread_mutex_destroy(&vdi->lock);
     pthread_mutex_destroy(&vdi->alloc_lock);
+    free(vdi->head);
     free(vdi->index);
     free(vdi->page_loaded);
     free(vdi);
 }
 
+/* Whether object 0 is the VDI's own, as far as the cached index knows
+ * (-1: not known). */
+static int head_owned(sf_vdi *vdi)
+{
+    pthread_mutex_lock(&vdi->lock);
+    int owned = vdi->nr_objects == 0 || !vdi->page_loaded[0] ? -1 : vdi->index[0] == vdi->info.vid;
+    pthread_mutex_unlock(&vdi->lock);
+    return owned;
+}
+
+/* The bytes read ahead at open serve the first read only, and only if it
+ * lies within them; whatever comes first drops them. */
+static int take_head(sf_vdi *vdi, void *buf, uint64_t len, uint64_t offset)
+{
+    pthread_mutex_lock(&vdi->lock);
+    uint8_t *head = vdi->head;
+    int taken = head != NULL && offset <= vdi->head_len && len <= vdi->head_len - offset;
+    if (taken && len > 0)
+        memcpy(buf, head + offset, (size_t)len);
+    vdi->head = NULL;
+    pthread_mutex_unlock(&vdi->lock);
+    free(head);
+    return taken;
+}
+
+static void drop_head(sf_vdi *vdi)
+{
+    take_head(vdi, NULL, UINT64_MAX, 0);
+}
+
+uint32_t sf_vdi_read_ahead_held(sf_vdi *vdi)
+{
+    pthread_mutex_lock(&vdi->lock);
+    uint32_t held = vdi->head != NULL ? vdi->head_len : 0;
+    pthread_mutex_unlock(&vdi->lock);
+    return held;
+}
+
 static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t name_len,
-                                    const sf_snap_ref *at, sf_error *err)
+                                    const sf_snap_ref *at, uint32_t read_ahead, sf_error *err)
 {
     sfi_error_clear(err);
+    if (read_ahead > SF_READ_AHEAD_MAX) {
+        sfi_fail(err, SF_E_INVALID, "read_ahead must be at most %u bytes (got %u)",
+                 SF_READ_AHEAD_MAX, read_ahead);
+        return NULL;
+    }
     sf_vdi *vdi = calloc(1, sizeof(*vdi));
     if (vdi == NULL) {
         sfi_fail(err, SF_E_NOMEM, "out of memory");
@@ -193,8 +237,11 @@ static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t nam
     pthread_mutex_init(&vdi->lock, NULL);
     pthread_mutex_init(&vdi->alloc_lock, NULL);
     sf_conn *conn = NULL;
-    uint8_t index_head[4 * SF_INDEX_PAGE]; /* the first read is then one request, not two */
-    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, &vdi->info, index_head, err);
+    /* the first read is then one request, not two (or none, read ahead) */
+    sf_inode_extra extra = {.head_len = read_ahead};
+    if (read_ahead > 0 && (extra.head = malloc(read_ahead)) == NULL)
+        extra.head_len = 0; /* a hint: no memory, no read ahead */
+    int rc = sfi_stat_by_name(cl, &conn, name, name_len, at, &vdi->info, &extra, err);
     if (rc == SF_OK) {
         vdi->object_size = (uint64_t)1 << vdi->info.block_size_shift;
         rc = check_object_count(vdi, vdi->info.size, err);
@@ -206,13 +253,25 @@ static sf_vdi *sfi_vdi_open_in_call(sf_cluster *cl, const char *name, size_t nam
     if (rc == SF_OK && vdi->info.store_policy == 1)
         rc = load_btree(vdi, &conn, err);
     else if (rc == SF_OK && vdi->nr_objects > 0)
-        rc = index_page_store(vdi, 0, index_head, index_page_entries(vdi->nr_objects, 0), err);
+        rc =
+            index_page_store(vdi, 0, extra.index_head, index_page_entries(vdi->nr_objects, 0), err);
     if (rc == SF_OK)
         sfi_cluster_maybe_refresh(cl, &conn); /* nodes come and go: keep routing true */
     sfi_pool_put(cl, conn);
     if (rc != SF_OK) {
+        free(extra.head);
         vdi_free(vdi);
         return NULL;
+    }
+    int owned = head_owned(vdi);
+    if (owned >= 0 && sfi_snap_ref_is_working(at))
+        sfi_vid_memo_note_head(cl, name, name_len, vdi->info.vid, owned);
+    if (extra.head_read && owned == 1) {
+        vdi->head = extra.head;
+        vdi->head_len = vdi->info.size < read_ahead ? (uint32_t)vdi->info.size : read_ahead;
+        vdi->stats.read_requests++;
+    } else {
+        free(extra.head);
     }
     sfi_cluster_ref(cl);
     return vdi;
@@ -223,6 +282,10 @@ void sf_vdi_close(sf_vdi *vdi)
     if (vdi == NULL)
         return;
     sf_cluster *cl = vdi->cl;
+    /* what this handle wrote decides the next open's read ahead */
+    int owned = head_owned(vdi);
+    if (owned >= 0 && vdi->info.snap_ctime == 0)
+        sfi_vid_memo_note_head(cl, vdi->info.name, strlen(vdi->info.name), vdi->info.vid, owned);
     vdi_free(vdi);
     sfi_cluster_unref(cl); /* the cluster outlives its last open VDI */
 }
@@ -1162,6 +1225,16 @@ static void count_requests(const transfer *t, uint32_t zero_skipped)
     pthread_mutex_unlock(&vdi->lock);
 }
 
+/* The object a read of object idx alone asks for, when the cached index
+ * tells (0: not known yet, or a hole, which needs no request). */
+static uint64_t read_object_oid(sf_vdi *vdi, uint32_t idx)
+{
+    pthread_mutex_lock(&vdi->lock);
+    uint32_t owner = vdi->page_loaded[idx / SF_INDEX_PAGE] ? vdi->index[idx] : 0;
+    pthread_mutex_unlock(&vdi->lock);
+    return owner != 0 ? sfi_data_oid(owner, idx) : 0;
+}
+
 /* One read or write of len bytes at offset: plan a piece per object, drop
  * those needing no request, run the rest over lanes to several gateways,
  * then settle what a failure or a membership change left open. */
@@ -1195,8 +1268,15 @@ static int run_pieces(sf_vdi *vdi, int writing, uint8_t *buf, uint64_t len, uint
     if (transfer_init(&t, vdi, writing, count, err) != SF_OK)
         goto out;
     t.thin = thin < 0 ? vdi->thin : thin;
-    /* several objects: spread them over the configured gateways */
-    nr_lanes = sfi_pool_get_lanes(cl, lanes, count > 1 ? SF_MAX_LANES : 1, err);
+    /* several objects: spread them over the gateways; a read of one:
+     * straight to a sheep holding it (see transfer_next), if the index says
+     * which object that is */
+    uint64_t oid = count == 1 && !writing && cl->route ? read_object_oid(vdi, first) : 0;
+    if (count > 1)
+        nr_lanes = sfi_pool_get_lanes(cl, lanes, SF_MAX_LANES, err);
+    else if ((lanes[0] = oid != 0 ? sfi_pool_get_holder(cl, oid, route_copies(vdi), err)
+                                  : sfi_pool_get(cl, err)) != NULL)
+        nr_lanes = 1;
     if (nr_lanes == 0)
         goto out;
     if (ensure_index(vdi, &lanes[0], first, last, err) != SF_OK)
@@ -1225,6 +1305,8 @@ static int sfi_vdi_read_in_call(sf_vdi *vdi, void *buf, uint64_t len, uint64_t o
     sfi_error_clear(err);
     if (check_range(vdi, "read", len, offset, err) != SF_OK)
         return SF_ERR;
+    if (take_head(vdi, buf, len, offset))
+        return SF_OK;
     if (len == 0)
         return SF_OK;
     return run_transfer(vdi, 0, buf, len, offset, -1, err);
@@ -1241,6 +1323,7 @@ static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uin
     if (vdi->info.store_policy != 0)
         return sfi_fail(err, SF_E_UNSUPPORTED, "writing to hyper volume '%s' is not supported",
                         vdi->info.name);
+    drop_head(vdi);
     if (len == 0)
         return SF_OK;
     /* The data is only ever read; the transfer code shares one buffer type. */
@@ -1250,6 +1333,7 @@ static int sfi_vdi_write_in_call(sf_vdi *vdi, const void *buf, uint64_t len, uin
 static int sfi_vdi_resize_in_call(sf_vdi *vdi, uint64_t new_size, sf_error *err)
 {
     sfi_error_clear(err);
+    drop_head(vdi);
     if (new_size < vdi->info.size)
         return sfi_fail(
             err, SF_E_INVALID,
@@ -1354,6 +1438,7 @@ static int zero_partial(sf_vdi *vdi, uint64_t offset, uint64_t len, sf_error *er
 static int sfi_vdi_discard_in_call(sf_vdi *vdi, uint64_t len, uint64_t offset, sf_error *err)
 {
     sfi_error_clear(err);
+    drop_head(vdi);
     if (check_range(vdi, "discard", len, offset, err) != SF_OK ||
         check_mutable(vdi, "discard", err) != SF_OK)
         return SF_ERR;
@@ -1390,6 +1475,7 @@ static int sfi_vdi_discard_in_call(sf_vdi *vdi, uint64_t len, uint64_t offset, s
 static int sfi_vdi_flatten_in_call(sf_vdi *vdi, sf_error *err)
 {
     sfi_error_clear(err);
+    drop_head(vdi);
     if (check_mutable(vdi, "flatten", err) != SF_OK)
         return SF_ERR;
     uint64_t size = sf_vdi_size(vdi);
@@ -1402,13 +1488,19 @@ static int sfi_vdi_flatten_in_call(sf_vdi *vdi, sf_error *err)
 
 /* ------------------------------------------------- public calls, each with one deadline */
 
+sf_vdi *sf_vdi_open_read_ahead(sf_cluster *cl, const char *name, size_t name_len,
+                               const sf_snap_ref *at, uint32_t read_ahead, sf_error *err)
+{
+    int64_t scope = sfi_call_begin(cl);
+    sf_vdi *result = sfi_vdi_open_in_call(cl, name, name_len, at, read_ahead, err);
+    sf_deadline_end(scope);
+    return result;
+}
+
 sf_vdi *sf_vdi_open_at(sf_cluster *cl, const char *name, size_t name_len, const sf_snap_ref *at,
                        sf_error *err)
 {
-    int64_t scope = sfi_call_begin(cl);
-    sf_vdi *result = sfi_vdi_open_in_call(cl, name, name_len, at, err);
-    sf_deadline_end(scope);
-    return result;
+    return sf_vdi_open_read_ahead(cl, name, name_len, at, 0, err);
 }
 
 sf_vdi *sf_vdi_open(sf_cluster *cl, const char *name, size_t name_len, sf_error *err)

@@ -257,6 +257,18 @@ SF_EXPORT int sf_vdi_stat_at(sf_cluster *cl, const char *name, size_t name_len,
                              const sf_snap_ref *at, sf_vdi_info *out, sf_error *err);
 SF_EXPORT sf_vdi *sf_vdi_open_at(sf_cluster *cl, const char *name, size_t name_len,
                                  const sf_snap_ref *at, sf_error *err);
+/* sf_vdi_open_at, with a hint: the VDI's first read_ahead bytes (at most
+ * SF_READ_AHEAD_MAX) are read in the same round trip as its inode when the
+ * cluster handle saw the VDI's object 0 as its own before (an earlier open
+ * or close of it). The handle's first sf_vdi_read then takes them from
+ * memory, as they were at open, if it lies within them; any other first
+ * call drops them. For a reader about to stream the VDI from its start. */
+#define SF_READ_AHEAD_MAX (UINT32_C(1) << SF_MIN_BLOCK_SIZE_SHIFT)
+SF_EXPORT sf_vdi *sf_vdi_open_read_ahead(sf_cluster *cl, const char *name, size_t name_len,
+                                         const sf_snap_ref *at, uint32_t read_ahead, sf_error *err);
+/* The bytes read ahead at open that the handle's first read may still take
+ * (0: none, or taken or dropped since). */
+SF_EXPORT uint32_t sf_vdi_read_ahead_held(sf_vdi *vdi);
 SF_EXPORT int sf_vdi_delete_at(sf_cluster *cl, const char *name, size_t name_len,
                                const sf_snap_ref *at, sf_error *err);
 /* Snapshots the working VDI (tag may be empty). The working VDI's vid

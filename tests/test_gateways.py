@@ -197,6 +197,32 @@ def test_reads_go_to_a_sheep_holding_the_object():
             assert len({e.node for e in log}) == 3  # spread over every node
 
 
+def test_a_read_of_one_object_and_a_read_ahead_go_to_a_holder():
+    """Reads within one object (the small first pieces of a download) and
+    the read of object 0 beside the inode at open go to a sheep holding
+    the object too, not to whichever connection is idle."""
+    from sheepfast.testing import wire as w
+
+    with FakeSheep(nodes=3) as sheep:
+        with sheepfast.connect(sheep.addresses[0]) as c:
+            c.create("one", 16 * MiB, copies=2, block_size_shift=20)
+            data = os.urandom(16 * MiB)
+            with c.open("one") as vdi:
+                vdi.write(data, 0)
+            sheep.enable_request_log()
+            with c.open("one", read_ahead=64 << 10) as vdi:
+                for i in range(16):  # the first from what was read ahead
+                    assert vdi.read(i * MiB + 5, 1000) == data[i * MiB + 5 : i * MiB + 1005]
+                assert vdi.stats["routed_requests"] == 15
+                assert vdi.stats["read_requests"] == 16
+            log = [e for e in sheep.request_log() if e.opcode == w.OP_READ_OBJ]
+            sheep.enable_request_log(False)
+            data_reads = [e for e in log if not e.oid & w.VDI_BIT]
+            assert len(data_reads) == 16  # object 0 read ahead, then each other once
+            for entry in data_reads:
+                assert sheep.addresses[entry.node] in c.locate(entry.oid, 2)
+
+
 def test_routing_off_reads_through_the_configured_gateway():
     from sheepfast.testing import wire as w
 

@@ -39,6 +39,7 @@ from oslo_config import cfg
 
 import sheepfast
 from sheepfast import glance as driver
+from sheepfast.image import FIRST_PIECE
 from sheepfast.testing import wire
 
 CHUNK = CHUNK_MIB * MiB
@@ -312,7 +313,6 @@ def test_get_yields_a_short_first_piece_then_pieces_of_at_most_the_download_cap(
     smaller, and never cross a multiple of it; an upload still sends whole
     chunks."""
     from sheepfast import defaults
-    from sheepfast.image import FIRST_PIECE
 
     cap = defaults.DOWNLOAD_PIECE_MAX
     g = make_multi(monkeypatch, tmp_path, target, kind, sheepdog_store_chunk_size=2 * cap // MiB)
@@ -362,6 +362,34 @@ def test_get_sends_the_first_read_before_the_first_next_and_close_stops_it(fake_
     unread, _ = fake_multi.get(uri)
     unread.close()
     assert threading.active_count() == before
+
+
+def test_a_get_from_the_start_has_its_first_piece_by_the_time_it_returns(fake_multi, new_name):
+    """An image this store wrote (or read) before: get() opens it with one
+    round trip that also brings the first piece, which the first next()
+    then takes with no request of its own."""
+    if fake_multi.kind == "cli":
+        pytest.skip("dog reads nothing ahead: each read is a process of its own")
+    fake = fake_multi.target.fake
+    data = image_bytes(SIZE)
+    uri = fake_multi.add(fake_multi.new_id(new_name), io.BytesIO(data), SIZE)[0]
+    fake.reset_request_counts()
+    fake.enable_request_log()
+    try:
+        it, size = fake_multi.get(uri)
+        assert fake.request_counts() == {wire.OP_READ_OBJ: 2}  # the inode and the first piece
+        pieces = iter(it)
+        first = next(pieces)
+        assert len(first) == FIRST_PIECE and first == data[:FIRST_PIECE]
+        assert b"".join([first, *pieces]) == data
+        log = fake.request_log()
+    finally:
+        fake.enable_request_log(False)
+    starts = [e for e in log if e.opcode == wire.OP_READ_OBJ and e.oid & 0xFFFFFFFF == 0]
+    starts = [e for e in starts if not e.oid & wire.VDI_BIT and e.offset == 0]
+    assert len(starts) == 1  # the bytes read ahead were not asked for again
+    it, _ = fake_multi.get(uri, offset=5)  # a range: nothing read ahead
+    assert b"".join(it) == data[5:]
 
 
 def test_legacy_location_reads_the_configured_cluster(glance, new_name):

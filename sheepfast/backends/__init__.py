@@ -35,6 +35,7 @@ __all__ = [
     "Capability",
     "RecyclingImage",
     "ThinImage",
+    "ReadAheadImage",
     "UsageImage",
     "native_available",
     "native_import_error",
@@ -92,6 +93,9 @@ class Capability(enum.Flag):
     LOCK_LIST = enum.auto()
     #: an image's ``metadata_list()``
     ATTRIBUTE_LIST = enum.auto()
+    #: ``open(read_ahead=...)`` may bring the first bytes with the inode;
+    #: its images are :class:`ReadAheadImage`
+    READ_AHEAD = enum.auto()
 
 
 @runtime_checkable
@@ -138,6 +142,14 @@ class RecyclingImage(BackendImage, Protocol):
 
 
 @runtime_checkable
+class ReadAheadImage(BackendImage, Protocol):
+    """An image of a backend with Capability.READ_AHEAD."""
+
+    @property
+    def read_ahead(self) -> int: ...  # bytes the first read may take from memory
+
+
+@runtime_checkable
 class UsageImage(BackendImage, Protocol):
     """An image of a backend with Capability.USAGE."""
 
@@ -160,8 +172,14 @@ class Backend(Protocol):
     def delete(self, name: str, *, snapshot: SnapshotRef = None) -> None: ...
     def discard(self, name: str) -> bool: ...
     def list(self) -> list[VdiInfo]: ...
+    # read_ahead: a hint (see sheepfast.Cluster.open); a backend may ignore it.
     def open(
-        self, name: str, *, snapshot: SnapshotRef = None, lock: Optional[str] = None
+        self,
+        name: str,
+        *,
+        snapshot: SnapshotRef = None,
+        lock: Optional[str] = None,
+        read_ahead: int = 0,
     ) -> BackendImage: ...
     def open_listed(self, info: VdiInfo) -> BackendImage: ...
     # What the backend's capabilities do not include raises Unsupported.

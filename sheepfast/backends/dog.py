@@ -1332,6 +1332,7 @@ class DogBackend(MissingBackendCapabilities):
         *,
         snapshot: SnapshotRef = None,
         lock: Optional[str] = None,
+        read_ahead: int = 0,  # a hint: every read is a dog process of its own anyway
     ) -> DogImage:
         if lock is not None:
             raise missing(self.kind, Capability.LOCKS, "take a lock")

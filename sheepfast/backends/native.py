@@ -34,6 +34,7 @@ class NativeBackend:
         | Capability.LOCKS
         | Capability.LOCK_LIST
         | Capability.ATTRIBUTE_LIST
+        | Capability.READ_AHEAD
     )
 
     def __init__(
@@ -116,10 +117,22 @@ class NativeBackend:
     def list(self) -> list[VdiInfo]:
         return self.cluster.list()
 
-    def open(self, name: str, *, snapshot: SnapshotRef = None, lock: Optional[str] = None) -> Vdi:
+    def open(
+        self,
+        name: str,
+        *,
+        snapshot: SnapshotRef = None,
+        lock: Optional[str] = None,
+        read_ahead: int = 0,
+    ) -> Vdi:
         if lock is not None and lock not in ("exclusive", "shared"):
             raise errors.InvalidArgument(f"lock must be exclusive or shared (got {lock!r})")
-        return self.cluster.open(name, snapshot=snapshot, lock=lock)  # type: ignore[arg-type]
+        return self.cluster.open(
+            name,
+            snapshot=snapshot,
+            lock=lock,  # type: ignore[arg-type]
+            read_ahead=read_ahead,
+        )
 
     def open_listed(self, info: VdiInfo) -> Vdi:
         """A handle on a VDI that list() just returned (opening by name is one
