@@ -139,10 +139,15 @@ class _Listener:
             self.answer(conn)
 
     def close(self):
+        try:  # wakes the accept() (a close from another thread does not)
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         for conn in self.conns:
             conn.close()
         self.thread.join(5)
+        assert not self.thread.is_alive()
 
 
 @pytest.fixture
