@@ -793,7 +793,7 @@ cdef class Vdi(_Handle):
         return 1 << self.info.block_size_shift
 
     @property
-    def read_ahead(self):
+    def read_ahead_held(self):
         """Bytes from the start that open(read_ahead=...) brought along and
         the first read may still take from memory (0: none, or no longer)."""
         with self._guard:

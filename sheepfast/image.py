@@ -199,7 +199,7 @@ class SheepdogImage:
         handle = self._handle
         if handle is None or not self._can(Capability.READ_AHEAD):
             return 0
-        return cast(ReadAheadImage, handle).read_ahead
+        return cast(ReadAheadImage, handle).read_ahead_held
 
     @property
     def thin(self) -> bool:

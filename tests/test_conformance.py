@@ -366,7 +366,7 @@ def test_read_ahead_brings_the_first_bytes_with_the_inode(target, cluster, new_n
     cluster.create(name, 8 * MiB)
     data = os.urandom(2 * MiB)
     with cluster.open(name, read_ahead=64 << 10) as vdi:
-        assert vdi.read_ahead == 0  # looked up by name: nothing known of object 0 yet
+        assert vdi.read_ahead_held == 0  # looked up by name: nothing known of object 0 yet
         vdi.write(data, 0)
     fake = target.fake
     if fake is not None:
@@ -374,9 +374,9 @@ def test_read_ahead_brings_the_first_bytes_with_the_inode(target, cluster, new_n
     with cluster.open(name, read_ahead=64 << 10) as vdi:
         if fake is not None:  # the inode and object 0, nothing else
             assert fake.request_counts() == {w.OP_READ_OBJ: 2}
-        assert vdi.read_ahead == 64 << 10
+        assert vdi.read_ahead_held == 64 << 10
         assert vdi.read(0, 1000) == data[:1000]
-        assert vdi.read_ahead == 0
+        assert vdi.read_ahead_held == 0
         if fake is not None:
             assert fake.request_counts() == {w.OP_READ_OBJ: 2}  # the read asked no one
         assert vdi.read(0, 64 << 10) == data[: 64 << 10]  # only the first read is served
@@ -384,11 +384,11 @@ def test_read_ahead_brings_the_first_bytes_with_the_inode(target, cluster, new_n
             assert fake.request_counts() == {w.OP_READ_OBJ: 3}
     with cluster.open(name, read_ahead=64 << 10) as vdi:  # a first read elsewhere drops them
         assert vdi.read(MiB, 10) == data[MiB : MiB + 10]
-        assert vdi.read_ahead == 0
+        assert vdi.read_ahead_held == 0
         assert vdi.read(0, 10) == data[:10]
     with cluster.open(name, read_ahead=64 << 10) as vdi:  # so does a write
         vdi.write(b"new", 0)
-        assert vdi.read_ahead == 0 and vdi.read(0, 5) == b"new" + data[3:5]
+        assert vdi.read_ahead_held == 0 and vdi.read(0, 5) == b"new" + data[3:5]
     with cluster.open(name, read_ahead=64 << 10) as vdi:  # and a first read past them
         assert vdi.read(0, (64 << 10) + 1) == b"new" + data[3 : (64 << 10) + 1]
     for bad in (-1, sheepfast.READ_AHEAD_MAX + 1):
@@ -402,7 +402,7 @@ def test_read_ahead_of_a_small_vdi_stops_at_its_end(cluster, new_name):
     with cluster.open(name) as vdi:
         vdi.write(b"x" * 1000, 0)
     with cluster.open(name, read_ahead=sheepfast.READ_AHEAD_MAX) as vdi:
-        assert vdi.read_ahead == 1000
+        assert vdi.read_ahead_held == 1000
         assert vdi.read(0, 1000) == b"x" * 1000
 
 
@@ -417,17 +417,17 @@ def test_read_ahead_is_not_tried_for_a_hole_or_an_inherited_object(target, clust
     with cluster.open(name, read_ahead=64 << 10) as vdi:
         if fake is not None:
             assert fake.request_counts() == {w.OP_READ_OBJ: 1}  # the inode only
-        assert vdi.read_ahead == 0 and vdi.read(0, 3) == bytes(3)
+        assert vdi.read_ahead_held == 0 and vdi.read(0, 3) == bytes(3)
         vdi.write(b"own", 0)
     cluster.snapshot(name, "base")
     cluster.clone(name, "base", clone)
     with cluster.open(clone) as child:
         assert child.read(0, 3) == b"own"  # object 0 is the parent's
     with cluster.open(clone, read_ahead=64 << 10) as child:
-        assert child.read_ahead == 0 and child.read(0, 3) == b"own"
+        assert child.read_ahead_held == 0 and child.read(0, 3) == b"own"
         child.write(b"mine", 0)  # copied on write: now the clone's own
     with cluster.open(clone, read_ahead=64 << 10) as child:
-        assert child.read_ahead == 64 << 10 and child.read(0, 4) == b"mine"
+        assert child.read_ahead_held == 64 << 10 and child.read(0, 4) == b"mine"
     cluster.delete(clone)
     cluster.delete(name, snapshot="base")
 
@@ -445,7 +445,7 @@ def test_read_ahead_sees_what_another_client_did_to_object_0(target, cluster, ne
         with other.open(name) as vdi:  # object 0 given back: the guess finds nothing
             vdi.discard(0, vdi.object_size)
         with cluster.open(name, read_ahead=64 << 10) as vdi:
-            assert vdi.read_ahead == 0 and vdi.read(0, 3) == bytes(3)
+            assert vdi.read_ahead_held == 0 and vdi.read(0, 3) == bytes(3)
         other.delete(name)
         other.create(name, 8 * MiB)
         with other.open(name) as vdi:
@@ -453,7 +453,7 @@ def test_read_ahead_sees_what_another_client_did_to_object_0(target, cluster, ne
         with cluster.open(name, read_ahead=64 << 10) as vdi:
             assert vdi.read(0, 3) == b"six"
         with cluster.open(name, read_ahead=64 << 10) as vdi:
-            assert vdi.read_ahead == 64 << 10 and vdi.read(0, 3) == b"six"
+            assert vdi.read_ahead_held == 64 << 10 and vdi.read(0, 3) == b"six"
 
 
 def test_many_objects_batch_index_updates(cluster, new_name):

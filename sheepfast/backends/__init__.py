@@ -146,7 +146,7 @@ class ReadAheadImage(BackendImage, Protocol):
     """An image of a backend with Capability.READ_AHEAD."""
 
     @property
-    def read_ahead(self) -> int: ...  # bytes the first read may take from memory
+    def read_ahead_held(self) -> int: ...  # bytes the first read may take from memory
 
 
 @runtime_checkable
