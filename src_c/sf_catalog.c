@@ -74,24 +74,6 @@ int sfi_lookup_vid(sf_cluster *cl, sf_conn **conn, const char *name, size_t name
     return SF_OK;
 }
 
-/* The inode read and, when extra asks, the read of object 0 beside it. */
-typedef struct inode_reads {
-    sf_op ops[2];
-    unsigned nr, next;
-} inode_reads;
-
-static sf_op *inode_reads_next(void *ctx)
-{
-    inode_reads *r = ctx;
-    return r->next < r->nr ? &r->ops[r->next++] : NULL;
-}
-
-static void inode_reads_complete(void *ctx, sf_op *op)
-{
-    (void)ctx;
-    (void)op;
-}
-
 int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_info *info,
                           sf_inode_extra *extra, int read_head, sf_error *err)
 {
@@ -101,35 +83,34 @@ int sfi_read_inode_header(sf_cluster *cl, sf_conn **conn, uint32_t vid, sf_vdi_i
     uint8_t *buf = malloc(len);
     if (buf == NULL)
         return sfi_fail(err, SF_E_NOMEM, "out of memory");
-    inode_reads r = {.nr = 1};
+    sf_op ops[2]; /* the inode and, when extra asks, object 0 beside it */
+    unsigned nr_ops = 1;
     sf_conn *lanes[2] = {*conn, NULL};
     unsigned nr_lanes = 1;
-    sfi_op_read(&r.ops[0], sfi_inode_oid(vid), 0, buf, len);
+    sfi_op_read(&ops[0], sfi_inode_oid(vid), 0, buf, len);
     if (extra != NULL && read_head && extra->head_len > 0) {
         /* a guess: the caller keeps it only if the index says object 0 is
          * vid's; sent to a sheep holding it if the VDI has the cluster's
          * default copies, which the inode has not told yet */
         uint64_t oid = sfi_data_oid(vid, 0);
-        sfi_op_read(&r.ops[1], oid, 0, extra->head, extra->head_len);
-        r.ops[0].route_copies = r.ops[1].route_copies = cl->defaults.copies;
-        r.nr = 2;
+        sfi_op_read(&ops[1], oid, 0, extra->head, extra->head_len);
+        ops[0].route_copies = ops[1].route_copies = cl->defaults.copies;
+        nr_ops = 2;
         sf_error ignored; /* none: the one connection carries both */
         if ((lanes[1] = sfi_pool_get_holder(cl, oid, cl->defaults.copies, &ignored)) != NULL)
             nr_lanes = 2;
     }
-    sf_source src = {&r, inode_reads_next, inode_reads_complete};
-    int rc = sfi_run_lanes(cl, lanes, nr_lanes, &src, r.nr, err);
+    int rc = sfi_run_ops(cl, lanes, nr_lanes, ops, nr_ops, err);
     *conn = lanes[0];
     sfi_pool_put(cl, lanes[1]);
-    const sf_op *op = &r.ops[0];
-    if (rc == SF_OK && op->rsp.result != SF_RES_SUCCESS)
-        rc = sfi_fail_result(err, op->rsp.result, "%s", sfi_opcode_name(op->req.opcode));
-    else if (rc == SF_OK && op->rsp.data_length != len)
+    if (rc == SF_OK && ops[0].rsp.result != SF_RES_SUCCESS)
+        rc = sfi_fail_result(err, ops[0].rsp.result, "%s", sfi_opcode_name(ops[0].req.opcode));
+    else if (rc == SF_OK && ops[0].rsp.data_length != len)
         rc = sfi_fail(err, SF_E_PROTOCOL, "read of inode 0x%x returned %u of %u bytes", vid,
-                      op->rsp.data_length, len);
+                      ops[0].rsp.data_length, len);
     if (extra != NULL) {
-        extra->head_read = r.nr == 2 && rc == SF_OK && r.ops[1].rsp.result == SF_RES_SUCCESS &&
-                           r.ops[1].rsp.data_length == extra->head_len;
+        extra->head_read = nr_ops == 2 && rc == SF_OK && ops[1].rsp.result == SF_RES_SUCCESS &&
+                           ops[1].rsp.data_length == extra->head_len;
         if (rc == SF_OK)
             memcpy(extra->index_head, buf + SF_INODE_HEADER_SIZE, 4 * SF_INDEX_PAGE);
     }

@@ -435,31 +435,34 @@ int sfi_run(sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned depth, sf_e
     return sfi_run_lanes(cl, conn, 1, src, depth, err);
 }
 
-typedef struct single {
-    sf_op *op;
-    int taken;
-} single;
+typedef struct op_array {
+    sf_op *ops;
+    unsigned nr, next;
+} op_array;
 
-static sf_op *single_next(void *ctx)
+static sf_op *op_array_next(void *ctx)
 {
-    single *s = ctx;
-    if (s->taken)
-        return NULL;
-    s->taken = 1;
-    return s->op;
+    op_array *a = ctx;
+    return a->next < a->nr ? &a->ops[a->next++] : NULL;
 }
 
-static void single_complete(void *ctx, sf_op *op)
+static void op_array_complete(void *ctx, sf_op *op)
 {
     (void)ctx;
     (void)op;
 }
 
+int sfi_run_ops(sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_op *ops, unsigned nr_ops,
+                sf_error *err)
+{
+    op_array a = {ops, nr_ops, 0};
+    sf_source src = {&a, op_array_next, op_array_complete};
+    return sfi_run_lanes(cl, conns, nr_conns, &src, nr_ops, err);
+}
+
 int sfi_call(sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err)
 {
-    single s = {op, 0};
-    sf_source src = {&s, single_next, single_complete};
-    if (sfi_run(cl, conn, &src, 1, err) != SF_OK)
+    if (sfi_run_ops(cl, conn, 1, op, 1, err) != SF_OK)
         return SF_ERR;
     if (op->rsp.result != SF_RES_SUCCESS)
         return sfi_fail_result(err, op->rsp.result, "%s", sfi_opcode_name(op->req.opcode));

@@ -137,6 +137,10 @@ int sfi_run(struct sf_cluster *cl, sf_conn **conn, sf_source *src, unsigned dept
  * gateways): each op goes to the least busy lane; depth is the total. */
 int sfi_run_lanes(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_source *src,
                   unsigned depth, sf_error *err);
+/* ops[0..nr_ops) all in flight at once over conns; each op's own result
+ * is left in its rsp for the caller to check. */
+int sfi_run_ops(struct sf_cluster *cl, sf_conn **conns, unsigned nr_conns, sf_op *ops,
+                unsigned nr_ops, sf_error *err);
 /* One op, synchronously; a non-zero result becomes SF_E_SERVER. */
 int sfi_call(struct sf_cluster *cl, sf_conn **conn, sf_op *op, sf_error *err);
 

@@ -340,6 +340,23 @@ static unsigned lane_gateways(sf_cluster *cl, unsigned *gws)
     return nr;
 }
 
+/* A connection to gateway gw (idle, or new), or NULL when gw is marked down
+ * or does not answer now. */
+static sf_conn *conn_if_up(sf_cluster *cl, unsigned gw, int64_t now)
+{
+    pthread_mutex_lock(&cl->lock);
+    int down = cl->down_until_ms[gw] > now;
+    pthread_mutex_unlock(&cl->lock);
+    if (down)
+        return NULL;
+    sf_conn *c = take_idle_for(cl, gw);
+    if (c == NULL) {
+        sf_error ignored;
+        c = sfi_connect_gateway(cl, gw, &ignored);
+    }
+    return c;
+}
+
 unsigned sfi_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_error *err)
 {
     unsigned gws[SF_MAX_GATEWAYS];
@@ -354,18 +371,7 @@ unsigned sfi_pool_get_lanes(sf_cluster *cl, sf_conn **conns, unsigned max, sf_er
     unsigned got = 0;
     int64_t now = sfi_now_ms();
     for (unsigned i = 0; i < nr && got < max; i++) {
-        unsigned gw = gws[(first + i) % nr];
-        pthread_mutex_lock(&cl->lock);
-        int down = cl->down_until_ms[gw] > now;
-        pthread_mutex_unlock(&cl->lock);
-        if (down)
-            continue;
-        sf_conn *c = take_idle_for(cl, gw);
-        if (c == NULL) {
-            sf_error ignored;
-            /* a gateway that is down just means one lane fewer */
-            c = sfi_connect_gateway(cl, gw, &ignored);
-        }
+        sf_conn *c = conn_if_up(cl, gws[(first + i) % nr], now); /* down: one lane fewer */
         if (c != NULL)
             conns[got++] = c;
     }
@@ -385,19 +391,10 @@ sf_conn *sfi_pool_get_holder(sf_cluster *cl, uint64_t oid, unsigned copies, sf_e
         unsigned first = n > 0 ? cl->next_lane++ % n : 0; /* the copies share the reads */
         pthread_mutex_unlock(&cl->lock);
         int64_t now = sfi_now_ms();
-        for (unsigned i = 0; i < n && c == NULL; i++) {
+        for (unsigned i = 0; i < n && c == NULL; i++) { /* a holder down: the next, then any */
             uint32_t gw = ring->nodes[nodes[(first + i) % n]].gateway;
-            if (gw == SF_RING_NO_GATEWAY)
-                continue;
-            pthread_mutex_lock(&cl->lock);
-            int down = cl->down_until_ms[gw] > now;
-            pthread_mutex_unlock(&cl->lock);
-            if (down)
-                continue;
-            if ((c = take_idle_for(cl, gw)) == NULL) {
-                sf_error ignored; /* a holder that is down: try the next, then any */
-                c = sfi_connect_gateway(cl, gw, &ignored);
-            }
+            if (gw != SF_RING_NO_GATEWAY)
+                c = conn_if_up(cl, gw, now);
         }
         sfi_ring_put(cl, ring);
     }
